@@ -1,0 +1,406 @@
+//! Decoder contract: any file symphonia can read becomes **mono `f32` at [`TARGET_SAMPLE_RATE`]**.
+//!
+//! - Channels are averaged (down-mix); integer samples of any width are scaled to [-1, 1].
+//! - Non-finite samples (NaN, ±inf in float files) are replaced by 0 and counted.
+//! - Decoding streams: packets are decoded, down-mixed and resampled one by one and handed to a
+//!   callback in chunks, so memory does not grow with the file's length.
+//! - A packet that fails to decode is skipped and counted; a file that ends early is decoded up to
+//!   where it ends and flagged `truncated`. Only a file from which nothing can be decoded is an
+//!   error, and every error names the file and the reason.
+
+use std::fs::File;
+use std::io;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::MetadataOptions;
+
+use super::resample::StreamResampler;
+
+/// Every decoded signal comes out at this rate.
+pub const TARGET_SAMPLE_RATE: u32 = 16_000;
+/// Source rates accepted (Hz). Wider than the 8-192 kHz users meet, narrower than nonsense headers.
+pub const SOURCE_RATE_RANGE: std::ops::RangeInclusive<u32> = 4_000..=384_000;
+/// After this many packets in a row fail, the rest of the stream is taken to be garbage.
+const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 200;
+
+/// Why a file could not be decoded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("{}: cannot open: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{}: empty file (0 bytes)", path.display())]
+    Empty { path: PathBuf },
+    #[error("{}: not a recognised audio format", path.display())]
+    NotAudio { path: PathBuf },
+    #[error("{}: no audio track", path.display())]
+    NoAudioTrack { path: PathBuf },
+    #[error("{}: unsupported codec or feature: {detail}", path.display())]
+    Unsupported { path: PathBuf, detail: String },
+    #[error("{}: truncated: the file ends before {detail}", path.display())]
+    Truncated { path: PathBuf, detail: String },
+    #[error("{}: malformed: {detail}", path.display())]
+    Malformed { path: PathBuf, detail: String },
+    #[error("{}: sample rate {rate} Hz is outside the supported {}..={} Hz", path.display(), SOURCE_RATE_RANGE.start(), SOURCE_RATE_RANGE.end())]
+    SampleRate { path: PathBuf, rate: u32 },
+    #[error("{}: contains no audio samples", path.display())]
+    NoSamples { path: PathBuf },
+    #[error("{}: read error: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl AudioError {
+    /// The reason alone, without the path (for tables that show the path in another column).
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        let path = self.path().display().to_string();
+        full.strip_prefix(&path).and_then(|r| r.strip_prefix(": ")).unwrap_or(&full).to_string()
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Open { path, .. }
+            | Self::Empty { path }
+            | Self::NotAudio { path }
+            | Self::NoAudioTrack { path }
+            | Self::Unsupported { path, .. }
+            | Self::Truncated { path, .. }
+            | Self::Malformed { path, .. }
+            | Self::SampleRate { path, .. }
+            | Self::NoSamples { path }
+            | Self::Io { path, .. } => path,
+        }
+    }
+}
+
+/// What the container and codec say about the stream, before decoding.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    pub format: String,
+    pub codec: String,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<usize>,
+    pub bits_per_sample: Option<u32>,
+    /// Duration from the header, when the container records it.
+    pub header_duration_s: Option<f64>,
+}
+
+/// What happened while decoding.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DecodeStats {
+    /// Rate of the decoded audio before resampling (the last one, if it changed mid-stream).
+    pub source_rate: u32,
+    pub source_channels: usize,
+    pub source_frames: u64,
+    /// Samples delivered at [`TARGET_SAMPLE_RATE`].
+    pub output_samples: u64,
+    pub skipped_packets: u64,
+    pub non_finite_samples: u64,
+    /// The stream ended early (cut-off file, or garbage after some point).
+    pub truncated: bool,
+    /// The callback asked to stop before the end.
+    pub stopped_early: bool,
+}
+
+impl DecodeStats {
+    pub fn duration_s(&self) -> f64 {
+        self.output_samples as f64 / f64::from(TARGET_SAMPLE_RATE)
+    }
+}
+
+/// A whole file decoded into memory (for clips; use [`AudioSource::stream`] for long files).
+#[derive(Debug, Clone)]
+pub struct DecodedAudio {
+    pub samples: Vec<f32>,
+    pub info: SourceInfo,
+    pub stats: DecodeStats,
+}
+
+/// An opened, probed audio stream, ready to decode.
+pub struct AudioSource {
+    path: PathBuf,
+    reader: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+    info: SourceInfo,
+}
+
+/// Decodes a whole file to mono f32 at 16 kHz.
+pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
+    let source = AudioSource::open(path)?;
+    let info = source.info().clone();
+    let mut samples = Vec::new();
+    let stats = source.stream(|chunk| {
+        samples.extend_from_slice(chunk);
+        ControlFlow::Continue(())
+    })?;
+    Ok(DecodedAudio { samples, info, stats })
+}
+
+impl AudioSource {
+    /// Opens and probes a file; fails early on empty, non-audio, truncated-header and unsupported files.
+    pub fn open(path: &Path) -> Result<Self, AudioError> {
+        let file = File::open(path).map_err(|source| AudioError::Open { path: path.to_owned(), source })?;
+        let len = file.metadata().map_err(|source| AudioError::Io { path: path.to_owned(), source })?.len();
+        if len == 0 {
+            return Err(AudioError::Empty { path: path.to_owned() });
+        }
+        let ext = path.extension().and_then(|e| e.to_str());
+        Self::from_media_source(path, Box::new(file), ext)
+    }
+
+    /// Opens any seekable byte source; `name` is used in messages, `extension` as a format hint.
+    pub fn from_media_source(name: &Path, source: Box<dyn MediaSource>, extension: Option<&str>) -> Result<Self, AudioError> {
+        let path = name.to_owned();
+        let mut hint = Hint::new();
+        if let Some(ext) = extension {
+            hint.with_extension(ext);
+        }
+        let mss = MediaSourceStream::new(source, Default::default());
+        let reader = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(|e| map_probe_error(&path, e))?;
+        let (decoder, track_id, mut info) = make_decoder(&path, reader.as_ref())?;
+        info.format = reader.format_info().short_name.to_string();
+        if let Some(rate) = info.sample_rate.filter(|r| !SOURCE_RATE_RANGE.contains(r)) {
+            return Err(AudioError::SampleRate { path, rate });
+        }
+        Ok(Self { path, reader, decoder, track_id, info })
+    }
+
+    pub fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Duration in seconds: from the header when it records one, else by adding up the packet
+    /// durations (no decoding), e.g. for MP3 files without a Xing header.
+    pub fn duration_s(mut self) -> Result<f64, AudioError> {
+        if let Some(seconds) = self.info.header_duration_s {
+            return Ok(seconds);
+        }
+        let time_base = self.reader.tracks().iter().find(|t| t.id == self.track_id).and_then(|t| t.time_base);
+        let mut units = 0u64;
+        loop {
+            match self.reader.next_packet() {
+                Ok(Some(packet)) if packet.track_id == self.track_id => units += packet.dur.get(),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) if units > 0 => break, // a damaged tail: the duration up to it
+                Err(e) => return Err(map_probe_error(&self.path, e)),
+            }
+        }
+        let seconds = match (time_base, self.info.sample_rate) {
+            (Some(tb), _) => units as f64 * f64::from(tb.numer.get()) / f64::from(tb.denom.get()),
+            (None, Some(rate)) => units as f64 / f64::from(rate),
+            (None, None) => return self.stream(|_| ControlFlow::Continue(())).map(|s| s.duration_s()),
+        };
+        if units == 0 {
+            return Err(AudioError::NoSamples { path: self.path });
+        }
+        Ok(seconds)
+    }
+
+    /// Decodes to the end, calling `on_chunk` with consecutive pieces of the 16 kHz mono signal.
+    /// `on_chunk` may return `ControlFlow::Break(())` to stop early (cancellation).
+    pub fn stream(mut self, mut on_chunk: impl FnMut(&[f32]) -> ControlFlow<()>) -> Result<DecodeStats, AudioError> {
+        let mut stats = DecodeStats::default();
+        let mut pipeline: Option<(u32, StreamResampler)> = None;
+        let mut planes: Vec<Vec<f32>> = Vec::new();
+        let mut mono: Vec<f32> = Vec::new();
+        let mut bad_in_a_row = 0u32;
+        let mut last_error = String::new();
+
+        'packets: loop {
+            let packet = match self.reader.next_packet() {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(SymphoniaError::ResetRequired) => {
+                    // A chained stream (e.g. concatenated Ogg) starts a new track: new decoder.
+                    let (decoder, track_id, _) = make_decoder(&self.path, self.reader.as_ref())?;
+                    (self.decoder, self.track_id) = (decoder, track_id);
+                    continue;
+                }
+                Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    stats.truncated = true;
+                    break;
+                }
+                Err(SymphoniaError::IoError(source)) => return Err(AudioError::Io { path: self.path, source }),
+                Err(e) => {
+                    last_error = e.to_string();
+                    stats.skipped_packets += 1;
+                    bad_in_a_row += 1;
+                    if bad_in_a_row >= MAX_CONSECUTIVE_BAD_PACKETS {
+                        stats.truncated = true;
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            let decoded = match self.decoder.decode(&packet) {
+                Ok(decoded) => decoded,
+                Err(SymphoniaError::Unsupported(detail)) => {
+                    return Err(AudioError::Unsupported { path: self.path, detail: detail.to_string() });
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    stats.skipped_packets += 1;
+                    bad_in_a_row += 1;
+                    if bad_in_a_row >= MAX_CONSECUTIVE_BAD_PACKETS {
+                        stats.truncated = true;
+                        break;
+                    }
+                    continue;
+                }
+            };
+            bad_in_a_row = 0;
+            if decoded.frames() == 0 {
+                continue;
+            }
+            let rate = decoded.spec().rate();
+            if !SOURCE_RATE_RANGE.contains(&rate) {
+                return Err(AudioError::SampleRate { path: self.path, rate });
+            }
+            decoded.copy_to_vecs_planar(&mut planes);
+            stats.non_finite_samples += downmix(&planes, decoded.frames(), &mut mono);
+            stats.source_frames += mono.len() as u64;
+            stats.source_channels = planes.len();
+
+            // The rate is known for sure only once audio is decoded; it may change in chained streams.
+            if pipeline.as_ref().is_none_or(|(r, _)| *r != rate) {
+                if let Some((_, mut old)) = pipeline.take() {
+                    let tail = old.finish();
+                    stats.output_samples += tail.len() as u64;
+                    if on_chunk(tail).is_break() {
+                        stats.stopped_early = true;
+                        break 'packets;
+                    }
+                }
+                let resampler = StreamResampler::new(rate, TARGET_SAMPLE_RATE)
+                    .map_err(|e| AudioError::Unsupported { path: self.path.clone(), detail: e.to_string() })?;
+                pipeline = Some((rate, resampler));
+                stats.source_rate = rate;
+            }
+            let Some((_, resampler)) = pipeline.as_mut() else { continue };
+            let out = resampler.push(&mono);
+            stats.output_samples += out.len() as u64;
+            if !out.is_empty() && on_chunk(out).is_break() {
+                stats.stopped_early = true;
+                return Ok(stats);
+            }
+        }
+
+        if let Some((_, mut resampler)) = pipeline.take() {
+            let tail = resampler.finish();
+            stats.output_samples += tail.len() as u64;
+            if !tail.is_empty() && on_chunk(tail).is_break() {
+                stats.stopped_early = true;
+            }
+        }
+        if stats.output_samples == 0 && !stats.stopped_early {
+            return Err(empty_stream_error(self.path, &stats, last_error));
+        }
+        Ok(stats)
+    }
+}
+
+/// Chooses the default audio track and builds its decoder.
+fn make_decoder(path: &Path, reader: &dyn FormatReader) -> Result<(Box<dyn AudioDecoder>, u32, SourceInfo), AudioError> {
+    let no_track = || AudioError::NoAudioTrack { path: path.to_owned() };
+    let track = reader.default_track(TrackType::Audio).ok_or_else(no_track)?;
+    let params = track.codec_params.as_ref().and_then(|p| p.audio()).ok_or_else(no_track)?;
+    let decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| AudioError::Unsupported { path: path.to_owned(), detail: e.to_string() })?;
+    let sample_rate = params.sample_rate;
+    let header_duration_s = match (track.num_frames, sample_rate) {
+        (Some(frames), Some(rate)) if rate > 0 => Some(frames as f64 / f64::from(rate)),
+        _ => None,
+    };
+    let info = SourceInfo {
+        format: String::new(),
+        codec: decoder.codec_info().short_name.to_string(),
+        sample_rate,
+        channels: params.channels.as_ref().map(|c| c.count()),
+        bits_per_sample: params.bits_per_sample,
+        header_duration_s,
+    };
+    Ok((decoder, track.id, info))
+}
+
+fn map_probe_error(path: &Path, err: SymphoniaError) -> AudioError {
+    let path = path.to_owned();
+    match err {
+        SymphoniaError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            AudioError::Truncated { path, detail: "the end of its header".into() }
+        }
+        SymphoniaError::IoError(source) => AudioError::Io { path, source },
+        SymphoniaError::Unsupported(_) => AudioError::NotAudio { path },
+        SymphoniaError::DecodeError(detail) => AudioError::Malformed { path, detail: detail.to_string() },
+        other => AudioError::Malformed { path, detail: other.to_string() },
+    }
+}
+
+fn empty_stream_error(path: PathBuf, stats: &DecodeStats, last_error: String) -> AudioError {
+    if stats.skipped_packets > 0 {
+        AudioError::Malformed { path, detail: format!("none of {} packets could be decoded ({last_error})", stats.skipped_packets) }
+    } else if stats.truncated {
+        AudioError::Truncated { path, detail: "its first audio packet".into() }
+    } else {
+        AudioError::NoSamples { path }
+    }
+}
+
+/// Averages the channels of one decoded buffer into `mono`; returns how many non-finite
+/// samples were replaced by 0.
+fn downmix(planes: &[Vec<f32>], frames: usize, mono: &mut Vec<f32>) -> u64 {
+    mono.clear();
+    mono.resize(frames, 0.0);
+    let mut non_finite = 0u64;
+    for plane in planes {
+        for (acc, &x) in mono.iter_mut().zip(&plane[..frames.min(plane.len())]) {
+            if x.is_finite() {
+                *acc += x;
+            } else {
+                non_finite += 1;
+            }
+        }
+    }
+    if planes.len() > 1 {
+        let scale = 1.0 / planes.len() as f32;
+        mono.iter_mut().for_each(|x| *x *= scale);
+    }
+    non_finite
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downmix_averages_and_counts_nan() {
+        let planes = vec![vec![1.0, f32::NAN, 0.5], vec![0.0, 1.0, f32::INFINITY]];
+        let mut mono = Vec::new();
+        let bad = downmix(&planes, 3, &mut mono);
+        assert_eq!(bad, 2);
+        assert_eq!(mono, vec![0.5, 0.5, 0.25]);
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = AudioSource::open(Path::new("/no/such/file.wav")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("/no/such/file.wav") && err.contains("cannot open"), "{err}");
+    }
+}

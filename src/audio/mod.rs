@@ -1,0 +1,6 @@
+//! Audio input: decoding any supported file to mono f32 at 16 kHz, and resampling.
+
+pub mod decode;
+pub mod resample;
+
+pub use decode::{AudioError, AudioSource, DecodeStats, DecodedAudio, SourceInfo, TARGET_SAMPLE_RATE, decode_file};

@@ -1,0 +1,10 @@
+//! Earshot: explore audio collections by example.
+//!
+//! The engine (decoding, features, library, search) is this library; `src/main.rs` is a thin
+//! shell over [`cli`] and [`app`].
+
+pub mod app;
+pub mod audio;
+pub mod cli;
+pub mod features;
+pub mod library;

@@ -1,0 +1,279 @@
+//! A library is the set of audio files under some folders. Scanning walks the folders, probes each
+//! audio file for its duration and readability, and labels it (parent folder name, or a CSV).
+//! [`diff`] compares two scans for incremental re-indexing.
+//!
+//! Nothing here panics on a bad tree: unreadable folders, symlink loops, vanished files and names
+//! that are not UTF-8 become messages in the [`ScanReport`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::audio::{AudioError, AudioSource};
+
+/// File name extensions taken to be audio. Opus is listed although symphonia cannot decode it, so
+/// such files are reported as unreadable rather than silently ignored.
+pub const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "wave", "flac", "mp3", "mp2", "mp1", "ogg", "oga", "opus", "m4a", "m4b", "mp4", "aac", "aif", "aiff", "aifc",
+    "caf", "mka", "mkv", "webm",
+];
+
+pub fn is_audio_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.iter().any(|a| a.eq_ignore_ascii_case(e)))
+}
+
+/// One audio file of the library.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Absolute path (not resolved through symlinks).
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+    /// From the header, or by walking the packets when the header has none.
+    pub duration_s: f64,
+    pub label: String,
+}
+
+/// A path the scan could not use, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanProblem {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// Readable audio files, sorted by path.
+    pub files: Vec<FileRecord>,
+    /// Audio files that cannot be decoded, folders that cannot be read, loops, missing roots.
+    pub problems: Vec<ScanProblem>,
+    /// Usable files with something to know (e.g. a name that is not valid UTF-8).
+    pub warnings: Vec<ScanProblem>,
+    /// Non-audio files passed over.
+    pub other_files: usize,
+}
+
+impl ScanReport {
+    pub fn total_duration_s(&self) -> f64 {
+        self.files.iter().map(|f| f.duration_s).sum()
+    }
+}
+
+/// Labels from a CSV of `path,label` rows; relative paths are relative to the CSV's folder.
+#[derive(Debug, Clone, Default)]
+pub struct LabelMap {
+    labels: HashMap<PathBuf, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    #[error("{}: cannot read labels: {source}", path.display())]
+    Read { path: PathBuf, source: csv::Error },
+    #[error("{}: line {line}: expected `path,label`", path.display())]
+    Row { path: PathBuf, line: u64 },
+}
+
+impl LabelMap {
+    pub fn from_csv(csv_path: &Path) -> Result<Self, LabelError> {
+        let read_err = |source| LabelError::Read { path: csv_path.to_owned(), source };
+        let base = absolute(csv_path.parent().unwrap_or(Path::new(".")));
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(csv_path).map_err(read_err)?;
+        let mut labels = HashMap::new();
+        for row in reader.records() {
+            let row = row.map_err(read_err)?;
+            let line = row.position().map_or(0, |p| p.line());
+            let (Some(path), Some(label)) = (row.get(0), row.get(1)) else {
+                return Err(LabelError::Row { path: csv_path.to_owned(), line });
+            };
+            if line == 1 && path.trim() == "path" && label.trim() == "label" {
+                continue; // header row
+            }
+            labels.insert(base.join(path.trim()), label.trim().to_string());
+        }
+        Ok(Self { labels })
+    }
+
+    pub fn get(&self, path: &Path) -> Option<&str> {
+        self.labels.get(path).map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Progress of the probing phase: `done` of `total` audio files.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// Walks `roots` (folders or files) and probes every audio file found, in parallel.
+pub fn scan(roots: &[PathBuf], labels: Option<&LabelMap>, progress: &(dyn Fn(ScanProgress) + Sync)) -> ScanReport {
+    let mut report = ScanReport::default();
+    let mut candidates = Vec::new();
+    for root in roots {
+        walk(&absolute(root), &mut candidates, &mut report);
+    }
+    candidates.sort();
+    candidates.dedup();
+
+    let done = AtomicUsize::new(0);
+    let total = candidates.len();
+    let probed: Vec<(PathBuf, Result<FileRecord, String>)> = candidates
+        .into_par_iter()
+        .map(|path| {
+            let record = probe_file(&path, labels);
+            progress(ScanProgress { done: done.fetch_add(1, Ordering::Relaxed) + 1, total });
+            (path, record)
+        })
+        .collect();
+    for (path, result) in probed {
+        match result {
+            Ok(record) => {
+                if path.to_str().is_none() {
+                    let reason = "file name is not valid UTF-8; it is shown with replacement characters".into();
+                    report.warnings.push(ScanProblem { path, reason });
+                }
+                report.files.push(record);
+            }
+            Err(reason) => report.problems.push(ScanProblem { path, reason }),
+        }
+    }
+    report
+}
+
+/// Collects audio paths under `root`, recording unreadable folders and loops as problems.
+fn walk(root: &Path, candidates: &mut Vec<PathBuf>, report: &mut ScanReport) {
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        match entry {
+            Ok(entry) if entry.file_type().is_file() => {
+                if is_audio_path(entry.path()) {
+                    candidates.push(entry.into_path());
+                } else {
+                    report.other_files += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => report.problems.push(walk_problem(root, &err)),
+        }
+    }
+}
+
+fn walk_problem(root: &Path, err: &walkdir::Error) -> ScanProblem {
+    let path = err.path().unwrap_or(root).to_owned();
+    let reason = if let Some(ancestor) = err.loop_ancestor() {
+        format!("symbolic link loop back to {}; not followed", ancestor.display())
+    } else if let Some(io) = err.io_error() {
+        match io.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            std::io::ErrorKind::PermissionDenied => "cannot read: permission denied".to_string(),
+            _ => format!("cannot read: {io}"),
+        }
+    } else {
+        err.to_string()
+    };
+    ScanProblem { path, reason }
+}
+
+/// Reads a file's metadata and audio header; the error is the reason, for the report.
+fn probe_file(path: &Path, labels: Option<&LabelMap>) -> Result<FileRecord, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    let source = AudioSource::open(path).map_err(|e| e.reason())?;
+    let duration_s = source.duration_s().map_err(|e: AudioError| e.reason())?;
+    let label = labels
+        .and_then(|l| l.get(path))
+        .map(str::to_string)
+        .unwrap_or_else(|| parent_folder_name(path));
+    Ok(FileRecord { path: path.to_owned(), size: meta.len(), modified: meta.modified().ok(), duration_s, label })
+}
+
+/// The default label: the name of the folder that holds the file.
+pub fn parent_folder_name(path: &Path) -> String {
+    path.parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// What changed between two scans of the same library.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    pub added: Vec<FileRecord>,
+    /// Content may differ (size or modification time changed): re-encode.
+    pub changed: Vec<FileRecord>,
+    /// Same content, new label: update the label only.
+    pub relabelled: Vec<FileRecord>,
+    pub removed: Vec<PathBuf>,
+    pub unchanged: usize,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.relabelled.is_empty() && self.removed.is_empty()
+    }
+}
+
+pub fn diff(previous: &[FileRecord], current: &[FileRecord]) -> Changes {
+    let before: HashMap<&Path, &FileRecord> = previous.iter().map(|r| (r.path.as_path(), r)).collect();
+    let mut changes = Changes::default();
+    for record in current {
+        match before.get(record.path.as_path()) {
+            None => changes.added.push(record.clone()),
+            Some(old) if old.size != record.size || old.modified != record.modified => changes.changed.push(record.clone()),
+            Some(old) if old.label != record.label => changes.relabelled.push(record.clone()),
+            Some(_) => changes.unchanged += 1,
+        }
+    }
+    let now: std::collections::HashSet<&Path> = current.iter().map(|r| r.path.as_path()).collect();
+    changes.removed = previous.iter().filter(|r| !now.contains(r.path.as_path())).map(|r| r.path.clone()).collect();
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str, size: u64, label: &str) -> FileRecord {
+        FileRecord { path: path.into(), size, modified: None, duration_s: 1.0, label: label.into() }
+    }
+
+    #[test]
+    fn diff_classifies_every_file() {
+        let old = vec![record("/a.wav", 1, "x"), record("/b.wav", 1, "x"), record("/c.wav", 1, "x"), record("/d.wav", 1, "x")];
+        let new = vec![record("/a.wav", 1, "x"), record("/b.wav", 2, "x"), record("/c.wav", 1, "y"), record("/e.wav", 1, "x")];
+        let changes = diff(&old, &new);
+        assert_eq!(changes.unchanged, 1);
+        assert_eq!(changes.changed, vec![record("/b.wav", 2, "x")]);
+        assert_eq!(changes.relabelled, vec![record("/c.wav", 1, "y")]);
+        assert_eq!(changes.added, vec![record("/e.wav", 1, "x")]);
+        assert_eq!(changes.removed, vec![PathBuf::from("/d.wav")]);
+    }
+
+    #[test]
+    fn extensions_are_case_insensitive() {
+        assert!(is_audio_path(Path::new("x/Y.WAV")));
+        assert!(!is_audio_path(Path::new("x/notes.txt")));
+        assert!(!is_audio_path(Path::new("x/wav")));
+    }
+}

@@ -1,0 +1,10 @@
+//! Earshot's integration tests: one crate, one module per area.
+
+mod cli;
+mod decode;
+mod features;
+mod library;
+mod support;
+
+#[global_allocator]
+static ALLOCATOR: support::CountingAllocator = support::CountingAllocator;
