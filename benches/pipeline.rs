@@ -21,14 +21,20 @@ const SECONDS: u32 = 60;
 const RATE: u32 = 44_100;
 
 fn write_source_wav(path: &Path) {
-    let spec = hound::WavSpec { channels: 2, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).expect("write bench wav");
     // A chord with a slow sweep and noise, so the codecs have real work to do.
     let mut noise = 1u32;
     for i in 0..RATE * SECONDS {
         let t = f64::from(i) / f64::from(RATE);
         let sweep = (std::f64::consts::TAU * (200.0 * t + 20.0 * t * t)).sin();
-        let chord = (std::f64::consts::TAU * 440.0 * t).sin() + (std::f64::consts::TAU * 660.0 * t).sin();
+        let chord =
+            (std::f64::consts::TAU * 440.0 * t).sin() + (std::f64::consts::TAU * 660.0 * t).sin();
         noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         let n = f64::from(noise >> 8) / f64::from(1u32 << 24) - 0.5;
         for ch in 0..2 {
@@ -70,7 +76,13 @@ fn decode_and_log_mel(path: &Path) -> usize {
 
 fn decode_only(path: &Path) -> u64 {
     let source = AudioSource::open(path).expect("open bench file");
-    source.stream(|chunk| { black_box(chunk); ControlFlow::Continue(()) }).expect("decode").output_samples
+    source
+        .stream(|chunk| {
+            black_box(chunk);
+            ControlFlow::Continue(())
+        })
+        .expect("decode")
+        .output_samples
 }
 
 fn pipeline(c: &mut Criterion) {
@@ -81,7 +93,11 @@ fn pipeline(c: &mut Criterion) {
     if let Some(mp3) = encode(&wav, dir.path().join("source.mp3"), &["-b:a", "128k"]) {
         inputs.push(("mp3_128k", mp3));
     }
-    if let Some(ogg) = encode(&wav, dir.path().join("source.ogg"), &["-c:a", "libvorbis", "-q:a", "4"]) {
+    if let Some(ogg) = encode(
+        &wav,
+        dir.path().join("source.ogg"),
+        &["-c:a", "libvorbis", "-q:a", "4"],
+    ) {
         inputs.push(("ogg_vorbis_q4", ogg));
     }
 
@@ -99,7 +115,11 @@ fn pipeline(c: &mut Criterion) {
     group.bench_function("wav_decode_resample_only", |b| b.iter(|| decode_only(&wav)));
     let signal = earshot::audio::decode_file(&wav).expect("decode").samples;
     group.bench_function("log_mel_only", |b| {
-        b.iter(|| LogMel::new(&LogMelConfig::default()).compute(black_box(&signal)).n_frames)
+        b.iter(|| {
+            LogMel::new(&LogMelConfig::default())
+                .compute(black_box(&signal))
+                .n_frames
+        })
     });
     group.finish();
 }

@@ -12,12 +12,17 @@ use serde_json::json;
 
 use crate::audio::{AudioSource, TARGET_SAMPLE_RATE};
 use crate::features::{
-    FrameFeature, LogMel, LogMelConfig, MFCC_COEFFS, MULTI_WINDOW_HOP, MULTI_WINDOW_LENGTHS, Mfcc, MultiWindowMfcc,
+    FrameFeature, LogMel, LogMelConfig, MFCC_COEFFS, MULTI_WINDOW_HOP, MULTI_WINDOW_LENGTHS, Mfcc,
+    MultiWindowMfcc,
 };
 use crate::library::{self, LabelMap, ScanReport};
 
 #[derive(Debug, Parser)]
-#[command(name = "earshot", version, about = "Explore audio collections by example.\n\nWith no command, opens the desktop app.")]
+#[command(
+    name = "earshot",
+    version,
+    about = "Explore audio collections by example.\n\nWith no command, opens the desktop app."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -49,7 +54,11 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Scan { paths, labels, json } => scan(&paths, labels.as_deref(), json),
+        Command::Scan {
+            paths,
+            labels,
+            json,
+        } => scan(&paths, labels.as_deref(), json),
         Command::Inspect { files, json } => inspect(&files, json),
     }
 }
@@ -82,16 +91,32 @@ fn scan(paths: &[PathBuf], labels: Option<&Path>, json: bool) -> anyhow::Result<
         print_scan_table(&mut out, &report)?;
     }
     let failed = report.files.is_empty() && !report.problems.is_empty();
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_scan_table(out: &mut impl Write, report: &ScanReport) -> std::io::Result<()> {
-    let label_width = report.files.iter().map(|f| f.label.chars().count()).max().unwrap_or(5).clamp(5, 30);
+    let label_width = report
+        .files
+        .iter()
+        .map(|f| f.label.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 30);
     if !report.files.is_empty() {
         writeln!(out, "{:>10}  {:<label_width$}  path", "duration", "label")?;
     }
     for f in &report.files {
-        writeln!(out, "{:>10}  {:<label_width$}  {}", clock(f.duration_s), f.label, f.path.display())?;
+        writeln!(
+            out,
+            "{:>10}  {:<label_width$}  {}",
+            clock(f.duration_s),
+            f.label,
+            f.path.display()
+        )?;
     }
     if !report.problems.is_empty() {
         writeln!(out, "\ncannot read ({}):", report.problems.len())?;
@@ -120,7 +145,11 @@ fn print_scan_json(out: &mut impl Write, report: &ScanReport) -> anyhow::Result<
         writeln!(out, "{line}")?;
     }
     for p in &report.problems {
-        writeln!(out, "{}", json!({"path": p.path.to_string_lossy(), "error": p.reason}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"path": p.path.to_string_lossy(), "error": p.reason})
+        )?;
     }
     Ok(())
 }
@@ -131,7 +160,11 @@ pub fn clock(seconds: f64) -> String {
     let hours = (total / 3600.0).floor();
     let minutes = ((total - hours * 3600.0) / 60.0).floor();
     let secs = total - hours * 3600.0 - minutes * 60.0;
-    if hours > 0.0 { format!("{hours}:{minutes:02}:{secs:05.2}") } else { format!("{minutes}:{secs:05.2}") }
+    if hours > 0.0 {
+        format!("{hours}:{minutes:02}:{secs:05.2}")
+    } else {
+        format!("{minutes}:{secs:05.2}")
+    }
 }
 
 /// Everything `inspect` learns about one file.
@@ -147,10 +180,11 @@ struct Inspection {
 
 fn inspect(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let mut status = ExitCode::SUCCESS;
+    let mut out = std::io::stdout().lock();
     for path in files {
         match inspect_file(path) {
-            Ok(found) if json => println!("{}", inspection_json(path, &found)),
-            Ok(found) => print_inspection(path, &found),
+            Ok(found) if json => writeln!(out, "{}", inspection_json(path, &found))?,
+            Ok(found) => print_inspection(&mut out, path, &found)?,
             Err(err) => {
                 eprintln!("error: {err:#}");
                 status = ExitCode::FAILURE;
@@ -165,11 +199,22 @@ fn inspect_file(path: &Path) -> anyhow::Result<Inspection> {
     let source = AudioSource::open(path)?;
     let info = source.info().clone();
     let config = LogMelConfig::default();
-    let (mut log_mel, mut mfcc, mut multi) = (LogMel::new(&config), Mfcc::new(&config, MFCC_COEFFS), MultiWindowMfcc::default());
+    let (mut log_mel, mut mfcc, mut multi) = (
+        LogMel::new(&config),
+        Mfcc::new(&config, MFCC_COEFFS),
+        MultiWindowMfcc::default(),
+    );
     let (mut log_mel_frames, mut mfcc_frames, mut multi_frames) = (0usize, 0usize, [0usize; 3]);
     let mut range = (f32::INFINITY, f32::NEG_INFINITY);
     let expected_ms = info.header_duration_s.map_or(0, |s| (s * 1000.0) as u64);
-    let bar = if expected_ms > 60_000 { progress_bar(expected_ms, "decoding {bar:30} {percent}% [{elapsed}<{eta}]") } else { ProgressBar::hidden() };
+    let bar = if expected_ms > 60_000 {
+        progress_bar(
+            expected_ms,
+            "decoding {bar:30} {percent}% [{elapsed}<{eta}]",
+        )
+    } else {
+        ProgressBar::hidden()
+    };
     let mut decoded_ms = 0.0;
 
     let mut on_log_mel = |f: &[f32]| {
@@ -201,33 +246,43 @@ fn inspect_file(path: &Path) -> anyhow::Result<Inspection> {
     })
 }
 
-fn print_inspection(path: &Path, found: &Inspection) {
+fn print_inspection(out: &mut impl Write, path: &Path, found: &Inspection) -> std::io::Result<()> {
     let (s, st) = (&found.source, &found.stats);
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "?".into());
-    println!("{}", path.display());
-    println!(
-        "  format      {} / {}, {} Hz, {} channels, {} bits",
-        s.format,
-        s.codec,
-        st.source_rate,
-        st.source_channels,
-        opt(s.bits_per_sample.map(|b| b.to_string()))
-    );
-    println!(
-        "  duration    {:.3} s decoded (header: {})",
-        st.duration_s(),
-        opt(s.header_duration_s.map(|d| format!("{d:.3} s")))
-    );
-    println!(
+    let channels = match st.source_channels {
+        1 => "mono".to_string(),
+        2 => "stereo".to_string(),
+        n => format!("{n} channels"),
+    };
+    let bits = s
+        .bits_per_sample
+        .map(|b| format!(", {b} bits"))
+        .unwrap_or_default();
+    let header = s
+        .header_duration_s
+        .map_or_else(|| "none".to_string(), |d| format!("{d:.3} s"));
+    writeln!(out, "{}", path.display())?;
+    writeln!(
+        out,
+        "  format      {} / {}, {} Hz, {channels}{bits}",
+        s.format, s.codec, st.source_rate
+    )?;
+    writeln!(
+        out,
+        "  duration    {:.3} s decoded (header: {header})",
+        st.duration_s()
+    )?;
+    writeln!(
+        out,
         "  decoded     {} samples at {} Hz; {} packets skipped; {} non-finite samples{}",
         st.output_samples,
         TARGET_SAMPLE_RATE,
         st.skipped_packets,
         st.non_finite_samples,
         if st.truncated { "; TRUNCATED" } else { "" }
-    );
+    )?;
     let config = LogMelConfig::default();
-    println!(
+    writeln!(
+        out,
         "  log-mel     {} bands x {} frames ({} ms window, {} ms hop), {:.1} to {:.1} dB",
         config.n_mels,
         found.log_mel_frames,
@@ -235,19 +290,29 @@ fn print_inspection(path: &Path, found: &Inspection) {
         config.hop_length * 1000 / TARGET_SAMPLE_RATE as usize,
         found.log_mel_range_db.0,
         found.log_mel_range_db.1
-    );
-    println!("  mfcc        {MFCC_COEFFS} coefficients x {} frames", found.mfcc_frames);
+    )?;
+    writeln!(
+        out,
+        "  mfcc        {MFCC_COEFFS} coefficients x {} frames",
+        found.mfcc_frames
+    )?;
     let ms = |n: usize| n * 1000 / TARGET_SAMPLE_RATE as usize;
-    println!(
+    writeln!(
+        out,
         "  multi-mfcc  3 channels x 40 coefficients x {:?} frames (windows {}/{}/{} ms, hop {} ms)",
         found.multi_window_frames,
         ms(MULTI_WINDOW_LENGTHS[0]),
         ms(MULTI_WINDOW_LENGTHS[1]),
         ms(MULTI_WINDOW_LENGTHS[2]),
         ms(MULTI_WINDOW_HOP)
-    );
+    )?;
     let secs = found.elapsed.as_secs_f64();
-    println!("  time        {secs:.3} s ({:.0}x real time, all features)", st.duration_s() / secs.max(1e-9));
+    writeln!(
+        out,
+        "  time        {secs:.3} s ({:.0}x real time, all features)",
+        st.duration_s() / secs.max(1e-9)
+    )?;
+    Ok(())
 }
 
 fn inspection_json(path: &Path, found: &Inspection) -> serde_json::Value {

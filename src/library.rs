@@ -18,8 +18,8 @@ use crate::audio::{AudioError, AudioSource};
 /// File name extensions taken to be audio. Opus is listed although symphonia cannot decode it, so
 /// such files are reported as unreadable rather than silently ignored.
 pub const AUDIO_EXTENSIONS: &[&str] = &[
-    "wav", "wave", "flac", "mp3", "mp2", "mp1", "ogg", "oga", "opus", "m4a", "m4b", "mp4", "aac", "aif", "aiff", "aifc",
-    "caf", "mka", "mkv", "webm",
+    "wav", "wave", "flac", "mp3", "mp2", "mp1", "ogg", "oga", "opus", "m4a", "m4b", "mp4", "aac",
+    "aif", "aiff", "aifc", "caf", "mka", "mkv", "webm",
 ];
 
 pub fn is_audio_path(path: &Path) -> bool {
@@ -81,16 +81,25 @@ pub enum LabelError {
 
 impl LabelMap {
     pub fn from_csv(csv_path: &Path) -> Result<Self, LabelError> {
-        let read_err = |source| LabelError::Read { path: csv_path.to_owned(), source };
+        let read_err = |source| LabelError::Read {
+            path: csv_path.to_owned(),
+            source,
+        };
         let base = absolute(csv_path.parent().unwrap_or(Path::new(".")));
-        let mut reader =
-            csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(csv_path).map_err(read_err)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_path(csv_path)
+            .map_err(read_err)?;
         let mut labels = HashMap::new();
         for row in reader.records() {
             let row = row.map_err(read_err)?;
             let line = row.position().map_or(0, |p| p.line());
             let (Some(path), Some(label)) = (row.get(0), row.get(1)) else {
-                return Err(LabelError::Row { path: csv_path.to_owned(), line });
+                return Err(LabelError::Row {
+                    path: csv_path.to_owned(),
+                    line,
+                });
             };
             if line == 1 && path.trim() == "path" && label.trim() == "label" {
                 continue; // header row
@@ -121,11 +130,17 @@ pub struct ScanProgress {
 }
 
 /// Walks `roots` (folders or files) and probes every audio file found, in parallel.
-pub fn scan(roots: &[PathBuf], labels: Option<&LabelMap>, progress: &(dyn Fn(ScanProgress) + Sync)) -> ScanReport {
+pub fn scan(
+    roots: &[PathBuf],
+    labels: Option<&LabelMap>,
+    progress: &(dyn Fn(ScanProgress) + Sync),
+) -> ScanReport {
     let mut report = ScanReport::default();
     let mut candidates = Vec::new();
     for root in roots {
-        walk(&absolute(root), &mut candidates, &mut report);
+        // Canonical roots read well in messages (no `..`); below a root, symlinks stay as found.
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| absolute(root));
+        walk(&root, &mut candidates, &mut report);
     }
     candidates.sort();
     candidates.dedup();
@@ -136,7 +151,10 @@ pub fn scan(roots: &[PathBuf], labels: Option<&LabelMap>, progress: &(dyn Fn(Sca
         .into_par_iter()
         .map(|path| {
             let record = probe_file(&path, labels);
-            progress(ScanProgress { done: done.fetch_add(1, Ordering::Relaxed) + 1, total });
+            progress(ScanProgress {
+                done: done.fetch_add(1, Ordering::Relaxed) + 1,
+                total,
+            });
             (path, record)
         })
         .collect();
@@ -144,7 +162,9 @@ pub fn scan(roots: &[PathBuf], labels: Option<&LabelMap>, progress: &(dyn Fn(Sca
         match result {
             Ok(record) => {
                 if path.to_str().is_none() {
-                    let reason = "file name is not valid UTF-8; it is shown with replacement characters".into();
+                    let reason =
+                        "file name is not valid UTF-8; it is shown with replacement characters"
+                            .into();
                     report.warnings.push(ScanProblem { path, reason });
                 }
                 report.files.push(record);
@@ -179,7 +199,10 @@ fn walk(root: &Path, candidates: &mut Vec<PathBuf>, report: &mut ScanReport) {
 fn walk_problem(root: &Path, err: &walkdir::Error) -> ScanProblem {
     let path = err.path().unwrap_or(root).to_owned();
     let reason = if let Some(ancestor) = err.loop_ancestor() {
-        format!("symbolic link loop back to {}; not followed", ancestor.display())
+        format!(
+            "symbolic link loop back to {}; not followed",
+            ancestor.display()
+        )
     } else if let Some(io) = err.io_error() {
         match io.kind() {
             std::io::ErrorKind::NotFound => "does not exist".to_string(),
@@ -201,7 +224,13 @@ fn probe_file(path: &Path, labels: Option<&LabelMap>) -> Result<FileRecord, Stri
         .and_then(|l| l.get(path))
         .map(str::to_string)
         .unwrap_or_else(|| parent_folder_name(path));
-    Ok(FileRecord { path: path.to_owned(), size: meta.len(), modified: meta.modified().ok(), duration_s, label })
+    Ok(FileRecord {
+        path: path.to_owned(),
+        size: meta.len(),
+        modified: meta.modified().ok(),
+        duration_s,
+        label,
+    })
 }
 
 /// The default label: the name of the folder that holds the file.
@@ -230,23 +259,33 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.relabelled.is_empty() && self.removed.is_empty()
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.relabelled.is_empty()
+            && self.removed.is_empty()
     }
 }
 
 pub fn diff(previous: &[FileRecord], current: &[FileRecord]) -> Changes {
-    let before: HashMap<&Path, &FileRecord> = previous.iter().map(|r| (r.path.as_path(), r)).collect();
+    let before: HashMap<&Path, &FileRecord> =
+        previous.iter().map(|r| (r.path.as_path(), r)).collect();
     let mut changes = Changes::default();
     for record in current {
         match before.get(record.path.as_path()) {
             None => changes.added.push(record.clone()),
-            Some(old) if old.size != record.size || old.modified != record.modified => changes.changed.push(record.clone()),
+            Some(old) if old.size != record.size || old.modified != record.modified => {
+                changes.changed.push(record.clone())
+            }
             Some(old) if old.label != record.label => changes.relabelled.push(record.clone()),
             Some(_) => changes.unchanged += 1,
         }
     }
     let now: std::collections::HashSet<&Path> = current.iter().map(|r| r.path.as_path()).collect();
-    changes.removed = previous.iter().filter(|r| !now.contains(r.path.as_path())).map(|r| r.path.clone()).collect();
+    changes.removed = previous
+        .iter()
+        .filter(|r| !now.contains(r.path.as_path()))
+        .map(|r| r.path.clone())
+        .collect();
     changes
 }
 
@@ -255,13 +294,29 @@ mod tests {
     use super::*;
 
     fn record(path: &str, size: u64, label: &str) -> FileRecord {
-        FileRecord { path: path.into(), size, modified: None, duration_s: 1.0, label: label.into() }
+        FileRecord {
+            path: path.into(),
+            size,
+            modified: None,
+            duration_s: 1.0,
+            label: label.into(),
+        }
     }
 
     #[test]
     fn diff_classifies_every_file() {
-        let old = vec![record("/a.wav", 1, "x"), record("/b.wav", 1, "x"), record("/c.wav", 1, "x"), record("/d.wav", 1, "x")];
-        let new = vec![record("/a.wav", 1, "x"), record("/b.wav", 2, "x"), record("/c.wav", 1, "y"), record("/e.wav", 1, "x")];
+        let old = vec![
+            record("/a.wav", 1, "x"),
+            record("/b.wav", 1, "x"),
+            record("/c.wav", 1, "x"),
+            record("/d.wav", 1, "x"),
+        ];
+        let new = vec![
+            record("/a.wav", 1, "x"),
+            record("/b.wav", 2, "x"),
+            record("/c.wav", 1, "y"),
+            record("/e.wav", 1, "x"),
+        ];
         let changes = diff(&old, &new);
         assert_eq!(changes.unchanged, 1);
         assert_eq!(changes.changed, vec![record("/b.wav", 2, "x")]);

@@ -10,6 +10,13 @@ fn main() -> ExitCode {
         Some(command) => earshot::cli::run(command),
     };
     result.unwrap_or_else(|err| {
+        // A closed pipe (`earshot scan DIR | head`) is the reader's choice, not an error.
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return ExitCode::SUCCESS;
+        }
         eprintln!("error: {err:#}");
         ExitCode::FAILURE
     })

@@ -12,8 +12,12 @@ pub fn run() -> anyhow::Result<()> {
             .with_min_inner_size([640.0, 400.0]),
         ..Default::default()
     };
-    eframe::run_native("Earshot", options, Box::new(|cc| Ok(Box::new(EarshotApp::new(cc)))))
-        .map_err(|e| anyhow::anyhow!("cannot open the Earshot window: {e}"))
+    eframe::run_native(
+        "Earshot",
+        options,
+        Box::new(|cc| Ok(Box::new(EarshotApp::new(cc)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the Earshot window: {e}"))
 }
 
 /// The application; panels arrive with the app issue.

@@ -14,12 +14,13 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::packet::Packet;
 
 use super::resample::StreamResampler;
 
@@ -41,7 +42,9 @@ pub enum AudioError {
     NotAudio { path: PathBuf },
     #[error("{}: no audio track", path.display())]
     NoAudioTrack { path: PathBuf },
-    #[error("{}: unsupported codec or feature: {detail}", path.display())]
+    #[error("{}: no decoder for the {codec} codec", path.display())]
+    UnsupportedCodec { path: PathBuf, codec: String },
+    #[error("{}: unsupported: {detail}", path.display())]
     Unsupported { path: PathBuf, detail: String },
     #[error("{}: truncated: the file ends before {detail}", path.display())]
     Truncated { path: PathBuf, detail: String },
@@ -60,7 +63,10 @@ impl AudioError {
     pub fn reason(&self) -> String {
         let full = self.to_string();
         let path = self.path().display().to_string();
-        full.strip_prefix(&path).and_then(|r| r.strip_prefix(": ")).unwrap_or(&full).to_string()
+        full.strip_prefix(&path)
+            .and_then(|r| r.strip_prefix(": "))
+            .unwrap_or(&full)
+            .to_string()
     }
 
     pub fn path(&self) -> &Path {
@@ -69,6 +75,7 @@ impl AudioError {
             | Self::Empty { path }
             | Self::NotAudio { path }
             | Self::NoAudioTrack { path }
+            | Self::UnsupportedCodec { path, .. }
             | Self::Unsupported { path, .. }
             | Self::Truncated { path, .. }
             | Self::Malformed { path, .. }
@@ -140,23 +147,42 @@ pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
         samples.extend_from_slice(chunk);
         ControlFlow::Continue(())
     })?;
-    Ok(DecodedAudio { samples, info, stats })
+    Ok(DecodedAudio {
+        samples,
+        info,
+        stats,
+    })
 }
 
 impl AudioSource {
     /// Opens and probes a file; fails early on empty, non-audio, truncated-header and unsupported files.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
-        let file = File::open(path).map_err(|source| AudioError::Open { path: path.to_owned(), source })?;
-        let len = file.metadata().map_err(|source| AudioError::Io { path: path.to_owned(), source })?.len();
+        let file = File::open(path).map_err(|source| AudioError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|source| AudioError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
         if len == 0 {
-            return Err(AudioError::Empty { path: path.to_owned() });
+            return Err(AudioError::Empty {
+                path: path.to_owned(),
+            });
         }
         let ext = path.extension().and_then(|e| e.to_str());
         Self::from_media_source(path, Box::new(file), ext)
     }
 
     /// Opens any seekable byte source; `name` is used in messages, `extension` as a format hint.
-    pub fn from_media_source(name: &Path, source: Box<dyn MediaSource>, extension: Option<&str>) -> Result<Self, AudioError> {
+    pub fn from_media_source(
+        name: &Path,
+        source: Box<dyn MediaSource>,
+        extension: Option<&str>,
+    ) -> Result<Self, AudioError> {
         let path = name.to_owned();
         let mut hint = Hint::new();
         if let Some(ext) = extension {
@@ -164,14 +190,25 @@ impl AudioSource {
         }
         let mss = MediaSourceStream::new(source, Default::default());
         let reader = symphonia::default::get_probe()
-            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .probe(
+                &hint,
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
             .map_err(|e| map_probe_error(&path, e))?;
         let (decoder, track_id, mut info) = make_decoder(&path, reader.as_ref())?;
         info.format = reader.format_info().short_name.to_string();
         if let Some(rate) = info.sample_rate.filter(|r| !SOURCE_RATE_RANGE.contains(r)) {
             return Err(AudioError::SampleRate { path, rate });
         }
-        Ok(Self { path, reader, decoder, track_id, info })
+        Ok(Self {
+            path,
+            reader,
+            decoder,
+            track_id,
+            info,
+        })
     }
 
     pub fn info(&self) -> &SourceInfo {
@@ -188,7 +225,12 @@ impl AudioSource {
         if let Some(seconds) = self.info.header_duration_s {
             return Ok(seconds);
         }
-        let time_base = self.reader.tracks().iter().find(|t| t.id == self.track_id).and_then(|t| t.time_base);
+        let time_base = self
+            .reader
+            .tracks()
+            .iter()
+            .find(|t| t.id == self.track_id)
+            .and_then(|t| t.time_base);
         let mut units = 0u64;
         loop {
             match self.reader.next_packet() {
@@ -202,7 +244,11 @@ impl AudioSource {
         let seconds = match (time_base, self.info.sample_rate) {
             (Some(tb), _) => units as f64 * f64::from(tb.numer.get()) / f64::from(tb.denom.get()),
             (None, Some(rate)) => units as f64 / f64::from(rate),
-            (None, None) => return self.stream(|_| ControlFlow::Continue(())).map(|s| s.duration_s()),
+            (None, None) => {
+                return self
+                    .stream(|_| ControlFlow::Continue(()))
+                    .map(|s| s.duration_s());
+            }
         };
         if units == 0 {
             return Err(AudioError::NoSamples { path: self.path });
@@ -212,118 +258,203 @@ impl AudioSource {
 
     /// Decodes to the end, calling `on_chunk` with consecutive pieces of the 16 kHz mono signal.
     /// `on_chunk` may return `ControlFlow::Break(())` to stop early (cancellation).
-    pub fn stream(mut self, mut on_chunk: impl FnMut(&[f32]) -> ControlFlow<()>) -> Result<DecodeStats, AudioError> {
+    pub fn stream(
+        mut self,
+        mut on_chunk: impl FnMut(&[f32]) -> ControlFlow<()>,
+    ) -> Result<DecodeStats, AudioError> {
         let mut stats = DecodeStats::default();
-        let mut pipeline: Option<(u32, StreamResampler)> = None;
-        let mut planes: Vec<Vec<f32>> = Vec::new();
-        let mut mono: Vec<f32> = Vec::new();
-        let mut bad_in_a_row = 0u32;
-        let mut last_error = String::new();
+        let mut health = PacketHealth::default();
+        let mut resampler: Option<(u32, StreamResampler)> = None;
+        let (mut planes, mut mono) = (Vec::new(), Vec::new());
 
-        'packets: loop {
-            let packet = match self.reader.next_packet() {
-                Ok(Some(packet)) => packet,
-                Ok(None) => break,
+        while let Some(packet) = self.next_packet(&mut health)? {
+            let Some((rate, non_finite)) =
+                self.decode_packet(&packet, &mut health, &mut planes, &mut mono)?
+            else {
+                continue;
+            };
+            stats.non_finite_samples += non_finite;
+            stats.source_frames += mono.len() as u64;
+            stats.source_channels = planes.len();
+            stats.source_rate = rate;
+            // The rate is certain only once audio is decoded, and chained streams may change it.
+            if resampler.as_ref().is_none_or(|(r, _)| *r != rate) {
+                if let Some((_, mut old)) = resampler.take()
+                    && deliver(old.finish(), &mut stats, &mut on_chunk).is_err()
+                {
+                    break;
+                }
+                let new = StreamResampler::new(rate, TARGET_SAMPLE_RATE).map_err(|e| {
+                    AudioError::Unsupported {
+                        path: self.path.clone(),
+                        detail: e.to_string(),
+                    }
+                })?;
+                resampler = Some((rate, new));
+            }
+            if let Some((_, r)) = resampler.as_mut()
+                && deliver(r.push(&mono), &mut stats, &mut on_chunk).is_err()
+            {
+                break;
+            }
+        }
+        if let Some((_, mut r)) = resampler.take().filter(|_| !stats.stopped_early) {
+            let _ = deliver(r.finish(), &mut stats, &mut on_chunk);
+        }
+        (stats.skipped_packets, stats.truncated) = (health.skipped, health.truncated);
+        if stats.output_samples == 0 && !stats.stopped_early {
+            return Err(health.empty_stream_error(self.path));
+        }
+        Ok(stats)
+    }
+
+    /// The next packet of the chosen track; `None` at the end (or where a damaged file gives out).
+    fn next_packet(&mut self, health: &mut PacketHealth) -> Result<Option<Packet>, AudioError> {
+        loop {
+            match self.reader.next_packet() {
+                Ok(Some(packet)) if packet.track_id == self.track_id => return Ok(Some(packet)),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
                 Err(SymphoniaError::ResetRequired) => {
                     // A chained stream (e.g. concatenated Ogg) starts a new track: new decoder.
                     let (decoder, track_id, _) = make_decoder(&self.path, self.reader.as_ref())?;
                     (self.decoder, self.track_id) = (decoder, track_id);
-                    continue;
                 }
                 Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    stats.truncated = true;
-                    break;
+                    health.truncated = true;
+                    return Ok(None);
                 }
-                Err(SymphoniaError::IoError(source)) => return Err(AudioError::Io { path: self.path, source }),
-                Err(e) => {
-                    last_error = e.to_string();
-                    stats.skipped_packets += 1;
-                    bad_in_a_row += 1;
-                    if bad_in_a_row >= MAX_CONSECUTIVE_BAD_PACKETS {
-                        stats.truncated = true;
-                        break;
-                    }
-                    continue;
+                Err(SymphoniaError::IoError(source)) => {
+                    return Err(AudioError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
                 }
-            };
-            if packet.track_id != self.track_id {
-                continue;
+                Err(e) if health.bad_packet(&e) => return Ok(None),
+                Err(_) => {}
             }
-            let decoded = match self.decoder.decode(&packet) {
-                Ok(decoded) => decoded,
-                Err(SymphoniaError::Unsupported(detail)) => {
-                    return Err(AudioError::Unsupported { path: self.path, detail: detail.to_string() });
-                }
-                Err(e) => {
-                    last_error = e.to_string();
-                    stats.skipped_packets += 1;
-                    bad_in_a_row += 1;
-                    if bad_in_a_row >= MAX_CONSECUTIVE_BAD_PACKETS {
-                        stats.truncated = true;
-                        break;
-                    }
-                    continue;
-                }
-            };
-            bad_in_a_row = 0;
-            if decoded.frames() == 0 {
-                continue;
-            }
-            let rate = decoded.spec().rate();
-            if !SOURCE_RATE_RANGE.contains(&rate) {
-                return Err(AudioError::SampleRate { path: self.path, rate });
-            }
-            decoded.copy_to_vecs_planar(&mut planes);
-            stats.non_finite_samples += downmix(&planes, decoded.frames(), &mut mono);
-            stats.source_frames += mono.len() as u64;
-            stats.source_channels = planes.len();
+        }
+    }
 
-            // The rate is known for sure only once audio is decoded; it may change in chained streams.
-            if pipeline.as_ref().is_none_or(|(r, _)| *r != rate) {
-                if let Some((_, mut old)) = pipeline.take() {
-                    let tail = old.finish();
-                    stats.output_samples += tail.len() as u64;
-                    if on_chunk(tail).is_break() {
-                        stats.stopped_early = true;
-                        break 'packets;
-                    }
-                }
-                let resampler = StreamResampler::new(rate, TARGET_SAMPLE_RATE)
-                    .map_err(|e| AudioError::Unsupported { path: self.path.clone(), detail: e.to_string() })?;
-                pipeline = Some((rate, resampler));
-                stats.source_rate = rate;
+    /// Decodes one packet and down-mixes it into `mono`; returns its sample rate and the number of
+    /// non-finite samples zeroed, or `None` when the packet was skipped (undecodable, or empty).
+    fn decode_packet(
+        &mut self,
+        packet: &Packet,
+        health: &mut PacketHealth,
+        planes: &mut Vec<Vec<f32>>,
+        mono: &mut Vec<f32>,
+    ) -> Result<Option<(u32, u64)>, AudioError> {
+        let decoded = match self.decoder.decode(packet) {
+            Ok(decoded) => decoded,
+            Err(SymphoniaError::Unsupported(detail)) => {
+                return Err(AudioError::Unsupported {
+                    path: self.path.clone(),
+                    detail: detail.to_string(),
+                });
             }
-            let Some((_, resampler)) = pipeline.as_mut() else { continue };
-            let out = resampler.push(&mono);
-            stats.output_samples += out.len() as u64;
-            if !out.is_empty() && on_chunk(out).is_break() {
-                stats.stopped_early = true;
-                return Ok(stats);
+            Err(e) => {
+                health.bad_packet(&e);
+                return Ok(None);
             }
+        };
+        health.in_a_row = 0;
+        let rate = decoded.spec().rate();
+        if !SOURCE_RATE_RANGE.contains(&rate) {
+            return Err(AudioError::SampleRate {
+                path: self.path.clone(),
+                rate,
+            });
         }
+        if decoded.frames() == 0 {
+            return Ok(None);
+        }
+        decoded.copy_to_vecs_planar(planes);
+        Ok(Some((rate, downmix(planes, decoded.frames(), mono))))
+    }
+}
 
-        if let Some((_, mut resampler)) = pipeline.take() {
-            let tail = resampler.finish();
-            stats.output_samples += tail.len() as u64;
-            if !tail.is_empty() && on_chunk(tail).is_break() {
-                stats.stopped_early = true;
+/// Hands a resampled chunk to the caller; `Err` when the caller asked to stop.
+fn deliver(
+    chunk: &[f32],
+    stats: &mut DecodeStats,
+    on_chunk: &mut impl FnMut(&[f32]) -> ControlFlow<()>,
+) -> Result<(), StoppedEarly> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    stats.output_samples += chunk.len() as u64;
+    if on_chunk(chunk).is_break() {
+        stats.stopped_early = true;
+        return Err(StoppedEarly);
+    }
+    Ok(())
+}
+
+/// The caller's callback asked to stop.
+struct StoppedEarly;
+
+/// Bookkeeping of packets that could not be read or decoded.
+#[derive(Default)]
+struct PacketHealth {
+    skipped: u64,
+    in_a_row: u32,
+    truncated: bool,
+    last_error: String,
+}
+
+impl PacketHealth {
+    /// Counts a bad packet; true when so many came in a row that the rest is taken for garbage.
+    fn bad_packet(&mut self, err: &SymphoniaError) -> bool {
+        self.last_error = err.to_string();
+        self.skipped += 1;
+        self.in_a_row += 1;
+        if self.in_a_row >= MAX_CONSECUTIVE_BAD_PACKETS {
+            self.truncated = true;
+        }
+        self.truncated
+    }
+
+    fn empty_stream_error(self, path: PathBuf) -> AudioError {
+        if self.skipped > 0 {
+            let detail = format!(
+                "none of {} packets could be decoded ({})",
+                self.skipped, self.last_error
+            );
+            AudioError::Malformed { path, detail }
+        } else if self.truncated {
+            AudioError::Truncated {
+                path,
+                detail: "its first audio packet".into(),
             }
+        } else {
+            AudioError::NoSamples { path }
         }
-        if stats.output_samples == 0 && !stats.stopped_early {
-            return Err(empty_stream_error(self.path, &stats, last_error));
-        }
-        Ok(stats)
     }
 }
 
 /// Chooses the default audio track and builds its decoder.
-fn make_decoder(path: &Path, reader: &dyn FormatReader) -> Result<(Box<dyn AudioDecoder>, u32, SourceInfo), AudioError> {
-    let no_track = || AudioError::NoAudioTrack { path: path.to_owned() };
-    let track = reader.default_track(TrackType::Audio).ok_or_else(no_track)?;
-    let params = track.codec_params.as_ref().and_then(|p| p.audio()).ok_or_else(no_track)?;
+fn make_decoder(
+    path: &Path,
+    reader: &dyn FormatReader,
+) -> Result<(Box<dyn AudioDecoder>, u32, SourceInfo), AudioError> {
+    let no_track = || AudioError::NoAudioTrack {
+        path: path.to_owned(),
+    };
+    let track = reader
+        .default_track(TrackType::Audio)
+        .ok_or_else(no_track)?;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(no_track)?;
     let decoder = symphonia::default::get_codecs()
         .make_audio_decoder(params, &AudioDecoderOptions::default())
-        .map_err(|e| AudioError::Unsupported { path: path.to_owned(), detail: e.to_string() })?;
+        .map_err(|_| AudioError::UnsupportedCodec {
+            path: path.to_owned(),
+            codec: codec_name(params.codec),
+        })?;
     let sample_rate = params.sample_rate;
     let header_duration_s = match (track.num_frames, sample_rate) {
         (Some(frames), Some(rate)) if rate > 0 => Some(frames as f64 / f64::from(rate)),
@@ -340,26 +471,47 @@ fn make_decoder(path: &Path, reader: &dyn FormatReader) -> Result<(Box<dyn Audio
     Ok((decoder, track.id, info))
 }
 
+/// Names of codecs users meet that symphonia has no decoder for.
+fn codec_name(id: AudioCodecId) -> String {
+    use symphonia::core::codecs::audio::well_known::*;
+    let known = [
+        (CODEC_ID_OPUS, "Opus"),
+        (CODEC_ID_SPEEX, "Speex"),
+        (CODEC_ID_MUSEPACK, "Musepack"),
+        (CODEC_ID_AC3, "AC-3"),
+        (CODEC_ID_EAC3, "E-AC-3"),
+        (CODEC_ID_DCA, "DTS"),
+        (CODEC_ID_WMA, "WMA"),
+        (CODEC_ID_WAVPACK, "WavPack"),
+        (CODEC_ID_MONKEYS_AUDIO, "Monkey's Audio"),
+        (CODEC_ID_TTA, "TTA"),
+        (CODEC_ID_TRUEHD, "TrueHD"),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| *k == id)
+        .map_or_else(|| format!("id {id}"), |(_, name)| name.to_string())
+}
+
 fn map_probe_error(path: &Path, err: SymphoniaError) -> AudioError {
     let path = path.to_owned();
     match err {
         SymphoniaError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            AudioError::Truncated { path, detail: "the end of its header".into() }
+            AudioError::Truncated {
+                path,
+                detail: "the end of its header".into(),
+            }
         }
         SymphoniaError::IoError(source) => AudioError::Io { path, source },
         SymphoniaError::Unsupported(_) => AudioError::NotAudio { path },
-        SymphoniaError::DecodeError(detail) => AudioError::Malformed { path, detail: detail.to_string() },
-        other => AudioError::Malformed { path, detail: other.to_string() },
-    }
-}
-
-fn empty_stream_error(path: PathBuf, stats: &DecodeStats, last_error: String) -> AudioError {
-    if stats.skipped_packets > 0 {
-        AudioError::Malformed { path, detail: format!("none of {} packets could be decoded ({last_error})", stats.skipped_packets) }
-    } else if stats.truncated {
-        AudioError::Truncated { path, detail: "its first audio packet".into() }
-    } else {
-        AudioError::NoSamples { path }
+        SymphoniaError::DecodeError(detail) => AudioError::Malformed {
+            path,
+            detail: detail.to_string(),
+        },
+        other => AudioError::Malformed {
+            path,
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -400,7 +552,13 @@ mod tests {
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = AudioSource::open(Path::new("/no/such/file.wav")).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("/no/such/file.wav") && err.contains("cannot open"), "{err}");
+        let err = AudioSource::open(Path::new("/no/such/file.wav"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("/no/such/file.wav") && err.contains("cannot open"),
+            "{err}"
+        );
     }
 }

@@ -3,4 +3,6 @@
 pub mod decode;
 pub mod resample;
 
-pub use decode::{AudioError, AudioSource, DecodeStats, DecodedAudio, SourceInfo, TARGET_SAMPLE_RATE, decode_file};
+pub use decode::{
+    AudioError, AudioSource, DecodeStats, DecodedAudio, SourceInfo, TARGET_SAMPLE_RATE, decode_file,
+};

@@ -60,17 +60,30 @@ impl StreamResampler {
         let fft = if from == to {
             None
         } else {
-            let fft = Fft::<f32>::new(from as usize, to as usize, INPUT_CHUNK_FRAMES, 1, FixedSync::Input)
-                .map_err(|e| err(e.to_string()))?;
+            let fft = Fft::<f32>::new(
+                from as usize,
+                to as usize,
+                INPUT_CHUNK_FRAMES,
+                1,
+                FixedSync::Input,
+            )
+            .map_err(|e| err(e.to_string()))?;
             Some(fft)
         };
-        let (scratch_len, delay_left) = fft.as_ref().map_or((0, 0), |f| (f.output_frames_max(), f.output_delay()));
+        let (scratch_len, delay_left) = fft
+            .as_ref()
+            .map_or((0, 0), |f| (f.output_frames_max(), f.output_delay()));
         Ok(Self {
             fft,
             ratio: f64::from(to) / f64::from(from),
             pending: Vec::with_capacity(2 * INPUT_CHUNK_FRAMES),
             input_total: 0,
-            out: Output { ready: Vec::new(), scratch: vec![0.0; scratch_len], delay_left, total: 0 },
+            out: Output {
+                ready: Vec::new(),
+                scratch: vec![0.0; scratch_len],
+                delay_left,
+                total: 0,
+            },
         })
     }
 
@@ -124,13 +137,27 @@ impl StreamResampler {
 }
 
 /// One resampler call on `chunk` (mono); `partial` marks a short final chunk padded with silence.
-fn run_chunk(fft: &mut Fft<f32>, chunk: &[f32], partial: Option<usize>, scratch: &mut [f32]) -> usize {
+fn run_chunk(
+    fft: &mut Fft<f32>,
+    chunk: &[f32],
+    partial: Option<usize>,
+    scratch: &mut [f32],
+) -> usize {
     let frames_out = scratch.len();
     // Both adapters are built from slices whose lengths we just checked, so these cannot fail;
     // a failure would be a bug in this module, reported as zero output rather than a panic.
-    let Ok(input) = InterleavedSlice::new(chunk, 1, chunk.len()) else { return 0 };
-    let Ok(mut output) = SliceMut::new_mut(scratch, 1, frames_out) else { return 0 };
-    let indexing = partial.map(|n| Indexing { input_offset: 0, output_offset: 0, partial_len: Some(n), active_channels_mask: None });
+    let Ok(input) = InterleavedSlice::new(chunk, 1, chunk.len()) else {
+        return 0;
+    };
+    let Ok(mut output) = SliceMut::new_mut(scratch, 1, frames_out) else {
+        return 0;
+    };
+    let indexing = partial.map(|n| Indexing {
+        input_offset: 0,
+        output_offset: 0,
+        partial_len: Some(n),
+        active_channels_mask: None,
+    });
     match fft.process_into_buffer(&input, &mut output, indexing.as_ref()) {
         Ok((_, written)) => written,
         Err(_) => 0,
@@ -152,7 +179,9 @@ mod tests {
     }
 
     fn sine(rate: u32, freq: f32, n: usize) -> Vec<f32> {
-        (0..n).map(|i| (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()).collect()
+        (0..n)
+            .map(|i| (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
+            .collect()
     }
 
     #[test]
@@ -160,7 +189,11 @@ mod tests {
         let input = sine(44_100, 440.0, 44_100 + 17);
         for push in [1, 100, 4096, 50_000] {
             let out = resample_all(44_100, 16_000, &input, push);
-            assert_eq!(out.len(), ((44_117.0f64 * 16_000.0 / 44_100.0).ceil()) as usize, "push {push}");
+            assert_eq!(
+                out.len(),
+                ((44_117.0f64 * 16_000.0 / 44_100.0).ceil()) as usize,
+                "push {push}"
+            );
         }
     }
 
@@ -170,7 +203,11 @@ mod tests {
         let out = resample_all(48_000, 16_000, &input, 1000);
         let expected = sine(16_000, 1000.0, out.len());
         // Skip the edges, where the filter sees zeros outside the clip.
-        let worst = out[200..out.len() - 200].iter().zip(&expected[200..]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let worst = out[200..out.len() - 200]
+            .iter()
+            .zip(&expected[200..])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(worst < 1e-3, "max error {worst}");
     }
 
@@ -178,7 +215,9 @@ mod tests {
     fn frequencies_above_new_nyquist_are_removed() {
         let input = sine(96_000, 12_000.0, 96_000);
         let out = resample_all(96_000, 16_000, &input, 4096);
-        let rms = (out[500..out.len() - 500].iter().map(|x| x * x).sum::<f32>() / (out.len() - 1000) as f32).sqrt();
+        let rms = (out[500..out.len() - 500].iter().map(|x| x * x).sum::<f32>()
+            / (out.len() - 1000) as f32)
+            .sqrt();
         assert!(rms < 1e-3, "aliased energy rms {rms}");
     }
 

@@ -42,10 +42,13 @@ impl MelFilterbank {
     /// `n_mels` triangular filters over `[fmin, fmax]` Hz for an `n_fft`-point spectrum at `sample_rate`.
     pub fn new(sample_rate: u32, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) -> Self {
         let n_bins = n_fft / 2 + 1;
-        let bin_hz: Vec<f64> = (0..n_bins).map(|k| k as f64 * f64::from(sample_rate) / n_fft as f64).collect();
+        let bin_hz: Vec<f64> = (0..n_bins)
+            .map(|k| k as f64 * f64::from(sample_rate) / n_fft as f64)
+            .collect();
         let (mel_lo, mel_hi) = (hz_to_mel(fmin), hz_to_mel(fmax));
-        let edges: Vec<f64> =
-            (0..n_mels + 2).map(|i| mel_to_hz(mel_lo + (mel_hi - mel_lo) * i as f64 / (n_mels + 1) as f64)).collect();
+        let edges: Vec<f64> = (0..n_mels + 2)
+            .map(|i| mel_to_hz(mel_lo + (mel_hi - mel_lo) * i as f64 / (n_mels + 1) as f64))
+            .collect();
         let filters = (0..n_mels)
             .map(|m| {
                 let (left, centre, right) = (edges[m], edges[m + 1], edges[m + 2]);
@@ -96,8 +99,14 @@ impl MelFilterbank {
 
 fn sparse(dense: &[f32]) -> Filter {
     let first = dense.iter().position(|&w| w > 0.0).unwrap_or(0);
-    let last = dense.iter().rposition(|&w| w > 0.0).map_or(first, |l| l + 1);
-    Filter { first, weights: dense[first..last].to_vec() }
+    let last = dense
+        .iter()
+        .rposition(|&w| w > 0.0)
+        .map_or(first, |l| l + 1);
+    Filter {
+        first,
+        weights: dense[first..last].to_vec(),
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,15 @@ impl Dct {
         let n = n_in as f64;
         let mut basis = Vec::with_capacity(n_in * n_out);
         for k in 0..n_out {
-            let scale = if k == 0 { (1.0 / n).sqrt() } else { (2.0 / n).sqrt() };
+            let scale = if k == 0 {
+                (1.0 / n).sqrt()
+            } else {
+                (2.0 / n).sqrt()
+            };
             for i in 0..n_in {
-                basis.push((scale * (std::f64::consts::PI * k as f64 * (i as f64 + 0.5) / n).cos()) as f32);
+                basis.push(
+                    (scale * (std::f64::consts::PI * k as f64 * (i as f64 + 0.5) / n).cos()) as f32,
+                );
             }
         }
         Self { basis, n_in, n_out }

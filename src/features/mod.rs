@@ -37,8 +37,11 @@ const fn audionet_samples_at_16k(samples_at_44k: usize) -> usize {
     (samples_at_44k * SAMPLE_RATE as usize + AUDIONET_RATE / 2) / AUDIONET_RATE
 }
 /// AudioNet's three windows, 4096, 11025 and 22050 samples at 44.1 kHz (93, 250, 500 ms).
-pub const MULTI_WINDOW_LENGTHS: [usize; 3] =
-    [audionet_samples_at_16k(4096), audionet_samples_at_16k(11_025), audionet_samples_at_16k(22_050)];
+pub const MULTI_WINDOW_LENGTHS: [usize; 3] = [
+    audionet_samples_at_16k(4096),
+    audionet_samples_at_16k(11_025),
+    audionet_samples_at_16k(22_050),
+];
 /// AudioNet's hop, 1024 samples at 44.1 kHz (23 ms).
 pub const MULTI_WINDOW_HOP: usize = audionet_samples_at_16k(1024);
 /// Mel bands under each multi-window MFCC (librosa's default for `mfcc`).
@@ -74,7 +77,11 @@ impl Default for LogMelConfig {
 
 impl LogMelConfig {
     pub fn stft(&self) -> StftConfig {
-        StftConfig { n_fft: self.n_fft, win_length: self.win_length, hop_length: self.hop_length }
+        StftConfig {
+            n_fft: self.n_fft,
+            win_length: self.win_length,
+            hop_length: self.hop_length,
+        }
     }
 
     pub fn frames_per_second(&self) -> f64 {
@@ -127,7 +134,11 @@ pub trait FrameFeature {
         self.push(samples, &mut keep);
         self.finish(&mut keep);
         let dims = self.dims();
-        FeatureMatrix { n_frames: data.len() / dims.max(1), dims, data }
+        FeatureMatrix {
+            n_frames: data.len() / dims.max(1),
+            dims,
+            data,
+        }
     }
 }
 
@@ -140,8 +151,18 @@ pub struct LogMel {
 
 impl LogMel {
     pub fn new(config: &LogMelConfig) -> Self {
-        let mel = MelFilterbank::new(config.sample_rate, config.n_fft, config.n_mels, config.fmin_hz, config.fmax_hz);
-        Self { stft: StftStream::new(config.stft()), frame: vec![0.0; mel.n_mels()], mel }
+        let mel = MelFilterbank::new(
+            config.sample_rate,
+            config.n_fft,
+            config.n_mels,
+            config.fmin_hz,
+            config.fmax_hz,
+        );
+        Self {
+            stft: StftStream::new(config.stft()),
+            frame: vec![0.0; mel.n_mels()],
+            mel,
+        }
     }
 }
 
@@ -183,7 +204,11 @@ pub struct Mfcc {
 impl Mfcc {
     pub fn new(config: &LogMelConfig, n_coeffs: usize) -> Self {
         let dct = Dct::new(config.n_mels, n_coeffs);
-        Self { log_mel: LogMel::new(config), frame: vec![0.0; n_coeffs], dct }
+        Self {
+            log_mel: LogMel::new(config),
+            frame: vec![0.0; n_coeffs],
+            dct,
+        }
     }
 }
 
@@ -216,8 +241,10 @@ pub struct MultiWindowMfcc {
 
 impl Default for MultiWindowMfcc {
     fn default() -> Self {
-        let branches =
-            MULTI_WINDOW_LENGTHS.iter().map(|&w| Mfcc::new(&LogMelConfig::multi_window(w), MULTI_WINDOW_COEFFS)).collect();
+        let branches = MULTI_WINDOW_LENGTHS
+            .iter()
+            .map(|&w| Mfcc::new(&LogMelConfig::multi_window(w), MULTI_WINDOW_COEFFS))
+            .collect();
         Self { branches }
     }
 }
@@ -242,7 +269,10 @@ impl MultiWindowMfcc {
 
     /// One matrix per channel, all with the same number of frames.
     pub fn compute(&mut self, samples: &[f32]) -> Vec<FeatureMatrix> {
-        self.branches.iter_mut().map(|b| b.compute(samples)).collect()
+        self.branches
+            .iter_mut()
+            .map(|b| b.compute(samples))
+            .collect()
     }
 }
 
@@ -268,6 +298,10 @@ mod tests {
         let signal: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.05).sin()).collect();
         let channels = MultiWindowMfcc::default().compute(&signal);
         assert_eq!(channels.len(), 3);
-        assert!(channels.iter().all(|c| c.n_frames == 1 + 16_000 / MULTI_WINDOW_HOP && c.dims == 40));
+        assert!(
+            channels
+                .iter()
+                .all(|c| c.n_frames == 1 + 16_000 / MULTI_WINDOW_HOP && c.dims == 40)
+        );
     }
 }

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use realfft::{RealFftPlanner, RealToComplex};
 use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
 
 /// Window length, FFT size and hop, in samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,10 @@ pub struct StftStream {
 
 impl StftStream {
     pub fn new(config: StftConfig) -> Self {
-        assert!(config.win_length <= config.n_fft && config.hop_length > 0, "invalid STFT config {config:?}");
+        assert!(
+            config.win_length <= config.n_fft && config.hop_length > 0,
+            "invalid STFT config {config:?}"
+        );
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(config.n_fft);
         let spectrum = fft.make_output_vec();
         let scratch = fft.make_scratch_vec();
@@ -95,12 +98,15 @@ impl StftStream {
             return;
         }
         self.finished = true;
-        self.pending.extend(std::iter::repeat_n(0.0, self.config.n_fft / 2));
+        self.pending
+            .extend(std::iter::repeat_n(0.0, self.config.n_fft / 2));
         self.drain_frames(on_frame);
     }
 
     fn drain_frames(&mut self, on_frame: &mut impl FnMut(&[f32])) {
-        let StftConfig { n_fft, hop_length, .. } = self.config;
+        let StftConfig {
+            n_fft, hop_length, ..
+        } = self.config;
         let mut start = 0;
         while start + n_fft <= self.pending.len() {
             self.transform(start);
@@ -116,7 +122,11 @@ impl StftStream {
             *dst = x * w;
         }
         // Buffer lengths come from the same plan, so the FFT cannot fail on them.
-        if self.fft.process_with_scratch(&mut self.frame_in, &mut self.spectrum, &mut self.scratch).is_ok() {
+        if self
+            .fft
+            .process_with_scratch(&mut self.frame_in, &mut self.spectrum, &mut self.scratch)
+            .is_ok()
+        {
             for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
                 *p = c.norm_sqr();
             }
@@ -128,7 +138,11 @@ impl StftStream {
 mod tests {
     use super::*;
 
-    const CONFIG: StftConfig = StftConfig { n_fft: 512, win_length: 400, hop_length: 160 };
+    const CONFIG: StftConfig = StftConfig {
+        n_fft: 512,
+        win_length: 400,
+        hop_length: 160,
+    };
 
     fn frames(signal: &[f32], chunk: usize) -> Vec<Vec<f32>> {
         let mut stream = StftStream::new(CONFIG);
@@ -151,7 +165,9 @@ mod tests {
 
     #[test]
     fn chunking_does_not_change_frames() {
-        let signal: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 263) as f32 / 263.0 - 0.5).collect();
+        let signal: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 263) as f32 / 263.0 - 0.5)
+            .collect();
         let whole = frames(&signal, signal.len());
         for chunk in [1, 37, 160, 999] {
             assert_eq!(frames(&signal, chunk), whole, "chunk {chunk}");
@@ -161,10 +177,16 @@ mod tests {
     #[test]
     fn sine_peaks_in_its_bin() {
         let bin = 32; // 1000 Hz at 16 kHz with n_fft 512
-        let signal: Vec<f32> = (0..4000).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16_000.0).sin()).collect();
+        let signal: Vec<f32> = (0..4000)
+            .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16_000.0).sin())
+            .collect();
         let spectra = frames(&signal, 4000);
         let mid = &spectra[spectra.len() / 2];
-        let peak = mid.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+        let peak = mid
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i);
         assert_eq!(peak, Some(bin));
     }
 }

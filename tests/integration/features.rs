@@ -9,7 +9,8 @@
 use earshot::features::mel::MelFilterbank;
 use earshot::features::stft::{StftConfig, StftStream};
 use earshot::features::{
-    FrameFeature, LogMel, LogMelConfig, MFCC_COEFFS, MULTI_WINDOW_HOP, MULTI_WINDOW_LENGTHS, Mfcc, MultiWindowMfcc,
+    FrameFeature, LogMel, LogMelConfig, MFCC_COEFFS, MULTI_WINDOW_HOP, MULTI_WINDOW_LENGTHS, Mfcc,
+    MultiWindowMfcc,
 };
 use serde::Deserialize;
 
@@ -26,7 +27,10 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/librosa_reference.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/librosa_reference.json"
+    );
     let text = std::fs::read_to_string(path).expect("golden file is committed");
     serde_json::from_str(&text).expect("golden file parses")
 }
@@ -47,7 +51,8 @@ fn max_difference(ours: impl Iterator<Item = Vec<f32>>, theirs: &[Vec<f32>]) -> 
 #[test]
 fn mel_filterbank_matches_librosa() {
     let r = reference();
-    let ours = MelFilterbank::new(r.sample_rate, 512, 64, 0.0, f64::from(r.sample_rate) / 2.0).dense();
+    let ours =
+        MelFilterbank::new(r.sample_rate, 512, 64, 0.0, f64::from(r.sample_rate) / 2.0).dense();
     let worst = max_difference(ours.into_iter(), &r.mel_basis);
     eprintln!("mel weights: max difference {worst}");
     assert!(worst < 1e-6, "mel weights differ by {worst}");
@@ -56,16 +61,30 @@ fn mel_filterbank_matches_librosa() {
 #[test]
 fn stft_power_matches_librosa() {
     let r = reference();
-    let mut stft = StftStream::new(StftConfig { n_fft: 512, win_length: 400, hop_length: 160 });
+    let mut stft = StftStream::new(StftConfig {
+        n_fft: 512,
+        win_length: 400,
+        hop_length: 160,
+    });
     let mut frames = Vec::new();
     let mut keep = |f: &[f32]| frames.push(f.to_vec());
     stft.push(&r.signal, &mut keep);
     stft.finish(&mut keep);
     for (&t, theirs) in r.stft_frames.iter().zip(&r.stft_power) {
         let peak = theirs.iter().cloned().fold(0.0, f32::max);
-        let worst = frames[t].iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        eprintln!("stft frame {t}: max difference {:.2e} of peak", worst / peak);
-        assert!(worst <= 1e-4 * peak, "frame {t}: differs by {worst} (peak {peak})");
+        let worst = frames[t]
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        eprintln!(
+            "stft frame {t}: max difference {:.2e} of peak",
+            worst / peak
+        );
+        assert!(
+            worst <= 1e-4 * peak,
+            "frame {t}: differs by {worst} (peak {peak})"
+        );
     }
 }
 
@@ -92,7 +111,11 @@ fn multi_window_mfcc_matches_librosa() {
     let r = reference();
     let channels = MultiWindowMfcc::default().compute(&r.signal);
     assert_eq!(channels.len(), MULTI_WINDOW_LENGTHS.len());
-    for ((ours, theirs), window) in channels.iter().zip(&r.multi_window_mfcc).zip(MULTI_WINDOW_LENGTHS) {
+    for ((ours, theirs), window) in channels
+        .iter()
+        .zip(&r.multi_window_mfcc)
+        .zip(MULTI_WINDOW_LENGTHS)
+    {
         assert_eq!(ours.n_frames, 1 + r.signal.len() / MULTI_WINDOW_HOP);
         let worst = max_difference(ours.frames().map(<[f32]>::to_vec), theirs);
         eprintln!("multi-window {window}: max difference {worst}");

@@ -9,7 +9,13 @@ use crate::support::*;
 
 fn wav(path: &Path, seconds: f64) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    write_wav(path, 16_000, 1, Sample::Int(16), &tone(16_000, 1, seconds, 440.0, 0.5));
+    write_wav(
+        path,
+        16_000,
+        1,
+        Sample::Int(16),
+        &tone(16_000, 1, seconds, 440.0, 0.5),
+    );
 }
 
 fn scan(roots: &[PathBuf], labels: Option<&LabelMap>) -> ScanReport {
@@ -17,7 +23,11 @@ fn scan(roots: &[PathBuf], labels: Option<&LabelMap>) -> ScanReport {
 }
 
 fn names(report: &ScanReport) -> Vec<String> {
-    report.files.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned()).collect()
+    report
+        .files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
@@ -36,14 +46,36 @@ fn scan_finds_audio_labels_it_and_reports_the_rest() {
     let labels: Vec<&str> = report.files.iter().map(|f| f.label.as_str()).collect();
     assert_eq!(labels, vec!["wren", "dog"]);
     assert!((report.files[0].duration_s - 2.5).abs() < 1e-6);
-    assert!(report.files.iter().all(|f| f.path.is_absolute() && f.size > 44));
+    assert!(
+        report
+            .files
+            .iter()
+            .all(|f| f.path.is_absolute() && f.size > 44)
+    );
     assert_eq!(report.other_files, 1);
 
-    let problems: Vec<(String, &str)> =
-        report.problems.iter().map(|p| (p.path.file_name().unwrap().to_string_lossy().into_owned(), p.reason.as_str())).collect();
-    assert!(problems.contains(&("fake.wav".into(), "not a recognised audio format")), "{problems:?}");
-    assert!(problems.contains(&("empty.flac".into(), "empty file (0 bytes)")), "{problems:?}");
-    assert!(problems.contains(&("missing".into(), "does not exist")), "{problems:?}");
+    let problems: Vec<(String, &str)> = report
+        .problems
+        .iter()
+        .map(|p| {
+            (
+                p.path.file_name().unwrap().to_string_lossy().into_owned(),
+                p.reason.as_str(),
+            )
+        })
+        .collect();
+    assert!(
+        problems.contains(&("fake.wav".into(), "not a recognised audio format")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&("empty.flac".into(), "empty file (0 bytes)")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&("missing".into(), "does not exist")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -52,7 +84,11 @@ fn labels_come_from_a_csv_when_given() {
     wav(&dir.path().join("a/one.wav"), 0.5);
     wav(&dir.path().join("a/two.wav"), 0.5);
     let csv = dir.path().join("labels.csv");
-    std::fs::write(&csv, "path,label\na/one.wav,frog\n\"a/two.wav\",\"rain, light\"\n").unwrap();
+    std::fs::write(
+        &csv,
+        "path,label\na/one.wav,frog\n\"a/two.wav\",\"rain, light\"\n",
+    )
+    .unwrap();
     let labels = LabelMap::from_csv(&csv).unwrap();
     let report = scan(&[dir.path().to_owned()], Some(&labels));
     let got: Vec<&str> = report.files.iter().map(|f| f.label.as_str()).collect();
@@ -65,7 +101,10 @@ fn a_bad_label_csv_is_a_clear_error() {
     let csv = dir.path().join("labels.csv");
     std::fs::write(&csv, "just-a-path\n").unwrap();
     let err = LabelMap::from_csv(&csv).unwrap_err().to_string();
-    assert!(err.contains("labels.csv") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("labels.csv") && err.contains("line 1"),
+        "{err}"
+    );
 }
 
 #[cfg(unix)]
@@ -83,8 +122,22 @@ fn symlink_loops_and_odd_names_do_not_stop_a_scan() {
 
     let report = scan(&[root.to_owned()], None);
     assert_eq!(report.files.len(), 2, "{:?}", report.files);
-    assert!(report.problems.iter().any(|p| p.reason.contains("symbolic link loop")), "{:?}", report.problems);
-    assert!(report.warnings.iter().any(|w| w.path == odd && w.reason.contains("UTF-8")), "{:?}", report.warnings);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.reason.contains("symbolic link loop")),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.path == odd && w.reason.contains("UTF-8")),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[cfg(unix)]
@@ -101,11 +154,18 @@ fn an_unreadable_folder_is_reported() {
     let report = scan(&[dir.path().to_owned()], None);
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     if readable_anyway {
-        eprintln!("running as root: permissions are not enforced, checking only that the scan completes");
+        eprintln!(
+            "running as root: permissions are not enforced, checking only that the scan completes"
+        );
         assert_eq!(report.files.len(), 2);
     } else {
         assert_eq!(names(&report), vec!["a.wav"]);
-        assert!(report.problems.iter().any(|p| p.path == locked && p.reason.contains("permission denied")));
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.path == locked && p.reason.contains("permission denied"))
+        );
     }
 }
 
@@ -124,9 +184,17 @@ fn rescans_report_new_changed_and_removed_files() {
     let after = scan(&[root.to_owned()], None);
 
     let changes = library::diff(&before.files, &after.files);
-    let file = |r: &earshot::library::FileRecord| r.path.file_name().unwrap().to_string_lossy().into_owned();
-    assert_eq!(changes.added.iter().map(file).collect::<Vec<_>>(), vec!["new.wav"]);
-    assert_eq!(changes.changed.iter().map(file).collect::<Vec<_>>(), vec!["edit.wav"]);
+    let file = |r: &earshot::library::FileRecord| {
+        r.path.file_name().unwrap().to_string_lossy().into_owned()
+    };
+    assert_eq!(
+        changes.added.iter().map(file).collect::<Vec<_>>(),
+        vec!["new.wav"]
+    );
+    assert_eq!(
+        changes.changed.iter().map(file).collect::<Vec<_>>(),
+        vec!["edit.wav"]
+    );
     assert_eq!(changes.removed, vec![root.join("x/gone.wav")]);
     assert_eq!(changes.unchanged, 1);
     assert!(library::diff(&after.files, &after.files).is_empty());

@@ -2,8 +2,8 @@
 //! Ogg Vorbis and AAC through ffmpeg when it is installed (CI installs it and sets
 //! `EARSHOT_REQUIRE_FFMPEG=1`, which turns a missing ffmpeg into a failure instead of a skip).
 
-use std::cell::Cell;
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,14 +33,20 @@ pub fn write_wav(path: &Path, rate: u32, channels: u16, format: Sample, samples:
         Sample::Int(bits) => (bits, hound::SampleFormat::Int),
         Sample::Float => (32, hound::SampleFormat::Float),
     };
-    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: bits, sample_format };
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: bits,
+        sample_format,
+    };
     let mut w = hound::WavWriter::create(path, spec).expect("create test wav");
     for &x in samples {
         match format {
             Sample::Float => w.write_sample(x).expect("write"),
             Sample::Int(bits) => {
                 let scale = ((1i64 << (bits - 1)) - 1) as f32;
-                w.write_sample((x.clamp(-1.0, 1.0) * scale).round() as i32).expect("write")
+                w.write_sample((x.clamp(-1.0, 1.0) * scale).round() as i32)
+                    .expect("write")
             }
         }
     }
@@ -50,7 +56,10 @@ pub fn write_wav(path: &Path, rate: u32, channels: u16, format: Sample, samples:
 /// Writes 16-bit big-endian AIFF.
 pub fn write_aiff(path: &Path, rate: u32, channels: u16, samples: &[f32]) {
     let frames = (samples.len() / channels as usize) as u32;
-    let data: Vec<u8> = samples.iter().flat_map(|&x| (((x.clamp(-1.0, 1.0)) * 32767.0).round() as i16).to_be_bytes()).collect();
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|&x| (((x.clamp(-1.0, 1.0)) * 32767.0).round() as i16).to_be_bytes())
+        .collect();
     let mut comm = Vec::new();
     comm.extend_from_slice(&channels.to_be_bytes());
     comm.extend_from_slice(&frames.to_be_bytes());
@@ -83,9 +92,15 @@ fn extended_80(value: f64) -> [u8; 10] {
 
 /// Whether ffmpeg can be used; panics if CI demands it and it is missing.
 pub fn ffmpeg_available() -> bool {
-    let found = Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(std::env::var_os("EARSHOT_REQUIRE_FFMPEG").is_none(), "EARSHOT_REQUIRE_FFMPEG is set but ffmpeg is missing");
+        assert!(
+            std::env::var_os("EARSHOT_REQUIRE_FFMPEG").is_none(),
+            "EARSHOT_REQUIRE_FFMPEG is set but ffmpeg is missing"
+        );
         eprintln!("skipping: ffmpeg is not installed (apt-get install ffmpeg)");
     }
     found
@@ -106,12 +121,20 @@ pub fn ffmpeg_encode(wav: &Path, out: &Path, args: &[&str]) -> PathBuf {
 
 /// Frequency of a mono signal from its zero crossings (good to ~1 Hz over a second of a pure tone).
 pub fn zero_crossing_hz(signal: &[f32], rate: u32) -> f64 {
-    let crossings = signal.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    let crossings = signal
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count();
     crossings as f64 / 2.0 / (signal.len() as f64 / f64::from(rate))
 }
 
 pub fn rms(signal: &[f32]) -> f64 {
-    (signal.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / signal.len().max(1) as f64).sqrt()
+    (signal
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        / signal.len().max(1) as f64)
+        .sqrt()
 }
 
 /// The middle of a signal, away from encoder and filter edges.
@@ -149,7 +172,12 @@ impl SyntheticWav {
             .iter()
             .flat_map(|&x| ((x * 32767.0) as i16).to_le_bytes())
             .collect();
-        Self { header, period, len: 44 + data_len, pos: 0 }
+        Self {
+            header,
+            period,
+            len: 44 + data_len,
+            pos: 0,
+        }
     }
 }
 
