@@ -280,6 +280,13 @@ fn print_inspection(out: &mut impl Write, path: &Path, found: &Inspection) -> st
         st.non_finite_samples,
         if st.truncated { "; TRUNCATED" } else { "" }
     )?;
+    if st.gaps > 0 || st.missing_s > 0.0 {
+        writeln!(
+            out,
+            "  damage      {} holes ({:.3} s, filled with silence); {:.3} s missing against the header",
+            st.gaps, st.gap_s, st.missing_s
+        )?;
+    }
     let config = LogMelConfig::default();
     writeln!(
         out,

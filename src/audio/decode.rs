@@ -28,6 +28,10 @@ use super::resample::StreamResampler;
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;
 /// Source rates accepted (Hz). Wider than the 8-192 kHz users meet, narrower than nonsense headers.
 pub const SOURCE_RATE_RANGE: std::ops::RangeInclusive<u32> = 4_000..=384_000;
+/// Longest hole in a damaged stream that is filled with silence (longer ones are only counted).
+const MAX_GAP_FILL_S: f64 = 600.0;
+/// Timestamp jumps shorter than this are rounding in the container, not lost audio.
+const MIN_GAP_S: f64 = 0.002;
 /// After this many packets in a row fail, the rest of the stream is taken to be garbage.
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 200;
 
@@ -108,6 +112,13 @@ pub struct DecodeStats {
     /// Samples delivered at [`TARGET_SAMPLE_RATE`].
     pub output_samples: u64,
     pub skipped_packets: u64,
+    /// Holes in the stream (damaged data the demuxer skipped), found from packet timestamps.
+    pub gaps: u64,
+    /// Total length of the holes; they are filled with silence so later timestamps stay right.
+    pub gap_s: f64,
+    /// Audio the header promised that the stream did not hold (damage without timestamps to
+    /// locate it, or a cut-off file).
+    pub missing_s: f64,
     pub non_finite_samples: u64,
     /// The stream ended early (cut-off file, or garbage after some point).
     pub truncated: bool,
@@ -135,6 +146,8 @@ pub struct AudioSource {
     reader: Box<dyn FormatReader>,
     decoder: Box<dyn AudioDecoder>,
     track_id: u32,
+    /// Seconds per timestamp unit of the track, when known.
+    seconds_per_tick: Option<f64>,
     info: SourceInfo,
 }
 
@@ -202,11 +215,18 @@ impl AudioSource {
         if let Some(rate) = info.sample_rate.filter(|r| !SOURCE_RATE_RANGE.contains(r)) {
             return Err(AudioError::SampleRate { path, rate });
         }
+        let seconds_per_tick = reader
+            .tracks()
+            .iter()
+            .find(|t| t.id == track_id)
+            .and_then(|t| t.time_base)
+            .map(|tb| f64::from(tb.numer.get()) / f64::from(tb.denom.get()));
         Ok(Self {
             path,
             reader,
             decoder,
             track_id,
+            seconds_per_tick,
             info,
         })
     }
@@ -266,8 +286,10 @@ impl AudioSource {
         let mut health = PacketHealth::default();
         let mut resampler: Option<(u32, StreamResampler)> = None;
         let (mut planes, mut mono) = (Vec::new(), Vec::new());
+        let mut next_ts: Option<i64> = None;
 
         while let Some(packet) = self.next_packet(&mut health)? {
+            let gap_s = self.gap_before(&packet, &mut next_ts);
             let Some((rate, non_finite)) =
                 self.decode_packet(&packet, &mut health, &mut planes, &mut mono)?
             else {
@@ -292,9 +314,17 @@ impl AudioSource {
                 })?;
                 resampler = Some((rate, new));
             }
-            if let Some((_, r)) = resampler.as_mut()
-                && deliver(r.push(&mono), &mut stats, &mut on_chunk).is_err()
-            {
+            let Some((_, r)) = resampler.as_mut() else {
+                continue;
+            };
+            if gap_s > 0.0 {
+                stats.gaps += 1;
+                stats.gap_s += gap_s;
+                if fill_silence(r, gap_s, rate, &mut stats, &mut on_chunk).is_err() {
+                    break;
+                }
+            }
+            if deliver(r.push(&mono), &mut stats, &mut on_chunk).is_err() {
                 break;
             }
         }
@@ -302,10 +332,29 @@ impl AudioSource {
             let _ = deliver(r.finish(), &mut stats, &mut on_chunk);
         }
         (stats.skipped_packets, stats.truncated) = (health.skipped, health.truncated);
+        if let Some(promised) = self.info.header_duration_s.filter(|_| !stats.stopped_early) {
+            let missing = promised - stats.duration_s();
+            stats.missing_s = if missing >= MIN_GAP_S { missing } else { 0.0 };
+        }
         if stats.output_samples == 0 && !stats.stopped_early {
             return Err(health.empty_stream_error(self.path));
         }
         Ok(stats)
+    }
+
+    /// Seconds of audio missing before `packet` (a hole the demuxer skipped over), judged from
+    /// timestamps; updates `next_ts` to where the packet after this one should start.
+    fn gap_before(&self, packet: &Packet, next_ts: &mut Option<i64>) -> f64 {
+        let Some(seconds_per_tick) = self.seconds_per_tick else {
+            return 0.0;
+        };
+        let start = packet.pts.get();
+        let gap_ticks = next_ts.map_or(0, |expected| start - expected);
+        // `dur` leaves out the samples trimmed for gapless playback; the packet spans them too.
+        let span = packet.trim_start.get() + packet.dur.get() + packet.trim_end.get();
+        *next_ts = Some(start.saturating_add(i64::try_from(span).unwrap_or(i64::MAX)));
+        let gap_s = gap_ticks as f64 * seconds_per_tick;
+        if gap_s >= MIN_GAP_S { gap_s } else { 0.0 }
     }
 
     /// The next packet of the chosen track; `None` at the end (or where a damaged file gives out).
@@ -387,6 +436,24 @@ fn deliver(
     if on_chunk(chunk).is_break() {
         stats.stopped_early = true;
         return Err(StoppedEarly);
+    }
+    Ok(())
+}
+
+/// Feeds `seconds` of silence at `rate` through the resampler (capped at [`MAX_GAP_FILL_S`]).
+fn fill_silence(
+    resampler: &mut StreamResampler,
+    seconds: f64,
+    rate: u32,
+    stats: &mut DecodeStats,
+    on_chunk: &mut impl FnMut(&[f32]) -> ControlFlow<()>,
+) -> Result<(), StoppedEarly> {
+    const SILENCE: [f32; 4096] = [0.0; 4096];
+    let mut frames = (seconds.min(MAX_GAP_FILL_S) * f64::from(rate)).round() as usize;
+    while frames > 0 {
+        let n = frames.min(SILENCE.len());
+        deliver(resampler.push(&SILENCE[..n]), stats, on_chunk)?;
+        frames -= n;
     }
     Ok(())
 }

@@ -252,6 +252,11 @@ fn a_wav_cut_mid_data_decodes_what_is_there() {
     let decoded = decode_file(&path).unwrap();
     let seconds = decoded.samples.len() as f64 / f64::from(RATE);
     assert!((seconds - 1.0).abs() < 0.01, "{seconds} s");
+    assert!(
+        (decoded.stats.missing_s - 1.0).abs() < 0.01,
+        "{:?}",
+        decoded.stats
+    );
 }
 
 #[test]
@@ -295,8 +300,16 @@ fn a_truncated_flac_decodes_its_first_part_or_fails_clearly() {
     );
 }
 
+/// Overwrites 2000 bytes in the middle of a file with garbage.
+fn damage_middle(path: &Path, out: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle_byte = bytes.len() / 2;
+    bytes[middle_byte..middle_byte + 2000].fill(0x5A);
+    std::fs::write(out, &bytes).unwrap();
+}
+
 #[test]
-fn garbage_inside_a_valid_container_is_skipped_and_counted() {
+fn damage_inside_a_valid_container_is_skipped_and_counted() {
     if !ffmpeg_available() {
         return;
     }
@@ -309,17 +322,35 @@ fn garbage_inside_a_valid_container_is_skipped_and_counted() {
         Sample::Int(16),
         &tone(44_100, 1, 4.0, 440.0, 0.5),
     );
+
+    // FLAC frames carry their position: the hole is found and filled, so time stays aligned.
+    let flac = ffmpeg_encode(&wav, &dir.path().join("tone.flac"), &[]);
+    let damaged = dir.path().join("damaged.flac");
+    damage_middle(&flac, &damaged);
+    let decoded = decode_file(&damaged).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        decoded.stats.gaps >= 1 && decoded.stats.gap_s > 0.0,
+        "{:?}",
+        decoded.stats
+    );
+    assert_eq!(
+        decoded.samples.len(),
+        4 * RATE as usize,
+        "filled back to the full length"
+    );
+
+    // MP3 resynchronises without timestamps to tell: the loss is reported against the header.
     let mp3 = ffmpeg_encode(&wav, &dir.path().join("tone.mp3"), &["-b:a", "128k"]);
-    let mut bytes = std::fs::read(&mp3).unwrap();
-    let middle_byte = bytes.len() / 2;
-    for b in &mut bytes[middle_byte..middle_byte + 2000] {
-        *b = 0x5A;
-    }
-    let path = dir.path().join("damaged.mp3");
-    std::fs::write(&path, &bytes).unwrap();
-    let decoded = decode_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let damaged = dir.path().join("damaged.mp3");
+    damage_middle(&mp3, &damaged);
+    let decoded = decode_file(&damaged).unwrap_or_else(|e| panic!("{e}"));
     let seconds = decoded.samples.len() as f64 / f64::from(RATE);
     assert!(seconds > 3.0, "only {seconds} s survived");
+    assert!(
+        decoded.stats.missing_s > 0.02 || decoded.stats.skipped_packets > 0,
+        "{:?}",
+        decoded.stats
+    );
 }
 
 /// Two hours of 44.1 kHz stereo (1.27 GB of PCM), streamed through decode, resampling and log-mel
@@ -343,7 +374,10 @@ fn a_two_hour_file_streams_in_bounded_memory() {
         .unwrap();
     log_mel.finish(&mut |_| frames += 1);
     let used = peak_bytes() - baseline;
-    eprintln!("two hours streamed with a peak of {:.1} MB of heap", used as f64 / 1e6);
+    eprintln!(
+        "two hours streamed with a peak of {:.1} MB of heap",
+        used as f64 / 1e6
+    );
     assert_eq!(stats.output_samples, SECONDS * u64::from(RATE));
     assert_eq!(frames, 1 + (SECONDS * u64::from(RATE) / 160) as usize);
     assert!(
