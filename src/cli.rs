@@ -15,7 +15,11 @@ use crate::features::{
     FrameFeature, LogMel, LogMelConfig, MFCC_COEFFS, MULTI_WINDOW_HOP, MULTI_WINDOW_LENGTHS, Mfcc,
     MultiWindowMfcc,
 };
+use crate::index::build::{BuildEvent, BuildOptions, Encoders};
+use crate::index::{Index, IndexError, format};
 use crate::library::{self, LabelMap, ScanReport};
+use crate::model::{Mode, default_encoder};
+use crate::search::{Engine, Hit, Searcher};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +46,50 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create or update an index of the audio under folders (unchanged files are skipped)
+    Index {
+        /// Index folder (default: Earshot's folder in the platform data directory)
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = IndexModes::Both)]
+        mode: IndexModes,
+        /// CSV of `path,label` rows; default label: the parent folder's name
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Start again from an empty index (after an encoder or format change)
+        #[arg(long)]
+        rebuild: bool,
+        /// Longest time between checkpoints saved while indexing
+        #[arg(long, default_value_t = 30.0, hide = true)]
+        checkpoint_secs: f64,
+        /// Folders or files to add; the folders indexed before are re-scanned too
+        paths: Vec<PathBuf>,
+    },
+    /// Search an index with audio clips; one result list (or JSON line) per clip
+    Query {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Mode::Events)]
+        mode: Mode,
+        /// Results per clip
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// One JSON object per clip, per line
+        #[arg(long)]
+        json: bool,
+        /// How segments are found (default: scan for events, buckets for fingerprint)
+        #[arg(long, value_enum)]
+        engine: Option<Engine>,
+        #[arg(required = true)]
+        clips: Vec<PathBuf>,
+    },
+    /// Show what an index holds: files, segments, hours of audio, size on disk
+    Info {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode files and print format, duration, rates and feature shapes (a debugging aid)
     Inspect {
         #[arg(required = true)]
@@ -52,6 +100,24 @@ pub enum Command {
     },
 }
 
+/// Which search modes `index` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexModes {
+    Events,
+    Fingerprint,
+    Both,
+}
+
+impl IndexModes {
+    fn modes(self) -> Vec<Mode> {
+        match self {
+            IndexModes::Events => vec![Mode::Events],
+            IndexModes::Fingerprint => vec![Mode::Fingerprint],
+            IndexModes::Both => Mode::ALL.to_vec(),
+        }
+    }
+}
+
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Scan {
@@ -59,6 +125,37 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             labels,
             json,
         } => scan(&paths, labels.as_deref(), json),
+        Command::Index {
+            db,
+            mode,
+            labels,
+            rebuild,
+            checkpoint_secs,
+            paths,
+        } => index(
+            &db_or_default(db)?,
+            mode,
+            labels.as_deref(),
+            rebuild,
+            checkpoint_secs,
+            &paths,
+        ),
+        Command::Query {
+            db,
+            mode,
+            top,
+            json,
+            engine,
+            clips,
+        } => query(
+            &db_or_default(db)?,
+            mode,
+            top,
+            json,
+            engine.unwrap_or(Engine::default_for(mode)),
+            &clips,
+        ),
+        Command::Info { db, json } => info(&db_or_default(db)?, json),
         Command::Inspect { files, json } => inspect(&files, json),
     }
 }
@@ -333,4 +430,238 @@ fn inspection_json(path: &Path, found: &Inspection) -> serde_json::Value {
         "multi_window_mfcc_shape": [3, 40, found.multi_window_frames[0]],
         "elapsed_s": found.elapsed.as_secs_f64(),
     })
+}
+
+/// `--db`, or the index folder in the platform's data directory.
+fn db_or_default(db: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(db) = db {
+        return Ok(db);
+    }
+    directories::ProjectDirs::from("", "", "earshot")
+        .map(|dirs| dirs.data_dir().join("index"))
+        .ok_or_else(|| anyhow::anyhow!("no home directory to keep the index in; pass --db DIR"))
+}
+
+fn index(
+    db: &Path,
+    modes: IndexModes,
+    labels: Option<&Path>,
+    rebuild: bool,
+    checkpoint_secs: f64,
+    paths: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    if paths.is_empty() && !format::exists(db) {
+        anyhow::bail!(
+            "nothing to index: give the folders to add, e.g. `earshot index --db {} ~/Music`",
+            db.display()
+        );
+    }
+    let labels = labels.map(LabelMap::from_csv).transpose()?;
+    let encoders: Encoders = modes
+        .modes()
+        .into_iter()
+        .map(|m| (m, default_encoder(m)))
+        .collect();
+    let options = BuildOptions {
+        labels: labels.as_ref(),
+        rebuild,
+        checkpoint_every: Duration::from_secs_f64(checkpoint_secs.max(0.0)),
+        cancel: None,
+    };
+    let bar = progress_bar(
+        0,
+        "indexing {bar:30} {pos}/{len} files [{elapsed}<{eta}] {wide_msg}",
+    );
+    let on_event = |event: BuildEvent| match event {
+        BuildEvent::Planned { files, .. } => bar.set_length(files as u64),
+        BuildEvent::FileDone { path, .. } => {
+            bar.inc(1);
+            bar.set_message(
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        BuildEvent::Checkpoint => {}
+    };
+    let report = crate::index::build::build(db, paths, &encoders, &options, &on_event)?;
+    bar.finish_and_clear();
+    if !report.failed.is_empty() {
+        eprintln!("cannot read ({}), skipped:", report.failed.len());
+        for p in &report.failed {
+            eprintln!("  {}: {}", p.path.display(), p.reason);
+        }
+    }
+    let seconds = report.elapsed.as_secs_f64();
+    println!(
+        "{} added, {} updated, {} removed, {} relabelled, {} unchanged; {} of audio encoded in {seconds:.1} s ({:.0}x real time); {} cannot be read",
+        report.added,
+        report.updated,
+        report.removed,
+        report.relabelled,
+        report.unchanged,
+        clock(report.encoded_audio_s),
+        report.encoded_audio_s / seconds.max(1e-9),
+        report.failed.len()
+    );
+    println!("index: {}", Index::index_path(db).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn query(
+    db: &Path,
+    mode: Mode,
+    top: usize,
+    json: bool,
+    engine: Engine,
+    clips: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let index = format::load(db)?;
+    let data = index.mode(mode, db)?;
+    let encoder = default_encoder(mode);
+    if encoder.info() != &data.encoder {
+        return Err(IndexError::EncoderMismatch {
+            path: Index::index_path(db),
+            db: db.to_owned(),
+            mode: mode.name(),
+            found: data.encoder.name.clone(),
+            found_hash: data.encoder.weights_hash.clone(),
+            expected: encoder.info().name.clone(),
+            expected_hash: encoder.info().weights_hash.clone(),
+        }
+        .into());
+    }
+    let searcher = Searcher::new(&index, mode, data, encoder.as_ref(), engine)?;
+    let mut out = std::io::stdout().lock();
+    let mut status = ExitCode::SUCCESS;
+    for clip in clips {
+        let started = Instant::now();
+        let result = crate::audio::decode_file(clip)
+            .map_err(anyhow::Error::from)
+            .and_then(|audio| Ok(searcher.search(&audio.samples, top)?));
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match (result, json) {
+            (Ok(hits), true) => {
+                let line = json!({"query": clip.to_string_lossy(), "mode": mode.name(), "elapsed_ms": elapsed_ms, "hits": hits_json(&hits)});
+                writeln!(out, "{line}")?;
+            }
+            (Ok(hits), false) => print_hits(&mut out, clip, mode, elapsed_ms, &hits)?,
+            (Err(err), true) => {
+                status = ExitCode::FAILURE;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"query": clip.to_string_lossy(), "mode": mode.name(), "error": format!("{err:#}")})
+                )?;
+            }
+            (Err(err), false) => {
+                status = ExitCode::FAILURE;
+                eprintln!("error: {err:#}");
+            }
+        }
+    }
+    Ok(status)
+}
+
+fn hits_json(hits: &[Hit]) -> Vec<serde_json::Value> {
+    hits.iter()
+        .map(|h| {
+            json!({"rank": h.rank, "path": h.path.to_string_lossy(), "label": h.label, "start_s": round3(h.start_s),
+                   "end_s": round3(h.end_s), "hamming": h.hamming, "score": round3(f64::from(h.score))})
+        })
+        .collect()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn print_hits(
+    out: &mut impl Write,
+    clip: &Path,
+    mode: Mode,
+    elapsed_ms: f64,
+    hits: &[Hit],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} ({} search, {elapsed_ms:.1} ms)",
+        clip.display(),
+        mode.name()
+    )?;
+    if hits.is_empty() {
+        return writeln!(out, "  no match");
+    }
+    let label_width = hits
+        .iter()
+        .map(|h| h.label.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 24);
+    writeln!(
+        out,
+        "  {:>4}  {:>7}  {:>5}  {:<21}  {:<label_width$}  path",
+        "rank", "hamming", "score", "time", "label"
+    )?;
+    for h in hits {
+        let time = format!("{}-{}", clock(h.start_s), clock(h.end_s));
+        writeln!(
+            out,
+            "  {:>4}  {:>7}  {:>5.3}  {:<21}  {:<label_width$}  {}",
+            h.rank,
+            h.hamming,
+            h.score,
+            time,
+            h.label,
+            h.path.display()
+        )?;
+    }
+    Ok(())
+}
+
+fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let index = format::load(db)?;
+    let path = Index::index_path(db);
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let hours = index.total_duration_s() / 3600.0;
+    let mb_per_hour = if hours > 0.0 {
+        bytes as f64 / 1e6 / hours
+    } else {
+        0.0
+    };
+    if json {
+        let modes: Vec<serde_json::Value> = index
+            .modes
+            .iter()
+            .map(|(m, d)| json!({"mode": m.name(), "segments": d.segments.len(), "encoder": d.encoder}))
+            .collect();
+        let line = json!({"index": path.to_string_lossy(), "files": index.files.len(), "hours": hours, "bytes": bytes,
+                          "mb_per_hour": mb_per_hour, "modes": modes});
+        println!("{line}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("index        {}", path.display());
+    println!(
+        "files        {} ({} of audio, {hours:.2} hours)",
+        index.files.len(),
+        clock(index.total_duration_s())
+    );
+    for (mode, d) in &index.modes {
+        println!(
+            "{:<12} {} segments; encoder {} ({} bits, {}-d embeddings)",
+            mode.name(),
+            d.segments.len(),
+            d.encoder.name,
+            d.encoder.bits,
+            d.encoder.embedding_dim
+        );
+    }
+    println!(
+        "size         {:.2} MB on disk, {mb_per_hour:.2} MB per hour of audio",
+        bytes as f64 / 1e6
+    );
+    for root in &index.roots {
+        println!("root         {}", root.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

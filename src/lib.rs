@@ -7,4 +7,7 @@ pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod features;
+pub mod index;
 pub mod library;
+pub mod model;
+pub mod search;

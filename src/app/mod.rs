@@ -38,7 +38,9 @@ impl eframe::App for EarshotApp {
                 ui.heading("Earshot");
                 ui.label("Explore audio collections by example.");
                 ui.add_space(8.0);
-                ui.weak("The library, query and results panels are on their way. Meanwhile, try `earshot scan FOLDER`.");
+                ui.weak(
+                    "The library, query and results panels are on their way. Meanwhile, try `earshot scan FOLDER`.",
+                );
             });
         });
     }

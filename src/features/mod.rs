@@ -8,6 +8,7 @@
 
 pub mod mel;
 pub mod mfcc;
+pub mod segment;
 pub mod stft;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,247 @@
+//! Multi-index hashing (Norouzi et al.): the K-bit codes are cut into `m` substrings of 16 bits
+//! and each substring indexes a table of buckets. By the pigeonhole principle a code within
+//! Hamming distance `r` of the query agrees with it to within `r / m` bits on some substring, so
+//! probing every table at a small substring radius finds all codes in a small full radius while
+//! reading a small fraction of the database. Balanced codes keep the buckets even, which is
+//! what makes this fast; [`BucketStats`] reports how even they are.
+
+use super::hamming::distance;
+
+/// Bits per substring: one table of 65,536 buckets per 16 bits of code.
+const SUBSTRING_BITS: usize = 16;
+const BUCKETS: usize = 1 << SUBSTRING_BITS;
+
+/// One table in compressed sparse rows: bucket `b` holds `ids[offsets[b]..offsets[b + 1]]`.
+struct Table {
+    offsets: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+pub struct BucketIndex {
+    words: usize,
+    tables: Vec<Table>,
+    n: usize,
+}
+
+/// How the codes spread over buckets.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct BucketStats {
+    pub tables: usize,
+    pub buckets_per_table: usize,
+    pub non_empty_buckets: usize,
+    pub max_bucket: usize,
+    pub mean_non_empty_bucket: f64,
+}
+
+/// Result of one search, with what it cost.
+#[derive(Debug, Clone)]
+pub struct BucketSearch {
+    /// `(distance, index)`, nearest first.
+    pub hits: Vec<(u32, usize)>,
+    /// Codes compared in full.
+    pub scanned: usize,
+}
+
+impl BucketIndex {
+    /// Builds the tables over `codes` (`words` u64 per code).
+    pub fn build(codes: &[u64], words: usize) -> Self {
+        let n = if words == 0 { 0 } else { codes.len() / words };
+        let m = words * 64 / SUBSTRING_BITS;
+        let tables = (0..m)
+            .map(|t| {
+                let key = |i: usize| substring(&codes[i * words..(i + 1) * words], t);
+                let mut counts = vec![0u32; BUCKETS + 1];
+                (0..n).for_each(|i| counts[key(i) + 1] += 1);
+                for b in 0..BUCKETS {
+                    counts[b + 1] += counts[b];
+                }
+                let mut fill = counts.clone();
+                let mut ids = vec![0u32; n];
+                for i in 0..n {
+                    let slot = &mut fill[key(i)];
+                    ids[*slot as usize] = i as u32;
+                    *slot += 1;
+                }
+                Table {
+                    offsets: counts,
+                    ids,
+                }
+            })
+            .collect();
+        Self { words, tables, n }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Bytes the tables take (4 per code per table, plus offsets).
+    pub fn memory_bytes(&self) -> usize {
+        self.tables
+            .iter()
+            .map(|t| 4 * (t.ids.len() + t.offsets.len()))
+            .sum()
+    }
+
+    pub fn stats(&self) -> BucketStats {
+        let sizes = self
+            .tables
+            .iter()
+            .flat_map(|t| t.offsets.windows(2).map(|w| (w[1] - w[0]) as usize));
+        let (mut non_empty, mut max, mut total) = (0, 0, 0);
+        for s in sizes.filter(|&s| s > 0) {
+            non_empty += 1;
+            max = max.max(s);
+            total += s;
+        }
+        BucketStats {
+            tables: self.tables.len(),
+            buckets_per_table: BUCKETS,
+            non_empty_buckets: non_empty,
+            max_bucket: max,
+            mean_non_empty_bucket: total as f64 / non_empty.max(1) as f64,
+        }
+    }
+
+    /// All codes within `radius` bits of `query` (exact), nearest first.
+    pub fn within(&self, codes: &[u64], query: &[u64], radius: u32) -> BucketSearch {
+        let m = self.tables.len().max(1) as u32;
+        let mut found = Found::default();
+        // Substring radius r/m suffices for full radius r (pigeonhole).
+        for rho in 0..=radius / m {
+            self.probe_level(codes, query, rho, &mut found);
+        }
+        found.hits.retain(|&(d, _)| d <= radius);
+        found.finish()
+    }
+
+    /// The `k` nearest codes (exact): widens the substring radius until the `k`-th best is
+    /// certainly found, or until `max_substring_radius`, where it returns the best seen.
+    pub fn nearest(
+        &self,
+        codes: &[u64],
+        query: &[u64],
+        k: usize,
+        max_substring_radius: u32,
+    ) -> BucketSearch {
+        let m = self.tables.len().max(1) as u32;
+        let mut found = Found::default();
+        for rho in 0..=max_substring_radius.min(SUBSTRING_BITS as u32) {
+            self.probe_level(codes, query, rho, &mut found);
+            // After level rho every code within m * (rho + 1) - 1 bits has been seen.
+            let certain = m * (rho + 1) - 1;
+            found.hits.sort_unstable();
+            if found.hits.len() >= k && found.hits[k - 1].0 <= certain {
+                break;
+            }
+        }
+        found.hits.truncate(k);
+        found.finish()
+    }
+
+    /// Probes every table at substring distance exactly `rho`, comparing new candidates in full.
+    fn probe_level(&self, codes: &[u64], query: &[u64], rho: u32, found: &mut Found) {
+        let w = self.words;
+        for (t, table) in self.tables.iter().enumerate() {
+            let q = substring(query, t);
+            for_each_at_distance(q, rho, |key| {
+                let ids = &table.ids[table.offsets[key] as usize..table.offsets[key + 1] as usize];
+                for &id in ids {
+                    let id = id as usize;
+                    if found.seen.insert(id) {
+                        found.scanned += 1;
+                        found
+                            .hits
+                            .push((distance(&codes[id * w..(id + 1) * w], query), id));
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[derive(Default)]
+struct Found {
+    seen: std::collections::HashSet<usize>,
+    hits: Vec<(u32, usize)>,
+    scanned: usize,
+}
+
+impl Found {
+    fn finish(mut self) -> BucketSearch {
+        self.hits.sort_unstable();
+        BucketSearch {
+            hits: self.hits,
+            scanned: self.scanned,
+        }
+    }
+}
+
+/// Substring `t` (16 bits) of a packed code.
+fn substring(code: &[u64], t: usize) -> usize {
+    let bit = t * SUBSTRING_BITS;
+    ((code[bit / 64] >> (bit % 64)) & (BUCKETS as u64 - 1)) as usize
+}
+
+/// Calls `f` with every 16-bit value at Hamming distance exactly `rho` from `q`.
+fn for_each_at_distance(q: usize, rho: u32, mut f: impl FnMut(usize)) {
+    fn recurse(q: usize, from: usize, left: u32, f: &mut impl FnMut(usize)) {
+        if left == 0 {
+            f(q);
+            return;
+        }
+        for bit in from..SUBSTRING_BITS {
+            recurse(q ^ (1 << bit), bit + 1, left - 1, f);
+        }
+    }
+    recurse(q, 0, rho, &mut f);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::hamming::top_k;
+    use crate::model::SeededRng;
+
+    fn random_codes(n: usize, words: usize, seed: u64) -> Vec<u64> {
+        let mut rng = SeededRng::new(seed);
+        (0..n * words).map(|_| rng.next_u64()).collect()
+    }
+
+    #[test]
+    fn nearest_equals_a_full_scan() {
+        for words in [1, 2] {
+            let mut codes = random_codes(50_000, words, 9);
+            let query: Vec<u64> = codes[..words].to_vec();
+            // Plant near neighbours so small radii have answers.
+            for (i, flips) in [(100, 1u64), (200, 3), (300, 0b1011)].iter().enumerate() {
+                codes[flips.0 * words] = query[0] ^ (flips.1 << (i * 7));
+            }
+            let index = BucketIndex::build(&codes, words);
+            let expected = top_k(&codes, words, &query, 10);
+            let got = index.nearest(&codes, &query, 10, 16);
+            assert_eq!(got.hits, expected);
+            let within = index.within(&codes, &query, 4);
+            let brute: Vec<(u32, usize)> =
+                expected.iter().copied().filter(|&(d, _)| d <= 4).collect();
+            assert_eq!(within.hits, brute);
+            assert!(
+                within.scanned < codes.len() / words / 10,
+                "scanned {}",
+                within.scanned
+            );
+        }
+    }
+
+    #[test]
+    fn stats_count_every_code_once_per_table() {
+        let codes = random_codes(10_000, 1, 4);
+        let s = BucketIndex::build(&codes, 1).stats();
+        assert_eq!(s.tables, 4);
+        assert!((s.mean_non_empty_bucket * s.non_empty_buckets as f64 - 40_000.0).abs() < 1e-6);
+    }
+}

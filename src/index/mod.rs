@@ -1,0 +1,286 @@
+//! The index: file table, and per search mode a segment table, packed codes and embeddings.
+//!
+//! On disk it is one file, `index.earshot`, in the index folder, replaced atomically (see
+//! [`format`]), so a crash or a kill at any moment leaves the last completed state.
+
+pub mod buckets;
+pub mod build;
+pub mod format;
+pub mod hamming;
+pub mod hnsw;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::LogMelConfig;
+use crate::library::FileRecord;
+use crate::model::{Encoded, EncoderInfo, Mode, Segmentation};
+
+/// Bumped whenever the file layout or the meaning of its contents changes.
+pub const FORMAT_VERSION: u32 = 1;
+pub const INDEX_FILE_NAME: &str = "index.earshot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not an Earshot index", path.display())]
+    NotAnIndex { path: PathBuf },
+    #[error("{}: the index is damaged ({detail}); rebuild it with `earshot index --db {} --rebuild PATH...`", path.display(), db.display())]
+    Corrupt {
+        path: PathBuf,
+        db: PathBuf,
+        detail: String,
+    },
+    #[error("{}: written in index format {found}, this Earshot reads format {expected}; rebuild it with `earshot index --db {} --rebuild PATH...`", path.display(), db.display())]
+    Version {
+        path: PathBuf,
+        db: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{}: its {mode} codes come from encoder {found} ({found_hash}), this Earshot uses {expected} ({expected_hash}); rebuild it with `earshot index --db {} --rebuild PATH...`", path.display(), db.display())]
+    EncoderMismatch {
+        path: PathBuf,
+        db: PathBuf,
+        mode: &'static str,
+        found: String,
+        found_hash: String,
+        expected: String,
+        expected_hash: String,
+    },
+    #[error("{}: holds no {mode} index; add one with `earshot index --db {} --mode {mode} PATH...`", db.display(), db.display())]
+    MissingMode { db: PathBuf, mode: &'static str },
+    #[error("{}: no index here yet; create one with `earshot index --db {} PATH...`", db.display(), db.display())]
+    Missing { db: PathBuf },
+}
+
+/// Human-readable summary stored at the head of the index file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub earshot_version: String,
+    pub features: LogMelConfig,
+    /// Per mode, in the order of the binary sections.
+    pub modes: Vec<ModeManifest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeManifest {
+    pub mode: Mode,
+    pub encoder: EncoderInfo,
+    pub segmentation: Segmentation,
+    pub segments: usize,
+}
+
+/// One segment of a library file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// Position in [`Index::files`].
+    pub file: u32,
+    pub start_frame: u32,
+    pub n_frames: u32,
+}
+
+/// The searchable data of one mode.
+#[derive(Debug, Clone)]
+pub struct ModeIndex {
+    pub encoder: EncoderInfo,
+    pub segmentation: Segmentation,
+    pub segments: Vec<SegmentRef>,
+    /// `segments.len() * words` packed code words.
+    pub codes: Vec<u64>,
+    /// Floats kept per segment: the encoder's `embedding_dim`, or 0 where the mode keeps none.
+    pub embedding_dim: usize,
+    /// `segments.len() * embedding_dim` floats.
+    pub embeddings: Vec<f32>,
+}
+
+impl ModeIndex {
+    pub fn new(mode: Mode, encoder: EncoderInfo) -> Self {
+        let embedding_dim = if mode.keeps_embeddings() {
+            encoder.embedding_dim
+        } else {
+            0
+        };
+        Self {
+            encoder,
+            segmentation: mode.segmentation(),
+            segments: Vec::new(),
+            codes: Vec::new(),
+            embedding_dim,
+            embeddings: Vec::new(),
+        }
+    }
+
+    pub fn words(&self) -> usize {
+        self.encoder.words()
+    }
+
+    pub fn code(&self, i: usize) -> &[u64] {
+        let w = self.words();
+        &self.codes[i * w..(i + 1) * w]
+    }
+
+    /// Segment `i`'s embedding (empty where the mode keeps none).
+    pub fn embedding(&self, i: usize) -> &[f32] {
+        let d = self.embedding_dim;
+        &self.embeddings[i * d..(i + 1) * d]
+    }
+
+    fn push(&mut self, file: u32, segments: &[(u32, u32)], encoded: &Encoded) {
+        self.segments
+            .extend(segments.iter().map(|&(start_frame, n_frames)| SegmentRef {
+                file,
+                start_frame,
+                n_frames,
+            }));
+        self.codes.extend_from_slice(&encoded.codes);
+        if self.embedding_dim > 0 {
+            self.embeddings.extend_from_slice(&encoded.embeddings);
+        }
+    }
+
+    /// Keeps the segments whose file survives, renumbering files with `new_number`.
+    fn retain_files(&mut self, new_number: &[Option<u32>]) {
+        let (w, d) = (self.words(), self.embedding_dim);
+        let mut kept = 0;
+        for i in 0..self.segments.len() {
+            let Some(file) = new_number[self.segments[i].file as usize] else {
+                continue;
+            };
+            self.segments[kept] = SegmentRef {
+                file,
+                ..self.segments[i]
+            };
+            self.codes.copy_within(i * w..(i + 1) * w, kept * w);
+            self.embeddings.copy_within(i * d..(i + 1) * d, kept * d);
+            kept += 1;
+        }
+        self.segments.truncate(kept);
+        self.codes.truncate(kept * w);
+        self.embeddings.truncate(kept * d);
+    }
+}
+
+/// Everything a folder's index holds.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub features: LogMelConfig,
+    /// Folders and files the index covers; `index` re-scans them all.
+    pub roots: Vec<PathBuf>,
+    pub files: Vec<FileRecord>,
+    pub modes: BTreeMap<Mode, ModeIndex>,
+}
+
+/// The encodings of one file, ready to enter an index.
+#[derive(Debug, Clone)]
+pub struct EncodedFile {
+    pub record: FileRecord,
+    /// Per mode: (start frame, frame count) of each segment and their encodings.
+    pub modes: Vec<(Mode, Vec<(u32, u32)>, Encoded)>,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self {
+            features: LogMelConfig::default(),
+            roots: Vec::new(),
+            files: Vec::new(),
+            modes: BTreeMap::new(),
+        }
+    }
+
+    pub fn index_path(db: &Path) -> PathBuf {
+        db.join(INDEX_FILE_NAME)
+    }
+
+    pub fn mode(&self, mode: Mode, db: &Path) -> Result<&ModeIndex, IndexError> {
+        self.modes
+            .get(&mode)
+            .ok_or_else(|| IndexError::MissingMode {
+                db: db.to_owned(),
+                mode: mode.name(),
+            })
+    }
+
+    /// Adds a file (replacing any earlier entry for the same path).
+    pub fn add(&mut self, file: EncodedFile) {
+        self.remove(&HashSet::from([file.record.path.clone()]));
+        let number = self.files.len() as u32;
+        for (mode, segments, encoded) in &file.modes {
+            if let Some(m) = self.modes.get_mut(mode) {
+                m.push(number, segments, encoded);
+            }
+        }
+        self.files.push(file.record);
+    }
+
+    /// Drops files and their segments.
+    pub fn remove(&mut self, paths: &HashSet<PathBuf>) {
+        if paths.is_empty() || !self.files.iter().any(|f| paths.contains(&f.path)) {
+            return;
+        }
+        let mut next = 0u32;
+        let new_number: Vec<Option<u32>> = self
+            .files
+            .iter()
+            .map(|f| {
+                (!paths.contains(&f.path)).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        for m in self.modes.values_mut() {
+            m.retain_files(&new_number);
+        }
+        self.files.retain(|f| !paths.contains(&f.path));
+    }
+
+    /// Updates labels in place.
+    pub fn relabel(&mut self, records: &[FileRecord]) {
+        let labels: HashMap<&Path, &str> = records
+            .iter()
+            .map(|r| (r.path.as_path(), r.label.as_str()))
+            .collect();
+        for f in &mut self.files {
+            if let Some(label) = labels.get(f.path.as_path()) {
+                f.label = label.to_string();
+            }
+        }
+    }
+
+    pub fn total_duration_s(&self) -> f64 {
+        self.files.iter().map(|f| f.duration_s).sum()
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            earshot_version: env!("CARGO_PKG_VERSION").to_string(),
+            features: self.features,
+            modes: self
+                .modes
+                .iter()
+                .map(|(&mode, m)| ModeManifest {
+                    mode,
+                    encoder: m.encoder.clone(),
+                    segmentation: m.segmentation,
+                    segments: m.segments.len(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,177 @@
+//! Classic locality-sensitive hashing: a fixed, seeded random projection of a pooled log-mel
+//! summary, signed to K bits. No training, so it is the baseline every learnt encoder must beat.
+//!
+//! - events: per-band mean and standard deviation over the segment (128 values);
+//! - fingerprint: the segment's spectrogram pooled to 8 time blocks x 32 band pairs, with each
+//!   band's mean over the segment removed (cancels loudness and fixed equalisation).
+//!
+//! Both summaries are centred and L2-normalised; the normalised summary is the float embedding.
+
+use super::{EncodeError, Encoded, Encoder, EncoderInfo, Mode, SeededRng};
+use crate::features::LOG_MEL_BANDS;
+
+pub const DEFAULT_BITS: usize = 64;
+pub const DEFAULT_SEED: u64 = 0x5EED_0E4A_5B07;
+/// Fingerprint summary: time blocks per segment and mel bands pooled per cell.
+const FINGERPRINT_TIME_BLOCKS: usize = 8;
+const FINGERPRINT_BANDS_PER_CELL: usize = 2;
+
+pub struct LshEncoder {
+    mode: Mode,
+    info: EncoderInfo,
+    /// `bits` rows of `embedding_dim` Gaussian weights.
+    projection: Vec<f32>,
+}
+
+impl LshEncoder {
+    pub fn new(mode: Mode, bits: usize, seed: u64) -> Self {
+        let dim = match mode {
+            Mode::Events => 2 * LOG_MEL_BANDS,
+            Mode::Fingerprint => {
+                FINGERPRINT_TIME_BLOCKS * LOG_MEL_BANDS / FINGERPRINT_BANDS_PER_CELL
+            }
+        };
+        let mut rng = SeededRng::new(seed ^ mode as u64);
+        let projection = (0..bits * dim).map(|_| rng.normal() as f32).collect();
+        let info = EncoderInfo {
+            name: format!("lsh-{}", mode.name()),
+            weights_hash: format!("seed-{seed:x}-bits-{bits}-dim-{dim}"),
+            bits,
+            embedding_dim: dim,
+        };
+        Self {
+            mode,
+            info,
+            projection,
+        }
+    }
+
+    fn summary(&self, segment: &[f32]) -> Vec<f32> {
+        let frames: Vec<&[f32]> = segment.chunks_exact(LOG_MEL_BANDS).collect();
+        let mut v = match self.mode {
+            Mode::Events => band_statistics(&frames),
+            Mode::Fingerprint => pooled_grid(&frames),
+        };
+        centre_and_normalise(&mut v);
+        v
+    }
+}
+
+impl Encoder for LshEncoder {
+    fn info(&self) -> &EncoderInfo {
+        &self.info
+    }
+
+    fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError> {
+        let (dim, words) = (self.info.embedding_dim, self.info.words());
+        for (index, segment) in segments.iter().enumerate() {
+            if segment.is_empty() || segment.len() % LOG_MEL_BANDS != 0 {
+                return Err(EncodeError::Shape {
+                    index,
+                    got: segment.len(),
+                    bands: LOG_MEL_BANDS,
+                });
+            }
+            let embedding = self.summary(segment);
+            let start = out.codes.len();
+            out.codes.resize(start + words, 0);
+            for (bit, row) in self.projection.chunks_exact(dim).enumerate() {
+                let dot: f32 = row.iter().zip(&embedding).map(|(w, x)| w * x).sum();
+                if dot > 0.0 {
+                    out.codes[start + bit / 64] |= 1 << (bit % 64);
+                }
+            }
+            out.embeddings.extend_from_slice(&embedding);
+        }
+        Ok(())
+    }
+}
+
+fn band_statistics(frames: &[&[f32]]) -> Vec<f32> {
+    let n = frames.len().max(1) as f32;
+    let mut v = vec![0.0; 2 * LOG_MEL_BANDS];
+    for frame in frames {
+        for (b, &x) in frame.iter().enumerate() {
+            v[b] += x / n;
+        }
+    }
+    for frame in frames {
+        for (b, &x) in frame.iter().enumerate() {
+            v[LOG_MEL_BANDS + b] += (x - v[b]).powi(2) / n;
+        }
+    }
+    v[LOG_MEL_BANDS..].iter_mut().for_each(|x| *x = x.sqrt());
+    v
+}
+
+fn pooled_grid(frames: &[&[f32]]) -> Vec<f32> {
+    let cells = LOG_MEL_BANDS / FINGERPRINT_BANDS_PER_CELL;
+    let mut grid = vec![0.0; FINGERPRINT_TIME_BLOCKS * cells];
+    let mut counts = vec![0.0f32; FINGERPRINT_TIME_BLOCKS];
+    for (t, frame) in frames.iter().enumerate() {
+        let block = t * FINGERPRINT_TIME_BLOCKS / frames.len().max(1);
+        counts[block] += 1.0;
+        for (b, &x) in frame.iter().enumerate() {
+            grid[block * cells + b / FINGERPRINT_BANDS_PER_CELL] +=
+                x / FINGERPRINT_BANDS_PER_CELL as f32;
+        }
+    }
+    for (block, row) in grid.chunks_exact_mut(cells).enumerate() {
+        row.iter_mut().for_each(|x| *x /= counts[block].max(1.0));
+    }
+    // Remove each band's mean over the segment: the code then follows changes, not levels.
+    for c in 0..cells {
+        let mean = (0..FINGERPRINT_TIME_BLOCKS)
+            .map(|t| grid[t * cells + c])
+            .sum::<f32>()
+            / FINGERPRINT_TIME_BLOCKS as f32;
+        (0..FINGERPRINT_TIME_BLOCKS).for_each(|t| grid[t * cells + c] -= mean);
+    }
+    grid
+}
+
+fn centre_and_normalise(v: &mut [f32]) {
+    let mean = v.iter().sum::<f32>() / v.len().max(1) as f32;
+    v.iter_mut().for_each(|x| *x -= mean);
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(seed: u64, frames: usize) -> Vec<f32> {
+        let mut rng = SeededRng::new(seed);
+        (0..frames * LOG_MEL_BANDS)
+            .map(|_| -60.0 + 20.0 * rng.normal() as f32)
+            .collect()
+    }
+
+    #[test]
+    fn same_seed_same_codes_and_bits_are_balanced() {
+        for mode in Mode::ALL {
+            let (a, b) = (LshEncoder::new(mode, 64, 7), LshEncoder::new(mode, 64, 7));
+            let segments: Vec<Vec<f32>> = (0..200).map(|s| segment(s, 96)).collect();
+            let refs: Vec<&[f32]> = segments.iter().map(Vec::as_slice).collect();
+            let (mut x, mut y) = (Encoded::default(), Encoded::default());
+            a.encode(&refs, &mut x).unwrap();
+            b.encode(&refs, &mut y).unwrap();
+            assert_eq!(x, y);
+            let ones: u32 = x.codes.iter().map(|c| c.count_ones()).sum();
+            let fraction = f64::from(ones) / (64.0 * 200.0);
+            assert!(
+                (0.4..0.6).contains(&fraction),
+                "{mode:?}: {fraction} of bits set"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_shape_is_an_error() {
+        let e = LshEncoder::new(Mode::Events, 64, 1);
+        assert!(e.encode(&[&[0.0; 10]], &mut Encoded::default()).is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! Encoders turn log-mel segments into a float embedding and a K-bit hash code.
+//!
+//! The engine sees encoders only through [`Encoder`]; the data-independent [`lsh::LshEncoder`]
+//! makes the whole road from a folder to ranked results work before any model is trained.
+
+pub mod lsh;
+
+use serde::{Deserialize, Serialize};
+
+/// The two ways to search (see DESIGN.md).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Similar sounds: semantic neighbours, ranked per file.
+    Events,
+    /// Exact match: where a clip occurs, with its time offset.
+    Fingerprint,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Events, Mode::Fingerprint];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Events => "events",
+            Mode::Fingerprint => "fingerprint",
+        }
+    }
+
+    /// Whether the index keeps float embeddings (cosine tie-breaks, HNSW). Fingerprint search
+    /// uses codes only, and at ten segments a second embeddings would dominate the index size.
+    pub fn keeps_embeddings(self) -> bool {
+        self == Mode::Events
+    }
+
+    /// How library files and queries are cut into segments, in log-mel frames (10 ms).
+    pub fn segmentation(self) -> Segmentation {
+        match self {
+            // 1 s windows every 0.5 s: fine enough to say where in a file a sound is.
+            Mode::Events => Segmentation {
+                window: 100,
+                hop: 50,
+                query_hop: 50,
+            },
+            // The fingerprint paper's 0.96 s segments every 100 ms. Queries are cut every 20 ms, so
+            // some query segment falls within 10 ms of a library segment whatever its offset.
+            Mode::Fingerprint => Segmentation {
+                window: 96,
+                hop: 10,
+                query_hop: 2,
+            },
+        }
+    }
+}
+
+/// Segment window and hops, in log-mel frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segmentation {
+    pub window: usize,
+    /// Hop between library segments.
+    pub hop: usize,
+    /// Hop between query segments.
+    pub query_hop: usize,
+}
+
+/// What identifies an encoder's output: indexes built by another encoder are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncoderInfo {
+    pub name: String,
+    /// Hash of the weights (or of the seed and shape for data-independent encoders).
+    pub weights_hash: String,
+    pub bits: usize,
+    pub embedding_dim: usize,
+}
+
+impl EncoderInfo {
+    /// `u64` words per code.
+    pub fn words(&self) -> usize {
+        self.bits.div_ceil(64)
+    }
+}
+
+/// Codes and embeddings of a batch of segments, flat: segment `i` owns
+/// `codes[i * words..][..words]` and `embeddings[i * dim..][..dim]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded {
+    pub codes: Vec<u64>,
+    pub embeddings: Vec<f32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("segment {index} has {got} values, not a whole number of {bands}-band frames")]
+    Shape {
+        index: usize,
+        got: usize,
+        bands: usize,
+    },
+    #[error("encoder failed: {0}")]
+    Model(String),
+}
+
+pub trait Encoder: Send + Sync {
+    fn info(&self) -> &EncoderInfo;
+
+    /// Appends the encodings of `segments` (each frame-major log-mel, any number of frames) to `out`.
+    fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError>;
+}
+
+/// The encoder `index` and `query` use for a mode.
+pub fn default_encoder(mode: Mode) -> Box<dyn Encoder> {
+    Box::new(lsh::LshEncoder::new(
+        mode,
+        lsh::DEFAULT_BITS,
+        lsh::DEFAULT_SEED,
+    ))
+}
+
+/// A small seeded generator (SplitMix64), so weights are the same on every machine and run.
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}

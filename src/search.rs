@@ -1,0 +1,378 @@
+//! The query pipeline: a clip's samples become segments and codes, the index is searched, and
+//! segment matches become ranked hits: per file in `events` mode, per file and time offset in
+//! `fingerprint` mode (offset-consistent voting, as in the attention-fingerprint paper).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::features::segment::{SegmentStream, is_silent};
+use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel};
+use crate::index::buckets::BucketIndex;
+use crate::index::hamming;
+use crate::index::hnsw::EmbeddingIndex;
+use crate::index::{Index, ModeIndex};
+use crate::model::{EncodeError, Encoded, Encoder, Mode};
+
+/// Seconds per log-mel frame.
+const FRAME_S: f64 = 0.01;
+/// Library segments fetched per query segment when searching by buckets or HNSW, per hit wanted.
+const CANDIDATES_PER_HIT: usize = 20;
+/// Fingerprint voting: neighbours per query segment, and the widest substring radius probed.
+const FINGERPRINT_NEIGHBOURS: usize = 8;
+const FINGERPRINT_MAX_SUBSTRING_RADIUS: u32 = 2;
+/// A neighbour farther than this fraction of the bits is noise, not a vote.
+const FINGERPRINT_MAX_VOTE_DISTANCE: f64 = 0.3;
+
+/// How library segments are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Exact: Hamming distance to every segment.
+    Scan,
+    /// Multi-index hashing over the codes (exact within the radius it probes).
+    Buckets,
+    /// HNSW over the float embeddings (approximate).
+    Hnsw,
+}
+
+impl Engine {
+    pub fn default_for(mode: Mode) -> Self {
+        match mode {
+            Mode::Events => Engine::Scan,
+            Mode::Fingerprint => Engine::Buckets,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub rank: usize,
+    pub path: PathBuf,
+    pub label: String,
+    /// `events`: the matched segment. `fingerprint`: where the query's first sample falls in the file.
+    pub start_s: f64,
+    pub end_s: f64,
+    pub hamming: u32,
+    /// `events`: cosine of the embeddings. `fingerprint`: share of query segments that voted.
+    pub score: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("the query is empty")]
+    EmptyQuery,
+    #[error("the query is silent: nothing in it to match")]
+    SilentQuery,
+    #[error(
+        "HNSW search needs float embeddings, and the {0} index keeps none; use --engine scan or buckets"
+    )]
+    NoEmbeddings(&'static str),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// An index opened for searching one mode.
+pub struct Searcher<'a> {
+    index: &'a Index,
+    mode: Mode,
+    data: &'a ModeIndex,
+    encoder: &'a dyn Encoder,
+    engine: Engine,
+    buckets: Option<BucketIndex>,
+    hnsw: Option<EmbeddingIndex>,
+}
+
+/// A query cut into segments and encoded.
+struct QuerySegments {
+    starts: Vec<usize>,
+    encoded: Encoded,
+}
+
+impl<'a> Searcher<'a> {
+    /// `data` must be `index`'s section for `mode`, built by `encoder` (the caller checks).
+    pub fn new(
+        index: &'a Index,
+        mode: Mode,
+        data: &'a ModeIndex,
+        encoder: &'a dyn Encoder,
+        engine: Engine,
+    ) -> Result<Self, SearchError> {
+        if engine == Engine::Hnsw && data.embedding_dim == 0 {
+            return Err(SearchError::NoEmbeddings(mode.name()));
+        }
+        let buckets =
+            (engine == Engine::Buckets).then(|| BucketIndex::build(&data.codes, data.words()));
+        let hnsw = (engine == Engine::Hnsw)
+            .then(|| EmbeddingIndex::build(&data.embeddings, data.embedding_dim));
+        Ok(Self {
+            index,
+            mode,
+            data,
+            encoder,
+            engine,
+            buckets,
+            hnsw,
+        })
+    }
+
+    /// Ranked hits for a 16 kHz mono clip.
+    pub fn search(&self, samples: &[f32], top: usize) -> Result<Vec<Hit>, SearchError> {
+        let query = self.encode_query(samples)?;
+        let mut hits = match self.mode {
+            Mode::Events => self.rank_files(&query, top),
+            Mode::Fingerprint => self.vote(&query, samples.len() as f64 / 16_000.0, top),
+        };
+        for (rank, hit) in hits.iter_mut().enumerate() {
+            hit.rank = rank + 1;
+        }
+        Ok(hits)
+    }
+
+    fn encode_query(&self, samples: &[f32]) -> Result<QuerySegments, SearchError> {
+        if samples.is_empty() {
+            return Err(SearchError::EmptyQuery);
+        }
+        let seg = self.data.segmentation;
+        let mut stream = SegmentStream::new(seg.window, seg.query_hop, LOG_MEL_BANDS);
+        let mut segments = Vec::new();
+        let mut log_mel = LogMel::new(&self.index.features);
+        let mut on_frame = |f: &[f32]| stream.push(f, &mut |s| segments.push(s));
+        log_mel.push(samples, &mut on_frame);
+        log_mel.finish(&mut on_frame);
+        stream.finish(&mut |s| segments.push(s));
+        segments.retain(|s| !is_silent(&s.values));
+        if segments.is_empty() {
+            return Err(SearchError::SilentQuery);
+        }
+        let values: Vec<&[f32]> = segments.iter().map(|s| s.values.as_slice()).collect();
+        let mut encoded = Encoded::default();
+        self.encoder.encode(&values, &mut encoded)?;
+        Ok(QuerySegments {
+            starts: segments.iter().map(|s| s.start_frame).collect(),
+            encoded,
+        })
+    }
+
+    /// `events`: each file's best segment (fewest differing bits, then highest cosine).
+    fn rank_files(&self, q: &QuerySegments, top: usize) -> Vec<Hit> {
+        let (words, dim) = (self.data.words(), self.data.encoder.embedding_dim);
+        let query_embedding = |j: usize| &q.encoded.embeddings[j * dim..(j + 1) * dim];
+        // Per library segment: the smallest distance to any query segment, and which one.
+        let mut best = vec![(u32::MAX, 0usize); self.data.segments.len()];
+        for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
+            for (d, i) in self.candidates(qcode, query_embedding(j), top) {
+                if d < best[i].0 {
+                    best[i] = (d, j);
+                }
+            }
+        }
+        // Per file: its best segment; cosines only for segments that can still win.
+        let mut per_file: Vec<Option<(u32, f32, usize)>> = vec![None; self.index.files.len()];
+        for (i, &(d, j)) in best.iter().enumerate().filter(|(_, b)| b.0 != u32::MAX) {
+            let slot = &mut per_file[self.data.segments[i].file as usize];
+            if slot.is_some_and(|(bd, _, _)| d > bd) {
+                continue;
+            }
+            let cos = cosine(self.data.embedding(i), query_embedding(j));
+            if slot.is_none_or(|(bd, bc, _)| (d, -cos) < (bd, -bc)) {
+                *slot = Some((d, cos, i));
+            }
+        }
+        let mut ranked: Vec<(usize, (u32, f32, usize))> = per_file
+            .into_iter()
+            .enumerate()
+            .filter_map(|(f, b)| b.map(|b| (f, b)))
+            .collect();
+        ranked.sort_by(|a, b| {
+            a.1.0
+                .cmp(&b.1.0)
+                .then(b.1.1.total_cmp(&a.1.1))
+                .then(a.0.cmp(&b.0))
+        });
+        ranked.truncate(top);
+        ranked
+            .into_iter()
+            .map(|(file, (d, cos, i))| {
+                let s = self.data.segments[i];
+                let start_s = f64::from(s.start_frame) * FRAME_S;
+                self.hit(
+                    file as u32,
+                    start_s,
+                    start_s + f64::from(s.n_frames) * FRAME_S,
+                    d,
+                    cos,
+                )
+            })
+            .collect()
+    }
+
+    /// Library segments worth comparing with one query segment, as `(distance, segment)`.
+    fn candidates(&self, code: &[u64], embedding: &[f32], top: usize) -> Vec<(u32, usize)> {
+        let (codes, words) = (&self.data.codes, self.data.words());
+        match (&self.buckets, &self.hnsw) {
+            (Some(b), _) => b.nearest(codes, code, top * CANDIDATES_PER_HIT, 3).hits,
+            (_, Some(h)) => h
+                .nearest(embedding, top * CANDIDATES_PER_HIT)
+                .into_iter()
+                .map(|(_, i)| (hamming::distance(self.data.code(i), code), i))
+                .collect(),
+            // Exact per-file ranking needs every segment's distance.
+            _ => hamming::all_distances(codes, words, code)
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| (d, i))
+                .collect(),
+        }
+    }
+
+    /// `fingerprint`: neighbours of each query segment vote for (file, offset); the heaviest
+    /// offset cluster per file wins.
+    fn vote(&self, q: &QuerySegments, query_s: f64, top: usize) -> Vec<Hit> {
+        let words = self.data.words();
+        let max_distance = (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32;
+        // (file, offset in frames) -> (weight, best distance)
+        let mut votes: HashMap<(u32, i64), (f32, u32)> = HashMap::new();
+        for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
+            for (d, i) in self.fingerprint_neighbours(qcode) {
+                if d > max_distance {
+                    continue;
+                }
+                let s = self.data.segments[i];
+                let offset = i64::from(s.start_frame) - q.starts[j] as i64;
+                let e = votes.entry((s.file, offset)).or_insert((0.0, u32::MAX));
+                e.0 += 1.0 - d as f32 / max_distance.max(1) as f32;
+                e.1 = e.1.min(d);
+            }
+        }
+        let window = (self.data.segmentation.hop / 2) as i64;
+        let mut per_file: HashMap<u32, Vec<(i64, f32, u32)>> = HashMap::new();
+        for ((file, offset), (w, d)) in votes {
+            per_file.entry(file).or_default().push((offset, w, d));
+        }
+        let mut ranked: Vec<(u32, OffsetCluster)> = per_file
+            .into_iter()
+            .map(|(file, mut v)| (file, heaviest_cluster(&mut v, window)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.weight.total_cmp(&a.1.weight).then(a.0.cmp(&b.0)));
+        ranked.truncate(top);
+        let n_query = q.starts.len().max(1) as f32;
+        ranked
+            .into_iter()
+            .map(|(file, c)| {
+                let start_s = c.offset as f64 * FRAME_S;
+                self.hit(
+                    file,
+                    start_s,
+                    start_s + query_s,
+                    c.distance,
+                    (c.weight / n_query).min(1.0),
+                )
+            })
+            .collect()
+    }
+
+    fn fingerprint_neighbours(&self, code: &[u64]) -> Vec<(u32, usize)> {
+        match &self.buckets {
+            Some(b) => {
+                b.nearest(
+                    &self.data.codes,
+                    code,
+                    FINGERPRINT_NEIGHBOURS,
+                    FINGERPRINT_MAX_SUBSTRING_RADIUS,
+                )
+                .hits
+            }
+            None => hamming::top_k(
+                &self.data.codes,
+                self.data.words(),
+                code,
+                FINGERPRINT_NEIGHBOURS,
+            ),
+        }
+    }
+
+    fn hit(&self, file: u32, start_s: f64, end_s: f64, hamming: u32, score: f32) -> Hit {
+        let f = &self.index.files[file as usize];
+        Hit {
+            rank: 0,
+            path: f.path.clone(),
+            label: f.label.clone(),
+            start_s,
+            end_s,
+            hamming,
+            score,
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+}
+
+struct OffsetCluster {
+    offset: i64,
+    weight: f32,
+    distance: u32,
+}
+
+/// The window of `±window` frames holding the most vote weight; its offset is that of its
+/// heaviest single vote (an exactly aligned query segment).
+fn heaviest_cluster(votes: &mut [(i64, f32, u32)], window: i64) -> OffsetCluster {
+    votes.sort_by_key(|v| v.0);
+    let mut best = OffsetCluster {
+        offset: 0,
+        weight: f32::MIN,
+        distance: u32::MAX,
+    };
+    let mut lo = 0;
+    let mut sum = 0.0;
+    for hi in 0..votes.len() {
+        sum += votes[hi].1;
+        while votes[hi].0 - votes[lo].0 > 2 * window {
+            sum -= votes[lo].1;
+            lo += 1;
+        }
+        if sum > best.weight {
+            let members = &votes[lo..=hi];
+            let peak = members
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(votes[hi].0, |p| p.0);
+            let distance = members.iter().map(|m| m.2).min().unwrap_or(u32::MAX);
+            best = OffsetCluster {
+                offset: peak,
+                weight: sum,
+                distance,
+            };
+        }
+    }
+    best
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm =
+        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 { dot / norm } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heaviest_cluster_wins_and_keeps_its_peak_offset() {
+        let mut votes = vec![
+            (100, 1.0, 3),
+            (102, 3.0, 1),
+            (104, 1.0, 4),
+            (400, 2.5, 2),
+            (900, 0.5, 9),
+        ];
+        let c = heaviest_cluster(&mut votes, 5);
+        assert_eq!((c.offset, c.distance), (102, 1));
+        assert!((c.weight - 5.0).abs() < 1e-6);
+    }
+}
