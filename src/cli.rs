@@ -520,16 +520,7 @@ fn query(
     let data = index.mode(mode, db)?;
     let encoder = default_encoder(mode);
     if encoder.info() != &data.encoder {
-        return Err(IndexError::EncoderMismatch {
-            path: Index::index_path(db),
-            db: db.to_owned(),
-            mode: mode.name(),
-            found: data.encoder.name.clone(),
-            found_hash: data.encoder.weights_hash.clone(),
-            expected: encoder.info().name.clone(),
-            expected_hash: encoder.info().weights_hash.clone(),
-        }
-        .into());
+        return Err(IndexError::encoder_mismatch(db, mode, &data.encoder, encoder.info()).into());
     }
     let searcher = Searcher::new(&index, mode, data, encoder.as_ref(), engine)?;
     let mut out = std::io::stdout().lock();

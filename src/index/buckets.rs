@@ -45,7 +45,7 @@ pub struct BucketSearch {
 impl BucketIndex {
     /// Builds the tables over `codes` (`words` u64 per code).
     pub fn build(codes: &[u64], words: usize) -> Self {
-        let n = if words == 0 { 0 } else { codes.len() / words };
+        let n = codes.len().checked_div(words).unwrap_or(0);
         let m = words * 64 / SUBSTRING_BITS;
         let tables = (0..m)
             .map(|t| {

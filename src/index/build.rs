@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::{EncodedFile, Index, IndexError, ModeIndex, format};
+use super::{EncodedFile, Index, IndexError, ModeIndex, SegmentEncodings, format};
 use crate::audio::AudioSource;
 use crate::features::segment::{Segment, SegmentStream, is_silent};
 use crate::features::{FrameFeature, LogMel};
@@ -76,6 +76,7 @@ pub fn build(
     on_event: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildReport, IndexError> {
     let started = Instant::now();
+    format::remove_stale_temp_files(db);
     let mut index = if format::exists(db) && !options.rebuild {
         format::load(db)?
     } else {
@@ -151,23 +152,18 @@ fn prepare_modes(index: &mut Index, encoders: &Encoders, db: &Path) -> Result<bo
         };
         let want = encoder.info();
         if &existing.encoder != want {
-            return Err(IndexError::EncoderMismatch {
-                path: Index::index_path(db),
-                db: db.to_owned(),
-                mode: mode.name(),
-                found: existing.encoder.name.clone(),
-                found_hash: existing.encoder.weights_hash.clone(),
-                expected: want.name.clone(),
-                expected_hash: want.weights_hash.clone(),
-            });
+            return Err(IndexError::encoder_mismatch(
+                db,
+                *mode,
+                &existing.encoder,
+                want,
+            ));
         }
     }
     let mut added = false;
     for (&mode, encoder) in encoders {
-        if !index.modes.contains_key(&mode) {
-            index
-                .modes
-                .insert(mode, ModeIndex::new(mode, encoder.info().clone()));
+        if let std::collections::btree_map::Entry::Vacant(slot) = index.modes.entry(mode) {
+            slot.insert(ModeIndex::new(mode, encoder.info().clone()));
             added |= !index.files.is_empty();
         }
     }
@@ -262,9 +258,9 @@ pub fn encode_file(
     };
     let source = AudioSource::open(&record.path).map_err(|e| problem(e.reason()))?;
     let mut log_mel = LogMel::new(&Default::default());
-    let mut modes: Vec<ModeEncoding<'_>> = encoders
+    let mut modes: Vec<ModeEncoder<'_>> = encoders
         .iter()
-        .map(|(&mode, e)| ModeEncoding::new(mode, e.as_ref()))
+        .map(|(&mode, e)| ModeEncoder::new(mode, e.as_ref()))
         .collect();
     let mut failure: Option<String> = None;
     let mut on_frame = |frame: &[f32]| {
@@ -287,14 +283,14 @@ pub fn encode_file(
     record.duration_s = stats.duration_s();
     let modes = modes
         .into_iter()
-        .map(ModeEncoding::finish)
+        .map(ModeEncoder::finish)
         .collect::<Result<Vec<_>, _>>()
         .map_err(problem)?;
     Ok(EncodedFile { record, modes })
 }
 
 /// Segments and encodings of one file for one mode, built up as frames arrive.
-struct ModeEncoding<'a> {
+struct ModeEncoder<'a> {
     mode: Mode,
     encoder: &'a dyn Encoder,
     stream: SegmentStream,
@@ -303,7 +299,7 @@ struct ModeEncoding<'a> {
     encoded: Encoded,
 }
 
-impl<'a> ModeEncoding<'a> {
+impl<'a> ModeEncoder<'a> {
     fn new(mode: Mode, encoder: &'a dyn Encoder) -> Self {
         let s = mode.segmentation();
         let stream = SegmentStream::new(s.window, s.hop, crate::features::LOG_MEL_BANDS);
@@ -340,11 +336,15 @@ impl<'a> ModeEncoding<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(Mode, Vec<(u32, u32)>, Encoded), String> {
+    fn finish(mut self) -> Result<SegmentEncodings, String> {
         let pending = &mut self.pending;
         self.stream.finish(&mut |s| keep_sound(pending, s));
         self.flush()?;
-        Ok((self.mode, self.segments, self.encoded))
+        Ok(SegmentEncodings {
+            mode: self.mode,
+            segments: self.segments,
+            encoded: self.encoded,
+        })
     }
 }
 

@@ -65,6 +65,34 @@ pub fn load(db: &Path) -> Result<Index, IndexError> {
     decode(&bytes, &path, db)
 }
 
+/// Removes temporary files left by runs that were killed mid-save (their process is gone).
+pub fn remove_stale_temp_files(db: &Path) {
+    let prefix = format!(".{}.tmp-", super::INDEX_FILE_NAME);
+    let Ok(entries) = fs::read_dir(db) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if pid != std::process::id().to_string() && !process_alive(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn process_alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
+}
+
+/// Without /proc we cannot tell, so the file is kept.
+#[cfg(not(target_os = "linux"))]
+fn process_alive(_pid: &str) -> bool {
+    true
+}
+
 /// Whether `db` holds an index file.
 pub fn exists(db: &Path) -> bool {
     Index::index_path(db).is_file()
@@ -301,7 +329,7 @@ fn bytes_path(bytes: &[u8]) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::EncodedFile;
+    use crate::index::{EncodedFile, SegmentEncodings};
     use crate::model::{Encoded, EncoderInfo, Mode};
 
     fn sample_index() -> Index {
@@ -329,7 +357,11 @@ mod tests {
             };
             index.add(EncodedFile {
                 record,
-                modes: vec![(Mode::Events, vec![(0, 100), (50, 100)], encoded)],
+                modes: vec![SegmentEncodings {
+                    mode: Mode::Events,
+                    segments: vec![(0, 100), (50, 100)],
+                    encoded,
+                }],
             });
         }
         index.roots = vec!["/a".into()];

@@ -18,7 +18,7 @@ pub struct EmbeddingIndex {
 impl EmbeddingIndex {
     /// Builds the graph over `embeddings` (`dim` floats per item), in parallel.
     pub fn build(embeddings: &[f32], dim: usize) -> Self {
-        let n = if dim == 0 { 0 } else { embeddings.len() / dim };
+        let n = embeddings.len().checked_div(dim).unwrap_or(0);
         let hnsw = Hnsw::new(
             MAX_CONNECTIONS,
             n.max(1),

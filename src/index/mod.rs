@@ -44,15 +44,12 @@ pub enum IndexError {
         found: u32,
         expected: u32,
     },
-    #[error("{}: its {mode} codes come from encoder {found} ({found_hash}), this Earshot uses {expected} ({expected_hash}); rebuild it with `earshot index --db {} --rebuild PATH...`", path.display(), db.display())]
+    #[error("{}: its {mode} codes come from encoder {found}, this Earshot uses {expected}; rebuild it with `earshot index --db {} --rebuild PATH...`", Index::index_path(db).display(), db.display())]
     EncoderMismatch {
-        path: PathBuf,
         db: PathBuf,
         mode: &'static str,
         found: String,
-        found_hash: String,
         expected: String,
-        expected_hash: String,
     },
     #[error("{}: holds no {mode} index; add one with `earshot index --db {} --mode {mode} PATH...`", db.display(), db.display())]
     MissingMode { db: PathBuf, mode: &'static str },
@@ -182,8 +179,15 @@ pub struct Index {
 #[derive(Debug, Clone)]
 pub struct EncodedFile {
     pub record: FileRecord,
-    /// Per mode: (start frame, frame count) of each segment and their encodings.
-    pub modes: Vec<(Mode, Vec<(u32, u32)>, Encoded)>,
+    pub modes: Vec<SegmentEncodings>,
+}
+
+/// One file's segments for one mode: `(start frame, frame count)` each, and their encodings.
+#[derive(Debug, Clone)]
+pub struct SegmentEncodings {
+    pub mode: Mode,
+    pub segments: Vec<(u32, u32)>,
+    pub encoded: Encoded,
 }
 
 impl Index {
@@ -213,9 +217,9 @@ impl Index {
     pub fn add(&mut self, file: EncodedFile) {
         self.remove(&HashSet::from([file.record.path.clone()]));
         let number = self.files.len() as u32;
-        for (mode, segments, encoded) in &file.modes {
-            if let Some(m) = self.modes.get_mut(mode) {
-                m.push(number, segments, encoded);
+        for m in &file.modes {
+            if let Some(data) = self.modes.get_mut(&m.mode) {
+                data.push(number, &m.segments, &m.encoded);
             }
         }
         self.files.push(file.record);
@@ -275,6 +279,24 @@ impl Index {
                     segments: m.segments.len(),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl IndexError {
+    /// An index section built by `found`, searched or updated with `expected`.
+    pub fn encoder_mismatch(
+        db: &Path,
+        mode: Mode,
+        found: &EncoderInfo,
+        expected: &EncoderInfo,
+    ) -> Self {
+        let describe = |e: &EncoderInfo| format!("{} ({})", e.name, e.weights_hash);
+        IndexError::EncoderMismatch {
+            db: db.to_owned(),
+            mode: mode.name(),
+            found: describe(found),
+            expected: describe(expected),
         }
     }
 }

@@ -107,7 +107,7 @@ fn band_statistics(frames: &[&[f32]]) -> Vec<f32> {
 fn pooled_grid(frames: &[&[f32]]) -> Vec<f32> {
     let cells = LOG_MEL_BANDS / FINGERPRINT_BANDS_PER_CELL;
     let mut grid = vec![0.0; FINGERPRINT_TIME_BLOCKS * cells];
-    let mut counts = vec![0.0f32; FINGERPRINT_TIME_BLOCKS];
+    let mut counts = [0.0f32; FINGERPRINT_TIME_BLOCKS];
     for (t, frame) in frames.iter().enumerate() {
         let block = t * FINGERPRINT_TIME_BLOCKS / frames.len().max(1);
         counts[block] += 1.0;

@@ -1,0 +1,412 @@
+//! The index and search engine from a folder of audio to ranked results, and its crash safety.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use earshot::index::build::{self, BuildOptions, BuildReport, Encoders};
+use earshot::index::{Index, IndexError, format};
+use earshot::model::lsh::LshEncoder;
+use earshot::model::{Mode, SeededRng, default_encoder};
+use earshot::search::{Engine, Searcher};
+use tempfile::TempDir;
+
+use crate::support::*;
+
+const RATE: u32 = 16_000;
+
+/// A sequence of 150 ms notes at random pitches: distinct per seed, and different at every moment.
+fn melody(seed: u64, seconds: f64) -> Vec<f32> {
+    let mut rng = SeededRng::new(seed);
+    let note = (0.15 * f64::from(RATE)) as usize;
+    let n = (seconds * f64::from(RATE)) as usize;
+    let mut out = Vec::with_capacity(n);
+    let mut phase = 0.0f64;
+    while out.len() < n {
+        let freq = 200.0 * (20.0f64).powf(rng.uniform());
+        for _ in 0..note.min(n - out.len()) {
+            phase += TAU * freq / f64::from(RATE);
+            out.push((0.3 * phase.sin() + 0.02 * (rng.uniform() - 0.5)) as f32);
+        }
+    }
+    out
+}
+
+/// `count` melody files of 6 s in two labelled folders.
+fn make_library(root: &Path, count: u64) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| {
+            let folder = root.join(if i % 2 == 0 { "birds" } else { "frogs" });
+            std::fs::create_dir_all(&folder).unwrap();
+            let path = folder.join(format!("take{i:02}.wav"));
+            write_wav(&path, RATE, 1, Sample::Int(16), &melody(i, 6.0));
+            path
+        })
+        .collect()
+}
+
+fn encoders() -> Encoders {
+    Mode::ALL.iter().map(|&m| (m, default_encoder(m))).collect()
+}
+
+fn options() -> BuildOptions<'static> {
+    BuildOptions {
+        labels: None,
+        rebuild: false,
+        checkpoint_every: Duration::from_secs(30),
+        cancel: None,
+    }
+}
+
+fn build(db: &Path, paths: &[PathBuf]) -> BuildReport {
+    build::build(db, paths, &encoders(), &options(), &|_| {}).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn search(index: &Index, mode: Mode, samples: &[f32]) -> Vec<earshot::search::Hit> {
+    let encoder = default_encoder(mode);
+    let data = index.modes.get(&mode).unwrap();
+    let searcher = Searcher::new(
+        index,
+        mode,
+        data,
+        encoder.as_ref(),
+        Engine::default_for(mode),
+    )
+    .unwrap();
+    searcher.search(samples, 5).unwrap()
+}
+
+#[test]
+fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
+    let dir = TempDir::new().unwrap();
+    let files = make_library(&dir.path().join("lib"), 12);
+    let db = dir.path().join("db");
+    let report = build(&db, &[dir.path().join("lib")]);
+    assert_eq!((report.added, report.failed.len()), (12, 0));
+    let index = format::load(&db).unwrap();
+
+    for (i, path) in files.iter().enumerate() {
+        let clip = melody(i as u64, 6.0);
+        let hits = search(&index, Mode::Events, &clip);
+        assert_eq!(&hits[0].path, path, "events: {} not first", path.display());
+        assert_eq!(
+            (hits[0].hamming, hits[0].label.as_str()),
+            (0, if i % 2 == 0 { "birds" } else { "frogs" })
+        );
+
+        // A 3 s excerpt starting at an offset off the 100 ms grid.
+        let offset_s = 1.0 + 0.37 * (i % 5) as f64;
+        let start = (offset_s * f64::from(RATE)) as usize;
+        let hits = search(
+            &index,
+            Mode::Fingerprint,
+            &clip[start..start + 3 * RATE as usize],
+        );
+        assert_eq!(
+            &hits[0].path,
+            path,
+            "fingerprint: {} not first",
+            path.display()
+        );
+        assert!(
+            (hits[0].start_s - offset_s).abs() <= 0.05,
+            "offset {} for {offset_s}",
+            hits[0].start_s
+        );
+        assert!((hits[0].end_s - hits[0].start_s - 3.0).abs() < 0.01);
+    }
+}
+
+#[test]
+fn every_engine_agrees_on_the_best_match() {
+    let dir = TempDir::new().unwrap();
+    let files = make_library(&dir.path().join("lib"), 6);
+    let db = dir.path().join("db");
+    build(&db, &[dir.path().join("lib")]);
+    let index = format::load(&db).unwrap();
+    let encoder = default_encoder(Mode::Events);
+    let data = index.modes.get(&Mode::Events).unwrap();
+    for engine in [Engine::Scan, Engine::Buckets, Engine::Hnsw] {
+        let searcher = Searcher::new(&index, Mode::Events, data, encoder.as_ref(), engine).unwrap();
+        let hits = searcher.search(&melody(3, 6.0), 3).unwrap();
+        assert_eq!(hits[0].path, files[3], "{engine:?}");
+    }
+    let fingerprint = index.modes.get(&Mode::Fingerprint).unwrap();
+    let fp_encoder = default_encoder(Mode::Fingerprint);
+    let err = Searcher::new(
+        &index,
+        Mode::Fingerprint,
+        fingerprint,
+        fp_encoder.as_ref(),
+        Engine::Hnsw,
+    )
+    .err();
+    assert!(err.is_some_and(|e| e.to_string().contains("keeps none")));
+}
+
+#[test]
+fn reindexing_skips_unchanged_updates_changed_and_drops_removed() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    let files = make_library(&lib, 6);
+    let db = dir.path().join("db");
+    build(&db, std::slice::from_ref(&lib));
+
+    let again = build(&db, &[]);
+    assert_eq!(
+        (again.added, again.updated, again.removed, again.unchanged),
+        (0, 0, 0, 6)
+    );
+
+    write_wav(&files[0], RATE, 1, Sample::Int(16), &melody(100, 4.0));
+    std::fs::remove_file(&files[1]).unwrap();
+    let extra = lib.join("birds/new.wav");
+    write_wav(&extra, RATE, 1, Sample::Int(16), &melody(200, 5.0));
+    let update = build(&db, &[]);
+    assert_eq!(
+        (
+            update.added,
+            update.updated,
+            update.removed,
+            update.unchanged
+        ),
+        (1, 1, 1, 4)
+    );
+
+    let index = format::load(&db).unwrap();
+    assert_eq!(index.files.len(), 6);
+    assert!(index.files.iter().all(|f| f.path != files[1]));
+    assert_eq!(
+        search(&index, Mode::Events, &melody(100, 4.0))[0].path,
+        files[0]
+    );
+    assert_eq!(
+        search(&index, Mode::Events, &melody(200, 5.0))[0].path,
+        extra
+    );
+    assert!(
+        search(&index, Mode::Events, &melody(1, 6.0))
+            .iter()
+            .all(|h| h.path != files[1])
+    );
+    // Segment counts stay consistent with the file table.
+    for (mode, data) in &index.modes {
+        assert!(
+            data.segments
+                .iter()
+                .all(|s| (s.file as usize) < index.files.len()),
+            "{mode:?}"
+        );
+        assert_eq!(data.codes.len(), data.segments.len() * data.words());
+    }
+}
+
+#[test]
+fn an_unreadable_file_is_reported_and_skipped() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    make_library(&lib, 3);
+    std::fs::write(lib.join("birds/broken.wav"), "RIFF, but only in name").unwrap();
+    let report = build(&dir.path().join("db"), &[lib]);
+    assert_eq!(report.added, 3);
+    assert_eq!(report.failed.len(), 1);
+    assert!(report.failed[0].path.ends_with("broken.wav"));
+}
+
+#[test]
+fn an_index_from_another_encoder_is_refused_with_the_fix() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    make_library(&lib, 2);
+    let db = dir.path().join("db");
+    let other: Encoders = [(
+        Mode::Events,
+        Box::new(LshEncoder::new(Mode::Events, 64, 1)) as _,
+    )]
+    .into_iter()
+    .collect();
+    build::build(&db, std::slice::from_ref(&lib), &other, &options(), &|_| {}).unwrap();
+    let err = build::build(&db, std::slice::from_ref(&lib), &encoders(), &options(), &|_| {}).unwrap_err();
+    assert!(matches!(err, IndexError::EncoderMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("--rebuild"), "{err}");
+    let rebuilt = BuildOptions {
+        rebuild: true,
+        ..options()
+    };
+    let report = build::build(&db, &[lib], &encoders(), &rebuilt, &|_| {}).unwrap();
+    assert_eq!(report.added, 2);
+}
+
+fn earshot(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(args)
+        .output()
+        .expect("run earshot")
+}
+
+#[test]
+fn the_command_line_indexes_queries_and_describes() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    let files = make_library(&lib, 4);
+    let db = dir.path().join("db");
+    let out = earshot(&[
+        "index".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        lib.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 added"));
+
+    let out = earshot(&[
+        "query".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--json".as_ref(),
+        "--top".as_ref(),
+        "2".as_ref(),
+        files[2].as_os_str(),
+        files[3].as_os_str(),
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, file) in lines.iter().zip(&files[2..]) {
+        assert_eq!(line["mode"], "events");
+        assert!(line["elapsed_ms"].as_f64().unwrap() > 0.0);
+        let hit = &line["hits"][0];
+        let keys = [
+            "rank", "path", "label", "start_s", "end_s", "hamming", "score",
+        ];
+        assert!(keys.iter().all(|k| !hit[k].is_null()), "{hit}");
+        assert_eq!(hit["path"], file.to_string_lossy().as_ref());
+        assert_eq!(hit["rank"], 1);
+    }
+
+    let out = earshot(&[
+        "info".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["files"], 4);
+    assert!(info["mb_per_hour"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn damaged_index_files_give_a_clear_error_not_a_panic() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    make_library(&lib, 2);
+    let db = dir.path().join("db");
+    build(&db, &[lib]);
+    let path = Index::index_path(&db);
+    let good = std::fs::read(&path).unwrap();
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        (
+            "garbled",
+            good.iter()
+                .enumerate()
+                .map(|(i, b)| if i % 97 == 50 { !b } else { *b })
+                .collect(),
+        ),
+        ("not an index", b"hello".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&path, bytes).unwrap();
+        let out = earshot(&["info".as_ref(), "--db".as_ref(), db.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: loaded");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(stderr.contains("index.earshot"), "{what}: {stderr}");
+    }
+}
+
+/// Segment count per path: what a consistent index holds for each file it lists.
+fn segments_per_file(index: &Index, mode: Mode) -> HashMap<PathBuf, usize> {
+    let mut counts: HashMap<PathBuf, usize> =
+        index.files.iter().map(|f| (f.path.clone(), 0)).collect();
+    for s in &index.modes[&mode].segments {
+        *counts.get_mut(&index.files[s.file as usize].path).unwrap() += 1;
+    }
+    counts
+}
+
+/// Kills `earshot index` at random moments; every time, the index on disk loads and holds only
+/// whole files, exactly as a complete run encodes them.
+#[cfg(unix)]
+#[test]
+fn killing_an_index_run_at_any_moment_leaves_the_last_checkpoint() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    make_library(&lib, 30);
+    let reference_db = dir.path().join("reference");
+    build(&reference_db, std::slice::from_ref(&lib));
+    let reference = format::load(&reference_db).unwrap();
+    let expected: Vec<HashMap<PathBuf, usize>> = Mode::ALL
+        .iter()
+        .map(|&m| segments_per_file(&reference, m))
+        .collect();
+
+    let db = dir.path().join("db");
+    let mut rng = SeededRng::new(42);
+    let mut seen_partial = false;
+    for round in 0..12 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args(["index", "--checkpoint-secs", "0", "--db"])
+            .arg(&db)
+            .arg(&lib)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + (rng.uniform() * 150.0) as u64));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        match format::load(&db) {
+            Err(IndexError::Missing { .. }) => continue, // killed before its first save
+            Err(e) => panic!("round {round}: the index does not load after a kill: {e}"),
+            Ok(index) => {
+                seen_partial |= index.files.len() < 30;
+                for (mode, want) in Mode::ALL.iter().zip(&expected) {
+                    for (path, count) in segments_per_file(&index, *mode) {
+                        assert_eq!(
+                            Some(&count),
+                            want.get(&path),
+                            "round {round}: {} in {mode:?}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        // Removing the index's files again makes the next run start partway through, too.
+        if round % 3 == 2 {
+            let _ = std::fs::remove_dir_all(&db);
+        }
+    }
+    assert!(
+        seen_partial,
+        "no kill landed mid-run; the test did not test anything"
+    );
+    build(&db, &[lib]);
+    let complete = format::load(&db).unwrap();
+    assert_eq!(segments_per_file(&complete, Mode::Fingerprint), expected[1]);
+    let leftovers: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "index.earshot")
+        .collect();
+    assert!(leftovers.is_empty(), "stale files: {leftovers:?}");
+}
