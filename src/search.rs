@@ -19,9 +19,10 @@ use crate::model::{EncodeError, Encoded, Encoder, Mode};
 const FRAME_S: f64 = 0.01;
 /// Library segments fetched per query segment when searching by buckets or HNSW, per hit wanted.
 const CANDIDATES_PER_HIT: usize = 20;
-/// Fingerprint voting: neighbours per query segment, and the widest substring radius probed.
+/// Fingerprint voting: neighbours per query segment by full scan; by buckets, every code in the
+/// buckets within this substring radius (all codes within 7 bits of a 64-bit code, and more).
 const FINGERPRINT_NEIGHBOURS: usize = 8;
-const FINGERPRINT_MAX_SUBSTRING_RADIUS: u32 = 2;
+const FINGERPRINT_SUBSTRING_RADIUS: u32 = 1;
 /// A neighbour farther than this fraction of the bits is noise, not a vote.
 const FINGERPRINT_MAX_VOTE_DISTANCE: f64 = 0.3;
 
@@ -157,34 +158,44 @@ impl<'a> Searcher<'a> {
 
     /// `events`: each file's best segment (fewest differing bits, then highest cosine).
     fn rank_files(&self, q: &QuerySegments, top: usize) -> Vec<Hit> {
-        let (words, dim) = (self.data.words(), self.data.encoder.embedding_dim);
+        let dim = self.data.embedding_dim;
         let query_embedding = |j: usize| &q.encoded.embeddings[j * dim..(j + 1) * dim];
         // Per library segment: the smallest distance to any query segment, and which one.
-        let mut best = vec![(u32::MAX, 0usize); self.data.segments.len()];
-        for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
-            for (d, i) in self.candidates(qcode, query_embedding(j), top) {
-                if d < best[i].0 {
-                    best[i] = (d, j);
-                }
-            }
+        let best = self.segment_distances(q, top);
+        // Per file: its smallest distance.
+        let mut file_best = vec![u32::MAX; self.index.files.len()];
+        for (i, &(d, _)) in best.iter().enumerate() {
+            let f = &mut file_best[self.data.segments[i].file as usize];
+            *f = (*f).min(d);
         }
-        // Per file: its best segment; cosines only for segments that can still win.
-        let mut per_file: Vec<Option<(u32, f32, usize)>> = vec![None; self.index.files.len()];
-        for (i, &(d, j)) in best.iter().enumerate().filter(|(_, b)| b.0 != u32::MAX) {
-            let slot = &mut per_file[self.data.segments[i].file as usize];
-            if slot.is_some_and(|(bd, _, _)| d > bd) {
+        // Only files that can still make the top `top` need cosines (for ties).
+        let mut cut: Vec<u32> = file_best
+            .iter()
+            .copied()
+            .filter(|&d| d != u32::MAX)
+            .collect();
+        if cut.is_empty() || top == 0 {
+            return Vec::new();
+        }
+        let nth = (top - 1).min(cut.len() - 1);
+        let cutoff = *cut.select_nth_unstable(nth).1;
+        let mut per_file: HashMap<u32, (u32, f32, usize)> = HashMap::new();
+        for (i, &(d, j)) in best.iter().enumerate() {
+            let file = self.data.segments[i].file;
+            if d > cutoff || d != file_best[file as usize] {
                 continue;
             }
-            let cos = cosine(self.data.embedding(i), query_embedding(j));
-            if slot.is_none_or(|(bd, bc, _)| (d, -cos) < (bd, -bc)) {
-                *slot = Some((d, cos, i));
+            let cos = if dim > 0 {
+                cosine(self.data.embedding(i), query_embedding(j as usize))
+            } else {
+                0.0
+            };
+            let e = per_file.entry(file).or_insert((d, cos, i));
+            if cos > e.1 {
+                *e = (d, cos, i);
             }
         }
-        let mut ranked: Vec<(usize, (u32, f32, usize))> = per_file
-            .into_iter()
-            .enumerate()
-            .filter_map(|(f, b)| b.map(|b| (f, b)))
-            .collect();
+        let mut ranked: Vec<(u32, (u32, f32, usize))> = per_file.into_iter().collect();
         ranked.sort_by(|a, b| {
             a.1.0
                 .cmp(&b.1.0)
@@ -198,7 +209,7 @@ impl<'a> Searcher<'a> {
                 let s = self.data.segments[i];
                 let start_s = f64::from(s.start_frame) * FRAME_S;
                 self.hit(
-                    file as u32,
+                    file,
                     start_s,
                     start_s + f64::from(s.n_frames) * FRAME_S,
                     d,
@@ -208,23 +219,38 @@ impl<'a> Searcher<'a> {
             .collect()
     }
 
-    /// Library segments worth comparing with one query segment, as `(distance, segment)`.
-    fn candidates(&self, code: &[u64], embedding: &[f32], top: usize) -> Vec<(u32, usize)> {
-        let (codes, words) = (&self.data.codes, self.data.words());
-        match (&self.buckets, &self.hnsw) {
-            (Some(b), _) => b.nearest(codes, code, top * CANDIDATES_PER_HIT, 3).hits,
-            (_, Some(h)) => h
-                .nearest(embedding, top * CANDIDATES_PER_HIT)
-                .into_iter()
-                .map(|(_, i)| (hamming::distance(self.data.code(i), code), i))
-                .collect(),
-            // Exact per-file ranking needs every segment's distance.
-            _ => hamming::all_distances(codes, words, code)
-                .into_iter()
-                .enumerate()
-                .map(|(i, d)| (d, i))
-                .collect(),
+    /// For every library segment, the smallest distance to a query segment and which one
+    /// (`u32::MAX` where the engine did not look at the segment).
+    fn segment_distances(&self, q: &QuerySegments, top: usize) -> Vec<(u32, u32)> {
+        let (codes, words, dim) = (
+            &self.data.codes,
+            self.data.words(),
+            self.encoder.info().embedding_dim,
+        );
+        if self.buckets.is_none() && self.hnsw.is_none() {
+            return hamming::min_distances(codes, words, &q.encoded.codes);
         }
+        let mut best = vec![(u32::MAX, 0u32); self.data.segments.len()];
+        for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
+            let candidates = match (&self.buckets, &self.hnsw) {
+                (Some(b), _) => b.nearest(codes, qcode, top * CANDIDATES_PER_HIT, 3).hits,
+                (_, Some(h)) => h
+                    .nearest(
+                        &q.encoded.embeddings[j * dim..(j + 1) * dim],
+                        top * CANDIDATES_PER_HIT,
+                    )
+                    .into_iter()
+                    .map(|(_, i)| (hamming::distance(self.data.code(i), qcode), i))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (d, i) in candidates {
+                if d < best[i].0 {
+                    best[i] = (d, j as u32);
+                }
+            }
+        }
+        best
     }
 
     /// `fingerprint`: neighbours of each query segment vote for (file, offset); the heaviest
@@ -276,13 +302,8 @@ impl<'a> Searcher<'a> {
     fn fingerprint_neighbours(&self, code: &[u64]) -> Vec<(u32, usize)> {
         match &self.buckets {
             Some(b) => {
-                b.nearest(
-                    &self.data.codes,
-                    code,
-                    FINGERPRINT_NEIGHBOURS,
-                    FINGERPRINT_MAX_SUBSTRING_RADIUS,
-                )
-                .hits
+                b.probe(&self.data.codes, code, FINGERPRINT_SUBSTRING_RADIUS)
+                    .hits
             }
             None => hamming::top_k(
                 &self.data.codes,

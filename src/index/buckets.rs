@@ -107,16 +107,23 @@ impl BucketIndex {
         }
     }
 
+    /// Every code in the buckets within substring radius `max_rho` of the query's substrings,
+    /// nearest first. This holds all codes within `m * (max_rho + 1) - 1` bits, and others.
+    pub fn probe(&self, codes: &[u64], query: &[u64], max_rho: u32) -> BucketSearch {
+        let mut ids = Vec::new();
+        for rho in 0..=max_rho.min(SUBSTRING_BITS as u32) {
+            self.probe_level(query, rho, &mut ids);
+        }
+        self.rank(codes, query, ids)
+    }
+
     /// All codes within `radius` bits of `query` (exact), nearest first.
     pub fn within(&self, codes: &[u64], query: &[u64], radius: u32) -> BucketSearch {
         let m = self.tables.len().max(1) as u32;
-        let mut found = Found::default();
         // Substring radius r/m suffices for full radius r (pigeonhole).
-        for rho in 0..=radius / m {
-            self.probe_level(codes, query, rho, &mut found);
-        }
+        let mut found = self.probe(codes, query, radius / m);
         found.hits.retain(|&(d, _)| d <= radius);
-        found.finish()
+        found
     }
 
     /// The `k` nearest codes (exact): widens the substring radius until the `k`-th best is
@@ -129,54 +136,52 @@ impl BucketIndex {
         max_substring_radius: u32,
     ) -> BucketSearch {
         let m = self.tables.len().max(1) as u32;
-        let mut found = Found::default();
+        let mut ids = Vec::new();
+        let mut found = BucketSearch {
+            hits: Vec::new(),
+            scanned: 0,
+        };
         for rho in 0..=max_substring_radius.min(SUBSTRING_BITS as u32) {
-            self.probe_level(codes, query, rho, &mut found);
+            self.probe_level(query, rho, &mut ids);
+            found = self.rank(codes, query, ids.clone());
             // After level rho every code within m * (rho + 1) - 1 bits has been seen.
-            let certain = m * (rho + 1) - 1;
-            found.hits.sort_unstable();
-            if found.hits.len() >= k && found.hits[k - 1].0 <= certain {
+            if found.hits.len() >= k && found.hits[k - 1].0 <= m * (rho + 1) - 1 {
                 break;
             }
         }
         found.hits.truncate(k);
-        found.finish()
+        found
     }
 
-    /// Probes every table at substring distance exactly `rho`, comparing new candidates in full.
-    fn probe_level(&self, codes: &[u64], query: &[u64], rho: u32, found: &mut Found) {
-        let w = self.words;
+    /// Collects the ids in every table's buckets at substring distance exactly `rho`.
+    fn probe_level(&self, query: &[u64], rho: u32, ids: &mut Vec<u32>) {
         for (t, table) in self.tables.iter().enumerate() {
-            let q = substring(query, t);
-            for_each_at_distance(q, rho, |key| {
-                let ids = &table.ids[table.offsets[key] as usize..table.offsets[key + 1] as usize];
-                for &id in ids {
-                    let id = id as usize;
-                    if found.seen.insert(id) {
-                        found.scanned += 1;
-                        found
-                            .hits
-                            .push((distance(&codes[id * w..(id + 1) * w], query), id));
-                    }
-                }
+            for_each_at_distance(substring(query, t), rho, |key| {
+                ids.extend_from_slice(
+                    &table.ids[table.offsets[key] as usize..table.offsets[key + 1] as usize],
+                );
             });
         }
     }
-}
 
-#[derive(Default)]
-struct Found {
-    seen: std::collections::HashSet<usize>,
-    hits: Vec<(u32, usize)>,
-    scanned: usize,
-}
-
-impl Found {
-    fn finish(mut self) -> BucketSearch {
-        self.hits.sort_unstable();
+    /// Distances of the distinct `ids`, nearest first.
+    fn rank(&self, codes: &[u64], query: &[u64], mut ids: Vec<u32>) -> BucketSearch {
+        ids.sort_unstable();
+        ids.dedup();
+        let w = self.words;
+        let mut hits: Vec<(u32, usize)> = ids
+            .iter()
+            .map(|&id| {
+                (
+                    distance(&codes[id as usize * w..(id as usize + 1) * w], query),
+                    id as usize,
+                )
+            })
+            .collect();
+        hits.sort_unstable();
         BucketSearch {
-            hits: self.hits,
-            scanned: self.scanned,
+            scanned: hits.len(),
+            hits,
         }
     }
 }

@@ -227,7 +227,14 @@ fn an_index_from_another_encoder_is_refused_with_the_fix() {
     .into_iter()
     .collect();
     build::build(&db, std::slice::from_ref(&lib), &other, &options(), &|_| {}).unwrap();
-    let err = build::build(&db, std::slice::from_ref(&lib), &encoders(), &options(), &|_| {}).unwrap_err();
+    let err = build::build(
+        &db,
+        std::slice::from_ref(&lib),
+        &encoders(),
+        &options(),
+        &|_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, IndexError::EncoderMismatch { .. }), "{err}");
     assert!(err.to_string().contains("--rebuild"), "{err}");
     let rebuilt = BuildOptions {
