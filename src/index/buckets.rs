@@ -5,7 +5,7 @@
 //! reading a small fraction of the database. Balanced codes keep the buckets even, which is
 //! what makes this fast; [`BucketStats`] reports how even they are.
 
-use super::hamming::distance;
+use super::hamming::distances_to;
 
 /// Bits per substring: one table of 65,536 buckets per 16 bits of code.
 const SUBSTRING_BITS: usize = 16;
@@ -145,7 +145,7 @@ impl BucketIndex {
             self.probe_level(query, rho, &mut ids);
             found = self.rank(codes, query, ids.clone());
             // After level rho every code within m * (rho + 1) - 1 bits has been seen.
-            if found.hits.len() >= k && found.hits[k - 1].0 <= m * (rho + 1) - 1 {
+            if found.hits.len() >= k && found.hits[k - 1].0 < m * (rho + 1) {
                 break;
             }
         }
@@ -168,16 +168,7 @@ impl BucketIndex {
     fn rank(&self, codes: &[u64], query: &[u64], mut ids: Vec<u32>) -> BucketSearch {
         ids.sort_unstable();
         ids.dedup();
-        let w = self.words;
-        let mut hits: Vec<(u32, usize)> = ids
-            .iter()
-            .map(|&id| {
-                (
-                    distance(&codes[id as usize * w..(id as usize + 1) * w], query),
-                    id as usize,
-                )
-            })
-            .collect();
+        let mut hits = distances_to(codes, self.words, query, &ids);
         hits.sort_unstable();
         BucketSearch {
             scanned: hits.len(),
