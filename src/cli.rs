@@ -251,16 +251,18 @@ fn print_scan_json(out: &mut impl Write, report: &ScanReport) -> anyhow::Result<
     Ok(())
 }
 
-/// `H:MM:SS.ss`, or `M:SS.ss` under an hour.
+/// `H:MM:SS.ss`, or `M:SS.ss` under an hour; negative times (a query that starts before the
+/// file it matches) keep their sign.
 pub fn clock(seconds: f64) -> String {
-    let total = seconds.max(0.0);
+    let sign = if seconds < 0.0 { "-" } else { "" };
+    let total = seconds.abs();
     let hours = (total / 3600.0).floor();
     let minutes = ((total - hours * 3600.0) / 60.0).floor();
     let secs = total - hours * 3600.0 - minutes * 60.0;
     if hours > 0.0 {
-        format!("{hours}:{minutes:02}:{secs:05.2}")
+        format!("{sign}{hours}:{minutes:02}:{secs:05.2}")
     } else {
-        format!("{minutes}:{secs:05.2}")
+        format!("{sign}{minutes}:{secs:05.2}")
     }
 }
 
@@ -645,6 +647,16 @@ fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
             d.encoder.name,
             d.encoder.bits,
             d.encoder.embedding_dim
+        );
+        let b = crate::index::buckets::BucketIndex::build(&d.codes, d.words()).stats();
+        println!(
+            "{:<12} buckets: {} tables of {}, {} in use, largest {} codes, mean {:.1} per bucket in use",
+            "",
+            b.tables,
+            b.buckets_per_table,
+            b.non_empty_buckets,
+            b.max_bucket,
+            b.mean_non_empty_bucket
         );
     }
     println!(

@@ -15,8 +15,6 @@ use crate::index::hnsw::EmbeddingIndex;
 use crate::index::{Index, ModeIndex};
 use crate::model::{EncodeError, Encoded, Encoder, Mode};
 
-/// Seconds per log-mel frame.
-const FRAME_S: f64 = 0.01;
 /// Library segments fetched per query segment when searching by buckets or HNSW, per hit wanted.
 const CANDIDATES_PER_HIT: usize = 20;
 /// Fingerprint voting: neighbours per query segment by full scan; by buckets, every code in the
@@ -123,7 +121,10 @@ impl<'a> Searcher<'a> {
         let query = self.encode_query(samples)?;
         let mut hits = match self.mode {
             Mode::Events => self.rank_files(&query, top),
-            Mode::Fingerprint => self.vote(&query, samples.len() as f64 / 16_000.0, top),
+            Mode::Fingerprint => {
+                let query_s = samples.len() as f64 / f64::from(self.index.features.sample_rate);
+                self.vote(&query, query_s, top)
+            }
         };
         for (rank, hit) in hits.iter_mut().enumerate() {
             hit.rank = rank + 1;
@@ -207,11 +208,11 @@ impl<'a> Searcher<'a> {
             .into_iter()
             .map(|(file, (d, cos, i))| {
                 let s = self.data.segments[i];
-                let start_s = f64::from(s.start_frame) * FRAME_S;
+                let start_s = f64::from(s.start_frame) * self.frame_s();
                 self.hit(
                     file,
                     start_s,
-                    start_s + f64::from(s.n_frames) * FRAME_S,
+                    start_s + f64::from(s.n_frames) * self.frame_s(),
                     d,
                     cos,
                 )
@@ -287,7 +288,7 @@ impl<'a> Searcher<'a> {
         ranked
             .into_iter()
             .map(|(file, c)| {
-                let start_s = c.offset as f64 * FRAME_S;
+                let start_s = c.offset as f64 * self.frame_s();
                 self.hit(
                     file,
                     start_s,
@@ -312,6 +313,11 @@ impl<'a> Searcher<'a> {
                 FINGERPRINT_NEIGHBOURS,
             ),
         }
+    }
+
+    /// Seconds per log-mel frame of the index.
+    fn frame_s(&self) -> f64 {
+        1.0 / self.index.features.frames_per_second()
     }
 
     fn hit(&self, file: u32, start_s: f64, end_s: f64, hamming: u32, score: f32) -> Hit {
