@@ -85,6 +85,19 @@ impl LogMelConfig {
         }
     }
 
+    /// Whether these settings can be computed (a loaded index may hold anything).
+    pub fn is_valid(&self) -> bool {
+        self.sample_rate == SAMPLE_RATE
+            && self.n_fft.is_power_of_two()
+            && (1..=self.n_fft).contains(&self.win_length)
+            && self.n_fft <= 1 << 16
+            && self.hop_length > 0
+            && (1..=512).contains(&self.n_mels)
+            && 0.0 <= self.fmin_hz
+            && self.fmin_hz < self.fmax_hz
+            && self.fmax_hz <= f64::from(self.sample_rate) / 2.0
+    }
+
     pub fn frames_per_second(&self) -> f64 {
         f64::from(self.sample_rate) / self.hop_length as f64
     }

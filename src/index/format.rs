@@ -184,6 +184,16 @@ fn decode(bytes: &[u8], path: &Path, db: &Path) -> Result<Index, IndexError> {
 /// Parses everything after the version; `None` on any inconsistency.
 fn read_body(r: &mut Reader<'_>) -> Option<Index> {
     let manifest: Manifest = serde_json::from_slice(r.bytes()?).ok()?;
+    let segmentation_ok =
+        |s: &crate::model::Segmentation| s.window > 0 && s.hop > 0 && s.query_hop > 0;
+    if !manifest.features.is_valid()
+        || !manifest
+            .modes
+            .iter()
+            .all(|m| segmentation_ok(&m.segmentation))
+    {
+        return None;
+    }
     let roots = (0..r.u32()?)
         .map(|_| r.bytes().map(bytes_path))
         .collect::<Option<Vec<_>>>()?;
