@@ -394,6 +394,22 @@ mod tests {
     }
 
     #[test]
+    fn another_format_version_is_refused_with_the_rebuild_command() {
+        let dir = tempfile::tempdir().unwrap();
+        save(&sample_index(), dir.path()).unwrap();
+        let path = Index::index_path(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, IndexError::Version { found, .. } if found == FORMAT_VERSION + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--rebuild"), "{err}");
+    }
+
+    #[test]
     fn every_truncation_and_bit_flip_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         save(&sample_index(), dir.path()).unwrap();
