@@ -38,9 +38,8 @@ impl eframe::App for EarshotApp {
                 ui.heading("Earshot");
                 ui.label("Explore audio collections by example.");
                 ui.add_space(8.0);
-                ui.weak(
-                    "The library, query and results panels are on their way. Meanwhile, try `earshot scan FOLDER`.",
-                );
+                ui.weak("The library, query and results panels are on their way.");
+                ui.weak("Meanwhile, from a terminal: `earshot index FOLDER`, then `earshot query CLIP`.");
             });
         });
     }
