@@ -138,9 +138,7 @@ pub fn scan(
     let mut report = ScanReport::default();
     let mut candidates = Vec::new();
     for root in roots {
-        // Canonical roots read well in messages (no `..`); below a root, symlinks stay as found.
-        let root = std::fs::canonicalize(root).unwrap_or_else(|_| absolute(root));
-        walk(&root, &mut candidates, &mut report);
+        walk(&canonical_root(root), &mut candidates, &mut report);
     }
     candidates.sort();
     candidates.dedup();
@@ -231,6 +229,12 @@ fn probe_file(path: &Path, labels: Option<&LabelMap>) -> Result<FileRecord, Stri
         duration_s,
         label,
     })
+}
+
+/// A root folder as the library keeps it: canonical, so messages read well (no `..`), or absolute
+/// when it does not exist (yet). Below a root, symlinks stay as found.
+pub fn canonical_root(root: &Path) -> PathBuf {
+    std::fs::canonicalize(root).unwrap_or_else(|_| absolute(root))
 }
 
 /// The default label: the name of the folder that holds the file.

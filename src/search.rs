@@ -78,7 +78,6 @@ pub struct Searcher<'a> {
     mode: Mode,
     data: &'a ModeIndex,
     encoder: &'a dyn Encoder,
-    engine: Engine,
     buckets: Option<BucketIndex>,
     hnsw: Option<EmbeddingIndex>,
 }
@@ -110,7 +109,6 @@ impl<'a> Searcher<'a> {
             mode,
             data,
             encoder,
-            engine,
             buckets,
             hnsw,
         })
@@ -331,10 +329,6 @@ impl<'a> Searcher<'a> {
             hamming,
             score,
         }
-    }
-
-    pub fn engine(&self) -> Engine {
-        self.engine
     }
 }
 

@@ -184,6 +184,18 @@ fn power_to_db(x: f32) -> f32 {
     10.0 * x.max(POWER_FLOOR).log10()
 }
 
+/// One power spectrum to one log-mel frame, handed on.
+fn log_mel_frame(
+    mel: &MelFilterbank,
+    power: &[f32],
+    frame: &mut [f32],
+    on_frame: &mut dyn FnMut(&[f32]),
+) {
+    mel.apply(power, frame);
+    frame.iter_mut().for_each(|x| *x = power_to_db(*x));
+    on_frame(frame);
+}
+
 impl FrameFeature for LogMel {
     fn dims(&self) -> usize {
         self.mel.n_mels()
@@ -192,19 +204,14 @@ impl FrameFeature for LogMel {
     fn push(&mut self, samples: &[f32], on_frame: &mut dyn FnMut(&[f32])) {
         let (mel, frame) = (&self.mel, &mut self.frame);
         self.stft.push(samples, &mut |power: &[f32]| {
-            mel.apply(power, frame);
-            frame.iter_mut().for_each(|x| *x = power_to_db(*x));
-            on_frame(frame);
+            log_mel_frame(mel, power, frame, on_frame)
         });
     }
 
     fn finish(&mut self, on_frame: &mut dyn FnMut(&[f32])) {
         let (mel, frame) = (&self.mel, &mut self.frame);
-        self.stft.finish(&mut |power: &[f32]| {
-            mel.apply(power, frame);
-            frame.iter_mut().for_each(|x| *x = power_to_db(*x));
-            on_frame(frame);
-        });
+        self.stft
+            .finish(&mut |power: &[f32]| log_mel_frame(mel, power, frame, on_frame));
     }
 }
 
@@ -234,18 +241,21 @@ impl FrameFeature for Mfcc {
     fn push(&mut self, samples: &[f32], on_frame: &mut dyn FnMut(&[f32])) {
         let (dct, frame) = (&self.dct, &mut self.frame);
         self.log_mel.push(samples, &mut |log_mel| {
-            dct.apply(log_mel, frame);
-            on_frame(frame);
+            dct_frame(dct, log_mel, frame, on_frame)
         });
     }
 
     fn finish(&mut self, on_frame: &mut dyn FnMut(&[f32])) {
         let (dct, frame) = (&self.dct, &mut self.frame);
-        self.log_mel.finish(&mut |log_mel| {
-            dct.apply(log_mel, frame);
-            on_frame(frame);
-        });
+        self.log_mel
+            .finish(&mut |log_mel| dct_frame(dct, log_mel, frame, on_frame));
     }
+}
+
+/// One log-mel frame to one MFCC frame, handed on.
+fn dct_frame(dct: &Dct, log_mel: &[f32], frame: &mut [f32], on_frame: &mut dyn FnMut(&[f32])) {
+    dct.apply(log_mel, frame);
+    on_frame(frame);
 }
 
 /// AudioNet's multi-window MFCC: three window lengths, one hop, stacked as channels.

@@ -172,8 +172,7 @@ fn prepare_modes(index: &mut Index, encoders: &Encoders, db: &Path) -> Result<bo
 
 fn add_roots(index: &mut Index, paths: &[PathBuf]) {
     for p in paths {
-        let root = std::fs::canonicalize(p)
-            .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        let root = library::canonical_root(p);
         if !index.roots.contains(&root) {
             index.roots.push(root);
         }

@@ -1,17 +1,8 @@
 //! The `earshot` binary as users and scripts call it.
 
-use std::process::{Command, Output};
-
 use tempfile::TempDir;
 
 use crate::support::*;
-
-fn earshot(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_earshot"))
-        .args(args)
-        .output()
-        .expect("run earshot")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -245,13 +245,6 @@ fn an_index_from_another_encoder_is_refused_with_the_fix() {
     assert_eq!(report.added, 2);
 }
 
-fn earshot(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_earshot"))
-        .args(args)
-        .output()
-        .expect("run earshot")
-}
-
 #[test]
 fn the_command_line_indexes_queries_and_describes() {
     let dir = TempDir::new().unwrap();

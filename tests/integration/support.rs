@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 pub const TAU: f64 = std::f64::consts::TAU;
 
@@ -264,4 +264,12 @@ pub fn reset_peak() -> i64 {
 
 pub fn peak_bytes() -> i64 {
     PEAK.with(Cell::get)
+}
+
+/// Runs the `earshot` binary built for these tests.
+pub fn earshot(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(args)
+        .output()
+        .expect("run earshot")
 }
