@@ -23,7 +23,7 @@ use earshot::index::build::encode_file;
 use earshot::index::hamming::top_k;
 use earshot::index::{EncodedFile, Index, ModeIndex, SegmentEncodings};
 use earshot::library::FileRecord;
-use earshot::model::{Mode, SeededRng, default_encoder};
+use earshot::model::{Mode, SeededRng, baseline_encoder};
 use earshot::search::{Engine, Searcher};
 use rayon::prelude::*;
 
@@ -135,8 +135,8 @@ fn report_recall(n: usize, codes: &[u64], buckets: &BucketIndex, queries: &[(usi
 fn index_of_100_hours(mode: Mode, real: &EncodedFile) -> Index {
     const FILE_S: f64 = 5.0;
     let files = (100.0 * 3600.0 / FILE_S) as usize;
-    let encoder = default_encoder(mode);
-    let mut data = ModeIndex::new(mode, encoder.info().clone());
+    let encoder = baseline_encoder(mode);
+    let mut data = ModeIndex::new(mode, encoder.info().clone(), encoder.segmentation());
     let seg = mode.segmentation();
     let per_file = (FILE_S * 100.0) as usize / seg.hop;
     let mut rng = SeededRng::new(5);
@@ -198,7 +198,7 @@ fn query_100_hours(c: &mut Criterion) {
     let mut group = c.benchmark_group("query_100h");
     group.sample_size(20);
     for mode in Mode::ALL {
-        let encoders = [(mode, default_encoder(mode))].into_iter().collect();
+        let encoders = [(mode, baseline_encoder(mode))].into_iter().collect();
         let record = FileRecord {
             path: path.clone(),
             size: 0,
@@ -209,7 +209,7 @@ fn query_100_hours(c: &mut Criterion) {
         let real = encode_file(record, &encoders).expect("encode the real file");
         let index = index_of_100_hours(mode, &real);
         let data = &index.modes[&mode];
-        let encoder = default_encoder(mode);
+        let encoder = baseline_encoder(mode);
         let searcher = Searcher::new(
             &index,
             mode,

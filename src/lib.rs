@@ -6,6 +6,7 @@
 pub mod app;
 pub mod audio;
 pub mod cli;
+pub mod eval;
 pub mod features;
 pub mod index;
 pub mod library;

@@ -163,7 +163,11 @@ fn prepare_modes(index: &mut Index, encoders: &Encoders, db: &Path) -> Result<bo
     let mut added = false;
     for (&mode, encoder) in encoders {
         if let std::collections::btree_map::Entry::Vacant(slot) = index.modes.entry(mode) {
-            slot.insert(ModeIndex::new(mode, encoder.info().clone()));
+            slot.insert(ModeIndex::new(
+                mode,
+                encoder.info().clone(),
+                encoder.segmentation(),
+            ));
             added |= !index.files.is_empty();
         }
     }
@@ -300,7 +304,7 @@ struct ModeEncoder<'a> {
 
 impl<'a> ModeEncoder<'a> {
     fn new(mode: Mode, encoder: &'a dyn Encoder) -> Self {
-        let s = mode.segmentation();
+        let s = encoder.segmentation();
         let stream = SegmentStream::new(s.window, s.hop, crate::features::LOG_MEL_BANDS);
         Self {
             mode,

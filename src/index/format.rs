@@ -350,9 +350,10 @@ mod tests {
             bits: 64,
             embedding_dim: 2,
         };
-        index
-            .modes
-            .insert(Mode::Events, ModeIndex::new(Mode::Events, encoder));
+        index.modes.insert(
+            Mode::Events,
+            ModeIndex::new(Mode::Events, encoder, Mode::Events.segmentation()),
+        );
         for (i, name) in ["/a/x.wav", "/b/y.wav"].iter().enumerate() {
             let record = FileRecord {
                 path: name.into(),

@@ -99,7 +99,7 @@ pub struct ModeIndex {
 }
 
 impl ModeIndex {
-    pub fn new(mode: Mode, encoder: EncoderInfo) -> Self {
+    pub fn new(mode: Mode, encoder: EncoderInfo, segmentation: Segmentation) -> Self {
         let embedding_dim = if mode.keeps_embeddings() {
             encoder.embedding_dim
         } else {
@@ -107,7 +107,7 @@ impl ModeIndex {
         };
         Self {
             encoder,
-            segmentation: mode.segmentation(),
+            segmentation,
             segments: Vec::new(),
             codes: Vec::new(),
             embedding_dim,

@@ -62,16 +62,14 @@ impl Encoder for LshEncoder {
         &self.info
     }
 
+    fn segmentation(&self) -> super::Segmentation {
+        self.mode.segmentation()
+    }
+
     fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError> {
+        super::check_segments(segments)?;
         let (dim, words) = (self.info.embedding_dim, self.info.words());
-        for (index, segment) in segments.iter().enumerate() {
-            if segment.is_empty() || segment.len() % LOG_MEL_BANDS != 0 {
-                return Err(EncodeError::Shape {
-                    index,
-                    got: segment.len(),
-                    bands: LOG_MEL_BANDS,
-                });
-            }
+        for segment in segments {
             let embedding = self.summary(segment);
             let start = out.codes.len();
             out.codes.resize(start + words, 0);

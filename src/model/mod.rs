@@ -1,9 +1,15 @@
 //! Encoders turn log-mel segments into a float embedding and a K-bit hash code.
 //!
 //! The engine sees encoders only through [`Encoder`]; the data-independent [`lsh::LshEncoder`]
-//! makes the whole road from a folder to ranked results work before any model is trained.
+//! makes the whole road from a folder to ranked results work where no trained model is installed.
 
+pub mod attention;
+pub mod config;
+pub mod events;
+pub mod hashing;
+pub mod loss;
 pub mod lsh;
+pub mod train;
 
 use serde::{Deserialize, Serialize};
 
@@ -112,20 +118,63 @@ pub enum EncodeError {
     Model(String),
 }
 
+/// Checks that every segment is a whole number of log-mel frames (at least one).
+pub fn check_segments(segments: &[&[f32]]) -> Result<(), EncodeError> {
+    let bands = crate::features::LOG_MEL_BANDS;
+    match segments
+        .iter()
+        .position(|s| s.is_empty() || s.len() % bands != 0)
+    {
+        Some(index) => Err(EncodeError::Shape {
+            index,
+            got: segments[index].len(),
+            bands,
+        }),
+        None => Ok(()),
+    }
+}
+
 pub trait Encoder: Send + Sync {
     fn info(&self) -> &EncoderInfo;
+
+    /// How library files and queries are cut into segments for this encoder.
+    fn segmentation(&self) -> Segmentation;
 
     /// Appends the encodings of `segments` (each frame-major log-mel, any number of frames) to `out`.
     fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError>;
 }
 
-/// The encoder `index` and `query` use for a mode.
-pub fn default_encoder(mode: Mode) -> Box<dyn Encoder> {
+/// The data-independent LSH encoder of a mode (the baseline every trained model must beat).
+pub fn baseline_encoder(mode: Mode) -> Box<dyn Encoder> {
     Box::new(lsh::LshEncoder::new(
         mode,
         lsh::DEFAULT_BITS,
         lsh::DEFAULT_SEED,
     ))
+}
+
+/// The model folder a mode uses by default.
+pub fn default_model_name(mode: Mode) -> Option<&'static str> {
+    match mode {
+        Mode::Events => Some("events-64"),
+        Mode::Fingerprint => None,
+    }
+}
+
+/// The encoder `index` and `query` use for a mode: the model in `model_dir` when given, else the
+/// mode's default trained model where one is installed (see [`config::find_model`]), else the
+/// LSH baseline. A model folder that exists but cannot be loaded is an error, never a fallback.
+pub fn encoder_for(
+    mode: Mode,
+    model_dir: Option<&std::path::Path>,
+) -> Result<Box<dyn Encoder>, config::ModelError> {
+    let found = model_dir
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| default_model_name(mode).and_then(config::find_model));
+    match (mode, found) {
+        (Mode::Events, Some(dir)) => Ok(Box::new(events::EventsEncoder::load(&dir)?)),
+        _ => Ok(baseline_encoder(mode)),
+    }
 }
 
 /// A small seeded generator (SplitMix64), so weights are the same on every machine and run.
@@ -142,6 +191,16 @@ impl SeededRng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// The generator's state, to resume the same sequence later.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.uniform() * n as f64) as usize % n.max(1)
     }
 
     /// Uniform in [0, 1).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use earshot::index::build::{self, BuildOptions, BuildReport, Encoders};
 use earshot::index::{Index, IndexError, format};
 use earshot::model::lsh::LshEncoder;
-use earshot::model::{Mode, SeededRng, default_encoder};
+use earshot::model::{Mode, SeededRng, baseline_encoder};
 use earshot::search::{Engine, Searcher};
 use tempfile::TempDir;
 
@@ -47,7 +47,10 @@ fn make_library(root: &Path, count: u64) -> Vec<PathBuf> {
 }
 
 fn encoders() -> Encoders {
-    Mode::ALL.iter().map(|&m| (m, default_encoder(m))).collect()
+    Mode::ALL
+        .iter()
+        .map(|&m| (m, baseline_encoder(m)))
+        .collect()
 }
 
 fn options() -> BuildOptions<'static> {
@@ -64,7 +67,7 @@ fn build(db: &Path, paths: &[PathBuf]) -> BuildReport {
 }
 
 fn search(index: &Index, mode: Mode, samples: &[f32]) -> Vec<earshot::search::Hit> {
-    let encoder = default_encoder(mode);
+    let encoder = baseline_encoder(mode);
     let data = index.modes.get(&mode).unwrap();
     let searcher = Searcher::new(
         index,
@@ -125,7 +128,7 @@ fn every_engine_agrees_on_the_best_match() {
     let db = dir.path().join("db");
     build(&db, &[dir.path().join("lib")]);
     let index = format::load(&db).unwrap();
-    let encoder = default_encoder(Mode::Events);
+    let encoder = baseline_encoder(Mode::Events);
     let data = index.modes.get(&Mode::Events).unwrap();
     for engine in [Engine::Scan, Engine::Buckets, Engine::Hnsw] {
         let searcher = Searcher::new(&index, Mode::Events, data, encoder.as_ref(), engine).unwrap();
@@ -133,7 +136,7 @@ fn every_engine_agrees_on_the_best_match() {
         assert_eq!(hits[0].path, files[3], "{engine:?}");
     }
     let fingerprint = index.modes.get(&Mode::Fingerprint).unwrap();
-    let fp_encoder = default_encoder(Mode::Fingerprint);
+    let fp_encoder = baseline_encoder(Mode::Fingerprint);
     let err = Searcher::new(
         &index,
         Mode::Fingerprint,
@@ -351,8 +354,19 @@ fn killing_an_index_run_at_any_moment_leaves_the_last_checkpoint() {
     let dir = TempDir::new().unwrap();
     let lib = dir.path().join("lib");
     make_library(&lib, 30);
+    // The reference comes from the binary too, so it uses the same (default) encoders.
     let reference_db = dir.path().join("reference");
-    build(&reference_db, std::slice::from_ref(&lib));
+    let out = earshot(&[
+        "index".as_ref(),
+        "--db".as_ref(),
+        reference_db.as_os_str(),
+        lib.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reference = format::load(&reference_db).unwrap();
     let expected: Vec<HashMap<PathBuf, usize>> = Mode::ALL
         .iter()
@@ -400,8 +414,19 @@ fn killing_an_index_run_at_any_moment_leaves_the_last_checkpoint() {
         seen_partial,
         "no kill landed mid-run; the test did not test anything"
     );
-    build(&db, &[lib]);
+    let out = earshot(&[
+        "index".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        lib.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let complete = format::load(&db).unwrap();
+    assert_eq!(segments_per_file(&complete, Mode::Events), expected[0]);
     assert_eq!(segments_per_file(&complete, Mode::Fingerprint), expected[1]);
     let leftovers: Vec<_> = std::fs::read_dir(&db)
         .unwrap()

@@ -5,6 +5,7 @@ mod decode;
 mod features;
 mod index;
 mod library;
+mod model;
 mod support;
 
 #[global_allocator]

@@ -1,5 +1,7 @@
 //! The command line. `earshot` alone opens the desktop app; subcommands run the engine.
 
+mod models;
+
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use crate::features::{
 use crate::index::build::{BuildEvent, BuildOptions, Encoders};
 use crate::index::{Index, IndexError, format};
 use crate::library::{self, LabelMap, ScanReport};
-use crate::model::{Mode, default_encoder};
+use crate::model::{Encoder, Mode, encoder_for};
 use crate::search::{Engine, Hit, Searcher};
 
 #[derive(Debug, Parser)]
@@ -62,6 +64,9 @@ pub enum Command {
         /// Longest time between checkpoints saved while indexing
         #[arg(long, default_value_t = 30.0, hide = true)]
         checkpoint_secs: f64,
+        /// Events model folder (default: the installed events-64, else the LSH baseline)
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Folders or files to add; the folders indexed before are re-scanned too
         paths: Vec<PathBuf>,
     },
@@ -80,6 +85,9 @@ pub enum Command {
         /// How segments are found (default: scan for events, buckets for fingerprint)
         #[arg(long, value_enum)]
         engine: Option<Engine>,
+        /// Events model folder; must be the one the index was built with
+        #[arg(long)]
+        model: Option<PathBuf>,
         #[arg(required = true)]
         clips: Vec<PathBuf>,
     },
@@ -90,6 +98,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train an encoder and write its model folder with a model card
+    #[command(subcommand)]
+    Train(models::TrainCommand),
+    /// Run a benchmark protocol of ../shared/data/README.md and print its metrics
+    #[command(subcommand)]
+    Eval(models::EvalCommand),
     /// Decode files and print format, duration, rates and feature shapes (a debugging aid)
     Inspect {
         #[arg(required = true)]
@@ -131,6 +145,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             labels,
             rebuild,
             checkpoint_secs,
+            model,
             paths,
         } => index(
             &db_or_default(db)?,
@@ -138,6 +153,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             labels.as_deref(),
             rebuild,
             checkpoint_secs,
+            model.as_deref(),
             &paths,
         ),
         Command::Query {
@@ -146,6 +162,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             top,
             json,
             engine,
+            model,
             clips,
         } => query(
             &db_or_default(db)?,
@@ -153,15 +170,18 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             top,
             json,
             engine.unwrap_or(Engine::default_for(mode)),
+            model.as_deref(),
             &clips,
         ),
         Command::Info { db, json } => info(&db_or_default(db)?, json),
         Command::Inspect { files, json } => inspect(&files, json),
+        Command::Train(command) => models::train(command),
+        Command::Eval(command) => models::eval(command),
     }
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
-fn progress_bar(len: u64, template: &str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -450,6 +470,7 @@ fn index(
     labels: Option<&Path>,
     rebuild: bool,
     checkpoint_secs: f64,
+    model: Option<&Path>,
     paths: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     if paths.is_empty() && !format::exists(db) {
@@ -462,8 +483,8 @@ fn index(
     let encoders: Encoders = modes
         .modes()
         .into_iter()
-        .map(|m| (m, default_encoder(m)))
-        .collect();
+        .map(|m| Ok((m, encoder_for(m, model)?)))
+        .collect::<anyhow::Result<_>>()?;
     let options = BuildOptions {
         labels: labels.as_ref(),
         rebuild,
@@ -516,11 +537,12 @@ fn query(
     top: usize,
     json: bool,
     engine: Engine,
+    model: Option<&Path>,
     clips: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let index = format::load(db)?;
     let data = index.mode(mode, db)?;
-    let encoder = default_encoder(mode);
+    let encoder: Box<dyn Encoder> = encoder_for(mode, model)?;
     if encoder.info() != &data.encoder {
         return Err(IndexError::encoder_mismatch(db, mode, &data.encoder, encoder.info()).into());
     }

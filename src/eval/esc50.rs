@@ -1,0 +1,328 @@
+//! ESC-50 (K. J. Piczak): metadata, log-mel features computed once and cached, and the retrieval
+//! protocol of `../shared/data/README.md` (database folds 1-4, queries fold 5, relevant = same
+//! class; the zero-shot variant keeps classes 40-49 only).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::eval::metrics::{CodeSet, RetrievalScores, retrieval_scores};
+use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
+use crate::model::Encoded;
+use crate::model::events::{EventsNet, classify_clips, encode_clips};
+
+/// Default location of the data, relative to the project root.
+pub const DEFAULT_DATA: &str = "../shared/data/esc50";
+pub const QUERY_FOLD: u8 = 5;
+/// Zero-shot split: models train on targets below this, evaluation uses the rest.
+pub const ZERO_SHOT_FIRST_CLASS: usize = 40;
+/// Bumped when the cache layout or the features change.
+const CACHE_VERSION: u32 = 1;
+const CACHE_MAGIC: &[u8; 4] = b"ESLM";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: ESC-50 not found here ({reason}); pass its folder with --data", path.display())]
+    Missing { path: PathBuf, reason: String },
+    #[error("{}: line {line}: {reason}", path.display())]
+    Metadata {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Clip {
+    pub path: PathBuf,
+    pub fold: u8,
+    pub target: usize,
+}
+
+/// The clip list and class names (by target).
+pub struct Esc50 {
+    pub clips: Vec<Clip>,
+    pub labels: Vec<String>,
+}
+
+/// Which clips play which part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Folds 1-4 (all 50 classes) against fold 5.
+    Standard,
+    /// Classes 40-49 only (the model trained on 0-39).
+    ZeroShot,
+}
+
+impl Split {
+    pub fn in_database(self, c: &Clip) -> bool {
+        c.fold != QUERY_FOLD && self.class_evaluated(c.target)
+    }
+
+    pub fn is_query(self, c: &Clip) -> bool {
+        c.fold == QUERY_FOLD && self.class_evaluated(c.target)
+    }
+
+    /// Training clips: folds 1-4, and for zero-shot only the classes evaluation never sees.
+    pub fn is_training(self, c: &Clip) -> bool {
+        c.fold != QUERY_FOLD
+            && match self {
+                Split::Standard => true,
+                Split::ZeroShot => c.target < ZERO_SHOT_FIRST_CLASS,
+            }
+    }
+
+    fn class_evaluated(self, target: usize) -> bool {
+        self == Split::Standard || target >= ZERO_SHOT_FIRST_CLASS
+    }
+}
+
+impl Esc50 {
+    /// Reads `meta/esc50.csv` under `root`.
+    pub fn load(root: &Path) -> Result<Self, DataError> {
+        let meta = root.join("meta").join("esc50.csv");
+        let mut reader = csv::Reader::from_path(&meta).map_err(|e| DataError::Missing {
+            path: meta.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut clips = Vec::new();
+        let mut labels: Vec<String> = Vec::new();
+        for (i, row) in reader.records().enumerate() {
+            let bad = |reason: String| DataError::Metadata {
+                path: meta.clone(),
+                line: i + 2,
+                reason,
+            };
+            let row = row.map_err(|e| bad(e.to_string()))?;
+            let field = |n: usize| {
+                row.get(n)
+                    .ok_or_else(|| bad(format!("no column {}", n + 1)))
+            };
+            let fold: u8 = field(1)?
+                .parse()
+                .map_err(|_| bad("fold is not a number".into()))?;
+            let target: usize = field(2)?
+                .parse()
+                .map_err(|_| bad("target is not a number".into()))?;
+            if target >= 1000 {
+                return Err(bad(format!("target {target} out of range")));
+            }
+            if labels.len() <= target {
+                labels.resize(target + 1, String::new());
+            }
+            labels[target] = field(3)?.to_string();
+            clips.push(Clip {
+                path: root.join("audio").join(field(0)?),
+                fold,
+                target,
+            });
+        }
+        if clips.is_empty() {
+            return Err(DataError::Missing {
+                path: meta,
+                reason: "no clips listed".into(),
+            });
+        }
+        Ok(Self { clips, labels })
+    }
+}
+
+/// Per clip, its log-mel frames (frame-major, 64 bands); `None` where the clip could not be read.
+pub struct Features {
+    pub clips: Vec<Option<Vec<f32>>>,
+    /// Clips that could not be read, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Log-mel features of every clip, from the cache when it holds this clip list and these
+/// settings, else decoded in parallel and cached. `cache_dir: None` disables the cache.
+pub fn features(data: &Esc50, cache_dir: Option<&Path>) -> Result<Features, DataError> {
+    let cache = cache_dir.map(|d| d.join(format!("esc50-{:08x}.bin", cache_key(data))));
+    if let Some(c) = cache.as_deref()
+        && let Some(clips) = read_cache(c, data.clips.len())
+    {
+        return Ok(Features {
+            clips,
+            failed: Vec::new(),
+        });
+    }
+    let results: Vec<Result<Vec<f32>, String>> = data
+        .clips
+        .par_iter()
+        .map(|clip| {
+            let audio = crate::audio::decode_file(&clip.path).map_err(|e| e.reason())?;
+            Ok(LogMel::new(&LogMelConfig::default())
+                .compute(&audio.samples)
+                .data)
+        })
+        .collect();
+    let mut failed = Vec::new();
+    let clips = results
+        .into_iter()
+        .zip(&data.clips)
+        .map(|(r, clip)| r.map_err(|e| failed.push((clip.path.clone(), e))).ok())
+        .collect::<Vec<_>>();
+    if let Some(c) = cache.as_deref()
+        && failed.is_empty()
+    {
+        write_cache(c, &clips)?;
+    }
+    Ok(Features { clips, failed })
+}
+
+/// Changes when the clip list, the file sizes or the feature settings change.
+fn cache_key(data: &Esc50) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&CACHE_VERSION.to_le_bytes());
+    h.update(format!("{:?}", LogMelConfig::default()).as_bytes());
+    for c in &data.clips {
+        h.update(c.path.as_os_str().as_encoded_bytes());
+        let size = std::fs::metadata(&c.path).map_or(0, |m| m.len());
+        h.update(&size.to_le_bytes());
+    }
+    h.finalize()
+}
+
+fn read_cache(path: &Path, n: usize) -> Option<Vec<Option<Vec<f32>>>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let (head, mut rest) = bytes.split_at_checked(8)?;
+    if &head[..4] != CACHE_MAGIC || u32::from_le_bytes(head[4..8].try_into().ok()?) as usize != n {
+        return None;
+    }
+    let mut clips = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (len, tail) = rest.split_at_checked(4)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let (values, tail) = tail.split_at_checked(len.checked_mul(4)?)?;
+        clips.push(Some(
+            values
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ));
+        rest = tail;
+    }
+    rest.is_empty().then_some(clips)
+}
+
+/// Written to a temporary file and renamed, so a killed run never leaves half a cache.
+fn write_cache(path: &Path, clips: &[Option<Vec<f32>>]) -> Result<(), DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+    out.write_all(CACHE_MAGIC).map_err(io)?;
+    out.write_all(&(clips.len() as u32).to_le_bytes())
+        .map_err(io)?;
+    for values in clips.iter().flatten() {
+        out.write_all(&(values.len() as u32).to_le_bytes())
+            .map_err(io)?;
+        for v in values {
+            out.write_all(&v.to_le_bytes()).map_err(io)?;
+        }
+    }
+    out.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Earshot's cache folder for features (`~/.cache/earshot/features`).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "earshot").map(|d| d.cache_dir().join("features"))
+}
+
+/// Scores of one evaluation, and how long encoding took.
+pub struct Evaluation {
+    pub scores: RetrievalScores,
+    pub encode_seconds: f64,
+    /// Share of the queries whose classification-head class is right (only meaningful when the
+    /// model was trained on the query classes).
+    pub query_accuracy: f64,
+    /// Audio run through the encoder (clips after edge-silence trimming), in seconds.
+    pub encoded_audio_s: f64,
+}
+
+/// Encodes the split's database and queries (`clips`: trimmed log-mel per clip, empty where a
+/// clip is missing) and scores every query against the database.
+pub fn evaluate(
+    net: &EventsNet,
+    data: &Esc50,
+    clips: &[&[f32]],
+    split: Split,
+) -> candle_core::Result<Evaluation> {
+    let pick = |keep: &dyn Fn(&Clip) -> bool| -> Vec<usize> {
+        (0..data.clips.len())
+            .filter(|&i| keep(&data.clips[i]) && !clips[i].is_empty())
+            .collect()
+    };
+    let (db, queries) = (
+        pick(&|c| split.in_database(c)),
+        pick(&|c| split.is_query(c)),
+    );
+    let started = std::time::Instant::now();
+    let encode = |ids: &[usize]| -> candle_core::Result<Encoded> {
+        let mut e = Encoded::default();
+        let set: Vec<&[f32]> = ids.iter().map(|&i| clips[i]).collect();
+        encode_clips(net, &set, &mut e)?;
+        Ok(e)
+    };
+    let (db_enc, q_enc) = (encode(&db)?, encode(&queries)?);
+    let encode_seconds = started.elapsed().as_secs_f64();
+    let frames: usize = db
+        .iter()
+        .chain(&queries)
+        .map(|&i| clips[i].len() / LOG_MEL_BANDS)
+        .sum();
+    let n = db.len().max(1);
+    let (words, dim) = (db_enc.codes.len() / n, db_enc.embeddings.len() / n);
+    let labels = |ids: &[usize]| {
+        ids.iter()
+            .map(|&i| data.clips[i].target)
+            .collect::<Vec<_>>()
+    };
+    let query_clips: Vec<&[f32]> = queries.iter().map(|&i| clips[i]).collect();
+    let predicted = classify_clips(net, &query_clips)?;
+    let correct = predicted
+        .iter()
+        .zip(&queries)
+        .filter(|&(&p, &i)| p == data.clips[i].target)
+        .count();
+    let scores = retrieval_scores(
+        &code_set(&db_enc, words, dim),
+        &labels(&db),
+        &code_set(&q_enc, words, dim),
+        &labels(&queries),
+    );
+    Ok(Evaluation {
+        scores,
+        encode_seconds,
+        query_accuracy: correct as f64 / queries.len().max(1) as f64,
+        encoded_audio_s: frames as f64 / LogMelConfig::default().frames_per_second(),
+    })
+}
+
+fn code_set(e: &Encoded, words: usize, dim: usize) -> CodeSet<'_> {
+    CodeSet {
+        words,
+        codes: &e.codes,
+        embeddings: &e.embeddings,
+        dim,
+    }
+}

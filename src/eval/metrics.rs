@@ -1,0 +1,162 @@
+//! Retrieval metrics over a ranked database.
+//!
+//! Conventions (those of the deep-hashing literature AudioNet follows):
+//! - AP@k averages the precision at each relevant item within the top k, divided by the number of
+//!   relevant items found there (0 when none is); AP@all divides by all relevant items.
+//! - Precision within Hamming radius r is relevant / retrieved over the items at distance <= r,
+//!   and 0 for a query that retrieves nothing.
+
+use crate::index::hamming;
+
+/// A database (or query set) of packed codes and unit-length embeddings.
+pub struct CodeSet<'a> {
+    pub words: usize,
+    pub codes: &'a [u64],
+    pub embeddings: &'a [f32],
+    pub dim: usize,
+}
+
+impl CodeSet<'_> {
+    pub fn len(&self) -> usize {
+        self.codes.len() / self.words.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn code(&self, i: usize) -> &[u64] {
+        &self.codes[i * self.words..(i + 1) * self.words]
+    }
+
+    fn embedding(&self, i: usize) -> &[f32] {
+        &self.embeddings[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// The database ranked for one query as the engine ranks it: fewest differing bits first, ties
+/// by the higher cosine of the embeddings, then by position. Returns (index, distance) pairs.
+pub fn rank(db: &CodeSet<'_>, query_code: &[u64], query_embedding: &[f32]) -> Vec<(usize, u32)> {
+    let mut scored: Vec<(usize, u32, f32)> = (0..db.len())
+        .map(|i| {
+            let cosine: f32 = db
+                .embedding(i)
+                .iter()
+                .zip(query_embedding)
+                .map(|(a, b)| a * b)
+                .sum();
+            (i, hamming::distance(db.code(i), query_code), cosine)
+        })
+        .collect();
+    scored.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+    scored.into_iter().map(|(i, d, _)| (i, d)).collect()
+}
+
+/// AP over the first `k` of a ranking given as relevance flags (see the module's conventions).
+pub fn average_precision(relevant: &[bool], k: usize) -> f64 {
+    let mut hits = 0usize;
+    let mut sum = 0.0;
+    for (i, _) in relevant.iter().take(k).enumerate().filter(|(_, r)| **r) {
+        hits += 1;
+        sum += hits as f64 / (i + 1) as f64;
+    }
+    let denominator = if k >= relevant.len() {
+        relevant.iter().filter(|r| **r).count()
+    } else {
+        hits
+    };
+    if denominator == 0 {
+        0.0
+    } else {
+        sum / denominator as f64
+    }
+}
+
+pub fn precision_at(relevant: &[bool], k: usize) -> f64 {
+    relevant.iter().take(k).filter(|r| **r).count() as f64 / k.max(1) as f64
+}
+
+/// Mean retrieval figures over a set of queries.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RetrievalScores {
+    pub map_all: f64,
+    pub map_100: f64,
+    pub p_at_10: f64,
+    pub p_hamming2: f64,
+    pub queries: usize,
+    pub database: usize,
+}
+
+/// Scores every query against the database; relevance is equal labels.
+pub fn retrieval_scores(
+    db: &CodeSet<'_>,
+    db_labels: &[usize],
+    queries: &CodeSet<'_>,
+    query_labels: &[usize],
+) -> RetrievalScores {
+    let mut s = RetrievalScores {
+        queries: queries.len(),
+        database: db.len(),
+        ..Default::default()
+    };
+    for (q, &label) in query_labels.iter().enumerate().take(queries.len()) {
+        let ranked = rank(db, queries.code(q), queries.embedding(q));
+        let relevant: Vec<bool> = ranked.iter().map(|&(i, _)| db_labels[i] == label).collect();
+        s.map_all += average_precision(&relevant, relevant.len());
+        s.map_100 += average_precision(&relevant, 100);
+        s.p_at_10 += precision_at(&relevant, 10);
+        let within = ranked.iter().take_while(|&&(_, d)| d <= 2).count();
+        s.p_hamming2 += precision_at(&relevant[..within], within) * (within > 0) as u8 as f64;
+    }
+    let n = queries.len().max(1) as f64;
+    for x in [
+        &mut s.map_all,
+        &mut s.map_100,
+        &mut s.p_at_10,
+        &mut s.p_hamming2,
+    ] {
+        *x /= n;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_precision_follows_its_definition() {
+        // Relevant at ranks 1, 3 and 6 of 6: (1/1 + 2/3 + 3/6) / 3.
+        let r = [true, false, true, false, false, true];
+        assert!((average_precision(&r, 6) - (1.0 + 2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
+        // Top 3: two relevant found, (1 + 2/3) / 2.
+        assert!((average_precision(&r, 3) - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        assert_eq!(average_precision(&[false, false], 2), 0.0);
+        assert!((precision_at(&r, 3) - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ties_in_hamming_distance_go_to_the_closer_embedding() {
+        let db = CodeSet {
+            words: 1,
+            codes: &[0b1111, 0b0001, 0b0001],
+            embeddings: &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+            dim: 2,
+        };
+        let order: Vec<usize> = rank(&db, &[0b0001], &[1.0, 0.0])
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(order, vec![2, 1, 0]);
+        let queries = CodeSet {
+            words: 1,
+            codes: &[0b0001],
+            embeddings: &[1.0, 0.0],
+            dim: 2,
+        };
+        let s = retrieval_scores(&db, &[7, 7, 3], &queries, &[7]);
+        // Ranking 2 (label 3), 1 (7), 0 (7): AP = (1/2 + 2/3) / 2; radius 2 holds items 2 and 1.
+        assert!((s.map_all - (0.5 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        assert!((s.p_hamming2 - 0.5).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,4 @@
+//! Benchmarks: retrieval metrics and the evaluation protocols of `../shared/data/README.md`.
+
+pub mod esc50;
+pub mod metrics;

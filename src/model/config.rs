@@ -1,0 +1,117 @@
+//! Model folders: `models/<name>/` holds `config.json`, `model.safetensors` and `MODEL_CARD.md`.
+//! Loading checks the folder, the config's format version and the weights' names and shapes,
+//! and every failure names the file and the reason.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CARD_FILE: &str = "MODEL_CARD.md";
+/// Bumped whenever a saved model's meaning changes; older folders are refused.
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: no model folder here (train one with `earshot train`)", path.display())]
+    MissingFolder { path: PathBuf },
+    #[error("{}: cannot read it: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid model config: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+    #[error("{}: model format {found}, this Earshot reads format {expected}; retrain it with `earshot train`", path.display())]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{}: the weights do not fit the config: {reason}", path.display())]
+    Weights { path: PathBuf, reason: String },
+}
+
+/// A model folder's files, read and parsed.
+pub struct ModelFiles<C> {
+    pub dir: PathBuf,
+    pub config: C,
+    pub weights: Vec<u8>,
+}
+
+/// A config that carries its format version.
+pub trait Versioned {
+    fn format_version(&self) -> u32;
+}
+
+impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
+    pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFolder {
+                path: dir.to_path_buf(),
+            });
+        }
+        let config_path = dir.join(CONFIG_FILE);
+        let text = read(&config_path)?;
+        let config: C = serde_json::from_slice(&text).map_err(|e| ModelError::Config {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if config.format_version() != MODEL_FORMAT_VERSION {
+            return Err(ModelError::Version {
+                path: config_path,
+                found: config.format_version(),
+                expected: MODEL_FORMAT_VERSION,
+            });
+        }
+        let weights = read(&dir.join(WEIGHTS_FILE))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+        })
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(WEIGHTS_FILE)
+    }
+
+    /// A short fingerprint of the weights, stored in indexes to detect a model change.
+    pub fn weights_hash(&self) -> String {
+        format!(
+            "crc32-{:08x}-{}",
+            crc32fast::hash(&self.weights),
+            self.weights.len()
+        )
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Where shipped models are looked for: `$EARSHOT_MODELS`, then `models/` beside the executable
+/// and its parents (an installed or a `cargo run` binary), then the source tree's `models/`.
+pub fn models_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("EARSHOT_MODELS") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        dirs.extend(exe.ancestors().skip(1).take(4).map(|d| d.join("models")));
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
+    dirs
+}
+
+/// The first folder named `name` under [`models_dirs`] that has a config.
+pub fn find_model(name: &str) -> Option<PathBuf> {
+    models_dirs()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|d| d.join(CONFIG_FILE).is_file())
+}
