@@ -13,7 +13,7 @@ use serde_json::json;
 use super::progress_bar;
 use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
 use crate::model::config::{CARD_FILE, find_model};
-use crate::model::events::{EventsEncoder, trim_silence};
+use crate::model::events::EventsEncoder;
 use crate::model::train::{self, Progress, Recipe, SplitName, TrainOptions, Trained};
 
 #[derive(Debug, Subcommand)]
@@ -231,11 +231,7 @@ fn evaluate(
     features: &Features,
     split: Split,
 ) -> anyhow::Result<Evaluation> {
-    let clips: Vec<&[f32]> = features
-        .clips
-        .iter()
-        .map(|c| c.as_deref().map_or(&[][..], trim_silence))
-        .collect();
+    let clips = features.trimmed();
     Ok(esc50::evaluate(encoder.net(), data, &clips, split)?)
 }
 

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::eval::metrics::{CodeSet, RetrievalScores, retrieval_scores};
 use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
 use crate::model::Encoded;
-use crate::model::events::{EventsNet, classify_clips, encode_clips};
+use crate::model::events::{EventsNet, encode_clips, trim_silence};
 
 /// Default location of the data, relative to the project root.
 pub const DEFAULT_DATA: &str = "../shared/data/esc50";
@@ -138,6 +138,16 @@ pub struct Features {
     pub clips: Vec<Option<Vec<f32>>>,
     /// Clips that could not be read, with the reason.
     pub failed: Vec<(PathBuf, String)>,
+}
+
+impl Features {
+    /// Every clip with its edge silence trimmed, as the encoder sees it (empty where missing).
+    pub fn trimmed(&self) -> Vec<&[f32]> {
+        self.clips
+            .iter()
+            .map(|c| c.as_deref().map_or(&[][..], trim_silence))
+            .collect()
+    }
 }
 
 /// Log-mel features of every clip, from the cache when it holds this clip list and these
@@ -277,13 +287,13 @@ pub fn evaluate(
         pick(&|c| split.is_query(c)),
     );
     let started = std::time::Instant::now();
-    let encode = |ids: &[usize]| -> candle_core::Result<Encoded> {
+    let encode = |ids: &[usize]| -> candle_core::Result<(Encoded, Vec<usize>)> {
         let mut e = Encoded::default();
         let set: Vec<&[f32]> = ids.iter().map(|&i| clips[i]).collect();
-        encode_clips(net, &set, &mut e)?;
-        Ok(e)
+        let classes = encode_clips(net, &set, &mut e)?;
+        Ok((e, classes))
     };
-    let (db_enc, q_enc) = (encode(&db)?, encode(&queries)?);
+    let ((db_enc, _), (q_enc, predicted)) = (encode(&db)?, encode(&queries)?);
     let encode_seconds = started.elapsed().as_secs_f64();
     let frames: usize = db
         .iter()
@@ -297,8 +307,6 @@ pub fn evaluate(
             .map(|&i| data.clips[i].target)
             .collect::<Vec<_>>()
     };
-    let query_clips: Vec<&[f32]> = queries.iter().map(|&i| clips[i]).collect();
-    let predicted = classify_clips(net, &query_clips)?;
     let correct = predicted
         .iter()
         .zip(&queries)

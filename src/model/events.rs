@@ -419,35 +419,30 @@ impl Encoder for EventsEncoder {
     ) -> std::result::Result<(), EncodeError> {
         super::check_segments(segments)?;
         let trimmed: Vec<&[f32]> = segments.iter().map(|s| trim_silence(s)).collect();
-        encode_clips(&self.net, &trimmed, out).map_err(|e| EncodeError::Model(e.to_string()))
+        encode_clips(&self.net, &trimmed, out)
+            .map(|_classes| ())
+            .map_err(|e| EncodeError::Model(e.to_string()))
     }
 }
 
-/// Codes and unit-length embeddings of clips (frame-major log-mel, already trimmed), in order.
-pub fn encode_clips(net: &EventsNet, clips: &[&[f32]], out: &mut Encoded) -> Result<()> {
+/// Codes and unit-length embeddings of clips (frame-major log-mel, already trimmed), in order;
+/// returns the classification head's class for each clip (argmax of the logits).
+pub fn encode_clips(net: &EventsNet, clips: &[&[f32]], out: &mut Encoded) -> Result<Vec<usize>> {
     let mut codes = vec![Vec::new(); clips.len()];
     let mut embeddings = vec![Vec::new(); clips.len()];
+    let mut classes = vec![0; clips.len()];
     for_each_output(net, clips, &mut |i, output, row| {
         let hash: Vec<f32> = output.heads[0].hash.get(row)?.to_vec1()?;
         pack_bits(balanced_bits(&hash), hash.len().div_ceil(64), &mut codes[i]);
         embeddings[i] = normalised(output.embedding.get(row)?.to_vec1()?);
-        Ok(())
-    })?;
-    out.codes.extend(codes.into_iter().flatten());
-    out.embeddings.extend(embeddings.into_iter().flatten());
-    Ok(())
-}
-
-/// The classification head's class for each clip (argmax of the logits).
-pub fn classify_clips(net: &EventsNet, clips: &[&[f32]]) -> Result<Vec<usize>> {
-    let mut classes = vec![0; clips.len()];
-    for_each_output(net, clips, &mut |i, output, row| {
         let logits: Vec<f32> = output.logits.get(row)?.to_vec1()?;
         classes[i] = (0..logits.len())
             .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
             .unwrap_or(0);
         Ok(())
     })?;
+    out.codes.extend(codes.into_iter().flatten());
+    out.embeddings.extend(embeddings.into_iter().flatten());
     Ok(classes)
 }
 

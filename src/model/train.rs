@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SeededRng;
 use super::config::{CONFIG_FILE, WEIGHTS_FILE};
-use super::events::{EventsConfig, EventsNet, EventsOutput, trim_silence};
+use super::events::{EventsConfig, EventsNet, EventsOutput};
 use super::loss::{AudioNetLoss, soft_cross_entropy};
 use crate::eval::esc50::{Esc50, Features, Split, evaluate};
 use crate::features::LOG_MEL_BANDS;
@@ -221,11 +221,7 @@ pub fn train_events(
     let losses = HeadLosses::new(&options.bits, classes, options.seed)?;
     let batches_per_epoch = train.len() / options.batch_size;
     let total_steps = batches_per_epoch * options.epochs;
-    let clips: Vec<&[f32]> = features
-        .clips
-        .iter()
-        .map(|c| c.as_deref().map_or(&[][..], trim_silence))
-        .collect();
+    let clips = features.trimmed();
     for epoch in state.epochs_done..options.epochs {
         let started = Instant::now();
         // One generator per epoch, derived from the seed: a resumed run repeats it exactly.

@@ -254,17 +254,7 @@ fn the_command_line_indexes_queries_and_describes() {
     let lib = dir.path().join("lib");
     let files = make_library(&lib, 4);
     let db = dir.path().join("db");
-    let out = earshot(&[
-        "index".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        lib.as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = index_with_binary(&db, &lib);
     assert!(String::from_utf8_lossy(&out.stdout).contains("4 added"));
 
     let out = earshot(&[
@@ -336,6 +326,22 @@ fn damaged_index_files_give_a_clear_error_not_a_panic() {
     }
 }
 
+/// Runs `earshot index --db DB LIB` (the default encoders) and checks that it succeeded.
+fn index_with_binary(db: &Path, lib: &Path) -> std::process::Output {
+    let out = earshot(&[
+        "index".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        lib.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Segment count per path: what a consistent index holds for each file it lists.
 fn segments_per_file(index: &Index, mode: Mode) -> HashMap<PathBuf, usize> {
     let mut counts: HashMap<PathBuf, usize> =
@@ -356,17 +362,7 @@ fn killing_an_index_run_at_any_moment_leaves_the_last_checkpoint() {
     make_library(&lib, 30);
     // The reference comes from the binary too, so it uses the same (default) encoders.
     let reference_db = dir.path().join("reference");
-    let out = earshot(&[
-        "index".as_ref(),
-        "--db".as_ref(),
-        reference_db.as_os_str(),
-        lib.as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    index_with_binary(&reference_db, &lib);
     let reference = format::load(&reference_db).unwrap();
     let expected: Vec<HashMap<PathBuf, usize>> = Mode::ALL
         .iter()
@@ -414,17 +410,7 @@ fn killing_an_index_run_at_any_moment_leaves_the_last_checkpoint() {
         seen_partial,
         "no kill landed mid-run; the test did not test anything"
     );
-    let out = earshot(&[
-        "index".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        lib.as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    index_with_binary(&db, &lib);
     let complete = format::load(&db).unwrap();
     assert_eq!(segments_per_file(&complete, Mode::Events), expected[0]);
     assert_eq!(segments_per_file(&complete, Mode::Fingerprint), expected[1]);
