@@ -82,6 +82,14 @@ pub struct Searcher<'a> {
     hnsw: Option<EmbeddingIndex>,
 }
 
+/// What a search cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchCost {
+    pub query_segments: usize,
+    /// Library codes compared in full, summed over the query's segments.
+    pub compared: usize,
+}
+
 /// A query cut into segments and encoded.
 struct QuerySegments {
     starts: Vec<usize>,
@@ -114,20 +122,41 @@ impl<'a> Searcher<'a> {
         })
     }
 
+    /// How the codes spread over the buckets (bucket engine only).
+    pub fn bucket_stats(&self) -> Option<crate::index::buckets::BucketStats> {
+        self.buckets.as_ref().map(BucketIndex::stats)
+    }
+
     /// Ranked hits for a 16 kHz mono clip.
     pub fn search(&self, samples: &[f32], top: usize) -> Result<Vec<Hit>, SearchError> {
+        Ok(self.search_with_cost(samples, top)?.0)
+    }
+
+    /// Ranked hits, and how much of the index the search compared in full.
+    pub fn search_with_cost(
+        &self,
+        samples: &[f32],
+        top: usize,
+    ) -> Result<(Vec<Hit>, SearchCost), SearchError> {
         let query = self.encode_query(samples)?;
-        let mut hits = match self.mode {
-            Mode::Events => self.rank_files(&query, top),
+        let n_query = query.starts.len();
+        let (mut hits, compared) = match self.mode {
+            Mode::Events => (self.rank_files(&query, top), None),
             Mode::Fingerprint => {
                 let query_s = samples.len() as f64 / f64::from(self.index.features.sample_rate);
-                self.vote(&query, query_s, top)
+                let (hits, compared) = self.vote(&query, query_s, top);
+                (hits, Some(compared))
             }
         };
         for (rank, hit) in hits.iter_mut().enumerate() {
             hit.rank = rank + 1;
         }
-        Ok(hits)
+        let scanned = self.data.segments.len() * n_query;
+        let cost = SearchCost {
+            query_segments: n_query,
+            compared: compared.unwrap_or(scanned),
+        };
+        Ok((hits, cost))
     }
 
     fn encode_query(&self, samples: &[f32]) -> Result<QuerySegments, SearchError> {
@@ -254,13 +283,17 @@ impl<'a> Searcher<'a> {
 
     /// `fingerprint`: neighbours of each query segment vote for (file, offset); the heaviest
     /// offset cluster per file wins.
-    fn vote(&self, q: &QuerySegments, query_s: f64, top: usize) -> Vec<Hit> {
+    /// Also returns the number of library codes compared.
+    fn vote(&self, q: &QuerySegments, query_s: f64, top: usize) -> (Vec<Hit>, usize) {
         let words = self.data.words();
         let max_distance = (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32;
         // (file, offset in frames) -> (weight, best distance)
         let mut votes: HashMap<(u32, i64), (f32, u32)> = HashMap::new();
+        let mut compared = 0;
         for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
-            for (d, i) in self.fingerprint_neighbours(qcode) {
+            let (neighbours, scanned) = self.fingerprint_neighbours(qcode);
+            compared += scanned;
+            for (d, i) in neighbours {
                 if d > max_distance {
                     continue;
                 }
@@ -283,7 +316,7 @@ impl<'a> Searcher<'a> {
         ranked.sort_by(|a, b| b.1.weight.total_cmp(&a.1.weight).then(a.0.cmp(&b.0)));
         ranked.truncate(top);
         let n_query = q.starts.len().max(1) as f32;
-        ranked
+        let hits = ranked
             .into_iter()
             .map(|(file, c)| {
                 let start_s = c.offset as f64 * self.frame_s();
@@ -295,20 +328,25 @@ impl<'a> Searcher<'a> {
                     (c.weight / n_query).min(1.0),
                 )
             })
-            .collect()
+            .collect();
+        (hits, compared)
     }
 
-    fn fingerprint_neighbours(&self, code: &[u64]) -> Vec<(u32, usize)> {
+    /// A query code's voting neighbours, and how many library codes were compared.
+    fn fingerprint_neighbours(&self, code: &[u64]) -> (Vec<(u32, usize)>, usize) {
         match &self.buckets {
             Some(b) => {
-                b.probe(&self.data.codes, code, FINGERPRINT_SUBSTRING_RADIUS)
-                    .hits
+                let found = b.probe(&self.data.codes, code, FINGERPRINT_SUBSTRING_RADIUS);
+                (found.hits, found.scanned)
             }
-            None => hamming::top_k(
-                &self.data.codes,
-                self.data.words(),
-                code,
-                FINGERPRINT_NEIGHBOURS,
+            None => (
+                hamming::top_k(
+                    &self.data.codes,
+                    self.data.words(),
+                    code,
+                    FINGERPRINT_NEIGHBOURS,
+                ),
+                self.data.segments.len(),
             ),
         }
     }

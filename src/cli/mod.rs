@@ -1,5 +1,6 @@
 //! The command line. `earshot` alone opens the desktop app; subcommands run the engine.
 
+mod eval_fingerprint;
 mod models;
 
 use std::io::{IsTerminal, Write};

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::progress_bar;
 use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
 use crate::model::config::{CARD_FILE, find_model};
-use crate::model::events::EventsEncoder;
+use crate::model::events::{EventsConfig, EventsEncoder};
 use crate::model::train::{self, Progress, Recipe, SplitName, TrainOptions, Trained};
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +51,9 @@ pub struct TrainEvents {
     /// Validate every N epochs
     #[arg(long, default_value_t = 1)]
     eval_every: usize,
+    /// Channels of the first convolution (the later layers have 2, 4 and 8 times as many)
+    #[arg(long, default_value_t = EventsConfig::DEFAULT_FRONT_CHANNELS)]
+    width: usize,
     /// Continue from the checkpoint in the output folder
     #[arg(long)]
     resume: bool,
@@ -81,6 +84,8 @@ pub struct TrainEvents {
 pub enum EvalCommand {
     /// ESC-50 retrieval: database folds 1-4, queries fold 5, relevant = same class
     Esc50(EvalEsc50),
+    /// Exact match: music tracks indexed, distorted 1-5 s queries from the odd-position tracks
+    Fingerprint(super::eval_fingerprint::EvalFingerprint),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +128,7 @@ pub fn train(command: TrainCommand) -> anyhow::Result<ExitCode> {
             hash_from_posterior: !args.hash_from_embedding,
         },
         eval_every: args.eval_every,
+        width: args.width,
     };
     anyhow::ensure!(
         !args.bits.is_empty() && args.bits.iter().all(|b| [16, 32, 64, 128].contains(b)),
@@ -236,7 +242,13 @@ fn evaluate(
 }
 
 pub fn eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
-    let EvalCommand::Esc50(args) = command;
+    match command {
+        EvalCommand::Esc50(args) => eval_esc50(args),
+        EvalCommand::Fingerprint(args) => super::eval_fingerprint::run(args),
+    }
+}
+
+fn eval_esc50(args: EvalEsc50) -> anyhow::Result<ExitCode> {
     let split = if args.zero_shot {
         Split::ZeroShot
     } else {
@@ -272,14 +284,19 @@ pub fn eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
         let bits = encoder.config().bits;
         if !args.json {
             println!(
-                "{bits:>5}  {:>7.4}  {:>7.4}  {:>6.4}  {:>9.4}  {:>8.0}x  {}  (classifier accuracy {:.3})",
+                "{bits:>5}  {:>7.4}  {:>7.4}  {:>6.4}  {:>9.4}  {:>8.0}x  {}{}",
                 s.map_all,
                 s.map_100,
                 s.p_at_10,
                 s.p_hamming2,
                 speed,
                 dir.display(),
-                e.query_accuracy
+                // The classifier never saw the zero-shot classes.
+                if args.zero_shot {
+                    String::new()
+                } else {
+                    format!("  (classifier accuracy {:.3})", e.query_accuracy)
+                }
             );
         }
         results.insert(
@@ -330,6 +347,7 @@ fn model_card(
     total_seconds: f64,
 ) -> String {
     let command: Vec<String> = std::env::args().collect();
+    let zero_shot = options.split == SplitName::ZeroShot;
     let s = &evaluation.scores;
     let size =
         std::fs::metadata(out.join(crate::model::config::WEIGHTS_FILE)).map_or(0, |m| m.len());
@@ -400,7 +418,8 @@ fn model_card(
     }
     let _ = writeln!(
         c,
-        "\n## Metrics (measured at the end of training; `earshot eval esc50 --model {}` reproduces them)\n",
+        "\n## Metrics (measured at the end of training; `earshot eval esc50{} --model {}` reproduces them)\n",
+        if zero_shot { " --zero-shot" } else { "" },
         out.display()
     );
     let _ = writeln!(
@@ -417,11 +436,13 @@ fn model_card(
         evaluation.encoded_audio_s / evaluation.encode_seconds.max(1e-9),
         s.queries + s.database
     );
-    let _ = writeln!(
-        c,
-        "Classification head accuracy on the queries: {:.4}.\n",
-        evaluation.query_accuracy
-    );
+    if !zero_shot {
+        let _ = writeln!(
+            c,
+            "Classification head accuracy on the queries: {:.4}.\n",
+            evaluation.query_accuracy
+        );
+    }
     let _ = writeln!(
         c,
         "## Training curve\n\nValidation mAP@all is that of the first head ({} bits).\n\n| epoch | loss | hashing | classifier | validation mAP@all | elapsed |\n|---|---|---|---|---|---|",
@@ -451,6 +472,8 @@ fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{cpu}, {threads} threads, no GPU")
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Training runs on rayon's pool, which RAYON_NUM_THREADS may make smaller than the machine.
+    let threads = rayon::current_num_threads();
+    format!("{cpu}, {cores} cores, {threads} training threads, no GPU")
 }

@@ -1,4 +1,5 @@
 //! Benchmarks: retrieval metrics and the evaluation protocols of `../shared/data/README.md`.
 
 pub mod esc50;
+pub mod fingerprint;
 pub mod metrics;

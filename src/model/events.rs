@@ -66,12 +66,14 @@ impl Versioned for EventsConfig {
 }
 
 impl EventsConfig {
+    pub const DEFAULT_FRONT_CHANNELS: usize = 16;
+
     pub fn new(bits: usize, labels: Vec<String>) -> Self {
         Self {
             format_version: super::config::MODEL_FORMAT_VERSION,
             bits,
             embedding_dim: 128,
-            front_channels: 16,
+            front_channels: Self::DEFAULT_FRONT_CHANNELS,
             attention: true,
             hash_from_posterior: true,
             pooled_channels: 256,

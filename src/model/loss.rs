@@ -99,6 +99,21 @@ pub fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         .neg()
 }
 
+/// NT-Xent (SimCLR's normalised temperature-scaled cross-entropy) over pairs: row `i` of `a`
+/// and row `i` of `b` are two views of one segment, and every other row of either is a negative.
+/// Rows must be L2-normalised.
+pub fn nt_xent(a: &Tensor, b: &Tensor, temperature: f64) -> Result<Tensor> {
+    let n = a.dim(0)?;
+    let z = Tensor::cat(&[a, b], 0)?;
+    let sim = (z.matmul(&z.t()?)? / temperature)?;
+    // A row is never its own negative.
+    let eye = Tensor::eye(2 * n, DType::F32, a.device())?;
+    let log_prob = log_softmax(&(sim - (eye * 1e9)?)?, D::Minus1)?;
+    let positive: Vec<u32> = (0..2 * n).map(|i| ((i + n) % (2 * n)) as u32).collect();
+    let positive = Tensor::from_vec(positive, (2 * n, 1), a.device())?;
+    log_prob.gather(&positive, 1)?.neg()?.mean_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +184,18 @@ mod tests {
             -(0.5 * (2f64.exp() / (2f64.exp() + 1.0)).ln() + 0.5 * (1.0 / (2f64.exp() + 1.0)).ln());
         let want = (2f64.ln() + row2) / 2.0;
         assert!((got - want).abs() < 1e-5);
+    }
+
+    #[test]
+    fn nt_xent_matches_a_hand_computed_value() {
+        // Rows e1, e2 twice, temperature 0.5: each row's positive scores 1/0.5 = 2, its two
+        // negatives 0, so every row's loss is -ln(e^2 / (e^2 + 2)) = ln(1 + 2 e^-2).
+        let a = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &candle_core::Device::Cpu).unwrap();
+        let loss = nt_xent(&a, &a, 0.5).unwrap().to_scalar::<f32>().unwrap();
+        assert!((loss - 0.239_544_77).abs() < 1e-5, "{loss}");
+        // Views that disagree cost more.
+        let b = Tensor::new(&[[0f32, 1.0], [1.0, 0.0]], &candle_core::Device::Cpu).unwrap();
+        let swapped = nt_xent(&a, &b, 0.5).unwrap().to_scalar::<f32>().unwrap();
+        assert!(swapped > 2.0, "{swapped}");
     }
 }

@@ -4,6 +4,7 @@
 //! makes the whole road from a folder to ranked results work where no trained model is installed.
 
 pub mod attention;
+pub mod augment;
 pub mod config;
 pub mod events;
 pub mod hashing;

@@ -15,6 +15,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::SeededRng;
+use super::augment::spec_augment;
 use super::config::{CONFIG_FILE, WEIGHTS_FILE};
 use super::events::{EventsConfig, EventsNet, EventsOutput};
 use super::loss::{AudioNetLoss, soft_cross_entropy};
@@ -24,11 +25,6 @@ use crate::features::LOG_MEL_BANDS;
 /// Crop lengths drawn per batch, in log-mel frames (1 to 5 s).
 pub const MIN_CROP_FRAMES: usize = 100;
 pub const MAX_CROP_FRAMES: usize = 500;
-/// SpecAugment: masks per clip and their widest extent.
-const FREQ_MASKS: usize = 2;
-const FREQ_MASK_BANDS: usize = 8;
-const TIME_MASKS: usize = 2;
-const TIME_MASK_SHARE: f64 = 0.1;
 /// Mixup's Beta(a, a) parameter.
 const MIXUP_ALPHA: f64 = 0.4;
 /// Random level change, in dB either way.
@@ -81,6 +77,13 @@ pub struct TrainOptions {
     pub recipe: Recipe,
     /// Validate every this many epochs (and after the last).
     pub eval_every: usize,
+    /// Channels of the network's first layer (later layers have 2, 4 and 8 times as many).
+    #[serde(default = "default_width")]
+    pub width: usize,
+}
+
+fn default_width() -> usize {
+    EventsConfig::DEFAULT_FRONT_CHANNELS
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -202,6 +205,7 @@ pub fn train_events(
     let mut config = EventsConfig::new(options.bits[0], data.labels.clone());
     config.attention = options.recipe.attention;
     config.hash_from_posterior = options.recipe.hash_from_posterior;
+    config.front_channels = options.width;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let net = EventsNet::load_heads(&config, &options.bits, vb)?;
@@ -407,25 +411,6 @@ fn one_hot(target: usize, classes: usize) -> Vec<f32> {
     let mut v = vec![0.0; classes];
     v[target] = 1.0;
     v
-}
-
-/// SpecAugment: bands and frame ranges set to the crop's mean level.
-fn spec_augment(crop: &mut [f32], rng: &mut SeededRng) {
-    let frames = crop.len() / LOG_MEL_BANDS;
-    let mean = crop.iter().sum::<f32>() / crop.len().max(1) as f32;
-    for _ in 0..FREQ_MASKS {
-        let width = rng.below(FREQ_MASK_BANDS + 1);
-        let first = rng.below(LOG_MEL_BANDS - width + 1);
-        for t in 0..frames {
-            crop[t * LOG_MEL_BANDS + first..t * LOG_MEL_BANDS + first + width].fill(mean);
-        }
-    }
-    let max_width = (frames as f64 * TIME_MASK_SHARE) as usize;
-    for _ in 0..TIME_MASKS {
-        let width = rng.below(max_width + 1);
-        let first = rng.below(frames - width + 1);
-        crop[first * LOG_MEL_BANDS..(first + width) * LOG_MEL_BANDS].fill(mean);
-    }
 }
 
 /// Mixup: each crop mixed with another of the batch, weight from Beta(a, a), targets alike.

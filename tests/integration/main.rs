@@ -3,6 +3,7 @@
 mod cli;
 mod decode;
 mod features;
+mod fingerprint;
 mod index;
 mod library;
 mod model;

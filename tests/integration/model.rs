@@ -194,6 +194,7 @@ fn a_tiny_training_run_on_generated_sounds_lowers_its_loss_and_resumes_exactly()
         split: SplitName::Standard,
         recipe: Recipe::FULL,
         eval_every: 4,
+        width: EventsConfig::DEFAULT_FRONT_CHANNELS,
     };
     let dir = tempfile::tempdir().unwrap();
     let run = |out: &Path, resume: bool, stop_after: usize| {
@@ -286,39 +287,57 @@ fn the_shipped_events_models_reproduce_their_cards_on_esc50() {
         return;
     }
     let cache = tempfile::tempdir().unwrap();
-    let out = earshot(&[
-        "eval".as_ref(),
-        "esc50".as_ref(),
-        "--data".as_ref(),
-        data.as_os_str(),
-        "--cache".as_ref(),
-        cache.path().as_os_str(),
-        "--json".as_ref(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for bits in [16, 32, 64, 128] {
+    let eval = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = ["eval", "esc50", "--json", "--data"]
+            .iter()
+            .map(|s| s.as_ref())
+            .collect();
+        args.extend([
+            data.as_os_str(),
+            "--cache".as_ref(),
+            cache.path().as_os_str(),
+        ]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let out = earshot(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let check = |report: &serde_json::Value, bits: usize, folder: &str| {
         let got = &report["bits"][bits.to_string()];
-        let card = card_metrics(&models.join(format!("events-{bits}")));
+        let card = card_metrics(&models.join(folder));
         for (key, want) in ["map_all", "map_100", "p_at_10", "p_hamming2"]
             .iter()
             .zip(card)
         {
             let value = got[key]
                 .as_f64()
-                .unwrap_or_else(|| panic!("{bits} bits: no {key} in {got}"));
+                .unwrap_or_else(|| panic!("{folder}: no {key} in {got}"));
             assert!(
                 (value - want).abs() < 6e-5,
-                "{bits} bits {key}: eval {value:.5}, card {want:.4}"
+                "{folder} {key}: eval {value:.5}, card {want:.4}"
             );
         }
+        got["map_all"].as_f64().unwrap()
+    };
+    let standard = eval(&[]);
+    for bits in [16, 32, 64, 128] {
+        check(&standard, bits, &format!("events-{bits}"));
     }
+    // A random ranking scores about 32 relevant / 1600 = 0.02.
+    let map_64 = standard["bits"]["64"]["map_all"].as_f64().unwrap();
     assert!(
-        report["bits"]["64"]["map_all"].as_f64().unwrap() > 0.5,
-        "the 64-bit model must rank far above chance"
+        map_64 > 0.1,
+        "the 64-bit model must rank far above chance: {map_64}"
+    );
+    // Zero-shot: 10 unseen classes, a random ranking scores about 0.1.
+    let zero_shot = eval(&["--zero-shot"]);
+    let map_unseen = check(&zero_shot, 64, "events-64-zeroshot");
+    assert!(
+        map_unseen > 0.2,
+        "unseen classes must rank above chance: {map_unseen}"
     );
 }

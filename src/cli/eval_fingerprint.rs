@@ -1,0 +1,115 @@
+//! `earshot eval fingerprint`: the exact-match benchmark, for the installed fingerprint encoder
+//! and the LSH baseline side by side.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::eval::fingerprint::{
+    self, BankPart, FingerprintOptions, FingerprintReport, MusicSet, QUERY_SECONDS,
+};
+use crate::index::build::Encoders;
+use crate::model::{Mode, baseline_encoder, encoder_for};
+
+#[derive(Debug, Args)]
+pub struct EvalFingerprint {
+    /// The shared data folder (with music/, noise/, rir/ and esc50/)
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Fingerprint model folder (default: the installed one, if any)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Queries per length (1, 2, 3 and 5 s); each is tried under every condition
+    #[arg(long, default_value_t = 150)]
+    queries_per_length: usize,
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// One JSON object instead of tables
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
+    let music = MusicSet::load(&args.data.join("music"))?;
+    let (bank, failed) = fingerprint::noise_bank(&args.data, BankPart::Evaluation);
+    for (path, reason) in &failed {
+        eprintln!("cannot read {}: {reason}; left out", path.display());
+    }
+    anyhow::ensure!(
+        !bank.noises.is_empty() && !bank.rirs.is_empty(),
+        "{}: no noise or no impulse responses found (need audio files in noise/ and rir/)",
+        args.data.display()
+    );
+    let trained = encoder_for(Mode::Fingerprint, args.model.as_deref())?;
+    let mut encoders = vec![baseline_encoder(Mode::Fingerprint)];
+    if trained.info() != encoders[0].info() {
+        encoders.push(trained);
+    }
+    let options = FingerprintOptions {
+        per_length: args.queries_per_length,
+        seed: args.seed,
+    };
+    let mut reports = Vec::new();
+    for encoder in encoders {
+        let db = tempfile_dir()?;
+        let name = encoder.info().name.clone();
+        let set: Encoders = [(Mode::Fingerprint, encoder)].into_iter().collect();
+        let progress = |what: &str| eprintln!("{name}: {what}");
+        let report = fingerprint::evaluate(&music, &bank, &set, db.path(), &options, &progress)
+            .with_context(|| format!("fingerprint benchmark with {name}"))?;
+        reports.push(report);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&reports)?);
+    } else {
+        for report in &reports {
+            print_report(report);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("earshot-eval-")
+        .tempdir()
+        .context("creating a temporary index folder")
+}
+
+fn print_report(r: &FingerprintReport) {
+    println!(
+        "\n{}: {} tracks, {:.2} h; index {:.2} MB per hour, built at {:.0}x real time",
+        r.encoder, r.tracks, r.indexed_hours, r.index_mb_per_hour, r.index_x_realtime
+    );
+    println!(
+        "query latency p50 {:.1} ms, p95 {:.1} ms; buckets max {} / mean {:.1}; {:.4}% of the index compared per query segment",
+        r.latency_ms_p50,
+        r.latency_ms_p95,
+        r.bucket_max,
+        r.bucket_mean,
+        100.0 * r.scanned_fraction
+    );
+    print!("{:<22}", "segment (file) hits");
+    for s in QUERY_SECONDS {
+        print!("{:>16}", format!("{s} s"));
+    }
+    println!();
+    let mut conditions: Vec<&str> = r.cells.iter().map(|c| c.condition.as_str()).collect();
+    conditions.dedup();
+    for condition in conditions {
+        print!("{condition:<22}");
+        for cell in r.cells.iter().filter(|c| c.condition == condition) {
+            print!(
+                "{:>16}",
+                format!(
+                    "{:.1}% ({:.1}%)",
+                    100.0 * cell.segment_rate(),
+                    100.0 * cell.file_rate()
+                )
+            );
+        }
+        println!();
+    }
+}
