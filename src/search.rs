@@ -86,7 +86,8 @@ pub struct Searcher<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchCost {
     pub query_segments: usize,
-    /// Library codes compared in full, summed over the query's segments.
+    /// Library codes compared in full, summed over the query's segments. Exact for fingerprint
+    /// search; events search counts a full scan whatever the engine.
     pub compared: usize,
 }
 

@@ -24,7 +24,7 @@ pub struct EvalFingerprint {
     /// Queries per length (1, 2, 3 and 5 s); each is tried under every condition
     #[arg(long, default_value_t = 150)]
     queries_per_length: usize,
-    #[arg(long, default_value_t = 2026)]
+    #[arg(long, default_value_t = fingerprint::DEFAULT_SEED)]
     seed: u64,
     /// One JSON object instead of tables
     #[arg(long)]
@@ -78,7 +78,7 @@ fn tempfile_dir() -> anyhow::Result<tempfile::TempDir> {
         .context("creating a temporary index folder")
 }
 
-fn print_report(r: &FingerprintReport) {
+pub(super) fn print_report(r: &FingerprintReport) {
     println!(
         "\n{}: {} tracks, {:.2} h; index {:.2} MB per hour, built at {:.0}x real time",
         r.encoder, r.tracks, r.indexed_hours, r.index_mb_per_hour, r.index_x_realtime
@@ -112,4 +112,44 @@ fn print_report(r: &FingerprintReport) {
         }
         println!();
     }
+}
+
+/// The report as markdown: the summary figures, then segment (file) hit rates per condition
+/// and query length.
+pub(super) fn markdown(r: &FingerprintReport) -> String {
+    let mut s = format!(
+        "{} tracks ({:.2} h) indexed at {:.0}x real time into {:.2} MB per hour; query latency p50 {:.1} ms, p95 {:.1} ms; buckets max {} / mean {:.1}; {:.4}% of the index compared per query segment.\n\n| condition | {} |\n|---|{}\n",
+        r.tracks,
+        r.indexed_hours,
+        r.index_x_realtime,
+        r.index_mb_per_hour,
+        r.latency_ms_p50,
+        r.latency_ms_p95,
+        r.bucket_max,
+        r.bucket_mean,
+        100.0 * r.scanned_fraction,
+        QUERY_SECONDS.map(|s| format!("{s} s")).join(" | "),
+        "---|".repeat(QUERY_SECONDS.len()),
+    );
+    let mut conditions: Vec<&str> = r.cells.iter().map(|c| c.condition.as_str()).collect();
+    conditions.dedup();
+    for condition in conditions {
+        let cells: Vec<String> = r
+            .cells
+            .iter()
+            .filter(|c| c.condition == condition)
+            .map(|c| {
+                format!(
+                    "{:.1}% ({:.1}%)",
+                    100.0 * c.segment_rate(),
+                    100.0 * c.file_rate()
+                )
+            })
+            .collect();
+        s.push_str(&format!("| {condition} | {} |\n", cells.join(" | ")));
+    }
+    s.push_str(
+        "\nEach cell: segment hits (right file, start within 50 ms), then file hits in brackets.\n",
+    );
+    s
 }

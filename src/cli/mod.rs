@@ -2,6 +2,7 @@
 
 mod eval_fingerprint;
 mod models;
+mod train_fingerprint;
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;

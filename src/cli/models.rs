@@ -20,6 +20,9 @@ use crate::model::train::{self, Progress, Recipe, SplitName, TrainOptions, Train
 pub enum TrainCommand {
     /// The similar-sounds encoder, supervised on ESC-50 folds 1-4
     Events(TrainEvents),
+    /// The exact-match encoder: NT-Xent on clean and distorted windows of ESC-50 and the
+    /// even-position music tracks
+    Fingerprint(super::train_fingerprint::TrainFingerprint),
 }
 
 #[derive(Debug, Args)]
@@ -109,7 +112,13 @@ pub struct EvalEsc50 {
 }
 
 pub fn train(command: TrainCommand) -> anyhow::Result<ExitCode> {
-    let TrainCommand::Events(args) = command;
+    match command {
+        TrainCommand::Events(args) => train_events(args),
+        TrainCommand::Fingerprint(args) => super::train_fingerprint::run(args),
+    }
+}
+
+fn train_events(args: TrainEvents) -> anyhow::Result<ExitCode> {
     let options = TrainOptions {
         bits: args.bits.clone(),
         epochs: args.epochs,
@@ -463,7 +472,7 @@ fn model_card(
     c
 }
 
-fn machine() -> String {
+pub(super) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {

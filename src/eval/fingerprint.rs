@@ -21,6 +21,8 @@ use crate::search::{Engine, Searcher};
 
 /// Query lengths of the protocol, in seconds.
 pub const QUERY_SECONDS: [f64; 4] = [1.0, 2.0, 3.0, 5.0];
+/// The seed of the protocol's queries and distortions.
+pub const DEFAULT_SEED: u64 = 2026;
 /// A hit's start must be this close to the truth to count as a segment hit.
 pub const TOLERANCE_S: f64 = 0.05;
 /// ESC-50 classes that make good background noise.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -40,9 +41,11 @@ pub struct ModelFiles<C> {
     pub weights: Vec<u8>,
 }
 
-/// A config that carries its format version.
+/// A model config: it carries its format version and can check its own sizes.
 pub trait Versioned {
     fn format_version(&self) -> u32;
+    /// Why the sizes in the config cannot be built, if they cannot.
+    fn check(&self) -> Result<(), String>;
 }
 
 impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
@@ -66,11 +69,34 @@ impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
             });
         }
         let weights = read(&dir.join(WEIGHTS_FILE))?;
+        config.check().map_err(|reason| ModelError::Config {
+            path: config_path,
+            reason,
+        })?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
             weights,
         })
+    }
+
+    /// Builds a network from the weights; weights that do not fit the config are an error
+    /// naming the weights file.
+    pub fn build<N>(
+        &self,
+        load: impl FnOnce(&C, VarBuilder) -> candle_core::Result<N>,
+    ) -> Result<N, ModelError> {
+        let weights_error = |e: candle_core::Error| ModelError::Weights {
+            path: self.weights_path(),
+            reason: e.to_string(),
+        };
+        let vb = VarBuilder::from_buffered_safetensors(
+            self.weights.clone(),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .map_err(weights_error)?;
+        load(&self.config, vb).map_err(weights_error)
     }
 
     pub fn weights_path(&self) -> PathBuf {

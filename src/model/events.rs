@@ -13,7 +13,7 @@
 //! 7. heads on the embedding: the hash layer (K) and a classifier (training only; the app can
 //!    show its guess).
 
-use candle_core::{D, DType, Device, Module, ModuleT, Result, Tensor};
+use candle_core::{D, Device, Module, ModuleT, Result, Tensor};
 use candle_nn::ops::softmax;
 use candle_nn::{BatchNorm, Conv1d, Conv1dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,10 @@ impl Versioned for EventsConfig {
     fn format_version(&self) -> u32 {
         self.format_version
     }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        self.check_sizes()
+    }
 }
 
 impl EventsConfig {
@@ -87,7 +91,7 @@ impl EventsConfig {
         }
     }
 
-    fn check(&self) -> std::result::Result<(), String> {
+    fn check_sizes(&self) -> std::result::Result<(), String> {
         let s = &self.segmentation;
         let ok = [16, 32, 64, 128].contains(&self.bits)
             && (1..=4096).contains(&self.embedding_dim)
@@ -118,13 +122,13 @@ pub struct EventsOutput {
 }
 
 /// 1-D convolution, batch norm, ReLU.
-struct ConvBlock {
+pub(crate) struct ConvBlock {
     conv: Conv1d,
     bn: BatchNorm,
 }
 
 impl ConvBlock {
-    fn load(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+    pub(crate) fn load(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let cfg = Conv1dConfig {
             padding: 1,
             stride,
@@ -136,7 +140,7 @@ impl ConvBlock {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
     }
 }
@@ -145,20 +149,25 @@ impl ConvBlock {
 /// `B x Cin x F x T` to `B x Cout x F/2 x T`. Output band `f` sees input bands `2f-1, 2f, 2f+1`;
 /// the three bands' channels become the input channels of a 1-D convolution over time, which
 /// candle runs as a matrix product (its direct 2-D convolution is several times slower).
-struct FreqConv {
+pub(crate) struct FreqConv {
     block: ConvBlock,
     cout: usize,
 }
 
 impl FreqConv {
-    fn load(cin: usize, cout: usize, time_stride: usize, vb: VarBuilder) -> Result<Self> {
+    pub(crate) fn load(
+        cin: usize,
+        cout: usize,
+        time_stride: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
             block: ConvBlock::load(3 * cin, cout, time_stride, vb)?,
             cout,
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (b, c, f, t) = x.dims4()?;
         let half = f / 2;
         // B x F x C x T, one zero band either side: band i is row i + 1.
@@ -323,7 +332,7 @@ fn repeat_to_min_frames(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Means of frame pairs along the last axis (an odd last frame is dropped).
-fn pool_time(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn pool_time(x: &Tensor) -> Result<Tensor> {
     let (b, c, t) = x.dims3()?;
     let t2 = t / TIME_POOL;
     x.narrow(2, 0, t2 * TIME_POOL)?
@@ -356,19 +365,7 @@ impl EventsEncoder {
     /// Loads `config.json` and `model.safetensors` from a model folder.
     pub fn load(dir: &std::path::Path) -> std::result::Result<Self, ModelError> {
         let files = ModelFiles::<EventsConfig>::read(dir)?;
-        let config_path = dir.join(super::config::CONFIG_FILE);
-        files.config.check().map_err(|reason| ModelError::Config {
-            path: config_path,
-            reason,
-        })?;
-        let weights_error = |e: candle_core::Error| ModelError::Weights {
-            path: files.weights_path(),
-            reason: e.to_string(),
-        };
-        let vb =
-            VarBuilder::from_buffered_safetensors(files.weights.clone(), DType::F32, &Device::Cpu)
-                .map_err(weights_error)?;
-        let net = EventsNet::load(&files.config, vb).map_err(weights_error)?;
+        let net = files.build(EventsNet::load)?;
         let info = EncoderInfo {
             name: format!("events-{}", files.config.bits),
             weights_hash: files.weights_hash(),
@@ -473,7 +470,7 @@ fn for_each_output(
     Ok(())
 }
 
-fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+pub(crate) fn normalised(mut v: Vec<f32>) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x /= norm);

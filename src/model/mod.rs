@@ -7,10 +7,12 @@ pub mod attention;
 pub mod augment;
 pub mod config;
 pub mod events;
+pub mod fingerprint;
 pub mod hashing;
 pub mod loss;
 pub mod lsh;
 pub mod train;
+pub mod train_fingerprint;
 
 use serde::{Deserialize, Serialize};
 
@@ -158,7 +160,7 @@ pub fn baseline_encoder(mode: Mode) -> Box<dyn Encoder> {
 pub fn default_model_name(mode: Mode) -> Option<&'static str> {
     match mode {
         Mode::Events => Some("events-64"),
-        Mode::Fingerprint => None,
+        Mode::Fingerprint => Some("fingerprint"),
     }
 }
 
@@ -174,6 +176,9 @@ pub fn encoder_for(
         .or_else(|| default_model_name(mode).and_then(config::find_model));
     match (mode, found) {
         (Mode::Events, Some(dir)) => Ok(Box::new(events::EventsEncoder::load(&dir)?)),
+        (Mode::Fingerprint, Some(dir)) => {
+            Ok(Box::new(fingerprint::FingerprintEncoder::load(&dir)?))
+        }
         _ => Ok(baseline_encoder(mode)),
     }
 }

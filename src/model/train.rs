@@ -154,7 +154,7 @@ pub enum TrainError {
     Stopped { epochs_done: usize },
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
         source,
@@ -209,19 +209,22 @@ pub fn train_events(
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let net = EventsNet::load_heads(&config, &options.bits, vb)?;
-    seeded_init(&varmap, options.seed)?;
-    let mut adam = AdamW::new(&varmap, options.weight_decay)?;
-    std::fs::create_dir_all(checkpoint_dir).map_err(io_error(checkpoint_dir))?;
-    let mut state = CheckpointState {
+    let fresh = CheckpointState {
         options: options.clone(),
         epochs_done: 0,
         step: 0,
         seconds: 0.0,
         history: Vec::new(),
     };
-    if resume && checkpoint_dir.join(CHECKPOINT_STATE).is_file() {
-        state = load_checkpoint(checkpoint_dir, options, &varmap, &mut adam)?;
-    }
+    let (mut adam, mut state) = start_or_resume(
+        &varmap,
+        (options.seed, options.weight_decay),
+        checkpoint_dir,
+        resume,
+        fresh,
+        |s: &CheckpointState| same_options(&s.options, options),
+        |s| s.step,
+    )?;
     let losses = HeadLosses::new(&options.bits, classes, options.seed)?;
     let batches_per_epoch = train.len() / options.batch_size;
     let total_steps = batches_per_epoch * options.epochs;
@@ -287,10 +290,7 @@ pub fn train_events(
             });
         }
     }
-    for f in [CHECKPOINT_WEIGHTS, CHECKPOINT_STATE] {
-        let _ = std::fs::remove_file(checkpoint_dir.join(f));
-    }
-    let _ = std::fs::remove_dir(checkpoint_dir);
+    remove_checkpoint(checkpoint_dir);
     Ok(Trained {
         varmap,
         config,
@@ -455,14 +455,14 @@ fn gamma(a: f64, rng: &mut SeededRng) -> f64 {
     }
 }
 
-fn shuffle<T>(v: &mut [T], rng: &mut SeededRng) {
+pub(crate) fn shuffle<T>(v: &mut [T], rng: &mut SeededRng) {
     for i in (1..v.len()).rev() {
         v.swap(i, rng.below(i + 1));
     }
 }
 
 /// Linear warm-up over the first 3% of steps, then a cosine decay to zero.
-fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
+pub(crate) fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
     let warmup = (total as f64 * 0.03).max(1.0);
     let s = step as f64;
     if s < warmup {
@@ -502,7 +502,7 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
     Ok(())
 }
 
-fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+pub(crate) fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
     let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -577,9 +577,10 @@ impl AdamW {
     }
 }
 
-fn save_checkpoint(
+/// Saves the weights, the optimiser's moments and `state` (the caller's progress record).
+pub(crate) fn save_checkpoint<S: Serialize>(
     out: &Path,
-    state: &CheckpointState,
+    state: &S,
     varmap: &VarMap,
     adam: &AdamW,
 ) -> Result<(), TrainError> {
@@ -593,39 +594,54 @@ fn save_checkpoint(
     candle_core::safetensors::save(&tensors, &tmp)?;
     std::fs::rename(&tmp, &weights).map_err(io_error(&weights))?;
     let json = out.join(CHECKPOINT_STATE);
-    let mut state = state.clone();
-    state.step = adam.step;
-    let text = serde_json::to_string_pretty(&state).map_err(|e| TrainError::BadCheckpoint {
+    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::BadCheckpoint {
         path: json.clone(),
         reason: e.to_string(),
     })?;
     write_atomic(&json, text.as_bytes())
 }
 
-fn load_checkpoint(
+/// Seeds the weights and makes the optimiser; when resuming from a checkpoint in `dir`,
+/// restores both and returns the saved state in place of `fresh`. `same_options` says why the
+/// saved state's options differ from this run's, if they do; `step` reads its step.
+pub(crate) fn start_or_resume<S: serde::de::DeserializeOwned>(
+    varmap: &VarMap,
+    (seed, weight_decay): (u64, f64),
+    dir: &Path,
+    resume: bool,
+    fresh: S,
+    same_options: impl Fn(&S) -> Result<(), String>,
+    step: impl Fn(&S) -> usize,
+) -> Result<(AdamW, S), TrainError> {
+    seeded_init(varmap, seed)?;
+    let mut adam = AdamW::new(varmap, weight_decay)?;
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    if resume && dir.join(CHECKPOINT_STATE).is_file() {
+        let state = load_checkpoint(dir, varmap, &mut adam, same_options, step)?;
+        return Ok((adam, state));
+    }
+    Ok((adam, fresh))
+}
+
+/// Restores weights and optimiser moments, and returns the saved state.
+fn load_checkpoint<S: serde::de::DeserializeOwned>(
     out: &Path,
-    options: &TrainOptions,
     varmap: &VarMap,
     adam: &mut AdamW,
-) -> Result<CheckpointState, TrainError> {
+    same_options: impl Fn(&S) -> Result<(), String>,
+    step: impl Fn(&S) -> usize,
+) -> Result<S, TrainError> {
     let json = out.join(CHECKPOINT_STATE);
     let bad = |path: &Path, reason: String| TrainError::BadCheckpoint {
         path: path.to_path_buf(),
         reason,
     };
     let text = std::fs::read(&json).map_err(io_error(&json))?;
-    let state: CheckpointState =
-        serde_json::from_slice(&text).map_err(|e| bad(&json, e.to_string()))?;
-    let (a, b) = (
-        serde_json::to_value(&state.options).ok(),
-        serde_json::to_value(options).ok(),
-    );
-    if a != b {
-        return Err(TrainError::CheckpointMismatch {
-            path: json,
-            reason: format!("saved {:?}", state.options),
-        });
-    }
+    let state: S = serde_json::from_slice(&text).map_err(|e| bad(&json, e.to_string()))?;
+    same_options(&state).map_err(|reason| TrainError::CheckpointMismatch {
+        path: json.clone(),
+        reason,
+    })?;
     let weights = out.join(CHECKPOINT_WEIGHTS);
     let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
         .map_err(|e| bad(&weights, e.to_string()))?;
@@ -642,8 +658,28 @@ fn load_checkpoint(
         *m = get(&format!("adam.m.{name}"))?.clone();
         *v = get(&format!("adam.v.{name}"))?.clone();
     }
-    adam.step = state.step;
+    adam.step = step(&state);
     Ok(state)
+}
+
+/// Removes a finished run's checkpoint.
+pub(crate) fn remove_checkpoint(out: &Path) {
+    for f in [CHECKPOINT_WEIGHTS, CHECKPOINT_STATE] {
+        let _ = std::fs::remove_file(out.join(f));
+    }
+    let _ = std::fs::remove_dir(out);
+}
+
+/// The options check of a resumed run: saved and current options must serialise the same.
+pub(crate) fn same_options<O: Serialize + std::fmt::Debug>(
+    saved: &O,
+    current: &O,
+) -> Result<(), String> {
+    if serde_json::to_value(saved).ok() == serde_json::to_value(current).ok() {
+        Ok(())
+    } else {
+        Err(format!("saved {saved:?}"))
+    }
 }
 
 /// Writes `config.json` and `model.safetensors` (weights and batch-norm statistics) of the
@@ -667,7 +703,7 @@ pub fn save_model(out: &Path, config: &EventsConfig, varmap: &VarMap) -> Result<
     write_atomic(&out.join(CONFIG_FILE), text.as_bytes())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(io_error(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_error(path))

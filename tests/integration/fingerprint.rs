@@ -1,6 +1,20 @@
-//! `earshot eval fingerprint` on a small generated data folder.
+//! The fingerprint encoder: its shapes, a tiny training run, and `earshot eval fingerprint` on a
+//! small generated data folder.
 
+use std::ops::ControlFlow;
 use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use earshot::model::augment::NoiseBank;
+use earshot::model::fingerprint::{
+    FingerprintConfig, FingerprintEncoder, FingerprintNet, SEGMENT_FRAMES,
+};
+use earshot::model::train;
+use earshot::model::train_fingerprint::{
+    FingerprintData, FingerprintTrainOptions, train_fingerprint,
+};
+use earshot::model::{Encoded, Encoder};
 
 use crate::support::{Sample, earshot, write_wav};
 
@@ -101,4 +115,84 @@ fn eval_fingerprint_scores_every_condition_and_length_and_finds_clean_queries() 
     assert!(
         report["latency_ms_p95"].as_f64().unwrap() >= report["latency_ms_p50"].as_f64().unwrap()
     );
+}
+
+fn bank() -> NoiseBank {
+    let rir: Vec<f32> = (0..800)
+        .map(|k| (-(k as f32) / 150.0).exp() * if k % 7 == 0 { 1.0 } else { 0.2 })
+        .collect();
+    NoiseBank {
+        noises: vec![track(3.0, 100), track(3.0, 101)],
+        rirs: vec![rir],
+    }
+}
+
+#[test]
+fn a_fingerprint_is_a_unit_embedding_a_balanced_code_and_a_mask() {
+    let config = FingerprintConfig::default();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let net = FingerprintNet::load(&config, vb).unwrap();
+    train::seeded_init(&varmap, 3).unwrap();
+    let x = Tensor::randn(-40f32, 10.0, (3, SEGMENT_FRAMES, 64), &Device::Cpu).unwrap();
+    let out = net.forward_t(&x, false).unwrap();
+    assert_eq!(out.embedding.dims(), &[3, 128]);
+    let norms: Vec<f32> = out
+        .embedding
+        .sqr()
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-4), "{norms:?}");
+    let codes: Vec<Vec<f32>> = out.code.to_vec2().unwrap();
+    for code in &codes {
+        assert_eq!(code.len(), 64);
+        assert!(code.iter().all(|&b| b == 1.0 || b == -1.0));
+        let ones = code.iter().filter(|&&b| b > 0.0).count();
+        // Each bit is set against the mean of its own vector, so about half are.
+        assert!((16..=48).contains(&ones), "{ones} of 64 bits set");
+    }
+    assert_eq!(out.mask.dims(), &[3, 16, SEGMENT_FRAMES / 2]);
+}
+
+#[test]
+fn a_tiny_fingerprint_training_run_lowers_its_loss_saves_and_encodes() {
+    let recordings: Vec<Vec<f32>> = (0..6).map(|i| track(4.0, 10 + i)).collect();
+    let data = FingerprintData {
+        recordings,
+        bank: bank(),
+    };
+    let options = FingerprintTrainOptions {
+        bits: 64,
+        epochs: 4,
+        batch_size: 8,
+        steps_per_epoch: 6,
+        learning_rate: 3e-3,
+        weight_decay: 1e-2,
+        seed: 9,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let trained = train_fingerprint(
+        &data,
+        &options,
+        &dir.path().join("ckpt"),
+        false,
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let losses: Vec<f64> = trained.history.iter().map(|r| r.loss).collect();
+    assert_eq!(losses.len(), 4);
+    assert!(losses[3] < losses[0], "loss did not fall: {losses:?}");
+    let model = dir.path().join("fingerprint");
+    trained.save(&model).unwrap();
+    let encoder = FingerprintEncoder::load(&model).unwrap();
+    let segment = vec![-30f32; 96 * 64];
+    let mut out = Encoded::default();
+    encoder
+        .encode(&[&segment, &segment[..64 * 10]], &mut out)
+        .unwrap();
+    assert_eq!(out.codes.len(), 2);
+    assert_eq!(out.embeddings.len(), 2 * 128);
 }
