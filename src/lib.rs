@@ -6,9 +6,11 @@
 pub mod app;
 pub mod audio;
 pub mod cli;
+pub mod demo;
 pub mod eval;
 pub mod features;
 pub mod index;
 pub mod library;
 pub mod model;
+pub mod projection;
 pub mod search;

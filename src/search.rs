@@ -56,6 +56,18 @@ pub struct Hit {
     pub hamming: u32,
     /// `events`: cosine of the embeddings. `fingerprint`: share of query segments that voted.
     pub score: f32,
+    /// The codes of the best-matching query segment and library segment (for inspection; not
+    /// part of the command line's output).
+    #[serde(skip)]
+    pub codes: Option<MatchedCodes>,
+}
+
+/// The two codes behind a hit's Hamming distance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchedCodes {
+    pub bits: usize,
+    pub query: Vec<u64>,
+    pub library: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +220,7 @@ impl<'a> Searcher<'a> {
         }
         let nth = (top - 1).min(cut.len() - 1);
         let cutoff = *cut.select_nth_unstable(nth).1;
-        let mut per_file: HashMap<u32, (u32, f32, usize)> = HashMap::new();
+        let mut per_file: HashMap<u32, (u32, f32, usize, u32)> = HashMap::new();
         for (i, &(d, j)) in best.iter().enumerate() {
             let file = self.data.segments[i].file;
             if d > cutoff || d != file_best[file as usize] {
@@ -219,12 +231,12 @@ impl<'a> Searcher<'a> {
             } else {
                 0.0
             };
-            let e = per_file.entry(file).or_insert((d, cos, i));
+            let e = per_file.entry(file).or_insert((d, cos, i, j));
             if cos > e.1 {
-                *e = (d, cos, i);
+                *e = (d, cos, i, j);
             }
         }
-        let mut ranked: Vec<(u32, (u32, f32, usize))> = per_file.into_iter().collect();
+        let mut ranked: Vec<(u32, (u32, f32, usize, u32))> = per_file.into_iter().collect();
         ranked.sort_by(|a, b| {
             a.1.0
                 .cmp(&b.1.0)
@@ -234,16 +246,18 @@ impl<'a> Searcher<'a> {
         ranked.truncate(top);
         ranked
             .into_iter()
-            .map(|(file, (d, cos, i))| {
+            .map(|(file, (d, cos, i, j))| {
                 let s = self.data.segments[i];
                 let start_s = f64::from(s.start_frame) * self.frame_s();
-                self.hit(
+                let mut hit = self.hit(
                     file,
                     start_s,
                     start_s + f64::from(s.n_frames) * self.frame_s(),
                     d,
                     cos,
-                )
+                );
+                hit.codes = Some(self.matched_codes(q, j as usize, i));
+                hit
             })
             .collect()
     }
@@ -288,8 +302,8 @@ impl<'a> Searcher<'a> {
     fn vote(&self, q: &QuerySegments, query_s: f64, top: usize) -> (Vec<Hit>, usize) {
         let words = self.data.words();
         let max_distance = (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32;
-        // (file, offset in frames) -> (weight, best distance)
-        let mut votes: HashMap<(u32, i64), (f32, u32)> = HashMap::new();
+        // (file, offset in frames) -> (weight, best distance, its library and query segments)
+        let mut votes: HashMap<(u32, i64), (f32, u32, usize, usize)> = HashMap::new();
         let mut compared = 0;
         for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
             let (neighbours, scanned) = self.fingerprint_neighbours(qcode);
@@ -300,15 +314,24 @@ impl<'a> Searcher<'a> {
                 }
                 let s = self.data.segments[i];
                 let offset = i64::from(s.start_frame) - q.starts[j] as i64;
-                let e = votes.entry((s.file, offset)).or_insert((0.0, u32::MAX));
+                let e = votes
+                    .entry((s.file, offset))
+                    .or_insert((0.0, u32::MAX, i, j));
                 e.0 += 1.0 - d as f32 / max_distance.max(1) as f32;
-                e.1 = e.1.min(d);
+                if d < e.1 {
+                    (e.1, e.2, e.3) = (d, i, j);
+                }
             }
         }
         let window = (self.data.segmentation.hop / 2) as i64;
-        let mut per_file: HashMap<u32, Vec<(i64, f32, u32)>> = HashMap::new();
-        for ((file, offset), (w, d)) in votes {
-            per_file.entry(file).or_default().push((offset, w, d));
+        let mut per_file: HashMap<u32, Vec<Vote>> = HashMap::new();
+        for ((file, offset), (weight, distance, segment, query_segment)) in votes {
+            per_file.entry(file).or_default().push(Vote {
+                offset,
+                weight,
+                distance,
+                segments: (query_segment, segment),
+            });
         }
         let mut ranked: Vec<(u32, OffsetCluster)> = per_file
             .into_iter()
@@ -321,13 +344,15 @@ impl<'a> Searcher<'a> {
             .into_iter()
             .map(|(file, c)| {
                 let start_s = c.offset as f64 * self.frame_s();
-                self.hit(
+                let mut hit = self.hit(
                     file,
                     start_s,
                     start_s + query_s,
                     c.distance,
                     (c.weight / n_query).min(1.0),
-                )
+                );
+                hit.codes = Some(self.matched_codes(q, c.segments.0, c.segments.1));
+                hit
             })
             .collect();
         (hits, compared)
@@ -352,6 +377,20 @@ impl<'a> Searcher<'a> {
         }
     }
 
+    fn matched_codes(
+        &self,
+        q: &QuerySegments,
+        query_segment: usize,
+        segment: usize,
+    ) -> MatchedCodes {
+        let w = self.data.words();
+        MatchedCodes {
+            bits: self.data.encoder.bits,
+            query: q.encoded.codes[query_segment * w..(query_segment + 1) * w].to_vec(),
+            library: self.data.code(segment).to_vec(),
+        }
+    }
+
     /// Seconds per log-mel frame of the index.
     fn frame_s(&self) -> f64 {
         1.0 / self.index.features.frames_per_second()
@@ -367,44 +406,60 @@ impl<'a> Searcher<'a> {
             end_s,
             hamming,
             score,
+            codes: None,
         }
     }
+}
+
+/// Votes for one (file, offset).
+struct Vote {
+    offset: i64,
+    weight: f32,
+    /// The smallest distance among them, and its (query, library) segments.
+    distance: u32,
+    segments: (usize, usize),
 }
 
 struct OffsetCluster {
     offset: i64,
     weight: f32,
     distance: u32,
+    segments: (usize, usize),
 }
 
 /// The window of `±window` frames holding the most vote weight; its offset is that of its
 /// heaviest single vote (an exactly aligned query segment).
-fn heaviest_cluster(votes: &mut [(i64, f32, u32)], window: i64) -> OffsetCluster {
-    votes.sort_by_key(|v| v.0);
+fn heaviest_cluster(votes: &mut [Vote], window: i64) -> OffsetCluster {
+    votes.sort_by_key(|v| v.offset);
     let mut best = OffsetCluster {
         offset: 0,
         weight: f32::MIN,
         distance: u32::MAX,
+        segments: (0, 0),
     };
     let mut lo = 0;
     let mut sum = 0.0;
     for hi in 0..votes.len() {
-        sum += votes[hi].1;
-        while votes[hi].0 - votes[lo].0 > 2 * window {
-            sum -= votes[lo].1;
+        sum += votes[hi].weight;
+        while votes[hi].offset - votes[lo].offset > 2 * window {
+            sum -= votes[lo].weight;
             lo += 1;
         }
         if sum > best.weight {
             let members = &votes[lo..=hi];
             let peak = members
                 .iter()
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map_or(votes[hi].0, |p| p.0);
-            let distance = members.iter().map(|m| m.2).min().unwrap_or(u32::MAX);
+                .max_by(|a, b| a.weight.total_cmp(&b.weight))
+                .map_or(votes[hi].offset, |p| p.offset);
+            let closest = members
+                .iter()
+                .min_by_key(|m| m.distance)
+                .unwrap_or(&votes[hi]);
             best = OffsetCluster {
                 offset: peak,
                 weight: sum,
-                distance,
+                distance: closest.distance,
+                segments: closest.segments,
             };
         }
     }
@@ -424,15 +479,21 @@ mod tests {
 
     #[test]
     fn the_heaviest_cluster_wins_and_keeps_its_peak_offset() {
+        let vote = |offset, weight, distance| Vote {
+            offset,
+            weight,
+            distance,
+            segments: (0, distance as usize),
+        };
         let mut votes = vec![
-            (100, 1.0, 3),
-            (102, 3.0, 1),
-            (104, 1.0, 4),
-            (400, 2.5, 2),
-            (900, 0.5, 9),
+            vote(100, 1.0, 3),
+            vote(102, 3.0, 1),
+            vote(104, 1.0, 4),
+            vote(400, 2.5, 2),
+            vote(900, 0.5, 9),
         ];
         let c = heaviest_cluster(&mut votes, 5);
-        assert_eq!((c.offset, c.distance), (102, 1));
+        assert_eq!((c.offset, c.distance, c.segments), (102, 1, (0, 1)));
         assert!((c.weight - 5.0).abs() < 1e-6);
     }
 }

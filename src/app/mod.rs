@@ -1,6 +1,37 @@
 //! The desktop application (egui). It calls the engine; the engine never calls it.
+//!
+//! Layout: the library on the left, the query's spectrogram on top, results or the map in the
+//! middle, the inspector on the right, notices at the bottom. Panels only draw and collect
+//! [`Command`]s; the commands are applied at the end of the frame ([`EarshotApp::apply`]).
+//! Everything slow (decoding, inference, disk) runs in a [`task::Task`].
+
+mod audio;
+mod commands;
+mod dialogs;
+mod inspector_panel;
+pub mod jobs;
+mod library_panel;
+mod map_panel;
+mod query_panel;
+mod results_panel;
+pub mod settings;
+mod spectrogram_view;
+pub mod task;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use eframe::egui;
+
+pub use commands::Command;
+use jobs::{Clip, IndexOutcome, IndexProgress, Inspected, SearchOutcome};
+use settings::Settings;
+use task::Task;
+
+use crate::index::Index;
+use crate::index::build::Encoders;
+use crate::search::Hit;
 
 /// Opens the main window and runs until it is closed.
 pub fn run() -> anyhow::Result<()> {
@@ -8,39 +39,490 @@ pub fn run() -> anyhow::Result<()> {
         viewport: egui::ViewportBuilder::default()
             .with_title("Earshot")
             .with_app_id("earshot")
-            .with_inner_size([1100.0, 720.0])
-            .with_min_inner_size([640.0, 400.0]),
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([720.0, 480.0])
+            .with_drag_and_drop(true),
         ..Default::default()
     };
+    let data_dir = default_data_dir();
     eframe::run_native(
         "Earshot",
         options,
-        Box::new(|cc| Ok(Box::new(EarshotApp::new(cc)))),
+        Box::new(move |cc| Ok(Box::new(EarshotApp::new(cc, AppOptions::new(data_dir))))),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the Earshot window: {e}"))
 }
 
-/// The application; panels arrive with the app issue.
+/// Where libraries' indexes, the demo library and exports go by default.
+pub fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("org", "Earshot", "earshot").map_or_else(
+        || std::env::temp_dir().join("earshot"),
+        |d| d.data_dir().to_owned(),
+    )
+}
+
+/// How the app is set up (tests point `data_dir` at a temporary folder).
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub data_dir: PathBuf,
+    /// Look for sound devices at start (off in tests, where there are none to find).
+    pub probe_devices: bool,
+}
+
+impl AppOptions {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            probe_devices: true,
+        }
+    }
+}
+
+/// A result row and the user's judgement of it.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub hit: Hit,
+    pub relevant: Option<bool>,
+}
+
+/// What the query panel holds: the clip, the selected region, and what the last search found.
+pub struct QueryState {
+    pub clip: Clip,
+    pub texture: Option<egui::TextureHandle>,
+    /// Seconds from the clip's start.
+    pub selection: Option<(f64, f64)>,
+    pub outcome: Option<SearchOutcome>,
+    pub error: Option<String>,
+}
+
+/// A library's runtime side: its loaded index and the last indexing report.
 #[derive(Default)]
-pub struct EarshotApp {}
+pub struct LibraryState {
+    pub index: Option<Arc<Index>>,
+    pub error: Option<String>,
+    pub failed: Vec<(PathBuf, String)>,
+    pub summary: Option<String>,
+    pub loading: Option<Task<(), Result<Option<Arc<Index>>, String>>>,
+}
+
+pub struct EarshotApp {
+    pub settings: Settings,
+    pub options: AppOptions,
+    pub encoders: Option<Arc<Encoders>>,
+    pub encoder_error: Option<String>,
+    encoders_task: Option<Task<(), Result<Arc<Encoders>, String>>>,
+    pub libraries: HashMap<PathBuf, LibraryState>,
+    pub indexing: Option<(PathBuf, Task<IndexProgress, IndexOutcome>)>,
+    /// Indexing asked for before the models loaded (`true`: rebuild); starts once they have.
+    pending_index: Option<bool>,
+    pub query: Option<QueryState>,
+    query_task: Option<Task<(), Result<(Clip, Option<(f64, f64)>), String>>>,
+    search_task: Option<Task<(), Result<SearchOutcome, String>>>,
+    pub results: Vec<ResultRow>,
+    pub selected: Option<usize>,
+    pub inspector: Option<Result<Inspected, String>>,
+    inspector_textures: Option<egui::TextureHandle>,
+    inspect_task: Option<Task<(), Result<Inspected, String>>>,
+    pub map: map_panel::MapState,
+    pub audio: audio::AudioState,
+    dialogs: dialogs::Dialogs,
+    pub file_filter: String,
+    /// Messages for the user, newest last (errors and confirmations).
+    pub notices: Vec<String>,
+    commands: Vec<Command>,
+}
 
 impl EarshotApp {
-    pub fn new(_cc: &eframe::CreationContext<'_>) -> Self {
-        Self::default()
+    pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
+        let settings = Settings::from_storage(cc.storage);
+        let ctx = &cc.egui_ctx;
+        let mut app = Self {
+            encoders_task: Some(Task::spawn(ctx, "models", |_| jobs::load_encoders())),
+            audio: audio::AudioState::new(ctx, options.probe_devices),
+            settings,
+            options,
+            encoders: None,
+            encoder_error: None,
+            libraries: HashMap::new(),
+            indexing: None,
+            pending_index: None,
+            query: None,
+            query_task: None,
+            search_task: None,
+            results: Vec::new(),
+            selected: None,
+            inspector: None,
+            inspector_textures: None,
+            inspect_task: None,
+            map: map_panel::MapState::default(),
+            dialogs: dialogs::Dialogs::default(),
+            file_filter: String::new(),
+            notices: Vec::new(),
+            commands: Vec::new(),
+        };
+        for lib in app.settings.libraries.clone() {
+            app.start_loading(ctx, &lib.db);
+        }
+        app
+    }
+
+    pub fn push(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    /// Whether anything runs in the background (tests wait for this to clear).
+    pub fn is_busy(&self) -> bool {
+        self.encoders_task.is_some()
+            || self.indexing.is_some()
+            || self.pending_index.is_some()
+            || self.query_task.is_some()
+            || self.search_task.is_some()
+            || self.inspect_task.is_some()
+            || self.libraries.values().any(|l| l.loading.is_some())
+            || self.map.is_busy()
+            || self.audio.is_busy()
+    }
+
+    fn start_loading(&mut self, ctx: &egui::Context, db: &Path) {
+        let path = db.to_owned();
+        let state = self.libraries.entry(db.to_owned()).or_default();
+        state.loading = Some(Task::spawn(ctx, "load-index", move |_| {
+            jobs::load_index(&path)
+        }));
+    }
+
+    /// The selected library's settings and loaded index.
+    pub fn current(&self) -> Option<(&settings::LibrarySettings, Option<&Arc<Index>>)> {
+        let lib = self.settings.library()?;
+        let index = self.libraries.get(&lib.db).and_then(|s| s.index.as_ref());
+        Some((lib, index))
+    }
+
+    pub fn notify(&mut self, message: impl Into<String>) {
+        self.notices.push(message.into());
+        if self.notices.len() > 20 {
+            self.notices.remove(0);
+        }
+    }
+
+    /// Collects what background tasks finished since the last frame.
+    fn poll_tasks(&mut self, ctx: &egui::Context) {
+        if let Some(result) = task::finished(&mut self.encoders_task) {
+            match result {
+                Ok(e) => {
+                    self.encoders = Some(e);
+                    if let Some(rebuild) = self.pending_index.take() {
+                        self.commands.push(Command::Index { rebuild });
+                    }
+                    self.commands.push(Command::Search);
+                }
+                Err(e) => {
+                    self.notify(format!("cannot load the models: {e}"));
+                    self.encoder_error = Some(e);
+                }
+            }
+        }
+        for state in self.libraries.values_mut() {
+            if let Some(result) = task::finished(&mut state.loading) {
+                match result {
+                    Ok(index) => (state.index, state.error) = (index, None),
+                    Err(e) => state.error = Some(e),
+                }
+            }
+        }
+        self.poll_indexing();
+        self.poll_query(ctx);
+        if let Some(result) = task::finished(&mut self.inspect_task) {
+            self.inspector_textures = None;
+            self.inspector = Some(result);
+        }
+        self.map.poll();
+        self.audio.poll();
+        if let Some(command) = self.dialogs.poll() {
+            self.commands.push(command);
+        }
+    }
+
+    fn poll_indexing(&mut self) {
+        let Some((db, task)) = &mut self.indexing else {
+            return;
+        };
+        let Some(outcome) = task.poll() else {
+            return;
+        };
+        let db = db.clone();
+        self.indexing = None;
+        let state = self.libraries.entry(db).or_default();
+        match outcome.result {
+            Ok(report) => {
+                state.failed = report
+                    .failed
+                    .iter()
+                    .map(|p| (p.path.clone(), p.reason.clone()))
+                    .collect();
+                state.summary = Some(library_panel::summary(&report));
+                state.error = None;
+            }
+            Err(e) => state.error = Some(e.to_string()),
+        }
+        match outcome.index {
+            Ok(index) => state.index = index,
+            Err(e) => state.error = Some(e),
+        }
+        self.map.invalidate();
+        // Results point into the old index: search again with the same query.
+        if self.query.is_some() {
+            self.commands.push(Command::Search);
+        }
+    }
+
+    fn poll_query(&mut self, ctx: &egui::Context) {
+        if let Some(result) = task::finished(&mut self.query_task) {
+            match result {
+                Ok((clip, selection)) => {
+                    self.query = Some(QueryState {
+                        clip,
+                        texture: None,
+                        selection,
+                        outcome: None,
+                        error: None,
+                    });
+                    self.start_search(ctx);
+                }
+                Err(e) => self.notify(e),
+            }
+        }
+        if let Some(result) = task::finished(&mut self.search_task) {
+            let Some(query) = &mut self.query else {
+                return;
+            };
+            match result {
+                Ok(outcome) => {
+                    self.results = outcome
+                        .hits
+                        .iter()
+                        .map(|h| ResultRow {
+                            hit: h.clone(),
+                            relevant: None,
+                        })
+                        .collect();
+                    query.outcome = Some(outcome);
+                    query.error = None;
+                    self.selected = None;
+                    self.inspector = None;
+                    if !self.results.is_empty() {
+                        self.commands.push(Command::SelectResult(0));
+                    }
+                }
+                Err(e) => {
+                    query.error = Some(e);
+                    self.results.clear();
+                }
+            }
+        }
+    }
+
+    /// Searches the selected library with the current query and selection.
+    fn start_search(&mut self, ctx: &egui::Context) {
+        let (Some(query), Some(encoders)) = (&self.query, &self.encoders) else {
+            return;
+        };
+        let Some((lib, Some(index))) = self.current() else {
+            if let Some(q) = &mut self.query {
+                q.error = Some(
+                    "index a library first: its files are what the query is compared with".into(),
+                );
+            }
+            return;
+        };
+        let (clip, region, mode, db, index, encoders, top) = (
+            query.clip.clone(),
+            query.selection,
+            self.settings.mode,
+            lib.db.clone(),
+            index.clone(),
+            encoders.clone(),
+            self.settings.top,
+        );
+        self.search_task = Some(Task::spawn(ctx, "search", move |_| {
+            jobs::search(&clip, region, mode, &db, &index, &encoders, top)
+        }));
+    }
+
+    fn draw(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::Panel::left("library")
+            .resizable(true)
+            .default_size(300.0)
+            .show(ui, |ui| library_panel::show(self, ui));
+        if self.settings.show_inspector && self.query.is_some() {
+            egui::Panel::right("inspector")
+                .resizable(true)
+                .default_size(360.0)
+                .show(ui, |ui| {
+                    inspector_panel::show(self, ui);
+                });
+        }
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            if self.settings.libraries.is_empty() && self.query.is_none() {
+                library_panel::empty_state(self, ui);
+                return;
+            }
+            query_panel::show(self, ui);
+            ui.separator();
+            match self.settings.central_view {
+                settings::CentralView::Results => results_panel::show(self, ui),
+                settings::CentralView::Map => map_panel::show(self, ui),
+            }
+        });
+    }
+
+    fn toolbar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("Earshot");
+            ui.separator();
+            if ui
+                .button("Open clip…")
+                .on_hover_text("Search with an audio file (Ctrl+O); or drop one on the window")
+                .clicked()
+            {
+                self.push(Command::OpenDialog);
+            }
+            audio::record_button(self, ui);
+            ui.separator();
+            let mut mode = self.settings.mode;
+            ui.selectable_value(&mut mode, crate::model::Mode::Events, "Similar sounds")
+                .on_hover_text("Other sounds like this one (events encoder)");
+            ui.selectable_value(&mut mode, crate::model::Mode::Fingerprint, "Exact match")
+                .on_hover_text("Where this exact clip occurs, with its time (fingerprint encoder)");
+            if mode != self.settings.mode {
+                self.push(Command::SetMode(mode));
+            }
+            ui.separator();
+            let view = &mut self.settings.central_view;
+            ui.selectable_value(view, settings::CentralView::Results, "Results");
+            ui.selectable_value(view, settings::CentralView::Map, "Map");
+            ui.separator();
+            ui.checkbox(&mut self.settings.show_attention, "Attention")
+                .on_hover_text("Draw the encoder's attention over the spectrograms");
+            ui.checkbox(&mut self.settings.show_inspector, "Inspector");
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            match (&self.encoders, &self.encoder_error) {
+                (Some(e), _) => {
+                    let names: Vec<String> = e.values().map(|e| e.info().name.clone()).collect();
+                    ui.weak(format!("models: {}", names.join(", ")));
+                }
+                (None, Some(_)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, "models failed to load");
+                }
+                (None, None) => {
+                    ui.spinner();
+                    ui.weak("loading models…");
+                }
+            }
+            if let Some(last) = self.notices.last().cloned() {
+                ui.separator();
+                ui.label(&last);
+                if ui
+                    .small_button("dismiss")
+                    .on_hover_text("Dismiss")
+                    .clicked()
+                {
+                    self.notices.pop();
+                }
+            }
+        });
+    }
+
+    fn handle_input(&mut self, ctx: &egui::Context) {
+        let (dropped, open, record, space, up, down) = ctx.input_mut(|i| {
+            (
+                std::mem::take(&mut i.raw.dropped_files),
+                i.consume_key(egui::Modifiers::COMMAND, egui::Key::O),
+                i.consume_key(egui::Modifiers::COMMAND, egui::Key::R),
+                i.key_pressed(egui::Key::Space),
+                i.key_pressed(egui::Key::ArrowUp),
+                i.key_pressed(egui::Key::ArrowDown),
+            )
+        });
+        let paths: Vec<PathBuf> = dropped.iter().map(|f| f.path().to_owned()).collect();
+        if !paths.is_empty() {
+            self.push(Command::Dropped(paths));
+        }
+        if open {
+            self.push(Command::OpenDialog);
+        }
+        if record {
+            self.push(Command::ToggleRecording);
+        }
+        // Keys that would otherwise type into a focused text field are left to it.
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        if space {
+            self.push(Command::TogglePlaySelected);
+        }
+        let n = self.results.len();
+        if n > 0 && (up || down) {
+            let current = self.selected.unwrap_or(0);
+            let next = if up {
+                current.saturating_sub(1)
+            } else {
+                (current + 1).min(n - 1)
+            };
+            self.push(Command::SelectResult(next));
+        }
     }
 }
 
 impl eframe::App for EarshotApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::CentralPanel::default().show(ui, |ui| {
-            ui.vertical_centered(|ui| {
-                ui.add_space(ui.available_height() / 3.0);
-                ui.heading("Earshot");
-                ui.label("Explore audio collections by example.");
-                ui.add_space(8.0);
-                ui.weak("The library, query and results panels are on their way.");
-                ui.weak("Meanwhile, from a terminal: `earshot index FOLDER`, then `earshot query CLIP`.");
-            });
-        });
+        let ctx = ui.ctx().clone();
+        self.poll_tasks(&ctx);
+        self.handle_input(&ctx);
+        self.draw(ui);
+        file_drop_overlay(&ctx);
+        for command in std::mem::take(&mut self.commands) {
+            self.apply(&ctx, command);
+        }
+        if self.is_busy() {
+            // Progress bars and spinners move even when no task reports.
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
     }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, settings::STORAGE_KEY, &self.settings);
+    }
+
+    /// Often, so that a crash loses at most a few seconds of changes to libraries and settings.
+    fn auto_save_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+}
+
+/// Darkens the window and says what a drop will do while files hover over it.
+fn file_drop_overlay(ctx: &egui::Context) {
+    let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
+    if !hovering {
+        return;
+    }
+    let painter = ctx.layer_painter(egui::LayerId::new(
+        egui::Order::Foreground,
+        egui::Id::unique("drop-overlay"),
+    ));
+    let rect = ctx.content_rect();
+    painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(180));
+    painter.text(
+        rect.center(),
+        egui::Align2::CENTER_CENTER,
+        "Drop an audio file to search with it, or a folder to add it to the library",
+        egui::FontId::proportional(20.0),
+        egui::Color32::WHITE,
+    );
 }

@@ -1,6 +1,7 @@
 //! Audio input: decoding any supported file to mono f32 at 16 kHz, and resampling.
 
 pub mod decode;
+pub mod device;
 pub mod resample;
 
 pub use decode::{

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::attention::SpectralTemporalAttention;
 use super::config::{ModelError, ModelFiles, Versioned};
 use super::hashing::{balanced_bits, balanced_sign, pack_bits};
-use super::{EncodeError, Encoded, Encoder, EncoderInfo, Segmentation};
+use super::{AttentionMap, EncodeError, Encoded, Encoder, EncoderInfo, Segmentation};
 use crate::features::LOG_MEL_BANDS;
 use crate::features::segment::SILENCE_DB;
 
@@ -343,15 +343,21 @@ pub(crate) fn pool_time(x: &Tensor) -> Result<Tensor> {
 /// Leading and trailing frames of (near) digital silence removed; a clip that is all silence is
 /// kept whole. ESC-50 pads short events with zeros, which would otherwise dominate the pooling.
 pub fn trim_silence(frames: &[f32]) -> &[f32] {
+    let kept = loud_frames(frames);
+    &frames[kept.start * LOG_MEL_BANDS..kept.end * LOG_MEL_BANDS]
+}
+
+/// The frames [`trim_silence`] keeps.
+fn loud_frames(frames: &[f32]) -> std::ops::Range<usize> {
     let loud = |f: &[f32]| f.iter().any(|&x| x >= SILENCE_DB);
     let rows: Vec<&[f32]> = frames.chunks_exact(LOG_MEL_BANDS).collect();
-    let (Some(first), Some(last)) = (
+    match (
         rows.iter().position(|f| loud(f)),
         rows.iter().rposition(|f| loud(f)),
-    ) else {
-        return frames;
-    };
-    &frames[first * LOG_MEL_BANDS..(last + 1) * LOG_MEL_BANDS]
+    ) {
+        (Some(first), Some(last)) => first..last + 1,
+        _ => 0..rows.len(),
+    }
 }
 
 /// A trained `events` model behind the engine's [`Encoder`] trait.
@@ -387,18 +393,21 @@ impl EventsEncoder {
         &self.net
     }
 
-    /// The attention mask of one clip, averaged over channels: `MASK_BANDS` rows (2 mel bands
-    /// each) by one column per [`TIME_POOL`] frames of the trimmed clip, row-major.
-    pub fn attention_map(&self, log_mel: &[f32]) -> Result<(usize, Vec<f32>)> {
-        let clip = trim_silence(log_mel);
-        let x = Tensor::from_slice(
-            clip,
-            (1, clip.len() / LOG_MEL_BANDS, LOG_MEL_BANDS),
-            &Device::Cpu,
-        )?;
+    /// The attention mask of one clip, averaged over channels: `MASK_BANDS` rows by the time
+    /// steps of the last feature map, which span the clip without its leading and trailing
+    /// silence.
+    pub fn attention_map(&self, log_mel: &[f32]) -> Result<AttentionMap> {
+        let kept = loud_frames(log_mel);
+        let clip = &log_mel[kept.start * LOG_MEL_BANDS..kept.end * LOG_MEL_BANDS];
+        let x = Tensor::from_slice(clip, (1, kept.len(), LOG_MEL_BANDS), &Device::Cpu)?;
         let mask = self.net.forward_t(&x, false)?.mask.squeeze(0)?;
-        let columns = mask.dim(1)?;
-        Ok((columns, mask.flatten_all()?.to_vec1()?))
+        let (rows, columns) = mask.dims2()?;
+        Ok(AttentionMap {
+            rows,
+            columns,
+            values: mask.flatten_all()?.to_vec1()?,
+            frames: kept,
+        })
     }
 }
 
@@ -420,6 +429,15 @@ impl Encoder for EventsEncoder {
         let trimmed: Vec<&[f32]> = segments.iter().map(|s| trim_silence(s)).collect();
         encode_clips(&self.net, &trimmed, out)
             .map(|_classes| ())
+            .map_err(|e| EncodeError::Model(e.to_string()))
+    }
+
+    fn attention(&self, log_mel: &[f32]) -> std::result::Result<Option<AttentionMap>, EncodeError> {
+        if log_mel.len() < MIN_FRAMES * LOG_MEL_BANDS {
+            return Ok(None);
+        }
+        self.attention_map(log_mel)
+            .map(Some)
             .map_err(|e| EncodeError::Model(e.to_string()))
     }
 }

@@ -240,6 +240,78 @@ impl Encoder for FingerprintEncoder {
         super::check_segments(segments)?;
         encode_segments(&self.net, segments, out).map_err(|e| EncodeError::Model(e.to_string()))
     }
+
+    fn attention(
+        &self,
+        log_mel: &[f32],
+    ) -> std::result::Result<Option<super::AttentionMap>, EncodeError> {
+        attention_map(&self.net, log_mel).map_err(|e| EncodeError::Model(e.to_string()))
+    }
+}
+
+/// The attention masks of consecutive [`SEGMENT_FRAMES`] windows of a clip, side by side (the
+/// last window ends at the clip's end and gives only the columns past the one before).
+pub fn attention_map(net: &FingerprintNet, log_mel: &[f32]) -> Result<Option<super::AttentionMap>> {
+    let frames = log_mel.len() / LOG_MEL_BANDS;
+    if frames == 0 {
+        return Ok(None);
+    }
+    let starts: Vec<usize> = if frames <= SEGMENT_FRAMES {
+        vec![0]
+    } else {
+        let mut s: Vec<usize> = (0..frames - SEGMENT_FRAMES)
+            .step_by(SEGMENT_FRAMES)
+            .collect();
+        s.push(frames - SEGMENT_FRAMES);
+        s
+    };
+    let windows: Vec<Vec<f32>> = starts
+        .iter()
+        .map(|&s| {
+            fit_to_segment(
+                &log_mel[s * LOG_MEL_BANDS..(s + SEGMENT_FRAMES).min(frames) * LOG_MEL_BANDS],
+            )
+        })
+        .collect();
+    let mut masks = Vec::new();
+    for batch in windows.chunks(ENCODE_BATCH) {
+        let flat: Vec<f32> = batch.concat();
+        let x = Tensor::from_vec(
+            flat,
+            (batch.len(), SEGMENT_FRAMES, LOG_MEL_BANDS),
+            &Device::Cpu,
+        )?;
+        masks.extend(net.forward_t(&x, false)?.mask.to_vec3::<f32>()?);
+    }
+    let rows = masks.first().map_or(0, Vec::len);
+    let per_column = SEGMENT_FRAMES
+        / masks
+            .first()
+            .and_then(|m| m.first())
+            .map_or(1, Vec::len)
+            .max(1);
+    // Column c of window w covers frames starts[w] + c * per_column; keep each frame's first.
+    let total = frames.div_ceil(per_column);
+    let mut values = vec![0.0f32; rows * total];
+    let mut next = 0;
+    for (w, mask) in masks.iter().enumerate() {
+        let first = starts[w] / per_column;
+        for (r, row) in mask.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let col = first + c;
+                if col >= next && col < total {
+                    values[r * total + col] = v;
+                }
+            }
+        }
+        next = (first + mask.first().map_or(0, Vec::len)).min(total);
+    }
+    Ok(Some(super::AttentionMap {
+        rows,
+        columns: total,
+        values,
+        frames: 0..total * per_column,
+    }))
 }
 
 /// Codes and embeddings of segments, in order. Every segment is cut or looped to

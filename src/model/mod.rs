@@ -145,6 +145,23 @@ pub trait Encoder: Send + Sync {
 
     /// Appends the encodings of `segments` (each frame-major log-mel, any number of frames) to `out`.
     fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError>;
+
+    /// Where the encoder looks in a clip (frame-major log-mel), for drawing over its
+    /// spectrogram; `None` for encoders without attention.
+    fn attention(&self, _log_mel: &[f32]) -> Result<Option<AttentionMap>, EncodeError> {
+        Ok(None)
+    }
+}
+
+/// An attention mask over a clip: `rows` groups of mel bands (lowest first) by `columns` time
+/// steps spread evenly over `frames`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionMap {
+    pub rows: usize,
+    pub columns: usize,
+    pub values: Vec<f32>,
+    /// The log-mel frames of the clip the columns cover.
+    pub frames: std::ops::Range<usize>,
 }
 
 /// The data-independent LSH encoder of a mode (the baseline every trained model must beat).

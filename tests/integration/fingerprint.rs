@@ -155,6 +155,23 @@ fn a_fingerprint_is_a_unit_embedding_a_balanced_code_and_a_mask() {
         assert!((16..=48).contains(&ones), "{ones} of 64 bits set");
     }
     assert_eq!(out.mask.dims(), &[3, 16, SEGMENT_FRAMES / 2]);
+
+    // The attention of a clip of any length covers all of it, window after window.
+    for frames in [40, SEGMENT_FRAMES, 250] {
+        let log_mel = vec![-30.0f32; frames * 64];
+        let map = earshot::model::fingerprint::attention_map(&net, &log_mel)
+            .unwrap()
+            .unwrap();
+        assert_eq!(map.rows, 16);
+        assert_eq!(map.columns, frames.div_ceil(2));
+        assert_eq!(map.values.len(), map.rows * map.columns);
+        assert!(
+            map.frames.start == 0 && map.frames.end >= frames,
+            "{:?}",
+            map.frames
+        );
+        assert!(map.values.iter().all(|v| v.is_finite() && *v > 0.0));
+    }
 }
 
 #[test]

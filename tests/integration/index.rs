@@ -122,6 +122,29 @@ fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
 }
 
 #[test]
+fn every_hit_carries_the_two_codes_behind_its_hamming_distance() {
+    let dir = TempDir::new().unwrap();
+    make_library(&dir.path().join("lib"), 4);
+    let db = dir.path().join("db");
+    build(&db, &[dir.path().join("lib")]);
+    let index = format::load(&db).unwrap();
+    for mode in Mode::ALL {
+        let hits = search(&index, mode, &melody(1, 4.0));
+        assert!(!hits.is_empty());
+        for hit in &hits {
+            let codes = hit.codes.as_ref().expect("codes");
+            let differing: u32 = codes
+                .query
+                .iter()
+                .zip(&codes.library)
+                .map(|(a, b)| (a ^ b).count_ones())
+                .sum();
+            assert_eq!((differing, codes.bits), (hit.hamming, 64), "{mode:?}");
+        }
+    }
+}
+
+#[test]
 fn every_engine_agrees_on_the_best_match() {
     let dir = TempDir::new().unwrap();
     let files = make_library(&dir.path().join("lib"), 6);

@@ -1,5 +1,6 @@
 //! Earshot's integration tests: one crate, one module per area.
 
+mod app;
 mod cli;
 mod decode;
 mod features;

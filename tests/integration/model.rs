@@ -82,6 +82,28 @@ fn every_clip_length_from_a_fifth_of_a_second_to_half_a_minute_gives_one_code() 
 }
 
 #[test]
+fn the_events_attention_map_spans_the_clip_without_its_silent_ends() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-64");
+    let encoder = EventsEncoder::load(&shipped).unwrap();
+    let mut log_mel = sound(0, 3.0, 5);
+    let frames = log_mel.len() / LOG_MEL_BANDS;
+    // 50 frames of digital silence at each end.
+    for f in (0..50).chain(frames - 50..frames) {
+        log_mel[f * LOG_MEL_BANDS..(f + 1) * LOG_MEL_BANDS].fill(-100.0);
+    }
+    let map = encoder.attention(&log_mel).unwrap().unwrap();
+    assert_eq!(map.frames, 50..frames - 50);
+    assert_eq!(map.rows, MASK_BANDS);
+    assert_eq!(map.values.len(), map.rows * map.columns);
+    assert!(map.columns > 1);
+    // Too short a clip has no map rather than an error.
+    assert_eq!(
+        encoder.attention(&log_mel[..4 * LOG_MEL_BANDS]).unwrap(),
+        None
+    );
+}
+
+#[test]
 fn saved_weights_load_back_to_identical_codes_and_embeddings() {
     let (config, varmap, net) = seeded_net(32);
     let dir = tempfile::tempdir().unwrap();

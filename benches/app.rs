@@ -1,0 +1,176 @@
+//! The desktop app's responsiveness, measured by driving the real app headless (egui_kittest):
+//!
+//! - frame time (p50/p95) while a library indexes, and of the map with one point per file;
+//! - time from dropping a clip on the window to the results table being filled;
+//! - t-SNE time for a given number of codes.
+//!
+//!     cargo bench --bench app -- FOLDER [COPIES] [TSNE_CODES]
+//!
+//! FOLDER (e.g. `../shared/data/esc50/audio`) is linked COPIES times (default 10) into a
+//! temporary library, so 2,000 ESC-50 clips make a 20,000-file, 27.8-hour library. A frame is
+//! the egui pass plus tessellation (what the app costs the CPU per frame); the GPU's part is
+//! not included.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use earshot::app::settings::CentralView;
+use earshot::app::{AppOptions, Command, EarshotApp};
+use egui_kittest::Harness;
+
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// One frame: the egui pass and tessellation of what it drew.
+fn frame(h: &mut Harness<'static, EarshotApp>) -> Duration {
+    let started = Instant::now();
+    h.step();
+    let shapes = h.output().shapes.clone();
+    let ppp = h.output().pixels_per_point;
+    std::hint::black_box(h.ctx.tessellate(shapes, ppp));
+    started.elapsed()
+}
+
+fn percentiles(mut times: Vec<Duration>) -> String {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:.1} ms, p95 {:.1} ms over {} frames",
+        at(0.5),
+        at(0.95),
+        times.len()
+    )
+}
+
+fn linked_library(source: &Path, copies: usize, dir: &Path) -> PathBuf {
+    let root = dir.join("library");
+    for c in 0..copies {
+        let copy = root.join(format!("copy-{c}"));
+        std::fs::create_dir_all(&copy).expect("create library folder");
+        for entry in std::fs::read_dir(source)
+            .expect("read the source folder")
+            .flatten()
+        {
+            std::os::unix::fs::symlink(entry.path(), copy.join(entry.file_name())).expect("link");
+        }
+    }
+    root
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let Some(source) = args.first().map(PathBuf::from) else {
+        eprintln!("usage: cargo bench --bench app -- FOLDER [COPIES] [TSNE_CODES]");
+        return;
+    };
+    let copies: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let tsne_codes: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let library = linked_library(&source, copies, dir.path());
+    let options = AppOptions {
+        data_dir: dir.path().join("data"),
+        probe_devices: false,
+    };
+    let mut h = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(move |cc| EarshotApp::new(cc, options));
+
+    // Indexing: frames while it runs.
+    h.state_mut().push(Command::AddFolders(vec![library]));
+    let started = Instant::now();
+    let mut indexing = Vec::new();
+    while h.state().is_busy() || indexing.is_empty() {
+        indexing.push(frame(&mut h));
+        std::thread::sleep(Duration::from_millis(16));
+    }
+    let (files, hours) = {
+        let (_, index) = h.state().current().expect("a library");
+        let index = index.expect("an index");
+        (index.files.len(), index.total_duration_s() / 3600.0)
+    };
+    println!(
+        "indexed {files} files, {hours:.1} h, in {:.0} s; frame during indexing: {}",
+        started.elapsed().as_secs_f64(),
+        percentiles(indexing)
+    );
+
+    // Drop a clip: time until the results table is filled.
+    let clip = std::fs::read_dir(&source)
+        .expect("read the source folder")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| earshot::library::is_audio_path(p))
+        .expect("an audio file in the folder");
+    let mut drops = Vec::new();
+    for _ in 0..5 {
+        h.state_mut().results.clear();
+        let started = Instant::now();
+        h.input_mut()
+            .dropped_files
+            .push(Arc::new(Dropped(clip.clone())));
+        while h.state().results.is_empty() || h.state().is_busy() {
+            frame(&mut h);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        drops.push(started.elapsed());
+    }
+    drops.sort();
+    println!(
+        "drop {} to results on {hours:.1} h: median {:.0} ms (of {:?} ms)",
+        clip.display(),
+        drops[drops.len() / 2].as_secs_f64() * 1000.0,
+        drops.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
+
+    // The map: wait for t-SNE, then time frames with the pointer moving over it.
+    h.state_mut().settings.central_view = CentralView::Map;
+    let started = Instant::now();
+    while h.state().map.tsne.is_none() {
+        frame(&mut h);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "t-SNE of the map's {files} points: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut map = Vec::new();
+    for i in 0..200 {
+        h.hover_at(egui::pos2(
+            500.0 + (i % 50) as f32 * 10.0,
+            300.0 + (i / 50) as f32 * 60.0,
+        ));
+        map.push(frame(&mut h));
+    }
+    let drawn = h.state().map.screen_points.len();
+    println!("map with {drawn} points: frame {}", percentiles(map));
+
+    // t-SNE alone for `tsne_codes` codes.
+    let (_, index) = h.state().current().expect("a library");
+    let index = index.expect("an index").clone();
+    let data = &index.modes[&earshot::model::Mode::Events];
+    let n = tsne_codes.min(data.segments.len());
+    let codes: Vec<&[u64]> = (0..n).map(|i| data.code(i)).collect();
+    let rows = earshot::projection::signs(&codes, data.encoder.bits);
+    let started = Instant::now();
+    let points = earshot::projection::tsne_2d(&rows, |_| {});
+    println!(
+        "t-SNE of {} {}-bit codes: {:.1} s",
+        points.len(),
+        data.encoder.bits,
+        started.elapsed().as_secs_f64()
+    );
+}

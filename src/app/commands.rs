@@ -1,0 +1,304 @@
+//! What the user asked for this frame, applied after the panels have drawn.
+
+use std::path::PathBuf;
+
+use eframe::egui;
+
+use super::jobs::{self, Clip};
+use super::settings::LibrarySettings;
+use super::task::Task;
+use super::{EarshotApp, results_panel};
+use crate::model::Mode;
+
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Files or folders dropped on the window: folders join the library, a file is the query.
+    Dropped(Vec<PathBuf>),
+    /// Opens the file dialog for a query clip.
+    OpenDialog,
+    /// Opens the folder dialog and adds the folder to the library.
+    AddFolderDialog,
+    AddFolders(Vec<PathBuf>),
+    NewLibrary,
+    SelectLibrary(usize),
+    RemoveLibrary(usize),
+    /// Indexes the selected library (`rebuild`: from scratch).
+    Index {
+        rebuild: bool,
+    },
+    CancelIndexing,
+    CreateDemoLibrary,
+    /// Decodes a file and searches with it (a region of it when given, in seconds).
+    QueryFile(PathBuf, Option<(f64, f64)>),
+    QuerySamples(String, Vec<f32>),
+    /// Searches again with the current query (after a new selection, mode or index).
+    Search,
+    SelectRegion(Option<(f64, f64)>),
+    SetMode(Mode),
+    SelectResult(usize),
+    Mark(usize, Option<bool>),
+    ExportCsv,
+    /// Plays the query's selection (or all of it).
+    PlayQuery,
+    /// Plays a file from a time (seconds).
+    PlayFile(PathBuf, f64),
+    TogglePlaySelected,
+    StopPlayback,
+    ToggleRecording,
+}
+
+impl EarshotApp {
+    pub(super) fn apply(&mut self, ctx: &egui::Context, command: Command) {
+        match command {
+            Command::Dropped(paths) => self.dropped(paths),
+            Command::OpenDialog => self.dialogs.open_clip(ctx),
+            Command::AddFolderDialog => self.dialogs.add_folder(ctx),
+            Command::AddFolders(folders) => self.add_folders(ctx, folders),
+            Command::NewLibrary => {
+                self.new_library(format!("Library {}", self.settings.libraries.len() + 1))
+            }
+            Command::SelectLibrary(i) => self.select_library(i),
+            Command::RemoveLibrary(i) => self.remove_library(i),
+            Command::Index { rebuild } => self.start_indexing(ctx, rebuild),
+            Command::CancelIndexing => {
+                if let Some((_, task)) = &self.indexing {
+                    task.cancel();
+                }
+            }
+            Command::CreateDemoLibrary => self.create_demo_library(ctx),
+            Command::QueryFile(path, region) => self.query_file(ctx, path, region),
+            Command::QuerySamples(name, samples) => {
+                self.query_task = Some(Task::spawn(ctx, "query", move |_| {
+                    Ok((Clip::from_samples(name, None, samples, 0.0), None))
+                }));
+            }
+            Command::Search => self.start_search(ctx),
+            Command::SelectRegion(region) => {
+                if let Some(q) = &mut self.query {
+                    q.selection = region;
+                    self.start_search(ctx);
+                }
+            }
+            Command::SetMode(mode) => {
+                self.settings.mode = mode;
+                self.map.invalidate();
+                self.start_search(ctx);
+            }
+            Command::SelectResult(i) => self.select_result(ctx, i),
+            Command::Mark(i, mark) => {
+                if let Some(row) = self.results.get_mut(i) {
+                    row.relevant = mark;
+                }
+            }
+            Command::ExportCsv => self.export_csv(),
+            Command::PlayQuery => self.play_query(),
+            Command::PlayFile(path, from_s) => self.audio.play_file(ctx, path, from_s),
+            Command::TogglePlaySelected => self.toggle_play_selected(ctx),
+            Command::StopPlayback => self.audio.stop(),
+            Command::ToggleRecording => {
+                if let Some(samples) = self.audio.toggle_recording() {
+                    self.apply(ctx, Command::QuerySamples("recording".into(), samples));
+                }
+            }
+        }
+    }
+
+    fn dropped(&mut self, paths: Vec<PathBuf>) {
+        let (folders, files): (Vec<PathBuf>, Vec<PathBuf>) =
+            paths.into_iter().partition(|p| p.is_dir());
+        if !folders.is_empty() {
+            self.commands.push(Command::AddFolders(folders));
+        }
+        if let Some(file) = files.into_iter().next() {
+            self.commands.push(Command::QueryFile(file, None));
+        }
+    }
+
+    fn new_library(&mut self, name: String) {
+        let id = (0..)
+            .map(|n| {
+                self.options
+                    .data_dir
+                    .join("libraries")
+                    .join(format!("library-{n}"))
+            })
+            .find(|db| !self.settings.libraries.iter().any(|l| &l.db == db) && !db.exists())
+            .unwrap_or_default();
+        self.settings.libraries.push(LibrarySettings {
+            name,
+            folders: Vec::new(),
+            db: id,
+        });
+        self.select_library(self.settings.libraries.len() - 1);
+    }
+
+    fn select_library(&mut self, i: usize) {
+        if i < self.settings.libraries.len() && i != self.settings.selected_library {
+            self.settings.selected_library = i;
+            self.results.clear();
+            self.selected = None;
+            self.inspector = None;
+            self.map.invalidate();
+            self.commands.push(Command::Search);
+        } else if i < self.settings.libraries.len() {
+            self.settings.selected_library = i;
+        }
+    }
+
+    fn remove_library(&mut self, i: usize) {
+        if i >= self.settings.libraries.len() {
+            return;
+        }
+        let lib = self.settings.libraries.remove(i);
+        self.libraries.remove(&lib.db);
+        self.settings.selected_library = self
+            .settings
+            .selected_library
+            .min(self.settings.libraries.len().saturating_sub(1));
+        self.results.clear();
+        self.map.invalidate();
+        self.notify(format!(
+            "removed \"{}\" from the list (its files and index stay on disk)",
+            lib.name
+        ));
+    }
+
+    fn add_folders(&mut self, ctx: &egui::Context, folders: Vec<PathBuf>) {
+        if self.settings.libraries.is_empty() {
+            let name = folders.first().and_then(|f| f.file_name()).map_or_else(
+                || "Library".to_owned(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            self.new_library(name);
+        }
+        let i = self.settings.selected_library;
+        let Some(lib) = self.settings.libraries.get_mut(i) else {
+            return;
+        };
+        for f in folders {
+            if !lib.folders.contains(&f) {
+                lib.folders.push(f);
+            }
+        }
+        self.start_indexing(ctx, false);
+    }
+
+    fn start_indexing(&mut self, ctx: &egui::Context, rebuild: bool) {
+        if self.indexing.is_some() {
+            self.notify("indexing is already under way; wait for it or cancel it");
+            return;
+        }
+        let Some(lib) = self.settings.library().cloned() else {
+            return;
+        };
+        if lib.folders.is_empty() {
+            self.notify("add a folder to the library first");
+            return;
+        }
+        let Some(encoders) = self.encoders.clone() else {
+            if self.encoder_error.is_none() {
+                self.pending_index = Some(rebuild);
+            }
+            return;
+        };
+        let db = lib.db.clone();
+        let task = Task::spawn(ctx, "index", move |r| {
+            jobs::index_library(
+                &lib.db,
+                &lib.folders,
+                &encoders,
+                rebuild,
+                r.cancel_flag(),
+                &|p| r.progress(p),
+            )
+        });
+        self.indexing = Some((db, task));
+    }
+
+    fn create_demo_library(&mut self, ctx: &egui::Context) {
+        let dir = self.options.data_dir.join("demo-library");
+        if let Some(i) = self
+            .settings
+            .libraries
+            .iter()
+            .position(|l| l.folders == [dir.clone()])
+        {
+            self.select_library(i);
+            return;
+        }
+        match crate::demo::write_demo_library(&dir) {
+            Ok(files) => {
+                self.new_library("Demo sounds".into());
+                self.notify(format!(
+                    "wrote {} demo sounds to {}",
+                    files.len(),
+                    dir.display()
+                ));
+                self.add_folders(ctx, vec![dir]);
+            }
+            Err(e) => self.notify(e.to_string()),
+        }
+    }
+
+    fn query_file(&mut self, ctx: &egui::Context, path: PathBuf, region: Option<(f64, f64)>) {
+        self.query_task = Some(Task::spawn(ctx, "query", move |_| {
+            // A region of a long file: decode a little context around it, select the region.
+            let window = region.map(|(a, b)| ((a - 1.0).max(0.0), b + 1.0));
+            let clip = Clip::decode(&path, window)?;
+            let selection = region.map(|(a, b)| (a - clip.offset_s, b - clip.offset_s));
+            Ok((clip, selection))
+        }));
+    }
+
+    fn select_result(&mut self, ctx: &egui::Context, i: usize) {
+        let Some(row) = self.results.get(i) else {
+            return;
+        };
+        self.selected = Some(i);
+        let Some(encoders) = self.encoders.clone() else {
+            return;
+        };
+        let (hit, mode) = (row.hit.clone(), self.settings.mode);
+        self.inspect_task = Some(Task::spawn(ctx, "inspect", move |_| {
+            jobs::inspect(hit, mode, &encoders)
+        }));
+    }
+
+    fn export_csv(&mut self) {
+        let Some(query) = &self.query else {
+            return;
+        };
+        let dir = self.options.data_dir.join("exports");
+        match results_panel::export_csv(&dir, &query.clip.name, self.settings.mode, &self.results) {
+            Ok(path) => self.notify(format!(
+                "exported {} results to {}",
+                self.results.len(),
+                path.display()
+            )),
+            Err(e) => self.notify(format!("cannot export the results: {e}")),
+        }
+    }
+
+    fn play_query(&mut self) {
+        let Some(q) = &self.query else {
+            return;
+        };
+        let rate = f64::from(crate::audio::TARGET_SAMPLE_RATE);
+        let (a, b) = q.selection.unwrap_or((0.0, q.clip.duration_s()));
+        let n = q.clip.samples.len();
+        let (from, to) = (((a * rate) as usize).min(n), ((b * rate) as usize).min(n));
+        self.audio
+            .play_samples(q.clip.samples[from..to.max(from)].to_vec());
+    }
+
+    fn toggle_play_selected(&mut self, ctx: &egui::Context) {
+        if self.audio.is_playing() {
+            self.audio.stop();
+        } else if let Some(row) = self.selected.and_then(|i| self.results.get(i)) {
+            let (path, from) = (row.hit.path.clone(), row.hit.start_s.max(0.0));
+            self.audio.play_file(ctx, path, from);
+        } else {
+            self.play_query();
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Native file dialogs (rfd), run on a background thread so the window keeps drawing while one
+//! is open; the chosen path comes back as a [`Command`].
+
+use eframe::egui;
+
+use super::Command;
+use super::task::{self, Task};
+use crate::library::AUDIO_EXTENSIONS;
+
+#[derive(Default)]
+pub struct Dialogs {
+    open: Option<Task<(), Option<Command>>>,
+}
+
+impl Dialogs {
+    pub fn open_clip(&mut self, ctx: &egui::Context) {
+        self.spawn(ctx, || {
+            rfd::FileDialog::new()
+                .set_title("Search with an audio file")
+                .add_filter("Audio", AUDIO_EXTENSIONS)
+                .pick_file()
+                .map(|p| Command::QueryFile(p, None))
+        });
+    }
+
+    pub fn add_folder(&mut self, ctx: &egui::Context) {
+        self.spawn(ctx, || {
+            rfd::FileDialog::new()
+                .set_title("Add a folder of audio to the library")
+                .pick_folders()
+                .map(Command::AddFolders)
+        });
+    }
+
+    fn spawn(
+        &mut self,
+        ctx: &egui::Context,
+        pick: impl FnOnce() -> Option<Command> + Send + 'static,
+    ) {
+        if self.open.is_none() {
+            self.open = Some(Task::spawn(ctx, "dialog", move |_| pick()));
+        }
+    }
+
+    /// The command for what the user picked, once the dialog closed.
+    pub fn poll(&mut self) -> Option<Command> {
+        task::finished(&mut self.open).flatten()
+    }
+}

@@ -1,0 +1,283 @@
+//! The library: several libraries, each with folders and one index; indexing progress,
+//! cancel, the files that failed and why; the file list with a filter. Clicking a file
+//! searches with it.
+
+use eframe::egui;
+
+use super::results_panel::{clock, file_name};
+use super::{Command, EarshotApp, audio};
+use crate::index::build::BuildReport;
+
+/// Files listed at most (the filter narrows the rest down).
+const MAX_LISTED: usize = 2000;
+
+pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
+    ui.add_space(4.0);
+    library_picker(app, ui);
+    let Some(lib) = app.settings.library().cloned() else {
+        ui.label("No library yet.");
+        if ui.button("Add folder…").clicked() {
+            app.push(Command::AddFolderDialog);
+        }
+        return;
+    };
+    ui.horizontal_wrapped(|ui| {
+        for f in &lib.folders {
+            ui.weak(format!("folder: {}", f.display()));
+        }
+    });
+    ui.horizontal(|ui| {
+        if ui
+            .button("Add folder…")
+            .on_hover_text("Or drop a folder on the window")
+            .clicked()
+        {
+            app.push(Command::AddFolderDialog);
+        }
+        let idle = app.indexing.is_none();
+        if ui
+            .add_enabled(
+                idle && !lib.folders.is_empty(),
+                egui::Button::new("Update index"),
+            )
+            .clicked()
+        {
+            app.push(Command::Index { rebuild: false });
+        }
+        if ui
+            .add_enabled(
+                idle && !lib.folders.is_empty(),
+                egui::Button::new("Rebuild"),
+            )
+            .on_hover_text("Encode every file again (after a model changed)")
+            .clicked()
+        {
+            app.push(Command::Index { rebuild: true });
+        }
+    });
+    indexing_status(app, ui, &lib.db);
+    ui.separator();
+    file_list(app, ui, &lib.db);
+}
+
+fn library_picker(app: &mut EarshotApp, ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        let names: Vec<String> = app
+            .settings
+            .libraries
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
+        let selected = app.settings.selected_library;
+        let current = names
+            .get(selected)
+            .cloned()
+            .unwrap_or_else(|| "no library".into());
+        let label = ui.strong("Library");
+        egui::ComboBox::from_id_salt("library-picker")
+            .selected_text(current)
+            .show_ui(ui, |ui| {
+                for (i, name) in names.iter().enumerate() {
+                    if ui.selectable_label(i == selected, name).clicked() {
+                        app.push(Command::SelectLibrary(i));
+                    }
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        if ui.small_button("+").on_hover_text("New library").clicked() {
+            app.push(Command::NewLibrary);
+        }
+        if !names.is_empty()
+            && ui
+                .small_button("−")
+                .on_hover_text("Remove this library from the list (files and index stay on disk)")
+                .clicked()
+        {
+            app.push(Command::RemoveLibrary(selected));
+        }
+    });
+}
+
+fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
+    if let Some((indexing_db, task)) = &app.indexing {
+        if indexing_db == db {
+            let p = task.progress.clone().unwrap_or_default();
+            let fraction = if p.planned_audio_s > 0.0 {
+                (p.done_audio_s / p.planned_audio_s) as f32
+            } else {
+                0.0
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .show_percentage()
+                    .animate(true),
+            );
+            ui.label(format!(
+                "{} of {} files · {:.2} of {:.2} hours · {:.0}x real time",
+                p.done_files,
+                p.planned_files,
+                p.done_audio_s / 3600.0,
+                p.planned_audio_s / 3600.0,
+                p.real_time_factor()
+            ));
+            let cancelling = task.is_cancelled();
+            if ui
+                .add_enabled(
+                    !cancelling,
+                    egui::Button::new(if cancelling {
+                        "Cancelling…"
+                    } else {
+                        "Cancel"
+                    }),
+                )
+                .clicked()
+            {
+                app.push(Command::CancelIndexing);
+            }
+            failures(ui, &p.failed);
+            return;
+        }
+    }
+    if app.pending_index.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("indexing starts when the models have loaded…");
+        });
+    }
+    let Some(state) = app.libraries.get(db) else {
+        return;
+    };
+    if state.loading.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("opening the index…");
+        });
+    }
+    if let Some(summary) = &state.summary {
+        ui.label(summary);
+    }
+    if let Some(error) = &state.error {
+        ui.colored_label(ui.visuals().error_fg_color, error);
+    }
+    failures(ui, &state.failed);
+}
+
+fn failures(ui: &mut egui::Ui, failed: &[(std::path::PathBuf, String)]) {
+    if failed.is_empty() {
+        return;
+    }
+    egui::CollapsingHeader::new(format!("{} files cannot be read", failed.len()))
+        .id_salt("failures")
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .max_height(160.0)
+                .show(ui, |ui| {
+                    for (path, reason) in failed {
+                        ui.label(egui::RichText::new(file_name(path)).strong())
+                            .on_hover_text(path.display().to_string());
+                        ui.weak(reason);
+                    }
+                });
+        });
+}
+
+fn file_list(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
+    let Some(index) = app.libraries.get(db).and_then(|s| s.index.clone()) else {
+        ui.weak("Not indexed yet.");
+        return;
+    };
+    ui.horizontal(|ui| {
+        let label = ui.label("Filter");
+        ui.add(egui::TextEdit::singleline(&mut app.file_filter).hint_text("name or label"))
+            .labelled_by(label.id);
+    });
+    let filter = app.file_filter.to_lowercase();
+    let mut files: Vec<usize> = (0..index.files.len())
+        .filter(|&i| {
+            let f = &index.files[i];
+            filter.is_empty()
+                || f.label.to_lowercase().contains(&filter)
+                || f.path.to_string_lossy().to_lowercase().contains(&filter)
+        })
+        .collect();
+    files.sort_by(|&a, &b| index.files[a].path.cmp(&index.files[b].path));
+    ui.weak(format!(
+        "{} of {} files · {:.2} hours",
+        files.len(),
+        index.files.len(),
+        index.total_duration_s() / 3600.0
+    ));
+    let query_path = app.query.as_ref().and_then(|q| q.clip.path.clone());
+    let mut commands = Vec::new();
+    let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
+    let shown = files.len().min(MAX_LISTED);
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show_rows(ui, row_height, shown, |ui, range| {
+            for &i in &files[range] {
+                let f = &index.files[i];
+                ui.horizontal(|ui| {
+                    if audio::play_button(app, ui, "play", "Play") {
+                        commands.push(Command::PlayFile(f.path.clone(), 0.0));
+                    }
+                    let is_query = query_path.as_ref() == Some(&f.path);
+                    let response = ui
+                        .selectable_label(is_query, file_name(&f.path))
+                        .on_hover_text(format!("{}\nclick to search with it", f.path.display()));
+                    if response.clicked() {
+                        commands.push(Command::QueryFile(f.path.clone(), None));
+                    }
+                    ui.weak(&f.label);
+                    ui.weak(clock(f.duration_s));
+                });
+            }
+        });
+    if files.len() > MAX_LISTED {
+        ui.weak(format!(
+            "… {} more; narrow the filter",
+            files.len() - MAX_LISTED
+        ));
+    }
+    for c in commands {
+        app.push(c);
+    }
+}
+
+/// The empty state: what to do first.
+pub fn empty_state(app: &mut EarshotApp, ui: &mut egui::Ui) {
+    ui.vertical_centered(|ui| {
+        ui.add_space(ui.available_height() / 4.0);
+        ui.heading("Explore audio collections by example");
+        ui.add_space(8.0);
+        ui.label("1. Add a folder of recordings (or drop it on this window); Earshot indexes it in the background.");
+        ui.label("2. Drop a clip, open one (Ctrl+O) or record one (Ctrl+R): similar sounds, or where it occurs, appear ranked.");
+        ui.add_space(12.0);
+        if ui.button("Add folder…").clicked() {
+            app.push(Command::AddFolderDialog);
+        }
+        ui.add_space(4.0);
+        if ui
+            .button("Try the demo library")
+            .on_hover_text("48 synthetic sounds in 8 classes (chirps, tones, noise bursts, clicks…), made on this machine")
+            .clicked()
+        {
+            app.push(Command::CreateDemoLibrary);
+        }
+    });
+}
+
+/// One line about a finished indexing run.
+pub fn summary(report: &BuildReport) -> String {
+    let seconds = report.elapsed.as_secs_f64();
+    format!(
+        "{}{} added, {} updated, {} removed, {} unchanged; {} encoded in {seconds:.1} s ({:.0}x real time)",
+        if report.cancelled { "cancelled: " } else { "" },
+        report.added,
+        report.updated,
+        report.removed,
+        report.unchanged,
+        clock(report.encoded_audio_s),
+        report.encoded_audio_s / seconds.max(1e-3)
+    )
+}

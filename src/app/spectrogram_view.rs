@@ -1,0 +1,134 @@
+//! Drawing shared by the query panel and the inspector: a spectrogram with its attention
+//! heatmap, a time region over it, and hash codes as bit grids.
+
+use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
+
+use super::jobs::{Clip, colormap};
+use crate::model::AttentionMap;
+
+/// Highlight for selections and matched regions.
+pub const REGION_COLOUR: Color32 = Color32::from_rgb(80, 200, 255);
+/// Differing bits in the bit grids.
+pub const DIFF_COLOUR: Color32 = Color32::from_rgb(235, 70, 60);
+
+/// Draws the clip's spectrogram filling `size`; returns the response (drag to select) and
+/// the rect it drew in.
+pub fn show(
+    ui: &mut egui::Ui,
+    clip: &Clip,
+    texture: &mut Option<egui::TextureHandle>,
+    size: Vec2,
+    attention: Option<&AttentionMap>,
+) -> (egui::Response, Rect) {
+    let (rect, response) = ui.allocate_exact_size(size, Sense::click_and_drag());
+    let tex = texture.get_or_insert_with(|| {
+        ui.ctx().load_texture(
+            format!("spectrogram-{}", clip.name),
+            clip.spectrogram.image.clone(),
+            egui::TextureOptions::LINEAR,
+        )
+    });
+    let painter = ui.painter_at(rect);
+    painter.image(
+        tex.id(),
+        rect,
+        Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+        Color32::WHITE,
+    );
+    if let Some(map) = attention {
+        draw_attention(&painter, rect, map, clip.spectrogram.frames);
+    }
+    (response, rect)
+}
+
+/// The attention mask as a translucent green-to-yellow layer over the frames it covers.
+fn draw_attention(painter: &egui::Painter, rect: Rect, map: &AttentionMap, frames: usize) {
+    if map.columns == 0 || map.rows == 0 || frames == 0 {
+        return;
+    }
+    let x_of = |frame: f32| rect.left() + rect.width() * frame / frames as f32;
+    let (x0, x1) = (x_of(map.frames.start as f32), x_of(map.frames.end as f32));
+    let (w, h) = (
+        (x1 - x0) / map.columns as f32,
+        rect.height() / map.rows as f32,
+    );
+    let (lo, hi) = map
+        .values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let span = (hi - lo).max(1e-6);
+    for r in 0..map.rows {
+        // Row 0 is the lowest bands: drawn at the bottom.
+        let y = rect.bottom() - (r + 1) as f32 * h;
+        for c in 0..map.columns {
+            let v = (map.values[r * map.columns + c] - lo) / span;
+            let cell =
+                Rect::from_min_size(Pos2::new(x0 + c as f32 * w, y), Vec2::new(w.max(1.0), h));
+            let alpha = (v * 140.0) as u8;
+            painter.rect_filled(
+                cell,
+                0.0,
+                Color32::from_rgba_unmultiplied(120, 255, 120, alpha),
+            );
+        }
+    }
+}
+
+/// Marks `[from_s, to_s]` of a clip `duration_s` long over `rect`.
+pub fn draw_region(
+    painter: &egui::Painter,
+    rect: Rect,
+    duration_s: f64,
+    region: (f64, f64),
+    fill: bool,
+) {
+    if duration_s <= 0.0 {
+        return;
+    }
+    let x = |t: f64| rect.left() + rect.width() * (t / duration_s).clamp(0.0, 1.0) as f32;
+    let r = Rect::from_x_y_ranges(
+        x(region.0)..=x(region.1).max(x(region.0) + 1.0),
+        rect.y_range(),
+    );
+    if fill {
+        painter.rect_filled(r, 0.0, REGION_COLOUR.gamma_multiply(0.15));
+    }
+    painter.rect_stroke(
+        r,
+        0.0,
+        Stroke::new(2.0, REGION_COLOUR),
+        egui::StrokeKind::Inside,
+    );
+}
+
+/// Seconds under an x coordinate of `rect`.
+pub fn time_at(rect: Rect, duration_s: f64, x: f32) -> f64 {
+    f64::from(((x - rect.left()) / rect.width().max(1.0)).clamp(0.0, 1.0)) * duration_s
+}
+
+/// A code as a grid of bits (8 per row): set bits filled, bits that differ from `other`
+/// outlined in red.
+pub fn bit_grid(ui: &mut egui::Ui, code: &[u64], other: &[u64], bits: usize, cell: f32) {
+    let rows = bits.div_ceil(8);
+    let (rect, _) =
+        ui.allocate_exact_size(Vec2::new(8.0 * cell, rows as f32 * cell), Sense::hover());
+    let painter = ui.painter_at(rect);
+    let bit = |c: &[u64], b: usize| c.get(b / 64).is_some_and(|w| (w >> (b % 64)) & 1 == 1);
+    for b in 0..bits {
+        let (r, c) = (b / 8, b % 8);
+        let cell_rect = Rect::from_min_size(
+            rect.min + Vec2::new(c as f32 * cell, r as f32 * cell),
+            Vec2::splat(cell),
+        )
+        .shrink(1.0);
+        let on = bit(code, b);
+        let differs = on != bit(other, b);
+        let fill = match (on, differs) {
+            (true, true) => DIFF_COLOUR,
+            (false, true) => DIFF_COLOUR.gamma_multiply(0.35),
+            (true, false) => colormap(0.85),
+            (false, false) => Color32::from_gray(40),
+        };
+        painter.rect_filled(cell_rect, 1.0, fill);
+    }
+}

@@ -1,0 +1,236 @@
+//! The desktop app driven through its accessibility tree with egui_kittest (no GPU, no window,
+//! no sound device): demo library, indexing, dropping a query, results, inspector, marks and
+//! CSV export, modes, click-to-query from the library and from the map.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use earshot::app::{AppOptions, EarshotApp};
+use earshot::model::Mode;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+
+/// Longest wait for background work (indexing the demo library takes about a second).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn harness(data_dir: &Path) -> Harness<'static, EarshotApp> {
+    let options = AppOptions {
+        data_dir: data_dir.to_owned(),
+        probe_devices: false,
+    };
+    Harness::builder()
+        .with_size([1400.0, 900.0])
+        // 50 ms a frame: a click pressed in one frame and released in the next, twice, is
+        // within egui's double-click delay.
+        .with_step_dt(0.05)
+        .build_eframe(move |cc| EarshotApp::new(cc, options))
+}
+
+/// Steps frames until `done` holds and no background task runs.
+fn wait_for(h: &mut Harness<'static, EarshotApp>, what: &str, done: impl Fn(&EarshotApp) -> bool) {
+    let started = Instant::now();
+    loop {
+        h.step();
+        if done(h.state()) && !h.state().is_busy() {
+            h.step();
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "timed out waiting for {what}; notices: {:?}",
+            h.state().notices
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn open_demo_library(h: &mut Harness<'static, EarshotApp>) {
+    h.get_by_label("Try the demo library").click();
+    wait_for(h, "the demo library to be indexed", |app| {
+        app.current().is_some_and(|(_, index)| index.is_some())
+    });
+}
+
+fn demo_file(data_dir: &Path, class: &str, i: usize) -> PathBuf {
+    data_dir
+        .join("demo-library")
+        .join(class)
+        .join(format!("{class}-{i}.wav"))
+}
+
+#[test]
+fn a_dropped_clip_finds_results_that_the_inspector_and_csv_export_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    open_demo_library(&mut h);
+    h.get_by_label_contains("48 of 48 files");
+
+    // A new chirp, not in the library, dropped on the window.
+    let query = dir.path().join("my-chirp.wav");
+    let mut rng = earshot::model::SeededRng::new(99);
+    earshot::demo::write_wav(&query, &earshot::demo::synthesise("chirp-up", &mut rng)).unwrap();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(query.clone())));
+    wait_for(&mut h, "results", |app| !app.results.is_empty());
+
+    let app = h.state();
+    assert_eq!(
+        app.query.as_ref().map(|q| q.clip.name.as_str()),
+        Some("my-chirp.wav")
+    );
+    let ranks: Vec<usize> = app.results.iter().map(|r| r.hit.rank).collect();
+    assert_eq!(ranks, (1..=ranks.len()).collect::<Vec<_>>());
+    let first = app.results[0]
+        .hit
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // In the results table and the inspector.
+    assert!(h.query_all_by_label(&first).count() >= 2);
+
+    // The first result is selected at once and the inspector shows both codes.
+    let inspected = h
+        .state()
+        .inspector
+        .as_ref()
+        .map(|i| i.as_ref().map(|i| i.hit.rank));
+    assert!(matches!(inspected, Some(Ok(1))), "{inspected:?}");
+    h.get_by_label_contains("Hamming distance");
+
+    // Select the second result by clicking it; the inspector follows.
+    let second = h.state().results[1]
+        .hit
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    h.get_all_by_label(&second).next().unwrap().click();
+    wait_for(
+        &mut h,
+        "the inspector",
+        |app| matches!(&app.inspector, Some(Ok(i)) if i.hit.rank == 2),
+    );
+    assert_eq!(h.state().selected, Some(1));
+
+    // Mark the first result relevant, then export.
+    h.get_all_by_label("yes").next().unwrap().click();
+    h.step();
+    assert_eq!(h.state().results[0].relevant, Some(true));
+    h.get_by_label("Export CSV").click();
+    h.step();
+    let exports: Vec<PathBuf> = std::fs::read_dir(dir.path().join("exports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(exports.len(), 1);
+    let csv = std::fs::read_to_string(&exports[0]).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("query,mode,rank,path,label"));
+    assert_eq!(lines.len(), h.state().results.len() + 1);
+    assert!(
+        lines[1].contains(&first) && lines[1].ends_with(",yes"),
+        "{}",
+        lines[1]
+    );
+
+    // No sound device here: play and record are disabled (their tooltips say why).
+    assert!(h.get_by_label("Record").accesskit_node().is_disabled());
+    assert!(h.get_by_label("Play").accesskit_node().is_disabled());
+}
+
+#[test]
+fn exact_match_mode_finds_a_library_file_clicked_as_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    open_demo_library(&mut h);
+    h.get_by_label("Exact match").click();
+    h.step();
+    assert_eq!(h.state().settings.mode, Mode::Fingerprint);
+
+    let target = demo_file(dir.path(), "warble", 3);
+    h.get_by_label("Filter").click();
+    h.step();
+    h.get_by_label("Filter").type_text("warble-3");
+    h.step();
+    h.step();
+    h.get_by_label("warble-3.wav").click();
+    wait_for(&mut h, "exact-match results", |app| {
+        app.query.as_ref().is_some_and(|q| {
+            q.outcome
+                .as_ref()
+                .is_some_and(|o| o.mode == Mode::Fingerprint)
+        })
+    });
+    let top = &h.state().results[0].hit;
+    assert_eq!(top.path, target);
+    assert!(top.start_s.abs() < 0.05, "found at {} s", top.start_s);
+}
+
+#[test]
+fn the_map_shows_the_library_and_a_double_clicked_point_becomes_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    open_demo_library(&mut h);
+    h.get_by_label("Map").click();
+    wait_for(&mut h, "the t-SNE map", |app| app.map.tsne.is_some());
+    assert_eq!(h.state().map.tsne.as_ref().map(Vec::len), Some(48));
+    h.step();
+    // The point nearest the middle of the window: clear of the legend and the panels' edges.
+    let middle = egui::pos2(850.0, 500.0);
+    let (file, pos) = *h
+        .state()
+        .map
+        .screen_points
+        .iter()
+        .min_by(|a, b| a.1.distance(middle).total_cmp(&b.1.distance(middle)))
+        .unwrap();
+    let path = h.state().current().unwrap().1.unwrap().files[file]
+        .path
+        .clone();
+    h.hover_at(pos);
+    h.step();
+    h.step();
+    h.get_by_label_contains("double-click: search with it");
+    for _ in 0..2 {
+        h.event(egui::Event::PointerMoved(pos));
+        for pressed in [true, false] {
+            h.event(egui::Event::PointerButton {
+                pos,
+                button: egui::PointerButton::Primary,
+                pressed,
+                modifiers: egui::Modifiers::NONE,
+            });
+        }
+        h.step();
+    }
+    wait_for(&mut h, "the map point's query", |app| {
+        app.query.as_ref().is_some_and(|q| q.outcome.is_some())
+    });
+    assert_eq!(
+        h.state().query.as_ref().and_then(|q| q.clip.path.clone()),
+        Some(path.clone())
+    );
+    assert_eq!(
+        h.state().results[0].hit.path,
+        path,
+        "a file is its own nearest neighbour"
+    );
+}
