@@ -1,22 +1,27 @@
 //! The desktop app's responsiveness, measured by driving the real app headless (egui_kittest):
 //!
-//! - frame time (p50/p95) while a library indexes, and of the map with one point per file;
+//! - frame time (p50/p95) while a library indexes;
 //! - time from dropping a clip on the window to the results table being filled;
-//! - t-SNE time for a given number of codes.
+//! - frame time of the map with MAP_POINTS files (a synthetic library of 64-bit codes in 50
+//!   labelled clusters, held in memory: the map does not care where codes come from);
+//! - t-SNE time for TSNE_CODES codes.
 //!
-//!     cargo bench --bench app -- FOLDER [COPIES] [TSNE_CODES]
+//!     cargo bench --bench app -- FOLDER [COPIES] [MAP_POINTS] [TSNE_CODES]
 //!
-//! FOLDER (e.g. `../shared/data/esc50/audio`) is linked COPIES times (default 10) into a
-//! temporary library, so 2,000 ESC-50 clips make a 20,000-file, 27.8-hour library. A frame is
-//! the egui pass plus tessellation (what the app costs the CPU per frame); the GPU's part is
-//! not included.
+//! FOLDER (e.g. `../shared/data/esc50/audio`) is linked COPIES times (default 4) into a
+//! temporary library, so 2,000 ESC-50 clips make an 8,000-file, 11.1-hour library indexed in both
+//! modes. A frame is the egui pass plus tessellation (what the app costs the CPU per frame); the
+//! GPU's part is not included.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use earshot::app::settings::CentralView;
+use earshot::app::settings::{CentralView, LibrarySettings};
 use earshot::app::{AppOptions, Command, EarshotApp};
+use earshot::index::{Index, ModeIndex, SegmentRef};
+use earshot::library::FileRecord;
+use earshot::model::{EncoderInfo, Mode};
 use egui_kittest::Harness;
 
 #[derive(Debug)]
@@ -77,8 +82,9 @@ fn main() {
         eprintln!("usage: cargo bench --bench app -- FOLDER [COPIES] [TSNE_CODES]");
         return;
     };
-    let copies: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let tsne_codes: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let number =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (copies, map_points, tsne_codes) = (number(1, 4), number(2, 20_000), number(3, 5000));
     let dir = tempfile::tempdir().expect("temporary folder");
     let library = linked_library(&source, copies, dir.path());
     let options = AppOptions {
@@ -115,53 +121,35 @@ fn main() {
         .map(|e| e.path())
         .find(|p| earshot::library::is_audio_path(p))
         .expect("an audio file in the folder");
-    let mut drops = Vec::new();
-    for _ in 0..5 {
-        h.state_mut().results.clear();
-        let started = Instant::now();
-        h.input_mut()
-            .dropped_files
-            .push(Arc::new(Dropped(clip.clone())));
-        while h.state().results.is_empty() || h.state().is_busy() {
-            frame(&mut h);
-            std::thread::sleep(Duration::from_millis(2));
+    for mode in Mode::ALL {
+        h.state_mut().push(Command::SetMode(mode));
+        let mut drops = Vec::new();
+        for _ in 0..5 {
+            h.state_mut().results.clear();
+            let started = Instant::now();
+            h.input_mut()
+                .dropped_files
+                .push(Arc::new(Dropped(clip.clone())));
+            while h.state().results.is_empty() || h.state().is_busy() {
+                frame(&mut h);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            drops.push(started.elapsed());
         }
-        drops.push(started.elapsed());
+        drops.sort();
+        println!(
+            "{} search: drop {} to results on {hours:.1} h: median {:.0} ms (of {:?} ms)",
+            mode.name(),
+            clip.display(),
+            drops[drops.len() / 2].as_secs_f64() * 1000.0,
+            drops.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+        );
     }
-    drops.sort();
-    println!(
-        "drop {} to results on {hours:.1} h: median {:.0} ms (of {:?} ms)",
-        clip.display(),
-        drops[drops.len() / 2].as_secs_f64() * 1000.0,
-        drops.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
-    );
 
-    // The map: wait for t-SNE, then time frames with the pointer moving over it.
-    h.state_mut().settings.central_view = CentralView::Map;
-    let started = Instant::now();
-    while h.state().map.tsne.is_none() {
-        frame(&mut h);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    println!(
-        "t-SNE of the map's {files} points: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let mut map = Vec::new();
-    for i in 0..200 {
-        h.hover_at(egui::pos2(
-            500.0 + (i % 50) as f32 * 10.0,
-            300.0 + (i / 50) as f32 * 60.0,
-        ));
-        map.push(frame(&mut h));
-    }
-    let drawn = h.state().map.screen_points.len();
-    println!("map with {drawn} points: frame {}", percentiles(map));
-
-    // t-SNE alone for `tsne_codes` codes.
+    // t-SNE alone for `tsne_codes` codes of this library.
     let (_, index) = h.state().current().expect("a library");
     let index = index.expect("an index").clone();
-    let data = &index.modes[&earshot::model::Mode::Events];
+    let data = &index.modes[&Mode::Events];
     let n = tsne_codes.min(data.segments.len());
     let codes: Vec<&[u64]> = (0..n).map(|i| data.code(i)).collect();
     let rows = earshot::projection::signs(&codes, data.encoder.bits);
@@ -173,4 +161,72 @@ fn main() {
         data.encoder.bits,
         started.elapsed().as_secs_f64()
     );
+
+    // The map of a synthetic library: frames with the pointer moving over it.
+    let db = dir.path().join("synthetic");
+    h.state_mut().settings.libraries.push(LibrarySettings {
+        name: "synthetic".into(),
+        folders: Vec::new(),
+        db: db.clone(),
+    });
+    h.state_mut().settings.selected_library = 1;
+    h.state_mut().libraries.entry(db).or_default().index =
+        Some(Arc::new(synthetic_index(map_points)));
+    h.state_mut().results.clear();
+    h.state_mut().settings.central_view = CentralView::Map;
+    let started = Instant::now();
+    while h.state().map.pca.is_none() {
+        frame(&mut h);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut map = Vec::new();
+    for i in 0..200 {
+        h.hover_at(egui::pos2(
+            500.0 + (i % 50) as f32 * 10.0,
+            300.0 + (i / 50) as f32 * 60.0,
+        ));
+        map.push(frame(&mut h));
+    }
+    let drawn = h.state().map.screen_points.len();
+    println!(
+        "map with {drawn} points (PCA shown after {:.1} s, t-SNE running): frame {}",
+        started.elapsed().as_secs_f64(),
+        percentiles(map)
+    );
+}
+
+/// `files` files of 64-bit codes in 50 labelled clusters (each file its cluster's centre with
+/// 10% of the bits flipped), one segment each.
+fn synthetic_index(files: usize) -> Index {
+    let mut rng = earshot::model::SeededRng::new(5);
+    let centres: Vec<u64> = (0..50).map(|_| rng.next_u64()).collect();
+    let info = EncoderInfo {
+        name: "synthetic".into(),
+        weights_hash: String::new(),
+        bits: 64,
+        embedding_dim: 0,
+    };
+    let mut index = Index::new();
+    let mut data = ModeIndex::new(Mode::Events, info, Mode::Events.segmentation());
+    for f in 0..files {
+        let label = f % centres.len();
+        let flips = (0..64)
+            .filter(|_| rng.uniform() < 0.1)
+            .fold(0u64, |m, b| m | 1 << b);
+        data.codes.push(centres[label] ^ flips);
+        data.segments.push(SegmentRef {
+            file: f as u32,
+            start_frame: 0,
+            n_frames: 500,
+        });
+        index.files.push(FileRecord {
+            path: PathBuf::from(format!("/synthetic/label-{label}/{f}.wav")),
+            size: 0,
+            modified: None,
+            duration_s: 5.0,
+            label: format!("label-{label}"),
+        });
+    }
+    index.modes.insert(Mode::Events, data);
+    index
 }

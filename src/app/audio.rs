@@ -53,10 +53,12 @@ impl AudioState {
     }
 
     pub fn poll(&mut self) {
-        if let Some((o, i)) = task::finished(&mut self.probe) {
-            (self.output, self.input) = (Some(o), Some(i));
+        match task::finished(&mut self.probe) {
+            Some(Ok((o, i))) => (self.output, self.input) = (Some(o), Some(i)),
+            Some(Err(e)) => (self.output, self.input) = (Some(Err(e.clone())), Some(Err(e))),
+            None => {}
         }
-        if let Some(result) = task::finished(&mut self.loading) {
+        if let Some(result) = task::finished_flat(&mut self.loading) {
             match result {
                 Ok(samples) => self.play_samples(samples),
                 Err(e) => self.error = Some(e),

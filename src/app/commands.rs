@@ -226,17 +226,27 @@ impl EarshotApp {
             self.select_library(i);
             return;
         }
-        match crate::demo::write_demo_library(&dir) {
-            Ok(files) => {
+        if self.demo_task.is_none() {
+            self.demo_task = Some(Task::spawn(ctx, "demo", move |_| {
+                let files = crate::demo::write_demo_library(&dir).map_err(|e| e.to_string())?;
+                Ok((dir, files.len()))
+            }));
+        }
+    }
+
+    /// The demo library is written: make it a library and index it.
+    pub(super) fn demo_written(
+        &mut self,
+        ctx: &egui::Context,
+        result: Result<(PathBuf, usize), String>,
+    ) {
+        match result {
+            Ok((dir, files)) => {
                 self.new_library("Demo sounds".into());
-                self.notify(format!(
-                    "wrote {} demo sounds to {}",
-                    files.len(),
-                    dir.display()
-                ));
+                self.notify(format!("wrote {files} demo sounds to {}", dir.display()));
                 self.add_folders(ctx, vec![dir]);
             }
-            Err(e) => self.notify(e.to_string()),
+            Err(e) => self.notify(e),
         }
     }
 

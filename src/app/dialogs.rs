@@ -42,8 +42,11 @@ impl Dialogs {
         }
     }
 
-    /// The command for what the user picked, once the dialog closed.
-    pub fn poll(&mut self) -> Option<Command> {
-        task::finished(&mut self.open).flatten()
+    /// What the user picked once the dialog closed: a command, or why there was no dialog.
+    pub fn poll(&mut self) -> Option<Result<Command, String>> {
+        match task::finished(&mut self.open)? {
+            Ok(picked) => picked.map(Ok),
+            Err(e) => Some(Err(e)),
+        }
     }
 }

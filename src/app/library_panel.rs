@@ -2,14 +2,14 @@
 //! cancel, the files that failed and why; the file list with a filter. Clicking a file
 //! searches with it.
 
+use std::sync::Arc;
+
 use eframe::egui;
 
 use super::results_panel::{clock, file_name};
 use super::{Command, EarshotApp, audio};
+use crate::index::Index;
 use crate::index::build::BuildReport;
-
-/// Files listed at most (the filter narrows the rest down).
-const MAX_LISTED: usize = 2000;
 
 pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     ui.add_space(4.0);
@@ -192,16 +192,7 @@ fn file_list(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
         ui.add(egui::TextEdit::singleline(&mut app.file_filter).hint_text("name or label"))
             .labelled_by(label.id);
     });
-    let filter = app.file_filter.to_lowercase();
-    let mut files: Vec<usize> = (0..index.files.len())
-        .filter(|&i| {
-            let f = &index.files[i];
-            filter.is_empty()
-                || f.label.to_lowercase().contains(&filter)
-                || f.path.to_string_lossy().to_lowercase().contains(&filter)
-        })
-        .collect();
-    files.sort_by(|&a, &b| index.files[a].path.cmp(&index.files[b].path));
+    let files = app.file_list.rows(&index, &app.file_filter).to_vec();
     ui.weak(format!(
         "{} of {} files · {:.2} hours",
         files.len(),
@@ -211,10 +202,9 @@ fn file_list(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
     let query_path = app.query.as_ref().and_then(|q| q.clip.path.clone());
     let mut commands = Vec::new();
     let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
-    let shown = files.len().min(MAX_LISTED);
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
-        .show_rows(ui, row_height, shown, |ui, range| {
+        .show_rows(ui, row_height, files.len(), |ui, range| {
             for &i in &files[range] {
                 let f = &index.files[i];
                 ui.horizontal(|ui| {
@@ -233,14 +223,55 @@ fn file_list(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
                 });
             }
         });
-    if files.len() > MAX_LISTED {
-        ui.weak(format!(
-            "… {} more; narrow the filter",
-            files.len() - MAX_LISTED
-        ));
-    }
     for c in commands {
         app.push(c);
+    }
+}
+
+/// The file list's order and filter, kept between frames: sorting and matching tens of
+/// thousands of paths every frame would cost more than drawing them.
+#[derive(Default)]
+pub struct FileListCache {
+    /// The index it was made for (its address) and the filter applied.
+    key: Option<(usize, String)>,
+    /// Files by path, with their lower-case search text.
+    sorted: Vec<(usize, String)>,
+    rows: Vec<usize>,
+}
+
+impl FileListCache {
+    pub fn rows(&mut self, index: &Arc<Index>, filter: &str) -> &[usize] {
+        let id = Arc::as_ptr(index) as usize;
+        if self
+            .key
+            .as_ref()
+            .is_some_and(|(i, f)| *i == id && f == filter)
+        {
+            return &self.rows;
+        }
+        if self.key.as_ref().is_none_or(|(i, _)| *i != id) {
+            let mut order: Vec<usize> = (0..index.files.len()).collect();
+            order.sort_by(|&a, &b| index.files[a].path.cmp(&index.files[b].path));
+            self.sorted = order
+                .into_iter()
+                .map(|i| {
+                    let f = &index.files[i];
+                    (
+                        i,
+                        format!("{} {}", f.path.to_string_lossy(), f.label).to_lowercase(),
+                    )
+                })
+                .collect();
+        }
+        let needle = filter.to_lowercase();
+        self.rows = self
+            .sorted
+            .iter()
+            .filter(|(_, text)| text.contains(&needle))
+            .map(|&(i, _)| i)
+            .collect();
+        self.key = Some((id, filter.to_owned()));
+        &self.rows
     }
 }
 
@@ -257,6 +288,9 @@ pub fn empty_state(app: &mut EarshotApp, ui: &mut egui::Ui) {
             app.push(Command::AddFolderDialog);
         }
         ui.add_space(4.0);
+        if app.demo_task.is_some() {
+            ui.spinner();
+        }
         if ui
             .button("Try the demo library")
             .on_hover_text("48 synthetic sounds in 8 classes (chirps, tones, noise bursts, clicks…), made on this machine")

@@ -2,6 +2,7 @@
 //! background run finishes. The query's file and its hits are ringed; hover names a point,
 //! click plays it, double-click searches with it.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,6 +33,41 @@ pub struct MapState {
     pub show_pca: bool,
     /// Where each file's point was drawn in the last frame (for picking, and for tests).
     pub screen_points: Vec<(usize, egui::Pos2)>,
+    /// The shown points arranged for drawing; rebuilt when the projection shown changes.
+    layout: Option<Arc<Layout>>,
+}
+
+/// What drawing the map needs, computed once per projection rather than every frame (a
+/// library can have tens of thousands of files).
+struct Layout {
+    projection: Projection,
+    points: Vec<MapPoint>,
+    /// Per label (sorted, so colours stay put): its points.
+    groups: Vec<(String, Vec<[f64; 2]>)>,
+    position: HashMap<PathBuf, [f64; 2]>,
+}
+
+impl Layout {
+    fn new(index: &Index, points: &[MapPoint], projection: Projection) -> Self {
+        let labels = label_order(index);
+        let mut groups: Vec<(String, Vec<[f64; 2]>)> =
+            labels.into_iter().map(|l| (l, Vec::new())).collect();
+        let mut position = HashMap::new();
+        for p in points {
+            let f = &index.files[p.file];
+            let pos = [f64::from(p.pos[0]), f64::from(p.pos[1])];
+            if let Ok(g) = groups.binary_search_by(|(l, _)| l.cmp(&f.label)) {
+                groups[g].1.push(pos);
+            }
+            position.insert(f.path.clone(), pos);
+        }
+        Self {
+            projection,
+            points: points.to_vec(),
+            groups,
+            position,
+        }
+    }
 }
 
 impl MapState {
@@ -53,12 +89,12 @@ impl MapState {
     }
 
     pub fn poll(&mut self) {
-        match task::finished(&mut self.pca_task) {
+        match task::finished_flat(&mut self.pca_task) {
             Some(Ok(p)) => self.pca = Some(p),
             Some(Err(e)) => self.error = Some(e),
             None => {}
         }
-        match task::finished(&mut self.tsne_task) {
+        match task::finished_flat(&mut self.tsne_task) {
             Some(Ok(p)) => self.tsne = Some(p),
             Some(Err(e)) => self.error = Some(e),
             None => {}
@@ -93,6 +129,18 @@ impl MapState {
         self.tsne_task = Some(spawn(Projection::Tsne, "tsne"));
     }
 
+    fn layout(&mut self, index: &Index) -> Option<Arc<Layout>> {
+        let (points, projection) = self.points()?;
+        if self
+            .layout
+            .as_ref()
+            .is_none_or(|l| l.projection != projection)
+        {
+            self.layout = Some(Arc::new(Layout::new(index, points, projection)));
+        }
+        self.layout.clone()
+    }
+
     fn points(&self) -> Option<(&[MapPoint], Projection)> {
         match (&self.tsne, &self.pca) {
             (Some(t), _) if !self.show_pca => Some((t, Projection::Tsne)),
@@ -111,30 +159,24 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let mode = app.settings.mode;
     app.map.ensure(ui.ctx(), &lib.db, &index, mode);
     header(app, ui);
-    let Some((points, _)) = app.map.points() else {
+    let Some(layout) = app.map.layout(&index) else {
         return;
     };
-    let highlighted = highlighted_paths(app);
-    let labels = label_order(&index);
-    let mut groups: Vec<Vec<[f64; 2]>> = vec![Vec::new(); labels.len()];
-    let mut rings = Vec::new();
-    for p in points {
-        let f = &index.files[p.file];
-        let pos = [f64::from(p.pos[0]), f64::from(p.pos[1])];
-        if let Ok(g) = labels.binary_search(&f.label) {
-            groups[g].push(pos);
-        }
-        if highlighted.contains(&&f.path) {
-            rings.push(pos);
-        }
-    }
-    let query_pos: Vec<[f64; 2]> = points
+    let position = |path: &PathBuf| layout.position.get(path).copied();
+    let rings: Vec<[f64; 2]> = app
+        .results
         .iter()
-        .filter(|p| {
-            app.query.as_ref().and_then(|q| q.clip.path.as_ref()) == Some(&index.files[p.file].path)
-        })
-        .map(|p| [f64::from(p.pos[0]), f64::from(p.pos[1])])
+        .filter_map(|r| position(&r.hit.path))
         .collect();
+    let query_pos: Vec<[f64; 2]> = app
+        .query
+        .as_ref()
+        .and_then(|q| q.clip.path.as_ref())
+        .and_then(position)
+        .into_iter()
+        .collect();
+    let points = &layout.points;
+    let groups = &layout.groups;
     let response = Plot::new("code-map")
         .legend(Legend::default())
         .data_aspect(1.0)
@@ -142,9 +184,9 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         .show_grid(false)
         .allow_double_click_reset(false)
         .show(ui, |plot| {
-            for (g, (label, pts)) in labels.iter().zip(groups).enumerate() {
+            for (g, (label, pts)) in groups.iter().enumerate() {
                 plot.points(
-                    Points::new(label.clone(), PlotPoints::from(pts))
+                    Points::new(label.clone(), PlotPoints::from(pts.clone()))
                         .color(label_colour(g))
                         .radius(2.5)
                         .filled(true),
@@ -226,10 +268,6 @@ fn nearest(points: &[(usize, egui::Pos2)], pointer: egui::Pos2) -> Option<usize>
         .filter(|(_, d)| *d <= PICK_RADIUS)
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(file, _)| file)
-}
-
-fn highlighted_paths(app: &EarshotApp) -> Vec<&PathBuf> {
-    app.results.iter().map(|r| &r.hit.path).collect()
 }
 
 /// Labels sorted, so each keeps its colour from run to run.

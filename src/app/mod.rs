@@ -123,10 +123,12 @@ pub struct EarshotApp {
     pub inspector: Option<Result<Inspected, String>>,
     inspector_textures: Option<egui::TextureHandle>,
     inspect_task: Option<Task<(), Result<Inspected, String>>>,
+    demo_task: Option<Task<(), Result<(PathBuf, usize), String>>>,
     pub map: map_panel::MapState,
     pub audio: audio::AudioState,
     dialogs: dialogs::Dialogs,
     pub file_filter: String,
+    file_list: library_panel::FileListCache,
     /// Messages for the user, newest last (errors and confirmations).
     pub notices: Vec<String>,
     commands: Vec<Command>,
@@ -154,9 +156,11 @@ impl EarshotApp {
             inspector: None,
             inspector_textures: None,
             inspect_task: None,
+            demo_task: None,
             map: map_panel::MapState::default(),
             dialogs: dialogs::Dialogs::default(),
             file_filter: String::new(),
+            file_list: library_panel::FileListCache::default(),
             notices: Vec::new(),
             commands: Vec::new(),
         };
@@ -178,6 +182,7 @@ impl EarshotApp {
             || self.query_task.is_some()
             || self.search_task.is_some()
             || self.inspect_task.is_some()
+            || self.demo_task.is_some()
             || self.libraries.values().any(|l| l.loading.is_some())
             || self.map.is_busy()
             || self.audio.is_busy()
@@ -207,7 +212,7 @@ impl EarshotApp {
 
     /// Collects what background tasks finished since the last frame.
     fn poll_tasks(&mut self, ctx: &egui::Context) {
-        if let Some(result) = task::finished(&mut self.encoders_task) {
+        if let Some(result) = task::finished_flat(&mut self.encoders_task) {
             match result {
                 Ok(e) => {
                     self.encoders = Some(e);
@@ -223,7 +228,7 @@ impl EarshotApp {
             }
         }
         for state in self.libraries.values_mut() {
-            if let Some(result) = task::finished(&mut state.loading) {
+            if let Some(result) = task::finished_flat(&mut state.loading) {
                 match result {
                     Ok(index) => (state.index, state.error) = (index, None),
                     Err(e) => state.error = Some(e),
@@ -232,14 +237,19 @@ impl EarshotApp {
         }
         self.poll_indexing();
         self.poll_query(ctx);
-        if let Some(result) = task::finished(&mut self.inspect_task) {
+        if let Some(result) = task::finished_flat(&mut self.demo_task) {
+            self.demo_written(ctx, result);
+        }
+        if let Some(result) = task::finished_flat(&mut self.inspect_task) {
             self.inspector_textures = None;
             self.inspector = Some(result);
         }
         self.map.poll();
         self.audio.poll();
-        if let Some(command) = self.dialogs.poll() {
-            self.commands.push(command);
+        match self.dialogs.poll() {
+            Some(Ok(command)) => self.commands.push(command),
+            Some(Err(e)) => self.notify(e),
+            None => {}
         }
     }
 
@@ -253,6 +263,13 @@ impl EarshotApp {
         let db = db.clone();
         self.indexing = None;
         let state = self.libraries.entry(db).or_default();
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(lost) => {
+                state.error = Some(lost);
+                return;
+            }
+        };
         match outcome.result {
             Ok(report) => {
                 state.failed = report
@@ -277,7 +294,7 @@ impl EarshotApp {
     }
 
     fn poll_query(&mut self, ctx: &egui::Context) {
-        if let Some(result) = task::finished(&mut self.query_task) {
+        if let Some(result) = task::finished_flat(&mut self.query_task) {
             match result {
                 Ok((clip, selection)) => {
                     self.query = Some(QueryState {
@@ -292,7 +309,7 @@ impl EarshotApp {
                 Err(e) => self.notify(e),
             }
         }
-        if let Some(result) = task::finished(&mut self.search_task) {
+        if let Some(result) = task::finished_flat(&mut self.search_task) {
             let Some(query) = &mut self.query else {
                 return;
             };

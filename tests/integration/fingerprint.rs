@@ -213,3 +213,72 @@ fn a_tiny_fingerprint_training_run_lowers_its_loss_saves_and_encodes() {
     assert_eq!(out.codes.len(), 2);
     assert_eq!(out.embeddings.len(), 2 * 128);
 }
+
+/// The hit-rate cells of a fingerprint model card: `(condition, ["12.3% (45.6%)", ...])`.
+fn card_cells(card: &str) -> Vec<(String, Vec<String>)> {
+    card.lines()
+        .skip_while(|l| !l.starts_with("| condition |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let mut cells = l.split('|').map(str::trim).filter(|c| !c.is_empty());
+            let condition = cells.next().unwrap_or_default().to_owned();
+            (condition, cells.map(str::to_owned).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn the_shipped_fingerprint_model_reproduces_its_card() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (data, model) = (root.join("../shared/data"), root.join("models/fingerprint"));
+    if !data.join("music/manifest.csv").is_file() || !model.join("config.json").is_file() {
+        eprintln!(
+            "skipping: no music data under {} or no model at {}",
+            data.display(),
+            model.display()
+        );
+        return;
+    }
+    let out = crate::support::earshot(&[
+        "eval".as_ref(),
+        "fingerprint".as_ref(),
+        "--json".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trained = reports
+        .as_array()
+        .and_then(|r| {
+            r.iter().find(|r| {
+                r["encoder"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("fingerprint"))
+            })
+        })
+        .expect("a report for the trained model");
+    let card = std::fs::read_to_string(model.join("MODEL_CARD.md")).unwrap();
+    let expected = card_cells(&card);
+    assert_eq!(expected.len(), 9, "nine conditions in the card");
+    let cells = trained["cells"].as_array().unwrap();
+    for (condition, want) in expected {
+        let got: Vec<String> = cells
+            .iter()
+            .filter(|c| c["condition"] == condition.as_str())
+            .map(|c| {
+                let rate =
+                    |key: &str| 100.0 * c[key].as_f64().unwrap() / c["queries"].as_f64().unwrap();
+                format!("{:.1}% ({:.1}%)", rate("segment_hits"), rate("file_hits"))
+            })
+            .collect();
+        assert_eq!(got, want, "{condition}");
+    }
+}
