@@ -129,6 +129,11 @@ fn a_dropped_clip_finds_results_that_the_inspector_and_csv_export_show() {
         |app| matches!(&app.inspector, Some(Ok(i)) if i.hit.rank == 2),
     );
     assert_eq!(h.state().selected, Some(1));
+    // Arrow keys move through the results.
+    h.key_press(egui::Key::ArrowDown);
+    wait_for(&mut h, "the next result", |app| app.selected == Some(2));
+    h.key_press(egui::Key::ArrowUp);
+    wait_for(&mut h, "the previous result", |app| app.selected == Some(1));
 
     // Mark the first result relevant, then export.
     h.get_all_by_label("yes").next().unwrap().click();

@@ -228,8 +228,16 @@ fn card_cells(card: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// The full protocol (5,400 queries through the trained network, then the LSH baseline) takes
+/// about 25 minutes on 2 cores, too long for every CI run: it runs when `EARSHOT_FULL_EVAL=1`.
 #[test]
 fn the_shipped_fingerprint_model_reproduces_its_card() {
+    if std::env::var_os("EARSHOT_FULL_EVAL").is_none_or(|v| v != "1") {
+        eprintln!(
+            "skipping: set EARSHOT_FULL_EVAL=1 to run the exact-match protocol (about 25 min)"
+        );
+        return;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (data, model) = (root.join("../shared/data"), root.join("models/fingerprint"));
     if !data.join("music/manifest.csv").is_file() || !model.join("config.json").is_file() {
