@@ -78,8 +78,9 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let Some(source) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: cargo bench --bench app -- FOLDER [COPIES] [TSNE_CODES]");
+    // Absolute, so the links made below point at it from anywhere.
+    let Some(source) = args.first().and_then(|a| std::fs::canonicalize(a).ok()) else {
+        eprintln!("usage: cargo bench --bench app -- FOLDER [COPIES] [MAP_POINTS] [TSNE_CODES]");
         return;
     };
     let number =
@@ -131,6 +132,9 @@ fn main() {
                 .dropped_files
                 .push(Arc::new(Dropped(clip.clone())));
             while h.state().results.is_empty() || h.state().is_busy() {
+                if let Some(error) = h.state().query.as_ref().and_then(|q| q.error.clone()) {
+                    panic!("the query failed: {error}");
+                }
                 frame(&mut h);
                 std::thread::sleep(Duration::from_millis(2));
             }
