@@ -293,12 +293,8 @@ impl EarshotApp {
         let Some(q) = &self.query else {
             return;
         };
-        let rate = f64::from(crate::audio::TARGET_SAMPLE_RATE);
-        let (a, b) = q.selection.unwrap_or((0.0, q.clip.duration_s()));
-        let n = q.clip.samples.len();
-        let (from, to) = (((a * rate) as usize).min(n), ((b * rate) as usize).min(n));
-        self.audio
-            .play_samples(q.clip.samples[from..to.max(from)].to_vec());
+        let region = q.selection.unwrap_or((0.0, q.clip.duration_s()));
+        self.audio.play_samples(q.clip.between(region).to_vec());
     }
 
     fn toggle_play_selected(&mut self, ctx: &egui::Context) {

@@ -187,6 +187,15 @@ pub struct Clip {
 }
 
 impl Clip {
+    /// The samples between two times (seconds from the clip's start), clamped to the clip.
+    pub fn between(&self, (from_s, to_s): (f64, f64)) -> &[f32] {
+        let rate = f64::from(crate::audio::TARGET_SAMPLE_RATE);
+        let n = self.samples.len();
+        let from = ((from_s * rate) as usize).min(n);
+        let to = ((to_s * rate) as usize).clamp(from, n);
+        &self.samples[from..to]
+    }
+
     pub fn duration_s(&self) -> f64 {
         self.samples.len() as f64 / f64::from(crate::audio::TARGET_SAMPLE_RATE)
     }
@@ -229,12 +238,8 @@ impl Clip {
             }
             None => (0.0, audio.samples),
         };
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
         Ok(Self::from_samples(
-            name,
+            super::results_panel::file_name(path),
             Some(path.to_owned()),
             samples,
             start_s,
@@ -292,10 +297,6 @@ pub fn search(
         );
     }
     let region = region.unwrap_or((0.0, clip.duration_s()));
-    let rate = f64::from(crate::audio::TARGET_SAMPLE_RATE);
-    let n = clip.samples.len();
-    let from = ((region.0 * rate) as usize).min(n);
-    let to = ((region.1 * rate) as usize).clamp(from, n);
     let searcher = Searcher::new(
         index,
         mode,
@@ -305,7 +306,7 @@ pub fn search(
     )
     .map_err(|e| e.to_string())?;
     let hits = searcher
-        .search(&clip.samples[from..to], top)
+        .search(clip.between(region), top)
         .map_err(|e| e.to_string())?;
     Ok(SearchOutcome {
         mode,

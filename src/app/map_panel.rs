@@ -225,7 +225,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let f = &index.files[file];
     let plot_response = response.response.on_hover_text(format!(
         "{}\n{} · {:.2} s\nclick: play · double-click: search with it",
-        file_name_of(&f.path),
+        super::results_panel::file_name(&f.path),
         f.label,
         f.duration_s
     ));
@@ -282,8 +282,4 @@ fn label_order(index: &Index) -> Vec<String> {
 fn label_colour(i: usize) -> Color32 {
     let hue = (i as f32 * 0.618_034) % 1.0;
     egui::ecolor::Hsva::new(hue, 0.75, 0.95, 1.0).into()
-}
-
-fn file_name_of(path: &std::path::Path) -> String {
-    super::results_panel::file_name(path)
 }
