@@ -177,9 +177,14 @@ fn main() {
     h.state_mut().libraries.entry(db).or_default().index =
         Some(Arc::new(synthetic_index(map_points)));
     h.state_mut().results.clear();
+    // The synthetic codes are events codes; the drops above left the app in the last mode.
+    h.state_mut().push(Command::SetMode(Mode::Events));
     h.state_mut().settings.central_view = CentralView::Map;
     let started = Instant::now();
     while h.state().map.pca.is_none() {
+        if let Some(error) = &h.state().map.error {
+            panic!("the map failed: {error}");
+        }
         frame(&mut h);
         std::thread::sleep(Duration::from_millis(20));
     }
