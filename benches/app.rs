@@ -91,6 +91,7 @@ fn main() {
     let options = AppOptions {
         data_dir: dir.path().join("data"),
         probe_devices: false,
+        open: Vec::new(),
     };
     let mut h = Harness::builder()
         .with_size([1400.0, 900.0])

@@ -3,12 +3,15 @@
 //! The engine (decoding, features, library, search) is this library; `src/main.rs` is a thin
 //! shell over [`cli`] and [`app`].
 
+pub mod about;
+#[cfg(feature = "gui")]
 pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod demo;
 pub mod eval;
 pub mod features;
+pub mod fsutil;
 pub mod index;
 pub mod library;
 pub mod model;

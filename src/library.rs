@@ -188,6 +188,13 @@ fn walk(root: &Path, candidates: &mut Vec<PathBuf>, report: &mut ScanReport) {
                     report.other_files += 1;
                 }
             }
+            Ok(entry) if !entry.file_type().is_dir() && is_audio_path(entry.path()) => {
+                // Opening a FIFO would wait for a writer forever; devices are not recordings.
+                report.problems.push(ScanProblem {
+                    path: entry.into_path(),
+                    reason: "not a regular file (a pipe, socket or device)".into(),
+                });
+            }
             Ok(_) => {}
             Err(err) => report.problems.push(walk_problem(root, &err)),
         }

@@ -1,13 +1,20 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use earshot::cli::Cli;
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        // Leaked once: clap wants a static string, and the process ends after printing it.
+        .long_version(&*earshot::about::long_version().leak())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
-        None => earshot::app::run().map(|()| ExitCode::SUCCESS),
+        None => run_app(cli.open),
         Some(command) => earshot::cli::run(command),
     };
     result.unwrap_or_else(|err| {
@@ -21,6 +28,18 @@ fn main() -> ExitCode {
         eprintln!("error: {err:#}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(feature = "gui")]
+fn run_app(open: Vec<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    earshot::app::run(open).map(|()| ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_app(_open: Vec<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this earshot was built without the desktop app (feature `gui`); run `earshot --help` for the commands"
+    )
 }
 
 /// candle allocates a fresh buffer for every tensor operation. By default glibc hands freed

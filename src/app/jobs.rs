@@ -11,10 +11,8 @@ use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
 use crate::index::build::{BuildEvent, BuildOptions, BuildReport, Encoders};
 use crate::index::{Index, IndexError, format};
 use crate::model::{AttentionMap, Mode, encoder_for};
-use crate::search::{Engine, Hit, Searcher};
+use crate::search::{Engine, Hit, MAX_QUERY_S, Searcher};
 
-/// Longest query the app searches with; longer clips are cut to this and the user is told.
-pub const MAX_QUERY_S: f64 = 600.0;
 /// Seconds of context shown either side of a result in the inspector.
 pub const INSPECTOR_CONTEXT_S: f64 = 3.0;
 
@@ -225,7 +223,10 @@ impl Clip {
 
     /// Decodes `path`, keeping `window` (seconds in the file) when given.
     pub fn decode(path: &Path, window: Option<(f64, f64)>) -> Result<Self, String> {
-        let audio = crate::audio::decode_file(path).map_err(|e| e.to_string())?;
+        // Past the longest query (and a second, to tell it was longer) nothing is decoded: a
+        // ten-hour file dropped on the window costs ten minutes of samples.
+        let until = window.map_or(MAX_QUERY_S + 1.0, |(_, to)| to);
+        let audio = crate::audio::decode_prefix(path, until).map_err(|e| e.to_string())?;
         let rate = f64::from(crate::audio::TARGET_SAMPLE_RATE);
         let (start_s, samples) = match window {
             Some((a, b)) => {

@@ -5,6 +5,7 @@
 //! [`Command`]s; the commands are applied at the end of the frame ([`EarshotApp::apply`]).
 //! Everything slow (decoding, inference, disk) runs in a [`task::Task`].
 
+mod about_panel;
 mod audio;
 mod commands;
 mod dialogs;
@@ -33,22 +34,33 @@ use crate::index::Index;
 use crate::index::build::Encoders;
 use crate::search::Hit;
 
-/// Opens the main window and runs until it is closed.
-pub fn run() -> anyhow::Result<()> {
+/// The window icon (the same drawing as the desktop entry's, `assets/icons/earshot.svg`).
+const ICON_PNG: &[u8] = include_bytes!("../../assets/icons/earshot-256.png");
+
+/// Opens the main window and runs until it is closed. `open`: files or folders given on the
+/// command line ("Open with Earshot"), handled as if dropped on the window.
+pub fn run(open: Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title("Earshot")
+        .with_app_id("earshot")
+        .with_inner_size([1280.0, 800.0])
+        .with_min_inner_size([720.0, 480.0])
+        .with_drag_and_drop(true);
+    if let Ok(icon) = eframe::icon_data::from_png_bytes(ICON_PNG) {
+        viewport = viewport.with_icon(icon);
+    }
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("Earshot")
-            .with_app_id("earshot")
-            .with_inner_size([1280.0, 800.0])
-            .with_min_inner_size([720.0, 480.0])
-            .with_drag_and_drop(true),
+        viewport,
         ..Default::default()
     };
-    let data_dir = default_data_dir();
+    let app_options = AppOptions {
+        open,
+        ..AppOptions::new(default_data_dir())
+    };
     eframe::run_native(
         "Earshot",
         options,
-        Box::new(move |cc| Ok(Box::new(EarshotApp::new(cc, AppOptions::new(data_dir))))),
+        Box::new(move |cc| Ok(Box::new(EarshotApp::new(cc, app_options)))),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the Earshot window: {e}"))
 }
@@ -67,6 +79,8 @@ pub struct AppOptions {
     pub data_dir: PathBuf,
     /// Look for sound devices at start (off in tests, where there are none to find).
     pub probe_devices: bool,
+    /// Files or folders to open at start, as if dropped on the window.
+    pub open: Vec<PathBuf>,
 }
 
 impl AppOptions {
@@ -74,6 +88,7 @@ impl AppOptions {
         Self {
             data_dir,
             probe_devices: true,
+            open: Vec::new(),
         }
     }
 }
@@ -132,11 +147,16 @@ pub struct EarshotApp {
     /// Messages for the user, newest last (errors and confirmations).
     pub notices: Vec<String>,
     commands: Vec<Command>,
+    /// The settings as last written, so an unchanged state is not rewritten every few seconds.
+    saved_settings: Option<Settings>,
+    pub show_about: bool,
+    /// What the About window lists (looked up once: it searches the model folders).
+    about_models: Vec<(crate::model::Mode, String, String)>,
 }
 
 impl EarshotApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
-        let settings = Settings::from_storage(cc.storage);
+        let (settings, settings_problem) = Settings::load(&options.data_dir, cc.storage);
         let ctx = &cc.egui_ctx;
         let mut app = Self {
             encoders_task: Some(Task::spawn(ctx, "models", |_| jobs::load_encoders())),
@@ -161,11 +181,17 @@ impl EarshotApp {
             dialogs: dialogs::Dialogs::default(),
             file_filter: String::new(),
             file_list: library_panel::FileListCache::default(),
-            notices: Vec::new(),
+            notices: settings_problem.into_iter().collect(),
             commands: Vec::new(),
+            saved_settings: None,
+            show_about: false,
+            about_models: crate::model::default_encoders(),
         };
         for lib in app.settings.libraries.clone() {
             app.start_loading(ctx, &lib.db);
+        }
+        if !app.options.open.is_empty() {
+            app.push(Command::Dropped(app.options.open.clone()));
         }
         app
     }
@@ -424,6 +450,11 @@ impl EarshotApp {
             ui.checkbox(&mut self.settings.show_attention, "Attention")
                 .on_hover_text("Draw the encoder's attention over the spectrograms");
             ui.checkbox(&mut self.settings.show_inspector, "Inspector");
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui.button("About").clicked() {
+                    self.show_about = !self.show_about;
+                }
+            });
         });
     }
 
@@ -503,6 +534,7 @@ impl eframe::App for EarshotApp {
         self.poll_tasks(&ctx);
         self.handle_input(&ctx);
         self.draw(ui);
+        about_panel::show(self, &ctx);
         file_drop_overlay(&ctx);
         for command in std::mem::take(&mut self.commands) {
             self.apply(&ctx, command);
@@ -513,8 +545,14 @@ impl eframe::App for EarshotApp {
         }
     }
 
-    fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, settings::STORAGE_KEY, &self.settings);
+    fn save(&mut self, _storage: &mut dyn eframe::Storage) {
+        if self.saved_settings.as_ref() == Some(&self.settings) {
+            return;
+        }
+        match self.settings.save(&self.options.data_dir) {
+            Ok(()) => self.saved_settings = Some(self.settings.clone()),
+            Err(e) => self.notify(e),
+        }
     }
 
     /// Often, so that a crash loses at most a few seconds of changes to libraries and settings.

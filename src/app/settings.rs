@@ -1,7 +1,12 @@
 //! What the app remembers between runs. Every struct is `#[serde(default)]`, so a state saved by
 //! an older version (missing fields, or none at all) loads with defaults instead of failing.
+//!
+//! Settings live in `settings.json` in the app's data folder, written atomically
+//! ([`crate::fsutil::write_atomic`]): eframe's own storage rewrites its file in place, so a crash
+//! or a kill while it saves would lose every library. eframe's storage is still read once, for
+//! states saved before the file existed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,12 +48,51 @@ impl Settings {
         self.libraries.get(self.selected_library)
     }
 
-    /// Reads settings saved by any version: anything unreadable gives the defaults.
-    pub fn from_storage(storage: Option<&dyn eframe::Storage>) -> Self {
-        storage
-            .and_then(|s| eframe::get_value::<Settings>(s, STORAGE_KEY))
-            .unwrap_or_default()
+    /// Reads `data_dir/settings.json`, else a state eframe stored for an older version, else the
+    /// defaults. A file that cannot be parsed is kept beside as `settings.json.unreadable` and
+    /// the reason returned, so nothing the user had is silently thrown away.
+    pub fn load(data_dir: &Path, storage: Option<&dyn eframe::Storage>) -> (Self, Option<String>) {
+        let path = settings_path(data_dir);
+        crate::fsutil::remove_stale_temp_files(&path);
+        let older = || {
+            storage
+                .and_then(|s| eframe::get_value::<Settings>(s, STORAGE_KEY))
+                .unwrap_or_default()
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(settings) => (settings, None),
+                Err(e) => {
+                    let kept = path.with_extension("json.unreadable");
+                    let _ = std::fs::rename(&path, &kept);
+                    let reason = format!(
+                        "{}: unreadable settings ({e}); started with defaults, the file is kept as {}",
+                        path.display(),
+                        kept.display()
+                    );
+                    (Self::default(), Some(reason))
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (older(), None),
+            Err(e) => (
+                Self::default(),
+                Some(format!("{}: cannot read settings: {e}", path.display())),
+            ),
+        }
     }
+
+    /// Writes `data_dir/settings.json` atomically.
+    pub fn save(&self, data_dir: &Path) -> Result<(), String> {
+        let path = settings_path(data_dir);
+        let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(data_dir)
+            .and_then(|()| crate::fsutil::write_atomic(&path, &json))
+            .map_err(|e| format!("{}: cannot save settings: {e}", path.display()))
+    }
+}
+
+pub fn settings_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("settings.json")
 }
 
 /// A library: folders of audio with one index.
@@ -80,5 +124,26 @@ mod tests {
         assert_eq!(s.libraries[0].db, PathBuf::new());
         assert_eq!(s.mode, Mode::Fingerprint);
         assert_eq!(s.top, Settings::default().top);
+    }
+
+    #[test]
+    fn settings_round_trip_through_the_data_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings {
+            mode: Mode::Fingerprint,
+            ..Settings::default()
+        };
+        s.save(dir.path()).unwrap();
+        assert_eq!(Settings::load(dir.path(), None), (s, None));
+    }
+
+    #[test]
+    fn an_unreadable_settings_file_is_kept_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(settings_path(dir.path()), b"{\"libraries\": [").unwrap();
+        let (s, problem) = Settings::load(dir.path(), None);
+        assert_eq!(s, Settings::default());
+        assert!(problem.unwrap().contains("settings.json"));
+        assert!(dir.path().join("settings.json.unreadable").exists());
     }
 }

@@ -7,11 +7,18 @@
 //! - A packet that fails to decode is skipped and counted; a file that ends early is decoded up to
 //!   where it ends and flagged `truncated`. Only a file from which nothing can be decoded is an
 //!   error, and every error names the file and the reason.
+//! - A file that stops making progress (no audio decoded for [`STALL_LIMIT`], e.g. a file on a
+//!   hung network share, or a demuxer going round in circles) is given up with
+//!   [`AudioError::Stalled`]: reads from it fail once the limit has passed, so a single file can
+//!   never hang a batch.
 
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoder, AudioDecoderOptions};
@@ -32,6 +39,8 @@ pub const SOURCE_RATE_RANGE: std::ops::RangeInclusive<u32> = 4_000..=384_000;
 const MAX_GAP_FILL_S: f64 = 600.0;
 /// Timestamp jumps shorter than this are rounding in the container, not lost audio.
 const MIN_GAP_S: f64 = 0.002;
+/// A file that yields no audio for this long is given up (see the module notes).
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// After this many packets in a row fail, the rest of the stream is taken to be garbage.
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 200;
 
@@ -60,6 +69,8 @@ pub enum AudioError {
     NoSamples { path: PathBuf },
     #[error("{}: read error: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error("{}: gave up: no audio could be decoded from it for {} s", path.display(), limit.as_secs_f64())]
+    Stalled { path: PathBuf, limit: Duration },
 }
 
 impl AudioError {
@@ -85,7 +96,8 @@ impl AudioError {
             | Self::Malformed { path, .. }
             | Self::SampleRate { path, .. }
             | Self::NoSamples { path }
-            | Self::Io { path, .. } => path,
+            | Self::Io { path, .. }
+            | Self::Stalled { path, .. } => path,
         }
     }
 }
@@ -149,16 +161,109 @@ pub struct AudioSource {
     /// Seconds per timestamp unit of the track, when known.
     seconds_per_tick: Option<f64>,
     info: SourceInfo,
+    watch: Arc<Watch>,
+}
+
+/// When the decoding of one file last made progress, shared with its byte source so that reads
+/// fail once it has made none for the limit (symphonia then returns, wherever it was).
+struct Watch {
+    started: Instant,
+    /// Nanoseconds after `started` of the last progress.
+    last_progress_ns: AtomicU64,
+    limit_ns: AtomicU64,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_progress_ns: AtomicU64::new(0),
+            limit_ns: AtomicU64::new(STALL_LIMIT.as_nanos() as u64),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    fn touch(&self) {
+        self.last_progress_ns
+            .store(self.now_ns(), Ordering::Relaxed);
+    }
+
+    fn stalled(&self) -> bool {
+        let idle = self.now_ns() - self.last_progress_ns.load(Ordering::Relaxed);
+        idle > self.limit_ns.load(Ordering::Relaxed)
+    }
+
+    /// The error to report when a read failed because the file stalled.
+    fn error(&self, path: &Path) -> Option<AudioError> {
+        self.stalled().then(|| AudioError::Stalled {
+            path: path.to_owned(),
+            limit: Duration::from_nanos(self.limit_ns.load(Ordering::Relaxed)),
+        })
+    }
+}
+
+/// A byte source whose reads fail once its [`Watch`] says the file has stalled.
+struct Watched {
+    inner: Box<dyn MediaSource>,
+    watch: Arc<Watch>,
+}
+
+impl Watched {
+    fn check(&self) -> io::Result<()> {
+        if self.watch.stalled() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "decoding stalled"));
+        }
+        Ok(())
+    }
+}
+
+impl io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl io::Seek for Watched {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        self.check()?;
+        self.inner.seek(to)
+    }
+}
+
+impl MediaSource for Watched {
+    fn is_seekable(&self) -> bool {
+        self.inner.is_seekable()
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        self.inner.byte_len()
+    }
 }
 
 /// Decodes a whole file to mono f32 at 16 kHz.
 pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
+    decode_prefix(path, f64::INFINITY)
+}
+
+/// Decodes the first `max_s` seconds of a file (the rest is not read, so memory stays bounded
+/// whatever the file's length); `stats.stopped_early` says whether there was more.
+pub fn decode_prefix(path: &Path, max_s: f64) -> Result<DecodedAudio, AudioError> {
     let source = AudioSource::open(path)?;
     let info = source.info().clone();
+    let max = (max_s * f64::from(TARGET_SAMPLE_RATE)).min(usize::MAX as f64) as usize;
     let mut samples = Vec::new();
     let stats = source.stream(|chunk| {
-        samples.extend_from_slice(chunk);
-        ControlFlow::Continue(())
+        let room = max - samples.len();
+        samples.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() >= room && samples.len() == max {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     })?;
     Ok(DecodedAudio {
         samples,
@@ -170,10 +275,24 @@ pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
 impl AudioSource {
     /// Opens and probes a file; fails early on empty, non-audio, truncated-header and unsupported files.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
-        let file = File::open(path).map_err(|source| AudioError::Open {
+        let open_error = |source| AudioError::Open {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        // Opening a FIFO would wait for a writer forever: look before opening.
+        let kind = std::fs::metadata(path).map_err(open_error)?.file_type();
+        if !kind.is_file() {
+            let what = if kind.is_dir() {
+                "a folder"
+            } else {
+                "not a regular file"
+            };
+            return Err(AudioError::Unsupported {
+                path: path.to_owned(),
+                detail: what.to_string(),
+            });
+        }
+        let file = File::open(path).map_err(open_error)?;
         let len = file
             .metadata()
             .map_err(|source| AudioError::Io {
@@ -201,7 +320,12 @@ impl AudioSource {
         if let Some(ext) = extension {
             hint.with_extension(ext);
         }
-        let mss = MediaSourceStream::new(source, Default::default());
+        let watch = Arc::new(Watch::new());
+        let source = Watched {
+            inner: source,
+            watch: watch.clone(),
+        };
+        let mss = MediaSourceStream::new(Box::new(source), Default::default());
         let reader = symphonia::default::get_probe()
             .probe(
                 &hint,
@@ -209,7 +333,11 @@ impl AudioSource {
                 FormatOptions::default(),
                 MetadataOptions::default(),
             )
-            .map_err(|e| map_probe_error(&path, e))?;
+            .map_err(|e| {
+                watch
+                    .error(&path)
+                    .unwrap_or_else(|| map_probe_error(&path, e))
+            })?;
         let (decoder, track_id, mut info) = make_decoder(&path, reader.as_ref())?;
         info.format = reader.format_info().short_name.to_string();
         if let Some(rate) = info.sample_rate.filter(|r| !SOURCE_RATE_RANGE.contains(r)) {
@@ -228,7 +356,16 @@ impl AudioSource {
             track_id,
             seconds_per_tick,
             info,
+            watch,
         })
+    }
+
+    /// Changes how long decoding may go without progress before the file is given up
+    /// ([`STALL_LIMIT`] by default).
+    pub fn set_stall_limit(&mut self, limit: Duration) {
+        self.watch
+            .limit_ns
+            .store(limit.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn info(&self) -> &SourceInfo {
@@ -254,11 +391,17 @@ impl AudioSource {
         let mut units = 0u64;
         loop {
             match self.reader.next_packet() {
-                Ok(Some(packet)) if packet.track_id == self.track_id => units += packet.dur.get(),
+                Ok(Some(packet)) if packet.track_id == self.track_id => {
+                    self.watch.touch();
+                    units += packet.dur.get();
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
-                Err(_) if units > 0 => break, // a damaged tail: the duration up to it
-                Err(e) => return Err(map_probe_error(&self.path, e)),
+                Err(e) => match self.watch.error(&self.path) {
+                    Some(stalled) => return Err(stalled),
+                    None if units > 0 => break, // a damaged tail: the duration up to it
+                    None => return Err(map_probe_error(&self.path, e)),
+                },
             }
         }
         let seconds = match (time_base, self.info.sample_rate) {
@@ -327,6 +470,8 @@ impl AudioSource {
             if deliver(r.push(&mono), &mut stats, &mut on_chunk).is_err() {
                 break;
             }
+            // Time spent by the caller (encoding) is not the file's stalling.
+            self.watch.touch();
         }
         if let Some((_, mut r)) = resampler.take().filter(|_| !stats.stopped_early) {
             let _ = deliver(r.finish(), &mut stats, &mut on_chunk);
@@ -360,6 +505,9 @@ impl AudioSource {
     /// The next packet of the chosen track; `None` at the end (or where a damaged file gives out).
     fn next_packet(&mut self, health: &mut PacketHealth) -> Result<Option<Packet>, AudioError> {
         loop {
+            if let Some(stalled) = self.watch.error(&self.path) {
+                return Err(stalled);
+            }
             match self.reader.next_packet() {
                 Ok(Some(packet)) if packet.track_id == self.track_id => return Ok(Some(packet)),
                 Ok(Some(_)) => {}
@@ -374,10 +522,10 @@ impl AudioSource {
                     return Ok(None);
                 }
                 Err(SymphoniaError::IoError(source)) => {
-                    return Err(AudioError::Io {
+                    return Err(self.watch.error(&self.path).unwrap_or(AudioError::Io {
                         path: self.path.clone(),
                         source,
-                    });
+                    }));
                 }
                 Err(e) if health.bad_packet(&e) => return Ok(None),
                 Err(_) => {}
@@ -408,6 +556,7 @@ impl AudioSource {
             }
         };
         health.in_a_row = 0;
+        self.watch.touch();
         let rate = decoded.spec().rate();
         if !SOURCE_RATE_RANGE.contains(&rate) {
             return Err(AudioError::SampleRate {

@@ -29,11 +29,16 @@ use crate::search::{Engine, Hit, Searcher};
 #[command(
     name = "earshot",
     version,
-    about = "Explore audio collections by example.\n\nWith no command, opens the desktop app."
+    about = "Explore audio collections by example.\n\nWith no command, opens the desktop app.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Open the app with these: the first audio file becomes the query, folders are added to the
+    /// library
+    #[arg(value_name = "FILE")]
+    pub open: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -530,6 +535,11 @@ fn index(
         report.failed.len()
     );
     println!("index: {}", Index::index_path(db).display());
+    let indexed = report.added + report.updated + report.relabelled + report.unchanged;
+    if indexed == 0 && !report.failed.is_empty() {
+        eprintln!("error: none of the audio files could be indexed");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -553,9 +563,19 @@ fn query(
     let mut status = ExitCode::SUCCESS;
     for clip in clips {
         let started = Instant::now();
-        let result = crate::audio::decode_file(clip)
+        let result = Searcher::read_query(clip)
             .map_err(anyhow::Error::from)
-            .and_then(|audio| Ok(searcher.search(&audio.samples, top)?));
+            .and_then(|(samples, cut)| {
+                if cut {
+                    eprintln!(
+                        "note: {}: longer than {}; searching with its first {} minutes",
+                        clip.display(),
+                        clock(crate::search::MAX_QUERY_S),
+                        crate::search::MAX_QUERY_S / 60.0
+                    );
+                }
+                Ok(searcher.search(&samples, top)?)
+            });
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match (result, json) {
             (Ok(hits), true) => {

@@ -13,16 +13,20 @@
 //! readers, crashes and kills see either the old index or the new one, never a mix.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{FORMAT_VERSION, Index, IndexError, Manifest, ModeIndex, SegmentRef};
+use crate::fsutil;
 use crate::library::FileRecord;
 
 const MAGIC: &[u8; 8] = b"EARSHOT\0";
 /// Stored for a file whose modification time is unknown.
 const NO_MTIME: u32 = u32::MAX;
+/// Bytes read or written at a time for the large arrays (codes, embeddings): the file is
+/// streamed, never held in memory whole beside the index it describes.
+const CHUNK_BYTES: usize = 1 << 16;
 
 /// Writes `index` to `db/index.earshot` atomically.
 pub fn save(index: &Index, db: &Path) -> Result<(), IndexError> {
@@ -32,65 +36,32 @@ pub fn save(index: &Index, db: &Path) -> Result<(), IndexError> {
         source,
     };
     fs::create_dir_all(db).map_err(io)?;
-    let bytes = encode(index);
-    let tmp = db.join(format!(
-        ".{}.tmp-{}",
-        super::INDEX_FILE_NAME,
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        // The rename itself must reach the disk before we report success.
-        File::open(db)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(io)
+    fsutil::write_atomic_with(&path, |file| encode(index, file)).map_err(io)
 }
 
-/// Reads `db/index.earshot`.
+/// Reads `db/index.earshot`, streaming it (memory holds the index, not also the file's bytes).
 pub fn load(db: &Path) -> Result<Index, IndexError> {
     let path = Index::index_path(db);
-    let bytes = fs::read(&path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => IndexError::Missing { db: db.to_owned() },
+    let io = |source: io::Error| match source.kind() {
+        io::ErrorKind::NotFound => IndexError::Missing { db: db.to_owned() },
         _ => IndexError::Io {
             path: path.clone(),
             source,
         },
-    })?;
-    decode(&bytes, &path, db)
+    };
+    let file = File::open(&path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    read_index(BufReader::new(file), len, &path, db)
+}
+
+/// Reads an index from `bytes` (as [`load`] does from a file; `path` and `db` name it in errors).
+pub fn from_bytes(bytes: &[u8], path: &Path, db: &Path) -> Result<Index, IndexError> {
+    read_index(bytes, bytes.len() as u64, path, db)
 }
 
 /// Removes temporary files left by runs that were killed mid-save (their process is gone).
 pub fn remove_stale_temp_files(db: &Path) {
-    let prefix = format!(".{}.tmp-", super::INDEX_FILE_NAME);
-    let Ok(entries) = fs::read_dir(db) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        if pid != std::process::id().to_string() && !process_alive(pid) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn process_alive(pid: &str) -> bool {
-    Path::new("/proc").join(pid).exists()
-}
-
-/// Without /proc we cannot tell, so the file is kept.
-#[cfg(not(target_os = "linux"))]
-fn process_alive(_pid: &str) -> bool {
-    true
+    fsutil::remove_stale_temp_files(&Index::index_path(db));
 }
 
 /// Whether `db` holds an index file.
@@ -98,64 +69,78 @@ pub fn exists(db: &Path) -> bool {
     Index::index_path(db).is_file()
 }
 
-fn encode(index: &Index) -> Vec<u8> {
-    let mut out = Writer(Vec::new());
-    out.0.extend_from_slice(MAGIC);
-    out.u32(FORMAT_VERSION);
+fn encode(index: &Index, out: &mut dyn Write) -> io::Result<()> {
+    let mut out = Writer {
+        out,
+        crc: crc32fast::Hasher::new(),
+    };
+    out.raw(MAGIC)?;
+    out.u32(FORMAT_VERSION)?;
     // A manifest of plain data always serialises.
     let manifest = serde_json::to_vec(&index.manifest()).unwrap_or_default();
-    out.bytes(&manifest);
-    out.u32(index.roots.len() as u32);
+    out.bytes(&manifest)?;
+    out.u32(index.roots.len() as u32)?;
     for root in &index.roots {
-        out.bytes(&path_bytes(root));
+        out.bytes(&path_bytes(root))?;
     }
-    out.u32(index.files.len() as u32);
+    out.u32(index.files.len() as u32)?;
     for f in &index.files {
-        out.bytes(&path_bytes(&f.path));
-        out.u64(f.size);
+        out.bytes(&path_bytes(&f.path))?;
+        out.u64(f.size)?;
         let (secs, nanos) = f
             .modified
             .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
             .map_or((0, NO_MTIME), |d| (d.as_secs(), d.subsec_nanos()));
-        out.u64(secs);
-        out.u32(nanos);
-        out.f64(f.duration_s);
-        out.bytes(f.label.as_bytes());
+        out.u64(secs)?;
+        out.u32(nanos)?;
+        out.f64(f.duration_s)?;
+        out.bytes(f.label.as_bytes())?;
     }
     for m in index.modes.values() {
-        out.u64(m.segments.len() as u64);
-        for s in &m.segments {
-            out.u32(s.file);
-            out.u32(s.start_frame);
-            out.u32(s.n_frames);
-        }
-        m.codes.iter().for_each(|&c| out.u64(c));
-        out.u32(m.embedding_dim as u32);
-        m.embeddings
+        out.u64(m.segments.len() as u64)?;
+        let triples = m
+            .segments
             .iter()
-            .for_each(|&x| out.0.extend_from_slice(&x.to_le_bytes()));
+            .flat_map(|s| [s.file, s.start_frame, s.n_frames]);
+        out.array(triples.map(u32::to_le_bytes))?;
+        out.array(m.codes.iter().map(|c| c.to_le_bytes()))?;
+        out.u32(m.embedding_dim as u32)?;
+        out.array(m.embeddings.iter().map(|x| x.to_le_bytes()))?;
     }
-    let crc = crc32fast::hash(&out.0);
-    out.u32(crc);
-    out.0
+    let crc = out.crc.clone().finalize();
+    out.out.write_all(&crc.to_le_bytes())
 }
 
-fn decode(bytes: &[u8], path: &Path, db: &Path) -> Result<Index, IndexError> {
+fn read_index(source: impl Read, len: u64, path: &Path, db: &Path) -> Result<Index, IndexError> {
     let corrupt = |detail: &str| IndexError::Corrupt {
         path: path.to_owned(),
         db: db.to_owned(),
         detail: detail.to_string(),
     };
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(IndexError::NotAnIndex {
-            path: path.to_owned(),
-        });
-    }
-    let mut r = Reader {
-        bytes,
-        pos: MAGIC.len(),
+    let io = |source| IndexError::Io {
+        path: path.to_owned(),
+        source,
     };
-    let version = r.u32().ok_or_else(|| corrupt("cut off in its header"))?;
+    // Everything but the last four bytes (the checksum) is hashed while it is parsed.
+    let body_len = len.saturating_sub(4);
+    let mut r = Reader {
+        source: source.take(body_len),
+        crc: crc32fast::Hasher::new(),
+        remaining: body_len,
+        error: None,
+    };
+    let magic = r.take::<8>();
+    if magic.as_ref() != Some(MAGIC) {
+        return Err(r.error.map_or(
+            IndexError::NotAnIndex {
+                path: path.to_owned(),
+            },
+            io,
+        ));
+    }
+    let Some(version) = r.u32() else {
+        return Err(r.error.map_or_else(|| corrupt("cut off in its header"), io));
+    };
     if version != FORMAT_VERSION {
         return Err(IndexError::Version {
             path: path.to_owned(),
@@ -164,26 +149,29 @@ fn decode(bytes: &[u8], path: &Path, db: &Path) -> Result<Index, IndexError> {
             expected: FORMAT_VERSION,
         });
     }
-    if bytes.len() < 4 + r.pos {
+    if len < 16 {
         return Err(corrupt("cut off in its header"));
     }
-    let (body, stored) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
-    if crc32fast::hash(body) != stored {
+    let index = read_body(&mut r);
+    if let Some(e) = r.error.take() {
+        return Err(io(e));
+    }
+    // Checked before the contents are trusted: a damaged file says so, whatever it parsed to.
+    let mut stored = [0u8; 4];
+    let crc_ok = r.remaining == 0
+        && r.source.into_inner().read_exact(&mut stored).is_ok()
+        && u32::from_le_bytes(stored) == r.crc.finalize();
+    if !crc_ok {
         return Err(corrupt(
             "checksum mismatch: the file is truncated or was altered",
         ));
     }
-    let mut r = Reader {
-        bytes: body,
-        pos: r.pos,
-    };
-    read_body(&mut r).ok_or_else(|| corrupt("its contents do not add up"))
+    index.ok_or_else(|| corrupt("its contents do not add up"))
 }
 
 /// Parses everything after the version; `None` on any inconsistency.
-fn read_body(r: &mut Reader<'_>) -> Option<Index> {
-    let manifest: Manifest = serde_json::from_slice(r.bytes()?).ok()?;
+fn read_body(r: &mut Reader<impl Read>) -> Option<Index> {
+    let manifest: Manifest = serde_json::from_slice(&r.bytes()?).ok()?;
     let segmentation_ok =
         |s: &crate::model::Segmentation| s.window > 0 && s.hop > 0 && s.query_hop > 0;
     if !manifest.features.is_valid()
@@ -195,17 +183,22 @@ fn read_body(r: &mut Reader<'_>) -> Option<Index> {
         return None;
     }
     let roots = (0..r.u32()?)
-        .map(|_| r.bytes().map(bytes_path))
+        .map(|_| r.bytes().map(|b| bytes_path(&b)))
         .collect::<Option<Vec<_>>>()?;
     let n_files = r.u32()? as usize;
-    let mut files = Vec::with_capacity(n_files.min(r.remaining() / 32));
+    let mut files = Vec::with_capacity(n_files.min(r.remaining as usize / 32));
     for _ in 0..n_files {
-        let path = bytes_path(r.bytes()?);
+        let path = bytes_path(&r.bytes()?);
         let size = r.u64()?;
         let (secs, nanos) = (r.u64()?, r.u32()?);
-        let modified = (nanos != NO_MTIME).then(|| UNIX_EPOCH + Duration::new(secs, nanos));
+        let modified = match nanos {
+            NO_MTIME => None,
+            // Checked: a damaged time must not overflow (`SystemTime + Duration` panics).
+            0..1_000_000_000 => Some(UNIX_EPOCH.checked_add(Duration::new(secs, nanos))?),
+            _ => return None,
+        };
         let duration_s = r.f64()?;
-        let label = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+        let label = String::from_utf8(r.bytes()?).ok()?;
         files.push(FileRecord {
             path,
             size,
@@ -217,32 +210,26 @@ fn read_body(r: &mut Reader<'_>) -> Option<Index> {
     let mut modes = std::collections::BTreeMap::new();
     for mm in &manifest.modes {
         let n = usize::try_from(r.u64()?).ok()?;
-        let words = mm.encoder.words();
-        // Check the sizes before allocating anything from them.
-        if n.checked_mul(12 + 8 * words)? > r.remaining() || n != mm.segments {
+        if n != mm.segments {
             return None;
         }
-        let segments = (0..n)
-            .map(|_| {
-                Some(SegmentRef {
-                    file: r.u32()?,
-                    start_frame: r.u32()?,
-                    n_frames: r.u32()?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let segments = r.array(n, |b: [u8; 12]| {
+            let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            SegmentRef {
+                file: word(0),
+                start_frame: word(4),
+                n_frames: word(8),
+            }
+        })?;
         if segments.iter().any(|s| s.file as usize >= files.len()) {
             return None;
         }
-        let codes = (0..n * words)
-            .map(|_| r.u64())
-            .collect::<Option<Vec<_>>>()?;
+        let codes = r.array(n.checked_mul(mm.encoder.words())?, u64::from_le_bytes)?;
         let dim = r.u32()? as usize;
-        if (dim != 0 && dim != mm.encoder.embedding_dim) || n.checked_mul(4 * dim)? > r.remaining()
-        {
+        if dim != 0 && dim != mm.encoder.embedding_dim {
             return None;
         }
-        let embeddings = (0..n * dim).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
+        let embeddings = r.array(n.checked_mul(dim)?, f32::from_le_bytes)?;
         let index = ModeIndex {
             encoder: mm.encoder.clone(),
             segmentation: mm.segmentation,
@@ -253,7 +240,7 @@ fn read_body(r: &mut Reader<'_>) -> Option<Index> {
         };
         modes.insert(mm.mode, index);
     }
-    (r.remaining() == 0).then_some(Index {
+    (r.remaining == 0).then_some(Index {
         features: manifest.features,
         roots,
         files,
@@ -261,35 +248,70 @@ fn read_body(r: &mut Reader<'_>) -> Option<Index> {
     })
 }
 
-struct Writer(Vec<u8>);
+/// Little-endian writing that keeps the running checksum.
+struct Writer<'a> {
+    out: &'a mut dyn Write,
+    crc: crc32fast::Hasher,
+}
 
-impl Writer {
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+impl Writer<'_> {
+    fn raw(&mut self, b: &[u8]) -> io::Result<()> {
+        self.crc.update(b);
+        self.out.write_all(b)
     }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+    fn u32(&mut self, v: u32) -> io::Result<()> {
+        self.raw(&v.to_le_bytes())
     }
-    fn f64(&mut self, v: f64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+    fn u64(&mut self, v: u64) -> io::Result<()> {
+        self.raw(&v.to_le_bytes())
     }
-    fn bytes(&mut self, b: &[u8]) {
-        self.u32(b.len() as u32);
-        self.0.extend_from_slice(b);
+    fn f64(&mut self, v: f64) -> io::Result<()> {
+        self.raw(&v.to_le_bytes())
+    }
+    fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
+        self.u32(b.len() as u32)?;
+        self.raw(b)
+    }
+    /// Writes fixed-size items a chunk at a time.
+    fn array<const N: usize>(&mut self, items: impl Iterator<Item = [u8; N]>) -> io::Result<()> {
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+        for item in items {
+            chunk.extend_from_slice(&item);
+            if chunk.len() + N > CHUNK_BYTES {
+                self.raw(&chunk)?;
+                chunk.clear();
+            }
+        }
+        self.raw(&chunk)
     }
 }
 
-/// Bounds-checked little-endian reading; every method returns `None` past the end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// Bounds-checked little-endian reading of a stream that keeps the running checksum; every
+/// method returns `None` past the end or on a read error (kept in `error`).
+struct Reader<R: Read> {
+    source: io::Take<R>,
+    crc: crc32fast::Hasher,
+    /// Bytes of the body not read yet: no count read from the file may ask for more.
+    remaining: u64,
+    error: Option<io::Error>,
 }
 
-impl<'a> Reader<'a> {
+impl<R: Read> Reader<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Option<()> {
+        if buf.len() as u64 > self.remaining {
+            return None;
+        }
+        if let Err(e) = self.source.read_exact(buf) {
+            self.error = Some(e);
+            return None;
+        }
+        self.remaining -= buf.len() as u64;
+        self.crc.update(buf);
+        Some(())
+    }
     fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let chunk = self.bytes.get(self.pos..self.pos.checked_add(N)?)?;
-        self.pos += N;
-        chunk.try_into().ok()
+        let mut buf = [0u8; N];
+        self.fill(&mut buf).map(|()| buf)
     }
     fn u32(&mut self) -> Option<u32> {
         self.take().map(u32::from_le_bytes)
@@ -297,20 +319,42 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         self.take().map(u64::from_le_bytes)
     }
-    fn f32(&mut self) -> Option<f32> {
-        self.take().map(f32::from_le_bytes)
-    }
     fn f64(&mut self) -> Option<f64> {
         self.take().map(f64::from_le_bytes)
     }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
+    fn bytes(&mut self) -> Option<Vec<u8>> {
         let len = self.u32()? as usize;
-        let chunk = self.bytes.get(self.pos..self.pos.checked_add(len)?)?;
-        self.pos += len;
-        Some(chunk)
+        if len as u64 > self.remaining {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        self.fill(&mut buf).map(|()| buf)
     }
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.pos)
+    /// `n` items of `N` bytes each, read a chunk at a time and converted by `item`; the count is
+    /// checked against what is left before anything is allocated from it.
+    fn array<const N: usize, T>(
+        &mut self,
+        n: usize,
+        item: impl Fn([u8; N]) -> T,
+    ) -> Option<Vec<T>> {
+        if (n as u64).checked_mul(N as u64)? > self.remaining {
+            return None;
+        }
+        let mut items = Vec::with_capacity(n);
+        let mut chunk = vec![0u8; CHUNK_BYTES / N * N];
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(chunk.len() / N);
+            let buf = &mut chunk[..take * N];
+            self.fill(buf)?;
+            items.extend(buf.chunks_exact(N).map(|c| {
+                let mut bytes = [0u8; N];
+                bytes.copy_from_slice(c);
+                item(bytes)
+            }));
+            left -= take;
+        }
+        Some(items)
     }
 }
 
@@ -408,6 +452,21 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("--rebuild"), "{err}");
+    }
+
+    /// Found by fuzzing: a file time past what `SystemTime` holds panicked while parsing.
+    #[test]
+    fn an_impossible_file_time_with_a_valid_checksum_is_corrupt_not_a_panic() {
+        let mut bytes = Vec::new();
+        encode(&sample_index(), &mut bytes).unwrap();
+        let secs = 1_700_000_000u64.to_le_bytes();
+        let at = bytes.windows(8).position(|w| w == secs).unwrap();
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        let err = from_bytes(&bytes, Path::new("/db/index.earshot"), Path::new("/db")).unwrap_err();
+        assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
     }
 
     #[test]

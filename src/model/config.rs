@@ -55,9 +55,15 @@ impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
                 path: dir.to_path_buf(),
             });
         }
+        let config = read(&dir.join(CONFIG_FILE))?;
+        let weights = read(&dir.join(WEIGHTS_FILE))?;
+        Self::from_bytes(dir, &config, weights)
+    }
+
+    /// Parses and checks a model's files already in memory (`dir` names them in errors).
+    pub fn from_bytes(dir: &Path, config: &[u8], weights: Vec<u8>) -> Result<Self, ModelError> {
         let config_path = dir.join(CONFIG_FILE);
-        let text = read(&config_path)?;
-        let config: C = serde_json::from_slice(&text).map_err(|e| ModelError::Config {
+        let config: C = serde_json::from_slice(config).map_err(|e| ModelError::Config {
             path: config_path.clone(),
             reason: e.to_string(),
         })?;
@@ -68,7 +74,6 @@ impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
                 expected: MODEL_FORMAT_VERSION,
             });
         }
-        let weights = read(&dir.join(WEIGHTS_FILE))?;
         config.check().map_err(|reason| ModelError::Config {
             path: config_path,
             reason,
@@ -120,8 +125,10 @@ fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
     })
 }
 
-/// Where shipped models are looked for: `$EARSHOT_MODELS`, then `models/` beside the executable
-/// and its parents (an installed or a `cargo run` binary), then the source tree's `models/`.
+/// Where models are looked for, in order: `$EARSHOT_MODELS`; `models/` beside the executable and
+/// its parents (a `cargo run` or unpacked binary); `../share/earshot/models` from the executable
+/// (`/usr/bin` and `/usr/share`, `/usr/local`, an AppImage's `usr/`); the user's data folder
+/// (`~/.local/share/earshot/models`); `/usr/share/earshot/models`; the source tree's `models/`.
 pub fn models_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("EARSHOT_MODELS") {
@@ -129,7 +136,14 @@ pub fn models_dirs() -> Vec<PathBuf> {
     }
     if let Ok(exe) = std::env::current_exe() {
         dirs.extend(exe.ancestors().skip(1).take(4).map(|d| d.join("models")));
+        if let Some(prefix) = exe.parent().and_then(Path::parent) {
+            dirs.push(prefix.join("share/earshot/models"));
+        }
     }
+    if let Some(p) = directories::ProjectDirs::from("org", "Earshot", "earshot") {
+        dirs.push(p.data_dir().join("models"));
+    }
+    dirs.push(PathBuf::from("/usr/share/earshot/models"));
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
     dirs
 }
@@ -140,4 +154,14 @@ pub fn find_model(name: &str) -> Option<PathBuf> {
         .into_iter()
         .map(|d| d.join(name))
         .find(|d| d.join(CONFIG_FILE).is_file())
+}
+
+/// The default similar-sounds model, compiled into the binary so that an installed `earshot`
+/// works wherever it is copied; a folder found by [`find_model`] takes precedence.
+pub mod built_in {
+    pub const EVENTS_NAME: &str = "events-64";
+    pub const EVENTS_CONFIG: &[u8] = include_bytes!("../../models/events-64/config.json");
+    pub const EVENTS_WEIGHTS: &[u8] = include_bytes!("../../models/events-64/model.safetensors");
+    /// How errors and `--version` name it.
+    pub const EVENTS_PLACE: &str = "<built into earshot>/events-64";
 }

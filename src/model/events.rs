@@ -370,7 +370,11 @@ pub struct EventsEncoder {
 impl EventsEncoder {
     /// Loads `config.json` and `model.safetensors` from a model folder.
     pub fn load(dir: &std::path::Path) -> std::result::Result<Self, ModelError> {
-        let files = ModelFiles::<EventsConfig>::read(dir)?;
+        Self::from_files(ModelFiles::<EventsConfig>::read(dir)?)
+    }
+
+    /// Builds the encoder from a model's files already read (see [`ModelFiles::from_bytes`]).
+    pub fn from_files(files: ModelFiles<EventsConfig>) -> std::result::Result<Self, ModelError> {
         let net = files.build(EventsNet::load)?;
         let info = EncoderInfo {
             name: format!("events-{}", files.config.bits),

@@ -207,7 +207,13 @@ pub struct FingerprintEncoder {
 
 impl FingerprintEncoder {
     pub fn load(dir: &std::path::Path) -> std::result::Result<Self, ModelError> {
-        let files = ModelFiles::<FingerprintConfig>::read(dir)?;
+        Self::from_files(ModelFiles::<FingerprintConfig>::read(dir)?)
+    }
+
+    /// Builds the encoder from a model's files already read (see [`ModelFiles::from_bytes`]).
+    pub fn from_files(
+        files: ModelFiles<FingerprintConfig>,
+    ) -> std::result::Result<Self, ModelError> {
         let net = files.build(FingerprintNet::load)?;
         let info = EncoderInfo {
             name: format!("fingerprint-{}", files.config.bits),

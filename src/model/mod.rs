@@ -193,11 +193,50 @@ pub fn encoder_for(
         .or_else(|| default_model_name(mode).and_then(config::find_model));
     match (mode, found) {
         (Mode::Events, Some(dir)) => Ok(Box::new(events::EventsEncoder::load(&dir)?)),
+        (Mode::Events, None) => Ok(Box::new(built_in_events()?)),
         (Mode::Fingerprint, Some(dir)) => {
             Ok(Box::new(fingerprint::FingerprintEncoder::load(&dir)?))
         }
-        _ => Ok(baseline_encoder(mode)),
+        (Mode::Fingerprint, None) => Ok(baseline_encoder(mode)),
     }
+}
+
+fn built_in_events() -> Result<events::EventsEncoder, config::ModelError> {
+    use config::built_in::*;
+    let files = config::ModelFiles::from_bytes(
+        std::path::Path::new(EVENTS_PLACE),
+        EVENTS_CONFIG,
+        EVENTS_WEIGHTS.to_vec(),
+    )?;
+    events::EventsEncoder::from_files(files)
+}
+
+/// Which encoder each mode uses by default and where it comes from, for `--version`, the About
+/// window and messages: `(mode, encoder name, where)`.
+pub fn default_encoders() -> Vec<(Mode, String, String)> {
+    Mode::ALL
+        .iter()
+        .map(|&mode| {
+            let found = default_model_name(mode).and_then(config::find_model);
+            let (name, place) = match (mode, found) {
+                (_, Some(dir)) => (
+                    dir.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    dir.display().to_string(),
+                ),
+                (Mode::Events, None) => (
+                    config::built_in::EVENTS_NAME.to_string(),
+                    "built into earshot".to_string(),
+                ),
+                (Mode::Fingerprint, None) => (
+                    baseline_encoder(mode).info().name.clone(),
+                    "no trained fingerprint model installed; the untrained LSH baseline"
+                        .to_string(),
+                ),
+            };
+            (mode, name, place)
+        })
+        .collect()
 }
 
 /// A small seeded generator (SplitMix64), so weights are the same on every machine and run.

@@ -704,7 +704,5 @@ pub fn save_model(out: &Path, config: &EventsConfig, varmap: &VarMap) -> Result<
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io_error(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
+    crate::fsutil::write_atomic(path, bytes).map_err(io_error(path))
 }

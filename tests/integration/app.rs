@@ -3,6 +3,7 @@
 //! CSV export, modes, click-to-query from the library and from the map.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ fn harness(data_dir: &Path) -> Harness<'static, EarshotApp> {
     let options = AppOptions {
         data_dir: data_dir.to_owned(),
         probe_devices: false,
+        open: Vec::new(),
     };
     Harness::builder()
         .with_size([1400.0, 900.0])
@@ -238,4 +240,70 @@ fn the_map_shows_the_library_and_a_double_clicked_point_becomes_the_query() {
         path,
         "a file is its own nearest neighbour"
     );
+}
+
+#[test]
+fn broken_files_dropped_or_indexed_show_their_error_and_the_app_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    open_demo_library(&mut h);
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let good = std::fs::read(demo_file(dir.path(), "chirp-up", 0)).unwrap();
+    let mut rate_0 = good.clone();
+    rate_0[24..28].copy_from_slice(&0u32.to_le_bytes()); // the fmt chunk's sample rate
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.wav", Vec::new()),
+        ("cut-in-header.wav", good[..30].to_vec()),
+        ("rate-0.wav", rate_0),
+        (
+            "junk.flac",
+            (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("text.mp3", b"not audio at all\n".to_vec()),
+    ];
+    for (name, bytes) in &cases {
+        std::fs::write(broken.join(name), bytes).unwrap();
+    }
+    let fifo = broken.join("pipe.ogg");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let names = cases.iter().map(|(n, _)| *n).chain(["pipe.ogg"]);
+    for name in names.clone() {
+        h.input_mut()
+            .dropped_files
+            .push(Arc::new(Dropped(broken.join(name))));
+        wait_for(&mut h, name, |app| {
+            app.notices.last().is_some_and(|n| n.contains(name))
+        });
+        let notice = h.state().notices.last().cloned().unwrap_or_default();
+        // Shown in the window, with the reason after the name.
+        h.get_by_label_contains(&notice);
+    }
+
+    // Still usable: a good file dropped now finds results.
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(demo_file(dir.path(), "chirp-up", 1))));
+    wait_for(&mut h, "results", |app| !app.results.is_empty());
+
+    // The folder indexed into the library: each file listed with its reason, the rest kept.
+    h.state_mut()
+        .push(earshot::app::Command::AddFolders(vec![broken.clone()]));
+    wait_for(&mut h, "indexing the broken folder", |app| {
+        app.current()
+            .and_then(|(lib, _)| app.libraries.get(&lib.db))
+            .is_some_and(|l| !l.failed.is_empty())
+    });
+    let (lib, index) = h.state().current().unwrap();
+    let state = &h.state().libraries[&lib.db];
+    assert_eq!(state.failed.len(), 6, "{:?}", state.failed);
+    assert_eq!(index.unwrap().files.len(), 48);
+    h.get_by_label("6 files cannot be read");
 }

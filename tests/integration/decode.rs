@@ -403,3 +403,68 @@ fn the_callback_can_stop_decoding() {
     assert!(stats.stopped_early);
     assert!(seen < 16_000 * 10);
 }
+
+/// A source that gives its first `fast` bytes at once and then a byte every 50 ms, like a file
+/// on a network share that has stopped answering.
+struct Stalling {
+    inner: SyntheticWav,
+    fast: u64,
+    served: u64,
+}
+
+impl std::io::Read for Stalling {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.served >= self.fast {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let one = buf.len().min(1);
+            let n = self.inner.read(&mut buf[..one])?;
+            self.served += n as u64;
+            return Ok(n);
+        }
+        let room = buf.len().min((self.fast - self.served) as usize);
+        let n = self.inner.read(&mut buf[..room])?;
+        self.served += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Stalling {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+impl symphonia::core::io::MediaSource for Stalling {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+    fn byte_len(&self) -> Option<u64> {
+        self.inner.byte_len()
+    }
+}
+
+#[test]
+fn a_file_that_stops_giving_data_is_given_up_with_a_clear_error() {
+    let source = Stalling {
+        inner: SyntheticWav::new(16_000, 1, 60),
+        fast: 44 + 32_000 * 2,
+        served: 0,
+    };
+    let mut audio =
+        AudioSource::from_media_source(Path::new("share/slow.wav"), Box::new(source), Some("wav"))
+            .unwrap();
+    audio.set_stall_limit(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let mut seen = 0usize;
+    let err = audio
+        .stream(|chunk| {
+            seen += chunk.len();
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert!(matches!(err, AudioError::Stalled { .. }), "{err}");
+    assert!(err.to_string().contains("share/slow.wav"), "{err}");
+    assert!(seen > 0, "the audio before the stall was delivered");
+    // Given up soon after the limit, not after the minute of audio a byte at a time.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -1,10 +1,14 @@
 //! Earshot's integration tests: one crate, one module per area.
 
+#[cfg(feature = "gui")]
 mod app;
 mod cli;
+mod crash;
 mod decode;
 mod features;
 mod fingerprint;
+mod fuzz_regressions;
+mod hostile;
 mod index;
 mod library;
 mod model;

@@ -363,3 +363,27 @@ fn the_shipped_events_models_reproduce_their_cards_on_esc50() {
         "unseen classes must rank above chance: {map_unseen}"
     );
 }
+
+/// The events model compiled into the binary is the committed `models/events-64`: an index built
+/// by a copied binary matches one built from the installed folder.
+#[test]
+fn the_built_in_events_model_is_the_committed_one() {
+    use earshot::model::config::{ModelFiles, built_in};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-64");
+    let installed = EventsEncoder::load(&dir).unwrap();
+    let files = ModelFiles::from_bytes(
+        Path::new(built_in::EVENTS_PLACE),
+        built_in::EVENTS_CONFIG,
+        built_in::EVENTS_WEIGHTS.to_vec(),
+    )
+    .unwrap();
+    let built_in = EventsEncoder::from_files(files).unwrap();
+    assert_eq!(built_in.info(), installed.info());
+    let clips: Vec<Vec<f32>> = (0..3).map(|i| sound(i, 2.0, i as u64)).collect();
+    let refs: Vec<&[f32]> = clips.iter().map(Vec::as_slice).collect();
+    let (mut a, mut b) = (Encoded::default(), Encoded::default());
+    installed.encode(&refs, &mut a).unwrap();
+    built_in.encode(&refs, &mut b).unwrap();
+    assert_eq!(a.codes, b.codes);
+    assert_eq!(a.embeddings, b.embeddings);
+}
