@@ -167,7 +167,7 @@ impl EarshotApp {
         if self.settings.libraries.is_empty() {
             let name = folders.first().and_then(|f| f.file_name()).map_or_else(
                 || "Library".to_owned(),
-                |n| n.to_string_lossy().into_owned(),
+                |n| super::results_panel::drawable(&n.to_string_lossy()),
             );
             self.new_library(name);
         }

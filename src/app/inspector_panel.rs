@@ -34,7 +34,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     };
     let hit = inspected.hit.clone();
     ui.strong(file_name(&hit.path))
-        .on_hover_text(hit.path.display().to_string());
+        .on_hover_text(super::results_panel::shown_path(&hit.path));
     ui.label(format!(
         "{} · {} – {} · score {:.3}",
         hit.label,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-use super::results_panel::{clock, file_name};
+use super::results_panel::{clock, drawable, file_name, shown_path};
 use super::{Command, EarshotApp, audio};
 use crate::index::Index;
 use crate::index::build::BuildReport;
@@ -23,7 +23,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     };
     ui.horizontal_wrapped(|ui| {
         for f in &lib.folders {
-            ui.weak(format!("folder: {}", f.display()));
+            ui.weak(format!("folder: {}", shown_path(f)));
         }
     });
     ui.horizontal(|ui| {
@@ -158,7 +158,7 @@ fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path
         ui.label(summary);
     }
     if let Some(error) = &state.error {
-        ui.colored_label(ui.visuals().error_fg_color, error);
+        ui.colored_label(ui.visuals().error_fg_color, drawable(error));
     }
     failures(ui, &state.failed);
 }
@@ -175,8 +175,8 @@ fn failures(ui: &mut egui::Ui, failed: &[(std::path::PathBuf, String)]) {
                 .show(ui, |ui| {
                     for (path, reason) in failed {
                         ui.label(egui::RichText::new(file_name(path)).strong())
-                            .on_hover_text(path.display().to_string());
-                        ui.weak(reason);
+                            .on_hover_text(shown_path(path));
+                        ui.weak(drawable(reason));
                     }
                 });
         });
@@ -214,7 +214,7 @@ fn file_list(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
                     let is_query = query_path.as_ref() == Some(&f.path);
                     let response = ui
                         .selectable_label(is_query, file_name(&f.path))
-                        .on_hover_text(format!("{}\nclick to search with it", f.path.display()));
+                        .on_hover_text(format!("{}\nclick to search with it", shown_path(&f.path)));
                     if response.clicked() {
                         commands.push(Command::QueryFile(f.path.clone(), None));
                     }

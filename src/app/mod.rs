@@ -230,7 +230,7 @@ impl EarshotApp {
     }
 
     pub fn notify(&mut self, message: impl Into<String>) {
-        self.notices.push(message.into());
+        self.notices.push(results_panel::drawable(&message.into()));
         if self.notices.len() > 20 {
             self.notices.remove(0);
         }

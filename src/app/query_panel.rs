@@ -107,7 +107,10 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         commands.push(Command::SelectRegion(None));
     }
     if let Some(error) = &query.error {
-        ui.colored_label(ui.visuals().error_fg_color, error);
+        ui.colored_label(
+            ui.visuals().error_fg_color,
+            super::results_panel::drawable(error),
+        );
     }
     for c in commands {
         app.push(c);

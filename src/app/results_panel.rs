@@ -78,7 +78,7 @@ fn result_row(
     let selected = app.selected == Some(i);
     let response = ui
         .selectable_label(selected, name)
-        .on_hover_text(hit.path.display().to_string());
+        .on_hover_text(shown_path(&hit.path));
     if response.clicked() {
         commands.push(Command::SelectResult(i));
     }
@@ -118,10 +118,21 @@ fn result_row(
 }
 
 pub fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
+    drawable(&path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
-    )
+    ))
+}
+
+/// The whole path, for hover texts.
+pub fn shown_path(path: &Path) -> String {
+    drawable(&path.display().to_string())
+}
+
+/// Text the app's fonts can draw. A name that is not UTF-8 is shown with U+FFFD in place of its
+/// bad bytes, and the bundled fonts have no glyph for it (egui would draw an empty box): `?`.
+pub fn drawable(text: &str) -> String {
+    text.replace('\u{FFFD}', "?")
 }
 
 /// `m:ss.ss` (negative times, a fingerprint match starting before the file, keep their sign).

@@ -307,3 +307,71 @@ fn broken_files_dropped_or_indexed_show_their_error_and_the_app_stays_usable() {
     assert_eq!(index.unwrap().files.len(), 48);
     h.get_by_label("6 files cannot be read");
 }
+
+/// The whole broken-input corpus of the command-line test, through the app: indexed as a library
+/// (each unreadable file listed once with its reason, the rest indexed), then each unreadable
+/// file dropped on the window (its error shown, the app still searching afterwards).
+#[test]
+fn the_app_lists_every_file_of_the_broken_corpus_it_cannot_read() {
+    use crate::hostile::{Expect, build_corpus};
+    if !crate::support::ffmpeg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = build_corpus(dir.path());
+    let mut h = harness(&dir.path().join("data"));
+    h.state_mut()
+        .push(earshot::app::Command::AddFolders(vec![corpus.root.clone()]));
+    wait_for(&mut h, "indexing the corpus", |app| {
+        app.current().is_some_and(|(_, index)| index.is_some())
+    });
+    let (lib, index) = h.state().current().unwrap();
+    let indexed: Vec<PathBuf> = index
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
+    let failed = h.state().libraries[&lib.db].failed.clone();
+    // The tests run as root in CI, and root reads a file without read permission.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    for (path, expect) in &corpus.cases {
+        let reports = failed.iter().filter(|(p, _)| p == path).count();
+        let is_indexed = indexed.contains(path);
+        let expect = if root && path.ends_with("locked.wav") {
+            Expect::Either
+        } else {
+            *expect
+        };
+        let ok = match expect {
+            Expect::Reported => reports == 1 && !is_indexed,
+            Expect::Indexed => reports == 0 && is_indexed,
+            Expect::Either => reports + usize::from(is_indexed) == 1,
+        };
+        assert!(
+            ok,
+            "{}: {expect:?}, indexed {is_indexed}, reported {reports}",
+            path.display()
+        );
+    }
+    assert!(
+        failed.iter().all(|(_, reason)| reason.len() > 5),
+        "{failed:?}"
+    );
+    h.get_by_label(&format!("{} files cannot be read", failed.len()));
+
+    for (path, _) in failed.iter().filter(|(p, _)| !p.is_dir()) {
+        h.state_mut().notices.clear();
+        h.input_mut()
+            .dropped_files
+            .push(Arc::new(Dropped(path.clone())));
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        wait_for(&mut h, &name, |app| !app.notices.is_empty());
+        let notice = h.state().notices.last().cloned().unwrap_or_default();
+        assert!(notice.contains(&name), "{name}: {notice}");
+    }
+    let good = corpus.root.join("wav/good.wav");
+    h.input_mut().dropped_files.push(Arc::new(Dropped(good)));
+    wait_for(&mut h, "results", |app| !app.results.is_empty());
+}

@@ -20,7 +20,7 @@ use crate::support::{Sample, ffmpeg_available, ffmpeg_encode, tone, write_aiff, 
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
+pub enum Expect {
     /// Must be reported as unreadable.
     Reported,
     /// Must be indexed.
@@ -29,9 +29,9 @@ enum Expect {
     Either,
 }
 
-struct Corpus {
-    root: PathBuf,
-    cases: Vec<(PathBuf, Expect)>,
+pub struct Corpus {
+    pub root: PathBuf,
+    pub cases: Vec<(PathBuf, Expect)>,
 }
 
 impl Corpus {
@@ -77,7 +77,7 @@ fn pcm16(samples: &[f32]) -> Vec<u8> {
 
 /// One valid file per format, then each damaged the same ways; then the format-specific cases
 /// and the file-system cases.
-fn build_corpus(dir: &Path) -> Corpus {
+pub fn build_corpus(dir: &Path) -> Corpus {
     let root = fs::canonicalize(dir)
         .expect("canonical temp dir")
         .join("corpus");
