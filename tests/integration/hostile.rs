@@ -260,42 +260,49 @@ fn index(db: &Path, root: &Path) -> Run {
     run_measured(&args, &db.with_extension("log"), true)
 }
 
-/// Runs `earshot ARGS` with a time limit, stderr to `log`; measures peak memory with `wait4`.
+/// Runs `earshot ARGS` with a time limit, stderr to `log`, under GNU time for its peak memory.
+/// (`wait4` on a child spawned from this process would not do: Linux counts the spawning
+/// process's own peak into the child's, and this test process holds other tests' data.)
 fn run_measured(args: &[&OsStr], log: &Path, unprivileged: bool) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_earshot"));
+    const PEAK: &str = "EARSHOT_TEST_PEAK_RSS_KB=";
+    let mut command = Command::new("/usr/bin/time");
     command
+        .arg("-f")
+        .arg(format!("{PEAK}%M"))
+        .arg(env!("CARGO_BIN_EXE_earshot"))
         .args(args)
         .stdout(Stdio::null())
-        .stderr(fs::File::create(log).expect("log file"));
+        .stderr(fs::File::create(log).expect("log file"))
+        .process_group(0);
     // SAFETY: geteuid has no preconditions.
     if unprivileged && unsafe { libc::geteuid() } == 0 {
         command.uid(65534).gid(65534);
     }
     let started = Instant::now();
-    // Reaped below by `wait4`, which also gives its peak memory.
-    #[allow(clippy::zombie_processes)]
-    let child = command.spawn().expect("run earshot");
-    let pid = child.id() as libc::pid_t;
-    let (status, peak_rss) = loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: pid is our child; the pointers are to live locals.
-        let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if done == pid {
-            break (status, usage.ru_maxrss as u64 * 1024);
+    let mut child = command
+        .spawn()
+        .expect("run earshot under /usr/bin/time (Debian package `time`)");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll earshot") {
+            break status;
         }
         if started.elapsed() > RUN_LIMIT {
-            // SAFETY: killing our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: killing the process group of our own child.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             panic!("earshot {args:?} hung (over {RUN_LIMIT:?})");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let stderr = fs::read_to_string(log).expect("read log");
+    let peak_kb: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(PEAK))
+        .and_then(|kb| kb.trim().parse().ok())
+        .expect("GNU time's peak memory line");
     Run {
-        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        stderr: fs::read_to_string(log).expect("read log"),
-        peak_rss,
+        success: status.success(),
+        stderr,
+        peak_rss: peak_kb * 1024,
         elapsed: started.elapsed(),
     }
 }
