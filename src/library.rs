@@ -181,19 +181,14 @@ fn walk(root: &Path, candidates: &mut Vec<PathBuf>, report: &mut ScanReport) {
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     for entry in walker {
         match entry {
-            Ok(entry) if entry.file_type().is_file() => {
+            // Pipes and devices named like audio are probed too: opening refuses them with the
+            // reason, like any other file that is not audio.
+            Ok(entry) if !entry.file_type().is_dir() => {
                 if is_audio_path(entry.path()) {
                     candidates.push(entry.into_path());
                 } else {
                     report.other_files += 1;
                 }
-            }
-            Ok(entry) if !entry.file_type().is_dir() && is_audio_path(entry.path()) => {
-                // Opening a FIFO would wait for a writer forever; devices are not recordings.
-                report.problems.push(ScanProblem {
-                    path: entry.into_path(),
-                    reason: "not a regular file (a pipe, socket or device)".into(),
-                });
             }
             Ok(_) => {}
             Err(err) => report.problems.push(walk_problem(root, &err)),

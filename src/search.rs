@@ -17,6 +17,16 @@ use crate::model::{EncodeError, Encoded, Encoder, Mode};
 
 /// Longest query searched with (seconds); longer clips are cut to their start and the user told.
 pub const MAX_QUERY_S: f64 = 600.0;
+/// Reads at most [`MAX_QUERY_S`] of the clip at `path` (and a little more, to tell whether it was
+/// longer); returns its samples cut to the limit and whether they were cut.
+pub fn read_query(path: &std::path::Path) -> Result<(Vec<f32>, bool), crate::audio::AudioError> {
+    let mut audio = crate::audio::decode_prefix(path, MAX_QUERY_S + 1.0)?;
+    let max = (MAX_QUERY_S * f64::from(crate::audio::TARGET_SAMPLE_RATE)) as usize;
+    let cut = audio.samples.len() > max;
+    audio.samples.truncate(max);
+    Ok((audio.samples, cut))
+}
+
 /// Library segments fetched per query segment when searching by buckets or HNSW, per hit wanted.
 const CANDIDATES_PER_HIT: usize = 20;
 /// Fingerprint voting: neighbours per query segment by full scan; by buckets, every code in the
@@ -143,18 +153,6 @@ impl<'a> Searcher<'a> {
     }
 
     /// Ranked hits for a 16 kHz mono clip.
-    /// Reads at most [`MAX_QUERY_S`] of the clip at `path` (and a little more, to tell whether it
-    /// was longer); returns its samples cut to the limit and whether they were cut.
-    pub fn read_query(
-        path: &std::path::Path,
-    ) -> Result<(Vec<f32>, bool), crate::audio::AudioError> {
-        let mut audio = crate::audio::decode_prefix(path, MAX_QUERY_S + 1.0)?;
-        let max = (MAX_QUERY_S * f64::from(crate::audio::TARGET_SAMPLE_RATE)) as usize;
-        let cut = audio.samples.len() > max;
-        audio.samples.truncate(max);
-        Ok((audio.samples, cut))
-    }
-
     pub fn search(&self, samples: &[f32], top: usize) -> Result<Vec<Hit>, SearchError> {
         Ok(self.search_with_cost(samples, top)?.0)
     }

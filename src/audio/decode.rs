@@ -259,7 +259,7 @@ pub fn decode_prefix(path: &Path, max_s: f64) -> Result<DecodedAudio, AudioError
     let stats = source.stream(|chunk| {
         let room = max - samples.len();
         samples.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if chunk.len() >= room && samples.len() == max {
+        if samples.len() == max {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -285,7 +285,7 @@ impl AudioSource {
             let what = if kind.is_dir() {
                 "a folder"
             } else {
-                "not a regular file"
+                "not a regular file (a pipe, socket or device)"
             };
             return Err(AudioError::Unsupported {
                 path: path.to_owned(),

@@ -563,7 +563,7 @@ fn query(
     let mut status = ExitCode::SUCCESS;
     for clip in clips {
         let started = Instant::now();
-        let result = Searcher::read_query(clip)
+        let result = crate::search::read_query(clip)
             .map_err(anyhow::Error::from)
             .and_then(|(samples, cut)| {
                 if cut {

@@ -107,8 +107,8 @@ fn encode(index: &Index, out: &mut dyn Write) -> io::Result<()> {
         out.u32(m.embedding_dim as u32)?;
         out.array(m.embeddings.iter().map(|x| x.to_le_bytes()))?;
     }
-    let crc = out.crc.clone().finalize();
-    out.out.write_all(&crc.to_le_bytes())
+    let Writer { out, crc } = out;
+    out.write_all(&crc.finalize().to_le_bytes())
 }
 
 fn read_index(source: impl Read, len: u64, path: &Path, db: &Path) -> Result<Index, IndexError> {

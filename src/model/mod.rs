@@ -181,23 +181,45 @@ pub fn default_model_name(mode: Mode) -> Option<&'static str> {
     }
 }
 
+/// Where a mode's encoder comes from when no `--model` is given.
+enum DefaultSource {
+    /// An installed model folder (see [`config::find_model`]).
+    Folder(std::path::PathBuf),
+    /// `events-64`, compiled into the binary.
+    BuiltIn,
+    /// No trained model: the LSH baseline.
+    Baseline,
+}
+
+fn default_source(mode: Mode) -> DefaultSource {
+    match (mode, default_model_name(mode).and_then(config::find_model)) {
+        (_, Some(dir)) => DefaultSource::Folder(dir),
+        (Mode::Events, None) => DefaultSource::BuiltIn,
+        (Mode::Fingerprint, None) => DefaultSource::Baseline,
+    }
+}
+
 /// The encoder `index` and `query` use for a mode: the model in `model_dir` when given, else the
 /// mode's default trained model where one is installed (see [`config::find_model`]), else the
-/// LSH baseline. A model folder that exists but cannot be loaded is an error, never a fallback.
+/// built-in events model or the LSH baseline. A model folder that exists but cannot be loaded is
+/// an error, never a fallback.
 pub fn encoder_for(
     mode: Mode,
     model_dir: Option<&std::path::Path>,
 ) -> Result<Box<dyn Encoder>, config::ModelError> {
-    let found = model_dir
-        .map(std::path::Path::to_path_buf)
-        .or_else(|| default_model_name(mode).and_then(config::find_model));
-    match (mode, found) {
-        (Mode::Events, Some(dir)) => Ok(Box::new(events::EventsEncoder::load(&dir)?)),
-        (Mode::Events, None) => Ok(Box::new(built_in_events()?)),
-        (Mode::Fingerprint, Some(dir)) => {
+    let source = model_dir.map_or_else(
+        || default_source(mode),
+        |dir| DefaultSource::Folder(dir.to_path_buf()),
+    );
+    match (mode, source) {
+        (Mode::Events, DefaultSource::Folder(dir)) => {
+            Ok(Box::new(events::EventsEncoder::load(&dir)?))
+        }
+        (Mode::Fingerprint, DefaultSource::Folder(dir)) => {
             Ok(Box::new(fingerprint::FingerprintEncoder::load(&dir)?))
         }
-        (Mode::Fingerprint, None) => Ok(baseline_encoder(mode)),
+        (_, DefaultSource::BuiltIn) => Ok(Box::new(built_in_events()?)),
+        (_, DefaultSource::Baseline) => Ok(baseline_encoder(mode)),
     }
 }
 
@@ -217,21 +239,22 @@ pub fn default_encoders() -> Vec<(Mode, String, String)> {
     Mode::ALL
         .iter()
         .map(|&mode| {
-            let found = default_model_name(mode).and_then(config::find_model);
-            let (name, place) = match (mode, found) {
-                (_, Some(dir)) => (
+            let (name, place) = match default_source(mode) {
+                DefaultSource::Folder(dir) => (
                     dir.file_name()
                         .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                     dir.display().to_string(),
                 ),
-                (Mode::Events, None) => (
+                DefaultSource::BuiltIn => (
                     config::built_in::EVENTS_NAME.to_string(),
                     "built into earshot".to_string(),
                 ),
-                (Mode::Fingerprint, None) => (
+                DefaultSource::Baseline => (
                     baseline_encoder(mode).info().name.clone(),
-                    "no trained fingerprint model installed; the untrained LSH baseline"
-                        .to_string(),
+                    format!(
+                        "no trained {} model installed; the untrained LSH baseline",
+                        mode.name()
+                    ),
                 ),
             };
             (mode, name, place)
