@@ -250,6 +250,15 @@ fn evaluate(
     Ok(esc50::evaluate(encoder.net(), data, &clips, split)?)
 }
 
+/// This run's command line as a user would type it: `earshot` and the arguments, wherever the
+/// binary was run from.
+pub(crate) fn command_line() -> String {
+    std::iter::once("earshot".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
     match command {
         EvalCommand::Esc50(args) => eval_esc50(args),
@@ -355,7 +364,7 @@ fn model_card(
     out: &Path,
     total_seconds: f64,
 ) -> String {
-    let command: Vec<String> = std::env::args().collect();
+    let command = command_line();
     let zero_shot = options.split == SplitName::ZeroShot;
     let s = &evaluation.scores;
     let size =
@@ -380,16 +389,7 @@ fn model_card(
             options.bits
         );
     }
-    let _ = writeln!(
-        c,
-        "## Command\n\n```\nearshot {}\n```\n",
-        command
-            .iter()
-            .skip(1)
-            .map(|a| a.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let _ = writeln!(c, "## Command\n\n```\n{command}\n```\n");
     let split = match options.split {
         SplitName::Standard => "folds 1-4, all 50 classes (1600 clips)",
         SplitName::ZeroShot => "folds 1-4, classes 0-39 only (1280 clips)",

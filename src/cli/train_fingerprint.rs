@@ -83,8 +83,8 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
             }
             FingerprintProgress::Epoch(r) => {
                 let line = format!(
-                    "epoch {:>3}: loss {:.4}, pairs matched {:.3} [{:.0} s]",
-                    r.epoch, r.loss, r.pair_accuracy, r.seconds
+                    "epoch {:>3}: loss {:.4}, pairs matched {:.3}, validation {:.3} [{:.0} s]",
+                    r.epoch, r.loss, r.pair_accuracy, r.validation, r.seconds
                 );
                 if bar.is_hidden() {
                     eprintln!("{line}");
@@ -130,10 +130,10 @@ fn load_training_data(args: &TrainFingerprint) -> anyhow::Result<FingerprintData
     }
     eprintln!(
         "training on {} recordings ({:.2} h); {} noises, {} impulse responses",
-        data.recordings.len(),
-        data.recordings.iter().map(Vec::len).sum::<usize>() as f64 / 16_000.0 / 3600.0,
-        data.bank.noises.len(),
-        data.bank.rirs.len()
+        data.recordings().len(),
+        data.recordings().iter().map(Vec::len).sum::<usize>() as f64 / 16_000.0 / 3600.0,
+        data.bank().noises.len(),
+        data.bank().rirs.len()
     );
     Ok(data)
 }
@@ -170,14 +170,17 @@ fn model_card(
     report: &FingerprintReport,
     total_seconds: f64,
 ) -> String {
-    let command: Vec<String> = std::env::args().collect();
     let mut c = String::new();
     let _ = writeln!(
         c,
         "# fingerprint\n\nEarshot `fingerprint` encoder (exact match), {} bits. Trained by Earshot's own training command; no outside weights or data.\n",
         args.bits
     );
-    let _ = writeln!(c, "## Command\n\n```\n{}\n```\n", command.join(" "));
+    let _ = writeln!(
+        c,
+        "## Command\n\n```\n{}\n```\n",
+        super::models::command_line()
+    );
     let _ = writeln!(
         c,
         "## Data\n\nTraining: ESC-50 audio (K. J. Piczak, CC BY-NC 3.0) and the music tracks at even positions of `music/manifest.csv` (licences per track in the manifest), from `{}`. Distortions: noise from `noise/` and the noisy ESC-50 classes of folds 1-4, impulse responses from `rir/`, two of every three files (the third is held out for evaluation).\n",
@@ -205,13 +208,15 @@ fn model_card(
     c.push_str(&super::eval_fingerprint::markdown(report));
     let _ = writeln!(
         c,
-        "\n## Training curve\n\n| epoch | loss | pairs matched in the batch | elapsed |\n|---|---|---|---|"
+        "\n## Training curve\n\nThe weights are those of epoch {}, the best on {} fixed validation pairs (distorted window against clean windows, Hamming nearest, evaluation mode).\n\n| epoch | loss | pairs matched in the batch | validation pairs matched | elapsed |\n|---|---|---|---|---|",
+        trained.best_epoch,
+        crate::model::train_fingerprint::VALIDATION_PAIRS
     );
     for r in &trained.history {
         let _ = writeln!(
             c,
-            "| {} | {:.4} | {:.3} | {:.0} s |",
-            r.epoch, r.loss, r.pair_accuracy, r.seconds
+            "| {} | {:.4} | {:.3} | {:.3} | {:.0} s |",
+            r.epoch, r.loss, r.pair_accuracy, r.validation, r.seconds
         );
     }
     c

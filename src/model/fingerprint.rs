@@ -3,13 +3,16 @@
 //! bucket index.
 //!
 //! Shapes (B segments):
-//! 1. input batch norm per band, frame pairs averaged (48 frames of 20 ms);
+//! 1. each band's mean over the segment removed (cancels loudness and fixed equalisation, as
+//!    the LSH baseline does), input batch norm per band, frame pairs averaged (48 of 20 ms);
 //! 2. two frequency-strided 3x3 convolutions (the events encoder's band-view layers):
 //!    `2 C x 16 x 48`, then the spectral-temporal attention mask with its scaling factor S;
 //! 3. two more, strided in time too: `8 C x 4 x 12`; the 4 bands become channels;
-//! 4. a residual pair of temporal convolutions (the ResNet-like part), mean and max over time;
-//! 5. the split projection head of the paper: the pooled vector in `HEAD_SPLITS` parts, each
-//!    projected by its own two-layer MLP, concatenated and L2-normalised;
+//! 4. a residual pair of temporal convolutions (the ResNet-like part), averaged over
+//!    `TIME_BLOCKS` blocks of time and flattened: the order of events within the segment is
+//!    what tells two overlapping segments apart, so it is kept rather than pooled away;
+//! 5. the split projection head of the paper: the flattened vector in `HEAD_SPLITS` parts,
+//!    each projected by its own two-layer MLP, concatenated and L2-normalised;
 //! 6. a dense hash layer on the embedding, balanced sign (each code half ones, so codes spread
 //!    over buckets) with the straight-through gradient.
 
@@ -28,6 +31,8 @@ use crate::features::LOG_MEL_BANDS;
 pub const SEGMENT_FRAMES: usize = 96;
 /// Parts of the split projection head.
 pub const HEAD_SPLITS: usize = 8;
+/// Blocks of time the last feature map is averaged over before the head.
+pub const TIME_BLOCKS: usize = 4;
 /// Segments encoded at once.
 const ENCODE_BATCH: usize = 64;
 
@@ -112,7 +117,7 @@ impl FingerprintNet {
     pub fn load(cfg: &FingerprintConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.front_channels;
         let vf = vb.pp("front");
-        let part_in = 2 * cfg.pooled_channels / HEAD_SPLITS;
+        let part_in = TIME_BLOCKS * cfg.pooled_channels / HEAD_SPLITS;
         let part_out = cfg.embedding_dim / HEAD_SPLITS;
         let head = (0..HEAD_SPLITS)
             .map(|i| {
@@ -155,6 +160,7 @@ impl FingerprintNet {
     /// `x`: `B x T x 64` log-mel frames (dB); `T` is normally [`SEGMENT_FRAMES`], at least 4.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<FingerprintOutput> {
         let x = x.transpose(1, 2)?.contiguous()?; // B x 64 x T
+        let x = x.broadcast_sub(&x.mean_keepdim(2)?)?;
         let mut map = pool_time(&self.bn_input.forward_t(&x, train)?)?.unsqueeze(1)?;
         for layer in &self.front {
             map = layer.forward_t(&map, train)?;
@@ -166,7 +172,7 @@ impl FingerprintNet {
         let (b, c, f, t) = map.dims4()?;
         let h = self.temporal[0].forward_t(&map.reshape((b, c * f, t))?, train)?;
         let h = (self.temporal[1].forward_t(&h, train)? + h)?; // residual
-        let pooled = Tensor::cat(&[h.mean(D::Minus1)?, h.max(D::Minus1)?], 1)?;
+        let pooled = time_blocks(&h)?;
         let embedding = l2_normalise(&self.project(&pooled)?)?;
         let hash = self.hash.forward(&embedding)?;
         Ok(FingerprintOutput {
@@ -191,6 +197,20 @@ impl FingerprintNet {
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&parts, 1)
     }
+}
+
+/// `B x C x T` averaged over [`TIME_BLOCKS`] nearly equal blocks of time, block-major:
+/// `B x (TIME_BLOCKS * C)`. A map shorter than that repeats its last steps.
+fn time_blocks(h: &Tensor) -> Result<Tensor> {
+    let t = h.dim(D::Minus1)?;
+    let blocks = (0..TIME_BLOCKS)
+        .map(|i| {
+            let start = (i * t / TIME_BLOCKS).min(t - 1);
+            let end = ((i + 1) * t / TIME_BLOCKS).max(start + 1);
+            h.narrow(D::Minus1, start, end - start)?.mean(D::Minus1)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&blocks, 1)
 }
 
 /// Rows scaled to unit length.

@@ -5,6 +5,12 @@
 //! or neither) and SpecAugment. Codes are trained by NT-Xent on the signs (straight-through)
 //! plus a bit-balance term, so that codes fill the bucket index evenly.
 //!
+//! Windows are drawn uniformly over the training audio, never from near-silence (which cannot
+//! be told from other silence), and every other pair in a batch has a window 120-480 ms away in
+//! the same recording among its negatives, so matches land on the right segment. Both views go
+//! through the network as one batch. After each epoch fixed validation pairs are scored with the
+//! network in evaluation mode, and the best epoch's weights are the ones saved.
+//!
 //! Audio is decoded once per run (mono 16 kHz, in memory); log-mel is computed per window,
 //! since the distortions act on the waveform.
 
@@ -27,7 +33,7 @@ use super::train::{
     TrainError, cosine_lr, io_error, remove_checkpoint, same_options, save_checkpoint, sorted_vars,
     start_or_resume, write_atomic,
 };
-use crate::features::{FrameFeature, LOG_MEL_HOP, LogMel, LogMelConfig};
+use crate::features::{FrameFeature, LOG_MEL_BANDS, LOG_MEL_HOP, LogMel, LogMelConfig};
 
 /// NT-Xent temperature (the fingerprint paper's).
 const TEMPERATURE: f64 = 0.1;
@@ -35,6 +41,29 @@ const TEMPERATURE: f64 = 0.1;
 const BALANCE_WEIGHT: f64 = 1.0;
 /// Samples of one window (96 frames of 10 ms, plus the last frame's window).
 const WINDOW_SAMPLES: usize = SEGMENT_FRAMES * LOG_MEL_HOP;
+/// Windows quieter than this mean power (-60 dBFS) are redrawn, up to `QUIET_RETRIES` times.
+const QUIET_POWER: f64 = 1e-6;
+const QUIET_RETRIES: usize = 20;
+/// Distance in samples (120-480 ms at 16 kHz) of the same-recording neighbour in a batch.
+const NEIGHBOUR_GAP: (usize, usize) = (1920, 7680);
+/// Fixed (clean, distorted) pairs scored after every epoch to keep the best weights.
+pub const VALIDATION_PAIRS: usize = 512;
+/// The validation pairs' generator seed, apart from the training steps'.
+const VALIDATION_SEED: u64 = 0x005E_ED0F_7A11;
+/// File in the checkpoint folder with the weights of the best epoch so far.
+const BEST_WEIGHTS: &str = "best.safetensors";
+/// Windows per forward pass when scoring the validation pairs.
+const VALIDATION_CHUNK: usize = 128;
+
+/// Largest time offset between the two views of a pair, in samples.
+fn max_shift() -> usize {
+    max_offset_samples(crate::model::Mode::Fingerprint.segmentation().hop)
+}
+
+/// Window starts in a recording of `len` samples that leave room for the offset either side.
+fn window_starts(len: usize) -> usize {
+    len.saturating_sub(WINDOW_SAMPLES + 2 * max_shift()).max(1)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FingerprintTrainOptions {
@@ -65,6 +94,10 @@ pub struct FingerprintEpoch {
     pub loss: f64,
     /// Share of pairs whose two views' codes are each other's nearest in the batch.
     pub pair_accuracy: f64,
+    /// The same on fixed validation pairs, with the network in evaluation mode (batch-norm
+    /// running statistics, as when indexing) and 2 x 512 windows to choose from.
+    #[serde(default)]
+    pub validation: f64,
     pub seconds: f64,
 }
 
@@ -75,15 +108,90 @@ struct State {
     step: usize,
     seconds: f64,
     history: Vec<FingerprintEpoch>,
+    /// The epoch with the best validation accuracy so far, and that accuracy.
+    #[serde(default)]
+    best: Option<(usize, f64)>,
 }
 
 /// Recordings to train on, with the noise bank for the distortions.
 pub struct FingerprintData {
-    pub recordings: Vec<Vec<f32>>,
-    pub bank: NoiseBank,
+    recordings: Vec<Vec<f32>>,
+    bank: NoiseBank,
+    /// Running total of window starts per recording, for picking windows uniformly over time.
+    starts_before: Vec<usize>,
 }
 
 impl FingerprintData {
+    /// Recordings shorter than two windows are left out.
+    pub fn new(recordings: Vec<Vec<f32>>, bank: NoiseBank) -> Self {
+        let recordings: Vec<Vec<f32>> = recordings
+            .into_iter()
+            .filter(|r| r.len() > 2 * WINDOW_SAMPLES)
+            .collect();
+        let starts_before = recordings
+            .iter()
+            .scan(0, |total, r| {
+                *total += window_starts(r.len());
+                Some(*total)
+            })
+            .collect();
+        Self {
+            recordings,
+            bank,
+            starts_before,
+        }
+    }
+
+    pub fn recordings(&self) -> &[Vec<f32>] {
+        &self.recordings
+    }
+
+    pub fn bank(&self) -> &NoiseBank {
+        &self.bank
+    }
+
+    /// A window (recording, first sample) drawn uniformly over all audio, skipping near-silent
+    /// ones: silence cannot be told apart from other silence, and ESC-50 clips are often padded
+    /// with it.
+    fn pick_window(&self, rng: &mut SeededRng) -> (usize, usize) {
+        let total = self.starts_before.last().copied().unwrap_or(0);
+        let mut pick = (0, max_shift());
+        for _ in 0..QUIET_RETRIES {
+            let n = rng.below(total.max(1));
+            let rec = self.starts_before.partition_point(|&s| s <= n);
+            let before = if rec == 0 {
+                0
+            } else {
+                self.starts_before[rec - 1]
+            };
+            pick = (rec, max_shift() + n - before);
+            if !self.is_quiet(pick) {
+                break;
+            }
+        }
+        pick
+    }
+
+    /// A window of the same recording 120-480 ms before or after `(rec, start)`: a near
+    /// neighbour the network must tell apart so matches land on the right segment.
+    fn neighbour(&self, (rec, start): (usize, usize), rng: &mut SeededRng) -> (usize, usize) {
+        let gap = NEIGHBOUR_GAP.0 + rng.below(NEIGHBOUR_GAP.1 - NEIGHBOUR_GAP.0);
+        let last = max_shift() + window_starts(self.recordings[rec].len()) - 1;
+        let after = start + gap;
+        let before = start.checked_sub(gap).filter(|&s| s >= max_shift());
+        match (rng.below(2), before) {
+            (0, Some(s)) => (rec, s),
+            _ if after <= last => (rec, after),
+            (_, Some(s)) => (rec, s),
+            _ => self.pick_window(rng),
+        }
+    }
+
+    fn is_quiet(&self, (rec, start): (usize, usize)) -> bool {
+        let window = &self.recordings[rec][start..start + WINDOW_SAMPLES];
+        super::augment::power(window) < QUIET_POWER
+    }
+
     /// Decodes `paths` in parallel; returns the files that could not be read with the reason.
     pub fn decode(paths: &[PathBuf], bank: NoiseBank) -> (Self, Vec<(PathBuf, String)>) {
         let results: Vec<_> = paths
@@ -101,13 +209,15 @@ impl FingerprintData {
                 Err(e) => failed.push((path.clone(), e.to_string())),
             }
         }
-        (Self { recordings, bank }, failed)
+        (Self::new(recordings, bank), failed)
     }
 }
 
 pub struct TrainedFingerprint {
     pub varmap: VarMap,
     pub config: FingerprintConfig,
+    /// The epoch whose weights these are (the best on the validation pairs).
+    pub best_epoch: usize,
     pub history: Vec<FingerprintEpoch>,
     pub seconds: f64,
 }
@@ -116,14 +226,7 @@ impl TrainedFingerprint {
     /// Writes `config.json` and `model.safetensors`.
     pub fn save(&self, out: &Path) -> Result<(), TrainError> {
         std::fs::create_dir_all(out).map_err(io_error(out))?;
-        let tensors: std::collections::HashMap<String, Tensor> = sorted_vars(&self.varmap)
-            .into_iter()
-            .map(|(name, var)| (name, var.as_tensor().clone()))
-            .collect();
-        let weights = out.join(super::config::WEIGHTS_FILE);
-        let tmp = weights.with_extension("tmp");
-        candle_core::safetensors::save(&tensors, &tmp)?;
-        std::fs::rename(&tmp, &weights).map_err(io_error(&weights))?;
+        save_weights(&self.varmap, &out.join(super::config::WEIGHTS_FILE))?;
         let text =
             serde_json::to_string_pretty(&self.config).map_err(|e| TrainError::BadCheckpoint {
                 path: out.join(super::config::CONFIG_FILE),
@@ -161,6 +264,7 @@ pub fn train_fingerprint(
         step: 0,
         seconds: 0.0,
         history: Vec::new(),
+        best: None,
     };
     let (mut adam, mut state) = start_or_resume(
         &varmap,
@@ -172,6 +276,11 @@ pub fn train_fingerprint(
         |s| s.step,
     )?;
     let total_steps = options.steps_per_epoch * options.epochs;
+    let validation = make_pairs(
+        data,
+        VALIDATION_PAIRS,
+        &mut SeededRng::new(options.seed ^ VALIDATION_SEED),
+    )?;
     for epoch in state.epochs_done..options.epochs {
         let started = Instant::now();
         let (mut loss_sum, mut hits) = (0.0, 0.0);
@@ -180,13 +289,8 @@ pub fn train_fingerprint(
             let mut rng = SeededRng::new(
                 options.seed ^ (state.step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let (clean, distorted) = make_pairs(data, options.batch_size, &mut rng)?;
-            let a = net.forward_t(&clean, true)?;
-            let p = net.forward_t(&distorted, true)?;
-            let codes = (l2_normalise(&a.code)?, l2_normalise(&p.code)?);
-            let loss = ((nt_xent(&a.embedding, &p.embedding, TEMPERATURE)?
-                + nt_xent(&codes.0, &codes.1, TEMPERATURE)?)?
-                + (bit_balance(&Tensor::cat(&[&a.hash, &p.hash], 0)?)? * BALANCE_WEIGHT)?)?;
+            let views = make_pairs(data, options.batch_size, &mut rng)?;
+            let (loss, codes) = pair_loss(&net, &views, options.batch_size)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             loss_sum += value;
             hits += pair_accuracy(&codes.0, &codes.1)?;
@@ -206,12 +310,18 @@ pub fn train_fingerprint(
                 });
             }
         }
+        let validation = validation_accuracy(&net, &validation)?;
+        if validation > state.best.map_or(f64::NEG_INFINITY, |(_, v)| v) {
+            state.best = Some((epoch + 1, validation));
+            save_weights(&varmap, &checkpoint_dir.join(BEST_WEIGHTS))?;
+        }
         state.seconds += started.elapsed().as_secs_f64();
         let n = options.steps_per_epoch.max(1) as f64;
         state.history.push(FingerprintEpoch {
             epoch: epoch + 1,
             loss: loss_sum / n,
             pair_accuracy: hits / n,
+            validation,
             seconds: state.seconds,
         });
         state.epochs_done = epoch + 1;
@@ -225,27 +335,44 @@ pub fn train_fingerprint(
             });
         }
     }
+    // The shipped weights are the best epoch's, by the validation pairs.
+    let mut varmap = varmap;
+    let best = checkpoint_dir.join(BEST_WEIGHTS);
+    if state.best.is_some() {
+        varmap.load(&best)?;
+    }
+    let _ = std::fs::remove_file(&best);
     remove_checkpoint(checkpoint_dir);
     Ok(TrainedFingerprint {
         varmap,
         config,
+        best_epoch: state.best.map_or(0, |(e, _)| e),
         history: state.history,
         seconds: state.seconds,
     })
 }
 
-/// A batch of (clean, distorted) log-mel windows, each `B x 96 x 64`.
+/// A batch of `batch` clean log-mel windows followed by their distorted views: `2B x 96 x 64`.
+/// In every group of four windows the second is a near neighbour of the first, from the same
+/// recording: half the batch has a hard negative that only a precise match tells apart.
 fn make_pairs(
     data: &FingerprintData,
     batch: usize,
     rng: &mut SeededRng,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let max_shift = max_offset_samples(crate::model::Mode::Fingerprint.segmentation().hop);
-    let mut clean = Vec::with_capacity(batch * SEGMENT_FRAMES * 64);
-    let mut distorted = Vec::with_capacity(batch * SEGMENT_FRAMES * 64);
-    for _ in 0..batch {
-        let rec = &data.recordings[rng.below(data.recordings.len())];
-        let start = max_shift + rng.below(rec.len() - WINDOW_SAMPLES - 2 * max_shift);
+) -> candle_core::Result<Tensor> {
+    let mut windows: Vec<(usize, usize)> = Vec::with_capacity(batch);
+    for i in 0..batch {
+        let window = match windows.last() {
+            Some(&previous) if i % 4 == 1 => data.neighbour(previous, rng),
+            _ => data.pick_window(rng),
+        };
+        windows.push(window);
+    }
+    let max_shift = max_shift();
+    let mut clean = Vec::with_capacity(2 * batch * SEGMENT_FRAMES * LOG_MEL_BANDS);
+    let mut distorted = Vec::with_capacity(batch * SEGMENT_FRAMES * LOG_MEL_BANDS);
+    for (rec, start) in windows {
+        let rec = &data.recordings[rec];
         let shifted = start + rng.below(2 * max_shift + 1) - max_shift;
         clean.extend(log_mel_window(&rec[start..start + WINDOW_SAMPLES]));
         let view =
@@ -254,11 +381,58 @@ fn make_pairs(
         spec_augment(&mut view, rng);
         distorted.extend(view);
     }
-    let shape = (batch, SEGMENT_FRAMES, crate::features::LOG_MEL_BANDS);
-    Ok((
-        Tensor::from_vec(clean, shape, &Device::Cpu)?,
-        Tensor::from_vec(distorted, shape, &Device::Cpu)?,
-    ))
+    clean.extend(distorted);
+    Tensor::from_vec(
+        clean,
+        (2 * batch, SEGMENT_FRAMES, LOG_MEL_BANDS),
+        &Device::Cpu,
+    )
+}
+
+/// The training loss of one batch of `views` (clean then distorted, `n` each), and the two
+/// views' L2-normalised codes. Both views go through the network together, so batch norm
+/// sees clean and distorted windows mixed, as its running statistics will at indexing time.
+fn pair_loss(
+    net: &FingerprintNet,
+    views: &Tensor,
+    n: usize,
+) -> candle_core::Result<(Tensor, (Tensor, Tensor))> {
+    let out = net.forward_t(views, true)?;
+    let half = |t: &Tensor, i: usize| t.narrow(0, i * n, n);
+    let codes = l2_normalise(&out.code)?;
+    let codes = (half(&codes, 0)?, half(&codes, 1)?);
+    let loss = ((nt_xent(
+        &half(&out.embedding, 0)?,
+        &half(&out.embedding, 1)?,
+        TEMPERATURE,
+    )? + nt_xent(&codes.0, &codes.1, TEMPERATURE)?)?
+        + (bit_balance(&out.hash)? * BALANCE_WEIGHT)?)?;
+    Ok((loss, codes))
+}
+
+/// Share of validation pairs whose distorted view's code is nearest (Hamming) to its own clean
+/// window's code, with the network in evaluation mode.
+fn validation_accuracy(net: &FingerprintNet, views: &Tensor) -> candle_core::Result<f64> {
+    let n = views.dim(0)? / 2;
+    let mut codes = Vec::new();
+    for chunk in 0..views.dim(0)?.div_ceil(VALIDATION_CHUNK) {
+        let start = chunk * VALIDATION_CHUNK;
+        let len = VALIDATION_CHUNK.min(2 * n - start);
+        codes.push(net.forward_t(&views.narrow(0, start, len)?, false)?.code);
+    }
+    let codes = Tensor::cat(&codes, 0)?;
+    pair_accuracy(&codes.narrow(0, n, n)?, &codes.narrow(0, 0, n)?)
+}
+
+/// Writes the model's variables (not the optimiser's) to `path`.
+fn save_weights(varmap: &VarMap, path: &Path) -> Result<(), TrainError> {
+    let tensors: std::collections::HashMap<String, Tensor> = sorted_vars(varmap)
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().clone()))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))
 }
 
 /// The 96 log-mel frames of one window.
@@ -283,4 +457,65 @@ fn pair_accuracy(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
         .filter(|&(i, &j)| i as u32 == j)
         .count();
     Ok(right as f64 / nearest.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SeededRng::new(seed);
+        (0..len).map(|_| rng.normal() as f32 * 0.1).collect()
+    }
+
+    #[test]
+    fn windows_are_drawn_over_audio_time_and_never_from_silence() {
+        let n = 10 * WINDOW_SAMPLES;
+        let recordings = vec![vec![0.0; 4 * n], noise(n, 1), noise(3 * n, 2)];
+        let data = FingerprintData::new(recordings, NoiseBank::default());
+        let mut rng = SeededRng::new(3);
+        let mut per_recording = [0usize; 3];
+        for _ in 0..2000 {
+            let (rec, start) = data.pick_window(&mut rng);
+            assert!(
+                start >= max_shift()
+                    && start + WINDOW_SAMPLES + max_shift() <= data.recordings[rec].len()
+            );
+            per_recording[rec] += 1;
+        }
+        // The silent recording holds half the audio, but a silent pick is redrawn 20 times.
+        assert_eq!(per_recording[0], 0, "{per_recording:?}");
+        let ratio = per_recording[2] as f64 / per_recording[1] as f64;
+        assert!(
+            (2.5..3.6).contains(&ratio),
+            "3x longer, drawn {ratio:.2}x as often"
+        );
+    }
+
+    #[test]
+    fn a_neighbour_is_the_same_recording_120_to_480_ms_away() {
+        let data = FingerprintData::new(vec![noise(4 * WINDOW_SAMPLES, 1)], NoiseBank::default());
+        let mut rng = SeededRng::new(5);
+        for _ in 0..500 {
+            let window = data.pick_window(&mut rng);
+            let (rec, start) = data.neighbour(window, &mut rng);
+            assert_eq!(rec, window.0);
+            let gap = start.abs_diff(window.1);
+            assert!((1920..7680).contains(&gap), "gap {gap}");
+            assert!(
+                start >= max_shift()
+                    && start + WINDOW_SAMPLES + max_shift() <= data.recordings[rec].len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_pair_is_matched_when_its_own_code_is_the_nearest() {
+        let codes = |rows: [[f32; 4]; 3]| Tensor::new(&rows, &Device::Cpu).unwrap();
+        let clean = codes([[1., 1., -1., -1.], [1., -1., 1., -1.], [-1., -1., 1., 1.]]);
+        // The first view is one bit from its window; the second is nearer the third window.
+        let views = codes([[1., 1., -1., 1.], [-1., -1., 1., 1.], [-1., -1., 1., 1.]]);
+        assert!((pair_accuracy(&views, &clean).unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(pair_accuracy(&clean, &clean).unwrap(), 1.0);
+    }
 }

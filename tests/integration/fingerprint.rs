@@ -177,10 +177,7 @@ fn a_fingerprint_is_a_unit_embedding_a_balanced_code_and_a_mask() {
 #[test]
 fn a_tiny_fingerprint_training_run_lowers_its_loss_saves_and_encodes() {
     let recordings: Vec<Vec<f32>> = (0..6).map(|i| track(4.0, 10 + i)).collect();
-    let data = FingerprintData {
-        recordings,
-        bank: bank(),
-    };
+    let data = FingerprintData::new(recordings, bank());
     let options = FingerprintTrainOptions {
         bits: 64,
         epochs: 4,
