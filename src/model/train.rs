@@ -584,15 +584,9 @@ pub(crate) fn save_checkpoint<S: Serialize>(
     varmap: &VarMap,
     adam: &AdamW,
 ) -> Result<(), TrainError> {
-    let mut tensors: HashMap<String, Tensor> = sorted_vars(varmap)
-        .into_iter()
-        .map(|(k, v)| (k, v.as_tensor().clone()))
-        .collect();
+    let mut tensors = var_tensors(varmap);
     tensors.extend(adam.moments());
-    let weights = out.join(CHECKPOINT_WEIGHTS);
-    let tmp = weights.with_extension("tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &weights).map_err(io_error(&weights))?;
+    save_tensors(&tensors, &out.join(CHECKPOINT_WEIGHTS))?;
     let json = out.join(CHECKPOINT_STATE);
     let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::BadCheckpoint {
         path: json.clone(),
@@ -687,20 +681,32 @@ pub(crate) fn same_options<O: Serialize + std::fmt::Debug>(
 pub fn save_model(out: &Path, config: &EventsConfig, varmap: &VarMap) -> Result<(), TrainError> {
     std::fs::create_dir_all(out).map_err(io_error(out))?;
     let own_head = format!("hash.{}.", config.bits);
-    let tensors: HashMap<String, Tensor> = sorted_vars(varmap)
-        .into_iter()
-        .filter(|(name, _)| !name.starts_with("hash.") || name.starts_with(&own_head))
-        .map(|(name, var)| (name, var.as_tensor().clone()))
-        .collect();
-    let weights = out.join(WEIGHTS_FILE);
-    let tmp = weights.with_extension("tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &weights).map_err(io_error(&weights))?;
+    let mut tensors = var_tensors(varmap);
+    tensors.retain(|name, _| !name.starts_with("hash.") || name.starts_with(&own_head));
+    save_tensors(&tensors, &out.join(WEIGHTS_FILE))?;
     let text = serde_json::to_string_pretty(config).map_err(|e| TrainError::BadCheckpoint {
         path: out.join(CONFIG_FILE),
         reason: e.to_string(),
     })?;
     write_atomic(&out.join(CONFIG_FILE), text.as_bytes())
+}
+
+/// Every variable's current value, by name.
+pub(crate) fn var_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    sorted_vars(varmap)
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().clone()))
+        .collect()
+}
+
+/// Writes `tensors` to `path` as safetensors, through a temporary file renamed into place.
+pub(crate) fn save_tensors(
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {

@@ -30,8 +30,8 @@ use super::fingerprint::{
 };
 use super::loss::nt_xent;
 use super::train::{
-    TrainError, cosine_lr, io_error, remove_checkpoint, same_options, save_checkpoint, sorted_vars,
-    start_or_resume, write_atomic,
+    TrainError, cosine_lr, io_error, remove_checkpoint, same_options, save_checkpoint,
+    save_tensors, start_or_resume, var_tensors, write_atomic,
 };
 use crate::features::{FrameFeature, LOG_MEL_BANDS, LOG_MEL_HOP, LogMel, LogMelConfig};
 
@@ -226,7 +226,10 @@ impl TrainedFingerprint {
     /// Writes `config.json` and `model.safetensors`.
     pub fn save(&self, out: &Path) -> Result<(), TrainError> {
         std::fs::create_dir_all(out).map_err(io_error(out))?;
-        save_weights(&self.varmap, &out.join(super::config::WEIGHTS_FILE))?;
+        save_tensors(
+            &var_tensors(&self.varmap),
+            &out.join(super::config::WEIGHTS_FILE),
+        )?;
         let text =
             serde_json::to_string_pretty(&self.config).map_err(|e| TrainError::BadCheckpoint {
                 path: out.join(super::config::CONFIG_FILE),
@@ -313,7 +316,7 @@ pub fn train_fingerprint(
         let validation = validation_accuracy(&net, &validation)?;
         if validation > state.best.map_or(f64::NEG_INFINITY, |(_, v)| v) {
             state.best = Some((epoch + 1, validation));
-            save_weights(&varmap, &checkpoint_dir.join(BEST_WEIGHTS))?;
+            save_tensors(&var_tensors(&varmap), &checkpoint_dir.join(BEST_WEIGHTS))?;
         }
         state.seconds += started.elapsed().as_secs_f64();
         let n = options.steps_per_epoch.max(1) as f64;
@@ -422,17 +425,6 @@ fn validation_accuracy(net: &FingerprintNet, views: &Tensor) -> candle_core::Res
     }
     let codes = Tensor::cat(&codes, 0)?;
     pair_accuracy(&codes.narrow(0, n, n)?, &codes.narrow(0, 0, n)?)
-}
-
-/// Writes the model's variables (not the optimiser's) to `path`.
-fn save_weights(varmap: &VarMap, path: &Path) -> Result<(), TrainError> {
-    let tensors: std::collections::HashMap<String, Tensor> = sorted_vars(varmap)
-        .into_iter()
-        .map(|(name, var)| (name, var.as_tensor().clone()))
-        .collect();
-    let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
 }
 
 /// The 96 log-mel frames of one window.
