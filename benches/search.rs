@@ -155,7 +155,7 @@ fn index_of_100_hours(mode: Mode, real: &EncodedFile) -> Index {
                 start_frame: (s * seg.hop) as u32,
                 n_frames: seg.window as u32,
             });
-            data.codes.push(rng.next_u64());
+            data.codes.extend((0..data.words()).map(|_| rng.next_u64()));
         }
     }
     data.embeddings = (0..data.segments.len() * data.embedding_dim)

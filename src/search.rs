@@ -35,6 +35,9 @@ const FINGERPRINT_NEIGHBOURS: usize = 8;
 const FINGERPRINT_SUBSTRING_RADIUS: u32 = 1;
 /// A neighbour farther than this fraction of the bits is noise, not a vote.
 const FINGERPRINT_MAX_VOTE_DISTANCE: f64 = 0.3;
+/// Fingerprint verification: this many of the heaviest (file, offset) votes are scored against
+/// the whole query, at every offset within a hop of the vote.
+const VERIFY_CANDIDATES: usize = 32;
 
 /// How library segments are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -66,7 +69,9 @@ pub struct Hit {
     pub start_s: f64,
     pub end_s: f64,
     pub hamming: u32,
-    /// `events`: cosine of the embeddings. `fingerprint`: share of query segments that voted.
+    /// `events`: cosine of the embeddings. `fingerprint`: how well the whole query agrees with
+    /// the file at that offset, 1 - mean Hamming distance / (bits / 2): 1 for identical codes,
+    /// 0 for no better than chance.
     pub score: f32,
     /// The codes of the best-matching query segment and library segment (for inspection; not
     /// part of the command line's output).
@@ -104,6 +109,8 @@ pub struct Searcher<'a> {
     encoder: &'a dyn Encoder,
     buckets: Option<BucketIndex>,
     hnsw: Option<EmbeddingIndex>,
+    /// `fingerprint`: each file's segments, to verify a match at any offset.
+    file_segments: Vec<std::ops::Range<usize>>,
 }
 
 /// What a search cost.
@@ -119,6 +126,47 @@ pub struct SearchCost {
 struct QuerySegments {
     starts: Vec<usize>,
     encoded: Encoded,
+    /// Per segment and bit, how much a differing bit counts when verifying a fingerprint match:
+    /// the bit's margin over the segment's mean margin (empty without margins).
+    bit_weights: Vec<f32>,
+}
+
+impl QuerySegments {
+    /// Bits by which `code` differs from query segment `j`, each weighted by how sure the query
+    /// is of it (weights average 1 over a segment, so this is on the scale of a Hamming distance).
+    fn weighted_distance(&self, j: usize, code: &[u64]) -> f32 {
+        let words = code.len();
+        let query = &self.encoded.codes[j * words..][..words];
+        if self.bit_weights.is_empty() {
+            return hamming::distance(query, code) as f32;
+        }
+        let bits = self.bit_weights.len() / self.starts.len();
+        let weights = &self.bit_weights[j * bits..][..bits];
+        let mut sum = 0.0;
+        for (w, (a, b)) in query.iter().zip(code).enumerate() {
+            let mut differ = a ^ b;
+            while differ != 0 {
+                sum += weights
+                    .get(w * 64 + differ.trailing_zeros() as usize)
+                    .copied()
+                    .unwrap_or(1.0);
+                differ &= differ - 1;
+            }
+        }
+        sum
+    }
+}
+
+/// Per-segment weights from margins: `|margin|` over the segment's mean `|margin|`.
+fn bit_weights(margins: &[f32], bits: usize) -> Vec<f32> {
+    let mut weights: Vec<f32> = margins.iter().map(|m| m.abs()).collect();
+    for segment in weights.chunks_mut(bits.max(1)) {
+        let mean = segment.iter().sum::<f32>() / segment.len() as f32;
+        segment
+            .iter_mut()
+            .for_each(|w| *w = if mean > 0.0 { *w / mean } else { 1.0 });
+    }
+    weights
 }
 
 impl<'a> Searcher<'a> {
@@ -137,6 +185,10 @@ impl<'a> Searcher<'a> {
             (engine == Engine::Buckets).then(|| BucketIndex::build(&data.codes, data.words()));
         let hnsw = (engine == Engine::Hnsw)
             .then(|| EmbeddingIndex::build(&data.embeddings, data.embedding_dim));
+        let file_segments = match mode {
+            Mode::Fingerprint => data.file_segments(index.files.len()),
+            Mode::Events => Vec::new(),
+        };
         Ok(Self {
             index,
             mode,
@@ -144,6 +196,7 @@ impl<'a> Searcher<'a> {
             encoder,
             buckets,
             hnsw,
+            file_segments,
         })
     }
 
@@ -203,9 +256,16 @@ impl<'a> Searcher<'a> {
         let values: Vec<&[f32]> = segments.iter().map(|s| s.values.as_slice()).collect();
         let mut encoded = Encoded::default();
         self.encoder.encode(&values, &mut encoded)?;
+        let bits = self.encoder.info().bits;
+        let bit_weights = if encoded.margins.len() == segments.len() * bits {
+            bit_weights(&encoded.margins, bits)
+        } else {
+            Vec::new()
+        };
         Ok(QuerySegments {
             starts: segments.iter().map(|s| s.start_frame).collect(),
             encoded,
+            bit_weights,
         })
     }
 
@@ -309,65 +369,105 @@ impl<'a> Searcher<'a> {
     }
 
     /// `fingerprint`: neighbours of each query segment vote for (file, offset); the heaviest
-    /// offset cluster per file wins.
+    /// offsets are then verified against the whole query (every query segment that lands on a
+    /// library segment at that offset), and files ranked by how well their best offset agrees.
     /// Also returns the number of library codes compared.
     fn vote(&self, q: &QuerySegments, query_s: f64, top: usize) -> (Vec<Hit>, usize) {
-        let words = self.data.words();
-        let max_distance = (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32;
-        // (file, offset in frames) -> (weight, best distance, its library and query segments)
-        let mut votes: HashMap<(u32, i64), (f32, u32, usize, usize)> = HashMap::new();
-        let mut compared = 0;
-        for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
-            let (neighbours, scanned) = self.fingerprint_neighbours(qcode);
-            compared += scanned;
-            for (d, i) in neighbours {
-                if d > max_distance {
-                    continue;
-                }
-                let s = self.data.segments[i];
-                let offset = i64::from(s.start_frame) - q.starts[j] as i64;
-                let e = votes
-                    .entry((s.file, offset))
-                    .or_insert((0.0, u32::MAX, i, j));
-                e.0 += 1.0 - d as f32 / max_distance.max(1) as f32;
-                if d < e.1 {
-                    (e.1, e.2, e.3) = (d, i, j);
+        let (votes, compared) = self.collect_votes(q);
+        let hop = self.data.segmentation.hop as i64;
+        let candidates = strongest_offsets(votes, hop, VERIFY_CANDIDATES.max(2 * top));
+        let mut per_file: HashMap<u32, Alignment> = HashMap::new();
+        for (file, offset) in candidates {
+            let Some(range) = self.file_segments.get(file as usize) else {
+                continue;
+            };
+            let Some(a) = self.best_alignment(q, range, offset - hop..=offset + hop) else {
+                continue;
+            };
+            match per_file.get(&file) {
+                Some(b) if b.score >= a.score => {}
+                _ => {
+                    per_file.insert(file, a);
                 }
             }
         }
-        let window = (self.data.segmentation.hop / 2) as i64;
-        let mut per_file: HashMap<u32, Vec<Vote>> = HashMap::new();
-        for ((file, offset), (weight, distance, segment, query_segment)) in votes {
-            per_file.entry(file).or_default().push(Vote {
-                offset,
-                weight,
-                distance,
-                segments: (query_segment, segment),
-            });
-        }
-        let mut ranked: Vec<(u32, OffsetCluster)> = per_file
-            .into_iter()
-            .map(|(file, mut v)| (file, heaviest_cluster(&mut v, window)))
-            .collect();
-        ranked.sort_by(|a, b| b.1.weight.total_cmp(&a.1.weight).then(a.0.cmp(&b.0)));
+        let mut ranked: Vec<(u32, Alignment)> = per_file.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
         ranked.truncate(top);
-        let n_query = q.starts.len().max(1) as f32;
         let hits = ranked
             .into_iter()
-            .map(|(file, c)| {
-                let start_s = c.offset as f64 * self.frame_s();
-                let mut hit = self.hit(
-                    file,
-                    start_s,
-                    start_s + query_s,
-                    c.distance,
-                    (c.weight / n_query).min(1.0),
-                );
-                hit.codes = Some(self.matched_codes(q, c.segments.0, c.segments.1));
+            .map(|(file, a)| {
+                let start_s = a.offset as f64 * self.frame_s();
+                let mut hit = self.hit(file, start_s, start_s + query_s, a.closest.0, a.score);
+                hit.codes = Some(self.matched_codes(q, a.closest.1, a.closest.2));
                 hit
             })
             .collect();
         (hits, compared)
+    }
+
+    /// Vote weight per (file, offset in frames), and the number of library codes compared.
+    fn collect_votes(&self, q: &QuerySegments) -> (HashMap<(u32, i64), f32>, usize) {
+        let words = self.data.words();
+        let max_distance = (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32;
+        let mut votes: HashMap<(u32, i64), f32> = HashMap::new();
+        let mut compared = 0;
+        for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
+            let (neighbours, scanned) = self.fingerprint_neighbours(qcode);
+            compared += scanned;
+            for (d, i) in neighbours.into_iter().filter(|&(d, _)| d <= max_distance) {
+                let s = self.data.segments[i];
+                let offset = i64::from(s.start_frame) - q.starts[j] as i64;
+                *votes.entry((s.file, offset)).or_default() +=
+                    1.0 - d as f32 / max_distance.max(1) as f32;
+            }
+        }
+        (votes, compared)
+    }
+
+    /// The offset among `offsets` at which the query agrees best with the file whose segments
+    /// are `range`; `None` if no query segment lands on a library segment at any of them.
+    fn best_alignment(
+        &self,
+        q: &QuerySegments,
+        range: &std::ops::Range<usize>,
+        offsets: std::ops::RangeInclusive<i64>,
+    ) -> Option<Alignment> {
+        let words = self.data.words();
+        let chance = self.data.encoder.bits as f32 / 2.0;
+        let mut best: Option<Alignment> = None;
+        for offset in offsets {
+            let mut sum = 0.0;
+            let mut aligned = 0u32;
+            let mut closest = (u32::MAX, 0, 0);
+            for (j, &start) in q.starts.iter().enumerate() {
+                let Some(i) = self.data.segment_at(range, start as i64 + offset) else {
+                    continue;
+                };
+                let code = self.data.code(i);
+                sum += q.weighted_distance(j, code);
+                aligned += 1;
+                let d = hamming::distance(code, &q.encoded.codes[j * words..][..words]);
+                if d < closest.0 {
+                    closest = (d, j, i);
+                }
+            }
+            if aligned == 0 {
+                continue;
+            }
+            // One unaligned segment at chance distance: a single lucky alignment at a file's
+            // edge does not outrank many aligned segments.
+            let mean = (sum + chance) / (aligned + 1) as f32;
+            let score = (1.0 - mean / chance).max(0.0);
+            if best.as_ref().is_none_or(|b| score > b.score) {
+                best = Some(Alignment {
+                    offset,
+                    score,
+                    closest,
+                });
+            }
+        }
+        best
     }
 
     /// A query code's voting neighbours, and how many library codes were compared.
@@ -423,59 +523,35 @@ impl<'a> Searcher<'a> {
     }
 }
 
-/// Votes for one (file, offset).
-struct Vote {
+/// A file's best offset after verification.
+struct Alignment {
+    /// Frames from the file's start to the query's first frame.
     offset: i64,
-    weight: f32,
-    /// The smallest distance among them, and its (query, library) segments.
-    distance: u32,
-    segments: (usize, usize),
+    /// 1 - mean distance / chance distance over the aligned segments (1 = identical codes,
+    /// 0 = no better than chance).
+    score: f32,
+    /// The closest aligned pair: (distance, query segment, library segment).
+    closest: (u32, usize, usize),
 }
 
-struct OffsetCluster {
-    offset: i64,
-    weight: f32,
-    distance: u32,
-    segments: (usize, usize),
-}
-
-/// The window of `±window` frames holding the most vote weight; its offset is that of its
-/// heaviest single vote (an exactly aligned query segment).
-fn heaviest_cluster(votes: &mut [Vote], window: i64) -> OffsetCluster {
-    votes.sort_by_key(|v| v.offset);
-    let mut best = OffsetCluster {
-        offset: 0,
-        weight: f32::MIN,
-        distance: u32::MAX,
-        segments: (0, 0),
-    };
-    let mut lo = 0;
-    let mut sum = 0.0;
-    for hi in 0..votes.len() {
-        sum += votes[hi].weight;
-        while votes[hi].offset - votes[lo].offset > 2 * window {
-            sum -= votes[lo].weight;
-            lo += 1;
+/// Up to `n` (file, offset) pairs in order of vote weight, at most one per `hop` frames of a
+/// file: the neighbours of a strong offset are covered by its verification.
+fn strongest_offsets(votes: HashMap<(u32, i64), f32>, hop: i64, n: usize) -> Vec<(u32, i64)> {
+    let mut ranked: Vec<((u32, i64), f32)> = votes.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut picked: Vec<(u32, i64)> = Vec::new();
+    for ((file, offset), _) in ranked {
+        if picked.len() == n {
+            break;
         }
-        if sum > best.weight {
-            let members = &votes[lo..=hi];
-            let peak = members
-                .iter()
-                .max_by(|a, b| a.weight.total_cmp(&b.weight))
-                .map_or(votes[hi].offset, |p| p.offset);
-            let closest = members
-                .iter()
-                .min_by_key(|m| m.distance)
-                .unwrap_or(&votes[hi]);
-            best = OffsetCluster {
-                offset: peak,
-                weight: sum,
-                distance: closest.distance,
-                segments: closest.segments,
-            };
+        if !picked
+            .iter()
+            .any(|&(f, o)| f == file && (o - offset).abs() <= hop)
+        {
+            picked.push((file, offset));
         }
     }
-    best
+    picked
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -490,22 +566,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_heaviest_cluster_wins_and_keeps_its_peak_offset() {
-        let vote = |offset, weight, distance| Vote {
-            offset,
-            weight,
-            distance,
-            segments: (0, distance as usize),
+    fn unsure_query_bits_count_less_when_they_differ() {
+        // One 4-bit segment, code 0b0011; margins say bits 0 and 2 are sure, 1 and 3 are not.
+        let margins = [3.0, 1.0, -3.0, -1.0];
+        let q = QuerySegments {
+            starts: vec![0],
+            encoded: Encoded {
+                codes: vec![0b0011],
+                ..Encoded::default()
+            },
+            bit_weights: bit_weights(&margins, 4),
         };
-        let mut votes = vec![
-            vote(100, 1.0, 3),
-            vote(102, 3.0, 1),
-            vote(104, 1.0, 4),
-            vote(400, 2.5, 2),
-            vote(900, 0.5, 9),
-        ];
-        let c = heaviest_cluster(&mut votes, 5);
-        assert_eq!((c.offset, c.distance, c.segments), (102, 1, (0, 1)));
-        assert!((c.weight - 5.0).abs() < 1e-6);
+        assert_eq!(q.bit_weights, vec![1.5, 0.5, 1.5, 0.5]);
+        assert_eq!(q.weighted_distance(0, &[0b0011]), 0.0);
+        assert_eq!(q.weighted_distance(0, &[0b0001]), 0.5); // an unsure bit differs
+        assert_eq!(q.weighted_distance(0, &[0b0111]), 1.5); // a sure bit differs
+        assert_eq!(q.weighted_distance(0, &[0b1100]), 4.0); // all differ: the plain count
+        let plain = QuerySegments {
+            bit_weights: Vec::new(),
+            ..q
+        };
+        assert_eq!(plain.weighted_distance(0, &[0b0111]), 1.0);
+    }
+
+    #[test]
+    fn the_strongest_offsets_come_first_and_cover_their_neighbours() {
+        let votes = HashMap::from([
+            ((0, 100), 1.0),
+            ((0, 102), 3.0),
+            ((0, 104), 1.0),
+            ((1, 104), 2.0),
+            ((0, 400), 2.5),
+            ((2, 900), 0.5),
+        ]);
+        assert_eq!(
+            strongest_offsets(votes.clone(), 10, 10),
+            vec![(0, 102), (0, 400), (1, 104), (2, 900)]
+        );
+        assert_eq!(strongest_offsets(votes, 10, 2), vec![(0, 102), (0, 400)]);
     }
 }

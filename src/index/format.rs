@@ -3,8 +3,9 @@
 //! ```text
 //! magic "EARSHOT\0" | u32 format version | u32 length + manifest JSON
 //! u32 root count, roots | u32 file count, files
-//! per mode in manifest order: u64 segment count, segments (u32 file, u32 start, u32 frames),
-//!     codes (u64 x words), u32 embedding dim kept, embeddings (f32 x dim)
+//! per mode in manifest order: u64 segment count, u64 run count, segment runs (u32 file,
+//!     u32 first start, u32 frames, u32 step, u32 count), codes (u64 x words), u32 embedding
+//!     dim kept, embeddings (f32 x dim)
 //! u32 CRC-32 of everything before it
 //! ```
 //!
@@ -98,11 +99,12 @@ fn encode(index: &Index, out: &mut dyn Write) -> io::Result<()> {
     }
     for m in index.modes.values() {
         out.u64(m.segments.len() as u64)?;
-        let triples = m
-            .segments
+        let runs = segment_runs(&m.segments);
+        out.u64(runs.len() as u64)?;
+        let words = runs
             .iter()
-            .flat_map(|s| [s.file, s.start_frame, s.n_frames]);
-        out.array(triples.map(u32::to_le_bytes))?;
+            .flat_map(|r| [r.file, r.start_frame, r.n_frames, r.step, r.count]);
+        out.array(words.map(u32::to_le_bytes))?;
         out.array(m.codes.iter().map(|c| c.to_le_bytes()))?;
         out.u32(m.embedding_dim as u32)?;
         out.array(m.embeddings.iter().map(|x| x.to_le_bytes()))?;
@@ -213,17 +215,23 @@ fn read_body(r: &mut Reader<impl Read>) -> Option<Index> {
         if n != mm.segments {
             return None;
         }
-        let segments = r.array(n, |b: [u8; 12]| {
+        let n_runs = usize::try_from(r.u64()?).ok()?;
+        let runs = r.array(n_runs, |b: [u8; 20]| {
             let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-            SegmentRef {
+            SegmentRun {
                 file: word(0),
                 start_frame: word(4),
                 n_frames: word(8),
+                step: word(12),
+                count: word(16),
             }
         })?;
-        if segments.iter().any(|s| s.file as usize >= files.len()) {
+        // The codes must be there before the segments are expanded: a damaged count must not
+        // allocate more than the file holds.
+        if (n as u64).checked_mul(8 * mm.encoder.words() as u64)? > r.remaining {
             return None;
         }
+        let segments = expand_runs(&runs, n, files.len())?;
         let codes = r.array(n.checked_mul(mm.encoder.words())?, u64::from_le_bytes)?;
         let dim = r.u32()? as usize;
         if dim != 0 && dim != mm.encoder.embedding_dim {
@@ -246,6 +254,70 @@ fn read_body(r: &mut Reader<impl Read>) -> Option<Index> {
         files,
         modes,
     })
+}
+
+/// Segments of one file at a regular step, as the segment table stores them: a file's
+/// segments form one run unless silence was skipped or its last segment is shorter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SegmentRun {
+    file: u32,
+    start_frame: u32,
+    n_frames: u32,
+    step: u32,
+    count: u32,
+}
+
+fn segment_runs(segments: &[SegmentRef]) -> Vec<SegmentRun> {
+    let mut runs: Vec<SegmentRun> = Vec::new();
+    for s in segments {
+        if let Some(run) = runs.last_mut()
+            && run.file == s.file
+            && run.n_frames == s.n_frames
+        {
+            let next = run
+                .step
+                .checked_mul(run.count)
+                .and_then(|d| d.checked_add(run.start_frame));
+            if run.count == 1 && s.start_frame > run.start_frame {
+                run.step = s.start_frame - run.start_frame;
+                run.count = 2;
+                continue;
+            }
+            if run.count > 1 && Some(s.start_frame) == next {
+                run.count += 1;
+                continue;
+            }
+        }
+        runs.push(SegmentRun {
+            file: s.file,
+            start_frame: s.start_frame,
+            n_frames: s.n_frames,
+            step: 0,
+            count: 1,
+        });
+    }
+    runs
+}
+
+/// The segments of `runs`, if they are exactly `n`, name existing files and fit in `u32`.
+fn expand_runs(runs: &[SegmentRun], n: usize, files: usize) -> Option<Vec<SegmentRef>> {
+    let total = runs
+        .iter()
+        .try_fold(0usize, |t, r| t.checked_add(r.count as usize))?;
+    if total != n || runs.iter().any(|r| r.file as usize >= files) {
+        return None;
+    }
+    let mut segments = Vec::with_capacity(n);
+    for r in runs {
+        for k in 0..r.count {
+            segments.push(SegmentRef {
+                file: r.file,
+                start_frame: r.start_frame.checked_add(r.step.checked_mul(k)?)?,
+                n_frames: r.n_frames,
+            });
+        }
+    }
+    Some(segments)
 }
 
 /// Little-endian writing that keeps the running checksum.
@@ -409,6 +481,7 @@ mod tests {
             let encoded = Encoded {
                 codes: vec![i as u64, 7],
                 embeddings: vec![0.5, -0.5, 1.0, 0.0],
+                ..Encoded::default()
             };
             index.add(EncodedFile {
                 record,
@@ -436,6 +509,28 @@ mod tests {
             (&a.segments, &a.codes, &a.embeddings),
             (&b.segments, &b.codes, &b.embeddings)
         );
+    }
+
+    #[test]
+    fn segment_runs_store_regular_segments_compactly_and_expand_exactly() {
+        let seg = |file, start_frame, n_frames| SegmentRef {
+            file,
+            start_frame,
+            n_frames,
+        };
+        let mut segments: Vec<SegmentRef> = (0..50).map(|k| seg(0, 10 * k, 96)).collect();
+        segments.push(seg(0, 495, 40)); // the shorter last segment
+        segments.extend((0..5).map(|k| seg(1, 10 * k, 96)));
+        segments.extend((9..12).map(|k| seg(1, 10 * k, 96))); // after skipped silence
+        segments.push(seg(2, 0, 30)); // a file of one short segment
+        let runs = segment_runs(&segments);
+        assert_eq!(runs.len(), 5);
+        assert_eq!(
+            expand_runs(&runs, segments.len(), 3),
+            Some(segments.clone())
+        );
+        assert_eq!(expand_runs(&runs, segments.len() + 1, 3), None);
+        assert_eq!(expand_runs(&runs, segments.len(), 2), None);
     }
 
     #[test]

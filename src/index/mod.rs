@@ -19,7 +19,7 @@ use crate::library::FileRecord;
 use crate::model::{Encoded, EncoderInfo, Mode, Segmentation};
 
 /// Bumped whenever the file layout or the meaning of its contents changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const INDEX_FILE_NAME: &str = "index.earshot";
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,34 @@ impl ModeIndex {
     pub fn code(&self, i: usize) -> &[u64] {
         let w = self.words();
         &self.codes[i * w..(i + 1) * w]
+    }
+
+    /// Each file's segments, as ranges of segment numbers (empty for a file without any). A file's
+    /// segments are contiguous and in time order: they enter together, in the order the segment
+    /// stream cut them, and removal keeps the order.
+    pub fn file_segments(&self, files: usize) -> Vec<std::ops::Range<usize>> {
+        let mut ranges = vec![0..0; files];
+        let mut start = 0;
+        for (i, s) in self.segments.iter().enumerate() {
+            let next = self.segments.get(i + 1).map(|n| n.file);
+            if next != Some(s.file) {
+                if let Some(r) = ranges.get_mut(s.file as usize) {
+                    *r = start..i + 1;
+                }
+                start = i + 1;
+            }
+        }
+        ranges
+    }
+
+    /// The segment of `file` (its range from [`Self::file_segments`]) that starts at `frame`.
+    pub fn segment_at(&self, range: &std::ops::Range<usize>, frame: i64) -> Option<usize> {
+        let frame = u32::try_from(frame).ok()?;
+        let within = &self.segments[range.clone()];
+        within
+            .binary_search_by_key(&frame, |s| s.start_frame)
+            .ok()
+            .map(|k| range.start + k)
     }
 
     /// Segment `i`'s embedding (empty where the mode keeps none).

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::attention::SpectralTemporalAttention;
 use super::config::{ModelError, ModelFiles, Versioned};
 use super::events::{ConvBlock, FreqConv, normalised, pool_time};
-use super::hashing::{balanced_bits, balanced_sign, pack_bits};
+use super::hashing::{balanced_bits, balanced_margins, balanced_sign, pack_bits};
 use super::{EncodeError, Encoded, Encoder, EncoderInfo, Mode, Segmentation};
 use crate::features::LOG_MEL_BANDS;
 
@@ -355,6 +355,7 @@ pub fn encode_segments(net: &FingerprintNet, segments: &[&[f32]], out: &mut Enco
         let embedding: Vec<Vec<f32>> = output.embedding.to_vec2()?;
         for (h, e) in hash.iter().zip(embedding) {
             pack_bits(balanced_bits(h), h.len().div_ceil(64), &mut out.codes);
+            out.margins.extend(balanced_margins(h));
             out.embeddings.extend(normalised(e));
         }
     }

@@ -21,6 +21,12 @@ pub fn balanced_bits(v: &[f32]) -> impl Iterator<Item = bool> + '_ {
     v.iter().map(move |&x| x >= mean)
 }
 
+/// How far each value of [`balanced_bits`] is from its threshold (`v[i] - mean(v)`).
+pub fn balanced_margins(v: &[f32]) -> impl Iterator<Item = f32> + '_ {
+    let mean = v.iter().sum::<f32>() / v.len().max(1) as f32;
+    v.iter().map(move |&x| x - mean)
+}
+
 /// Packs bits into `u64` words, bit `i` in word `i / 64` at position `i % 64`.
 pub fn pack_bits(bits: impl IntoIterator<Item = bool>, words: usize, out: &mut Vec<u64>) {
     let start = out.len();

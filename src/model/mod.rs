@@ -102,11 +102,15 @@ impl EncoderInfo {
 }
 
 /// Codes and embeddings of a batch of segments, flat: segment `i` owns
-/// `codes[i * words..][..words]` and `embeddings[i * dim..][..dim]`.
+/// `codes[i * words..][..words]`, `embeddings[i * dim..][..dim]` and, where the encoder gives
+/// them, `margins[i * bits..][..bits]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Encoded {
     pub codes: Vec<u64>,
     pub embeddings: Vec<f32>,
+    /// Each bit's value less its threshold: how far it was from flipping. Fingerprint search
+    /// trusts a query's sure bits more than its unsure ones; the index does not keep these.
+    pub margins: Vec<f32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,11 +170,11 @@ pub struct AttentionMap {
 
 /// The data-independent LSH encoder of a mode (the baseline every trained model must beat).
 pub fn baseline_encoder(mode: Mode) -> Box<dyn Encoder> {
-    Box::new(lsh::LshEncoder::new(
-        mode,
-        lsh::DEFAULT_BITS,
-        lsh::DEFAULT_SEED,
-    ))
+    let bits = match mode {
+        Mode::Events => lsh::EVENTS_BITS,
+        Mode::Fingerprint => lsh::FINGERPRINT_BITS,
+    };
+    Box::new(lsh::LshEncoder::new(mode, bits, lsh::DEFAULT_SEED))
 }
 
 /// The model folder a mode uses by default.

@@ -139,7 +139,8 @@ fn every_hit_carries_the_two_codes_behind_its_hamming_distance() {
                 .zip(&codes.library)
                 .map(|(a, b)| (a ^ b).count_ones())
                 .sum();
-            assert_eq!((differing, codes.bits), (hit.hamming, 64), "{mode:?}");
+            let bits = index.modes[&mode].encoder.bits;
+            assert_eq!((differing, codes.bits), (hit.hamming, bits), "{mode:?}");
         }
     }
 }
