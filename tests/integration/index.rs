@@ -122,6 +122,38 @@ fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
 }
 
 #[test]
+fn noisy_excerpts_are_found_at_their_place_and_score_well_above_other_files() {
+    let dir = TempDir::new().unwrap();
+    let files = make_library(&dir.path().join("lib"), 8);
+    let db = dir.path().join("db");
+    build(&db, &[dir.path().join("lib")]);
+    let index = format::load(&db).unwrap();
+    let mut rng = SeededRng::new(7);
+    for (i, path) in files.iter().enumerate() {
+        let offset_s = 0.83 + 0.41 * i as f64;
+        let start = (offset_s * f64::from(RATE)) as usize;
+        let mut clip = melody(i as u64, 6.0)[start..start + 2 * RATE as usize].to_vec();
+        // White noise 10 dB below the excerpt's power.
+        let power = clip.iter().map(|x| x * x).sum::<f32>() / clip.len() as f32;
+        let scale = (power / 10.0 * 12.0).sqrt();
+        clip.iter_mut()
+            .for_each(|x| *x += scale * (rng.uniform() as f32 - 0.5));
+        let hits = search(&index, Mode::Fingerprint, &clip);
+        assert_eq!(&hits[0].path, path);
+        assert!(
+            (hits[0].start_s - offset_s).abs() <= 0.05,
+            "offset {} for {offset_s}",
+            hits[0].start_s
+        );
+        // The score is the whole query's agreement: 1 for identical codes, 0 for chance.
+        assert!(hits[0].score > 0.7, "{}", hits[0].score);
+        for other in &hits[1..] {
+            assert!(other.score < hits[0].score - 0.3, "{other:?}");
+        }
+    }
+}
+
+#[test]
 fn every_hit_carries_the_two_codes_behind_its_hamming_distance() {
     let dir = TempDir::new().unwrap();
     make_library(&dir.path().join("lib"), 4);
