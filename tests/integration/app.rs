@@ -124,7 +124,8 @@ fn a_dropped_clip_finds_results_that_the_inspector_and_csv_export_show() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    h.get_all_by_label(&second).next().unwrap().click();
+    // The name can appear in two widgets; the results row is the last one drawn.
+    h.get_all_by_label(&second).last().unwrap().click();
     wait_for(
         &mut h,
         "the inspector",
