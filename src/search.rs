@@ -132,13 +132,15 @@ struct QuerySegments {
 }
 
 impl QuerySegments {
-    /// Bits by which `code` differs from query segment `j`, each weighted by how sure the query
-    /// is of it (weights average 1 over a segment, so this is on the scale of a Hamming distance).
-    fn weighted_distance(&self, j: usize, code: &[u64]) -> f32 {
+    /// Bits by which `code` differs from query segment `j`: each weighted by how sure the query
+    /// is of it (weights average 1 over a segment, so this is on the scale of a Hamming distance),
+    /// and plainly counted.
+    fn distances(&self, j: usize, code: &[u64]) -> (f32, u32) {
         let words = code.len();
         let query = &self.encoded.codes[j * words..][..words];
+        let plain = hamming::distance(query, code);
         if self.bit_weights.is_empty() {
-            return hamming::distance(query, code) as f32;
+            return (plain as f32, plain);
         }
         let bits = self.bit_weights.len() / self.starts.len();
         let weights = &self.bit_weights[j * bits..][..bits];
@@ -153,7 +155,7 @@ impl QuerySegments {
                 differ &= differ - 1;
             }
         }
-        sum
+        (sum, plain)
     }
 }
 
@@ -433,7 +435,6 @@ impl<'a> Searcher<'a> {
         range: &std::ops::Range<usize>,
         offsets: std::ops::RangeInclusive<i64>,
     ) -> Option<Alignment> {
-        let words = self.data.words();
         let chance = self.data.encoder.bits as f32 / 2.0;
         let mut best: Option<Alignment> = None;
         for offset in offsets {
@@ -444,10 +445,9 @@ impl<'a> Searcher<'a> {
                 let Some(i) = self.data.segment_at(range, start as i64 + offset) else {
                     continue;
                 };
-                let code = self.data.code(i);
-                sum += q.weighted_distance(j, code);
+                let (weighted, d) = q.distances(j, self.data.code(i));
+                sum += weighted;
                 aligned += 1;
-                let d = hamming::distance(code, &q.encoded.codes[j * words..][..words]);
                 if d < closest.0 {
                     closest = (d, j, i);
                 }
@@ -578,15 +578,15 @@ mod tests {
             bit_weights: bit_weights(&margins, 4),
         };
         assert_eq!(q.bit_weights, vec![1.5, 0.5, 1.5, 0.5]);
-        assert_eq!(q.weighted_distance(0, &[0b0011]), 0.0);
-        assert_eq!(q.weighted_distance(0, &[0b0001]), 0.5); // an unsure bit differs
-        assert_eq!(q.weighted_distance(0, &[0b0111]), 1.5); // a sure bit differs
-        assert_eq!(q.weighted_distance(0, &[0b1100]), 4.0); // all differ: the plain count
+        assert_eq!(q.distances(0, &[0b0011]), (0.0, 0));
+        assert_eq!(q.distances(0, &[0b0001]), (0.5, 1)); // an unsure bit differs
+        assert_eq!(q.distances(0, &[0b0111]), (1.5, 1)); // a sure bit differs
+        assert_eq!(q.distances(0, &[0b1100]), (4.0, 4)); // all differ: the plain count
         let plain = QuerySegments {
             bit_weights: Vec::new(),
             ..q
         };
-        assert_eq!(plain.weighted_distance(0, &[0b0111]), 1.0);
+        assert_eq!(plain.distances(0, &[0b0111]), (1.0, 1));
     }
 
     #[test]
