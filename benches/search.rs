@@ -10,7 +10,8 @@
 //!   which the pigeonhole principle guarantees to include it). The recall of both is printed
 //!   (equal at 1.0), with the share of the database the buckets compare and their occupancy.
 //! - `query_100h/mode`: a 3 s clip against 100 hours of audio (synthetic segments plus one real
-//!   file), end to end after decoding: log-mel, segments, encoder, search, ranking. p50 and p95
+//!   file), end to end after decoding: log-mel, segments, the mode's shipped model, search,
+//!   ranking. p50 and p95
 //!   over 40 queries are printed too, with the memory per indexed segment.
 
 use std::hint::black_box;
@@ -23,7 +24,7 @@ use earshot::index::build::encode_file;
 use earshot::index::hamming::top_k;
 use earshot::index::{EncodedFile, Index, ModeIndex, SegmentEncodings};
 use earshot::library::FileRecord;
-use earshot::model::{Mode, SeededRng, baseline_encoder};
+use earshot::model::{Encoder, Mode, SeededRng, encoder_for};
 use earshot::search::{Engine, Searcher};
 use rayon::prelude::*;
 
@@ -132,12 +133,11 @@ fn report_recall(n: usize, codes: &[u64], buckets: &BucketIndex, queries: &[(usi
 
 /// 100 hours of 5 s files in one mode: random codes (and embeddings where the mode keeps them),
 /// plus one real file whose excerpts are the queries.
-fn index_of_100_hours(mode: Mode, real: &EncodedFile) -> Index {
+fn index_of_100_hours(mode: Mode, encoder: &dyn Encoder, real: &EncodedFile) -> Index {
     const FILE_S: f64 = 5.0;
     let files = (100.0 * 3600.0 / FILE_S) as usize;
-    let encoder = baseline_encoder(mode);
     let mut data = ModeIndex::new(mode, encoder.info().clone(), encoder.segmentation());
-    let seg = mode.segmentation();
+    let seg = encoder.segmentation();
     let per_file = (FILE_S * 100.0) as usize / seg.hop;
     let mut rng = SeededRng::new(5);
     let mut index = Index::new();
@@ -198,7 +198,9 @@ fn query_100_hours(c: &mut Criterion) {
     let mut group = c.benchmark_group("query_100h");
     group.sample_size(20);
     for mode in Mode::ALL {
-        let encoders = [(mode, baseline_encoder(mode))].into_iter().collect();
+        // The encoder a user gets by default: the shipped model of the mode.
+        let default_encoder = || encoder_for(mode, None).expect("the default encoder");
+        let encoders = [(mode, default_encoder())].into_iter().collect();
         let record = FileRecord {
             path: path.clone(),
             size: 0,
@@ -207,9 +209,9 @@ fn query_100_hours(c: &mut Criterion) {
             label: "real".into(),
         };
         let real = encode_file(record, &encoders).expect("encode the real file");
-        let index = index_of_100_hours(mode, &real);
+        let encoder = default_encoder();
+        let index = index_of_100_hours(mode, encoder.as_ref(), &real);
         let data = &index.modes[&mode];
-        let encoder = baseline_encoder(mode);
         let searcher = Searcher::new(
             &index,
             mode,

@@ -8,10 +8,20 @@ pub const LICENSE: &str = env!("CARGO_PKG_LICENSE");
 
 /// The data behind the shipped models, with its license. No audio is bundled, only weights
 /// trained on it.
-pub const DATA_LICENSES: &[(&str, &str)] = &[(
-    "ESC-50 (K. J. Piczak), training data of the shipped events models",
-    "CC BY-NC 3.0",
-)];
+pub const DATA_LICENSES: &[(&str, &str)] = &[
+    (
+        "ESC-50 (K. J. Piczak), training data of the shipped events and fingerprint models",
+        "CC BY-NC 3.0",
+    ),
+    (
+        "Tuxemon music tracks, training data of the shipped fingerprint model",
+        "CC BY 3.0 / CC BY-SA 3.0 / CC BY-SA 4.0, per track",
+    ),
+    (
+        "household noise and room impulse responses, distortions for the fingerprint model",
+        "CC0 and Voxengo (royalty-free)",
+    ),
+];
 
 /// The lines of the report, without the version line.
 pub fn report_lines() -> Vec<String> {

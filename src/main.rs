@@ -25,9 +25,23 @@ fn main() -> ExitCode {
         {
             return ExitCode::SUCCESS;
         }
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", chain_text(&err));
         ExitCode::FAILURE
     })
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message before it
+/// already includes (library errors name their file and quote the I/O error they wrap).
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if text.is_empty() {
+            text = cause;
+        } else if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 #[cfg(feature = "gui")]

@@ -1,7 +1,7 @@
 //! `earshot eval fingerprint`: the exact-match benchmark, for the installed fingerprint encoder
 //! and the LSH baseline side by side.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -32,25 +32,46 @@ pub struct EvalFingerprint {
 }
 
 pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
-    let music = MusicSet::load(&args.data.join("music"))?;
-    let (bank, failed) = fingerprint::noise_bank(&args.data, BankPart::Evaluation);
+    let reports = evaluate_with_baseline(
+        &args.data,
+        args.model.as_deref(),
+        args.queries_per_length,
+        args.seed,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&reports)?);
+    } else {
+        for report in &reports {
+            print_report(report);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exact-match protocol for the LSH baseline, then for the model in `model` (default: the
+/// installed one) unless that is the baseline itself.
+pub(super) fn evaluate_with_baseline(
+    data: &Path,
+    model: Option<&Path>,
+    per_length: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<FingerprintReport>> {
+    let music = MusicSet::load(&data.join("music"))?;
+    let (bank, failed) = fingerprint::noise_bank(data, BankPart::Evaluation);
     for (path, reason) in &failed {
         eprintln!("cannot read {}: {reason}; left out", path.display());
     }
     anyhow::ensure!(
         !bank.noises.is_empty() && !bank.rirs.is_empty(),
         "{}: no noise or no impulse responses found (need audio files in noise/ and rir/)",
-        args.data.display()
+        data.display()
     );
-    let trained = encoder_for(Mode::Fingerprint, args.model.as_deref())?;
+    let trained = encoder_for(Mode::Fingerprint, model)?;
     let mut encoders = vec![baseline_encoder(Mode::Fingerprint)];
     if trained.info() != encoders[0].info() {
         encoders.push(trained);
     }
-    let options = FingerprintOptions {
-        per_length: args.queries_per_length,
-        seed: args.seed,
-    };
+    let options = FingerprintOptions { per_length, seed };
     let mut reports = Vec::new();
     for encoder in encoders {
         let db = tempfile_dir()?;
@@ -61,14 +82,7 @@ pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("fingerprint benchmark with {name}"))?;
         reports.push(report);
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&reports)?);
-    } else {
-        for report in &reports {
-            print_report(report);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(reports)
 }
 
 fn tempfile_dir() -> anyhow::Result<tempfile::TempDir> {

@@ -71,7 +71,8 @@ pub enum Command {
         /// Longest time between checkpoints saved while indexing
         #[arg(long, default_value_t = 30.0, hide = true)]
         checkpoint_secs: f64,
-        /// Events model folder (default: the installed events-64, else the LSH baseline)
+        /// Model folder for the indexed mode (default: the installed events-64 and fingerprint
+        /// models, else the ones built into earshot)
         #[arg(long)]
         model: Option<PathBuf>,
         /// Folders or files to add; the folders indexed before are re-scanned too
@@ -92,7 +93,7 @@ pub enum Command {
         /// How segments are found (default: scan for events, buckets for fingerprint)
         #[arg(long, value_enum)]
         engine: Option<Engine>,
-        /// Events model folder; must be the one the index was built with
+        /// Model folder of the mode; must be the one the index was built with
         #[arg(long)]
         model: Option<PathBuf>,
         #[arg(required = true)]

@@ -1,5 +1,6 @@
-//! `earshot train fingerprint`: trains the exact-match encoder, evaluates it with the
-//! exact-match protocol and writes `models/fingerprint/` with its card.
+//! `earshot train fingerprint`: trains the exact-match encoder (a learned projection by
+//! default, or the convolutional network), evaluates it with the exact-match protocol next to
+//! the LSH baseline and writes `models/fingerprint/` with its card.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -7,27 +8,44 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::progress_bar;
 use crate::eval::esc50::Esc50;
-use crate::eval::fingerprint::{self, BankPart, FingerprintOptions, FingerprintReport, MusicSet};
-use crate::index::build::Encoders;
-use crate::model::Mode;
-use crate::model::config::CARD_FILE;
-use crate::model::fingerprint::FingerprintEncoder;
+use crate::eval::fingerprint::{self, BankPart, FingerprintReport, MusicSet};
+use crate::model::config::{CARD_FILE, MODEL_FORMAT_VERSION, Versioned};
+use crate::model::learned_lsh::{self, LearnedLshConfig, LearnedLshEncoder};
+use crate::model::lsh::FINGERPRINT_GRID;
 use crate::model::train_fingerprint::{
-    FingerprintData, FingerprintProgress, FingerprintTrainOptions, TrainedFingerprint,
-    train_fingerprint,
+    FingerprintData, FingerprintProgress, FingerprintTrainOptions, summary_pairs, train_fingerprint,
 };
+use crate::model::{Mode, Segmentation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Architecture {
+    LearnedLsh,
+    Cnn,
+}
 
 #[derive(Debug, Args)]
 pub struct TrainFingerprint {
     /// The shared data folder (with esc50/, music/, noise/ and rir/)
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
-    #[arg(long, default_value_t = 64)]
-    bits: usize,
+    /// What to train: a projection of the pooled spectrogram learned in closed form, or the
+    /// attention CNN trained with NT-Xent
+    #[arg(long, value_enum, default_value_t = Architecture::LearnedLsh)]
+    architecture: Architecture,
+    /// Code length (default: 128 for learned-lsh, 64 for cnn)
+    #[arg(long)]
+    bits: Option<usize>,
+    /// learned-lsh: frames (10 ms) between library segments
+    #[arg(long, default_value_t = learned_lsh::DEFAULT_HOP)]
+    hop: usize,
+    /// learned-lsh: (clean, distorted) window pairs the projection is learned from
+    #[arg(long, default_value_t = 100_000)]
+    pairs: usize,
+    /// cnn: training epochs (and steps per epoch, pairs per step, learning rate below)
     #[arg(long, default_value_t = 30)]
     epochs: usize,
     #[arg(long, default_value_t = 100)]
@@ -53,14 +71,124 @@ pub struct TrainFingerprint {
 }
 
 pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        [32, 64, 128].contains(&args.bits),
-        "--bits must be 32, 64 or 128"
-    );
+    let bits = args.bits.unwrap_or(match args.architecture {
+        Architecture::LearnedLsh => learned_lsh::DEFAULT_BITS,
+        Architecture::Cnn => 64,
+    });
+    // Settings are checked before the data is read, so a mistake fails at once.
+    let projection = match args.architecture {
+        Architecture::LearnedLsh => {
+            let config = LearnedLshConfig {
+                format_version: MODEL_FORMAT_VERSION,
+                architecture: learned_lsh::ARCHITECTURE.to_string(),
+                bits,
+                grid: FINGERPRINT_GRID,
+                segmentation: Segmentation {
+                    hop: args.hop,
+                    ..Mode::Fingerprint.segmentation()
+                },
+            };
+            config.check().map_err(anyhow::Error::msg)?;
+            Some(config)
+        }
+        Architecture::Cnn => {
+            anyhow::ensure!(
+                [32, 64, 128].contains(&bits),
+                "--bits must be 32, 64 or 128"
+            );
+            None
+        }
+    };
     let started = Instant::now();
     let data = load_training_data(&args)?;
+    let out = args.models_dir.join("fingerprint");
+    let trained = match projection {
+        Some(config) => learn_projection(&args, &data, &config, &out)?,
+        None => train_network(&args, &data, bits, &out)?,
+    };
+    let reports = super::eval_fingerprint::evaluate_with_baseline(
+        &args.data,
+        Some(&out),
+        args.eval_queries_per_length,
+        fingerprint::DEFAULT_SEED,
+    )?;
+    let card = model_card(
+        &args,
+        bits,
+        &trained,
+        &reports,
+        started.elapsed().as_secs_f64(),
+    );
+    std::fs::write(out.join(CARD_FILE), card)
+        .with_context(|| format!("writing {}", out.join(CARD_FILE).display()))?;
+    println!("{}: trained in {:.0} s", out.display(), trained.seconds);
+    for report in &reports {
+        super::eval_fingerprint::print_report(report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the card says about a training run besides the command and the evaluation.
+struct TrainingRecord {
+    seconds: f64,
+    /// `(setting, value)` rows of the card's training table.
+    settings: Vec<(String, String)>,
+    /// Markdown after the metrics (the CNN's training curve).
+    details: String,
+}
+
+/// Learns the projection in closed form and writes the model folder.
+fn learn_projection(
+    args: &TrainFingerprint,
+    data: &FingerprintData,
+    config: &LearnedLshConfig,
+    out: &std::path::Path,
+) -> anyhow::Result<TrainingRecord> {
+    let started = Instant::now();
+    let grid = config.grid;
+    eprintln!("summarising {} (clean, distorted) window pairs", args.pairs);
+    let (clean, distorted) = summary_pairs(data, args.pairs, args.seed, grid);
+    let projection = learned_lsh::learn(&clean, &distorted, grid.dim(), config.bits)?;
+    LearnedLshEncoder::save(out, config, &projection)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(TrainingRecord {
+        seconds,
+        settings: vec![
+            (
+                "architecture".into(),
+                "learned LSH: generalised eigenvectors of segment against distortion covariance"
+                    .into(),
+            ),
+            (
+                "summary".into(),
+                format!(
+                    "{} time blocks x {} band cells ({} values)",
+                    grid.time_blocks,
+                    grid.cells(),
+                    grid.dim()
+                ),
+            ),
+            (
+                "segments".into(),
+                format!("0.96 s every {} ms", 10 * args.hop),
+            ),
+            ("window pairs".into(), args.pairs.to_string()),
+            ("seed".into(), args.seed.to_string()),
+            ("training time".into(), format!("{:.1} min", seconds / 60.0)),
+        ],
+        details: String::new(),
+    })
+}
+
+/// Trains the attention CNN with NT-Xent and writes the model folder.
+fn train_network(
+    args: &TrainFingerprint,
+    data: &FingerprintData,
+    bits: usize,
+    out: &std::path::Path,
+) -> anyhow::Result<TrainingRecord> {
     let options = FingerprintTrainOptions {
-        bits: args.bits,
+        bits,
         epochs: args.epochs,
         batch_size: args.batch_size,
         steps_per_epoch: args.steps_per_epoch,
@@ -96,25 +224,41 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
         }
         std::ops::ControlFlow::Continue(())
     };
-    let trained =
-        train_fingerprint(&data, &options, &checkpoints, args.resume, &mut on_progress)
-            .with_context(|| format!("training (checkpoints in {})", checkpoints.display()))?;
+    let trained = train_fingerprint(data, &options, &checkpoints, args.resume, &mut on_progress)
+        .with_context(|| format!("training (checkpoints in {})", checkpoints.display()))?;
     bar.finish_and_clear();
-    let out = args.models_dir.join("fingerprint");
-    trained.save(&out)?;
-    let report = evaluate(&args, &out)?;
-    let card = model_card(
-        &args,
-        &out,
-        &trained,
-        &report,
-        started.elapsed().as_secs_f64(),
+    trained.save(out)?;
+    let mut details = format!(
+        "\n## Training curve\n\nThe weights are those of epoch {}, the best on {} fixed validation pairs (distorted window against clean windows, Hamming nearest, evaluation mode).\n\n| epoch | loss | pairs matched in the batch | validation pairs matched | elapsed |\n|---|---|---|---|---|\n",
+        trained.best_epoch,
+        crate::model::train_fingerprint::VALIDATION_PAIRS
     );
-    std::fs::write(out.join(CARD_FILE), card)
-        .with_context(|| format!("writing {}", out.join(CARD_FILE).display()))?;
-    println!("{}: trained in {:.0} s", out.display(), trained.seconds);
-    super::eval_fingerprint::print_report(&report);
-    Ok(ExitCode::SUCCESS)
+    for r in &trained.history {
+        let _ = writeln!(
+            details,
+            "| {} | {:.4} | {:.3} | {:.3} | {:.0} s |",
+            r.epoch, r.loss, r.pair_accuracy, r.validation, r.seconds
+        );
+    }
+    Ok(TrainingRecord {
+        seconds: trained.seconds,
+        settings: vec![
+            ("architecture".into(), "attention CNN, NT-Xent".into()),
+            ("seed".into(), args.seed.to_string()),
+            (
+                "epochs x steps".into(),
+                format!("{} x {}", args.epochs, args.steps_per_epoch),
+            ),
+            ("pairs per step".into(), args.batch_size.to_string()),
+            ("peak learning rate".into(), args.lr.to_string()),
+            ("weight decay".into(), args.weight_decay.to_string()),
+            (
+                "training time".into(),
+                format!("{:.1} min", trained.seconds / 60.0),
+            ),
+        ],
+        details,
+    })
 }
 
 /// ESC-50 audio and the even-position music tracks, and the training share of the noise bank.
@@ -138,47 +282,16 @@ fn load_training_data(args: &TrainFingerprint) -> anyhow::Result<FingerprintData
     Ok(data)
 }
 
-/// The exact-match protocol with the new model.
-fn evaluate(args: &TrainFingerprint, model: &std::path::Path) -> anyhow::Result<FingerprintReport> {
-    let music = MusicSet::load(&args.data.join("music"))?;
-    let (bank, _) = fingerprint::noise_bank(&args.data, BankPart::Evaluation);
-    let encoders: Encoders = [(
-        Mode::Fingerprint,
-        Box::new(FingerprintEncoder::load(model)?) as Box<dyn crate::model::Encoder>,
-    )]
-    .into_iter()
-    .collect();
-    let db = tempfile::Builder::new().prefix("earshot-eval-").tempdir()?;
-    let options = FingerprintOptions {
-        per_length: args.eval_queries_per_length,
-        seed: fingerprint::DEFAULT_SEED,
-    };
-    Ok(fingerprint::evaluate(
-        &music,
-        &bank,
-        &encoders,
-        db.path(),
-        &options,
-        &|what| eprintln!("evaluation: {what}"),
-    )?)
-}
-
 fn model_card(
     args: &TrainFingerprint,
-    out: &std::path::Path,
-    trained: &TrainedFingerprint,
-    report: &FingerprintReport,
+    bits: usize,
+    trained: &TrainingRecord,
+    reports: &[FingerprintReport],
     total_seconds: f64,
 ) -> String {
-    let mut c = String::new();
-    let _ = writeln!(
-        c,
-        "# fingerprint\n\nEarshot `fingerprint` encoder (exact match), {} bits. Trained by Earshot's own training command; no outside weights or data.\n",
-        args.bits
-    );
-    let _ = writeln!(
-        c,
-        "## Command\n\n```\n{}\n```\n",
+    let out = args.models_dir.join("fingerprint");
+    let mut c = format!(
+        "# fingerprint\n\nEarshot `fingerprint` encoder (exact match), {bits} bits. Trained by Earshot's own training command; no outside weights or data.\n\n## Command\n\n```\n{}\n```\n\n",
         super::models::command_line()
     );
     let _ = writeln!(
@@ -186,38 +299,27 @@ fn model_card(
         "## Data\n\nTraining: ESC-50 audio (K. J. Piczak, CC BY-NC 3.0) and the music tracks at even positions of `music/manifest.csv` (licences per track in the manifest), from `{}`. Distortions: noise from `noise/` and the noisy ESC-50 classes of folds 1-4, impulse responses from `rir/`, two of every three files (the third is held out for evaluation).\n",
         args.data.display()
     );
+    c.push_str("## Training\n\n| setting | value |\n|---|---|\n");
+    for (setting, value) in &trained.settings {
+        let _ = writeln!(c, "| {setting} | {value} |");
+    }
     let _ = writeln!(
         c,
-        "## Training\n\n| setting | value |\n|---|---|\n| seed | {} |\n| epochs x steps | {} x {} |\n| pairs per step | {} |\n| peak learning rate | {} |\n| weight decay | {} |\n| training time | {:.1} min (whole command {:.1} min) |\n| machine | {} |\n",
-        args.seed,
-        args.epochs,
-        args.steps_per_epoch,
-        args.batch_size,
-        args.lr,
-        args.weight_decay,
-        trained.seconds / 60.0,
+        "| whole command | {:.1} min (with the evaluation) |\n| machine | {} |\n",
         total_seconds / 60.0,
         super::models::machine()
     );
     let _ = writeln!(
         c,
-        "## Metrics (`earshot eval fingerprint --model {} --queries-per-length {}` reproduces them)\n",
+        "## Metrics\n\n`earshot eval fingerprint --model {} --queries-per-length {}` reproduces them; it prints the LSH baseline's figures first, as this card does.\n",
         out.display(),
         args.eval_queries_per_length
     );
-    c.push_str(&super::eval_fingerprint::markdown(report));
-    let _ = writeln!(
-        c,
-        "\n## Training curve\n\nThe weights are those of epoch {}, the best on {} fixed validation pairs (distorted window against clean windows, Hamming nearest, evaluation mode).\n\n| epoch | loss | pairs matched in the batch | validation pairs matched | elapsed |\n|---|---|---|---|---|",
-        trained.best_epoch,
-        crate::model::train_fingerprint::VALIDATION_PAIRS
-    );
-    for r in &trained.history {
-        let _ = writeln!(
-            c,
-            "| {} | {:.4} | {:.3} | {:.3} | {:.0} s |",
-            r.epoch, r.loss, r.pair_accuracy, r.validation, r.seconds
-        );
+    for report in reports {
+        let _ = writeln!(c, "### {}\n", report.encoder);
+        c.push_str(&super::eval_fingerprint::markdown(report));
+        c.push('\n');
     }
+    c.push_str(&trained.details);
     c
 }

@@ -50,13 +50,7 @@ pub trait Versioned {
 
 impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
-        if !dir.is_dir() {
-            return Err(ModelError::MissingFolder {
-                path: dir.to_path_buf(),
-            });
-        }
-        let config = read(&dir.join(CONFIG_FILE))?;
-        let weights = read(&dir.join(WEIGHTS_FILE))?;
+        let (config, weights) = read_folder(dir)?;
         Self::from_bytes(dir, &config, weights)
     }
 
@@ -118,7 +112,20 @@ impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
+/// A model folder's config and weights, unparsed.
+pub(crate) fn read_folder(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), ModelError> {
+    if !dir.is_dir() {
+        return Err(ModelError::MissingFolder {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok((
+        read_file(&dir.join(CONFIG_FILE))?,
+        read_file(&dir.join(WEIGHTS_FILE))?,
+    ))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
     std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
@@ -156,12 +163,18 @@ pub fn find_model(name: &str) -> Option<PathBuf> {
         .find(|d| d.join(CONFIG_FILE).is_file())
 }
 
-/// The default similar-sounds model, compiled into the binary so that an installed `earshot`
-/// works wherever it is copied; a folder found by [`find_model`] takes precedence.
+/// The default models, compiled into the binary so that an installed `earshot` works wherever it
+/// is copied; a folder found by [`find_model`] takes precedence.
 pub mod built_in {
     pub const EVENTS_NAME: &str = "events-64";
     pub const EVENTS_CONFIG: &[u8] = include_bytes!("../../models/events-64/config.json");
     pub const EVENTS_WEIGHTS: &[u8] = include_bytes!("../../models/events-64/model.safetensors");
     /// How errors and `--version` name it.
     pub const EVENTS_PLACE: &str = "<built into earshot>/events-64";
+    /// The default exact-match model, likewise.
+    pub const FINGERPRINT_NAME: &str = "fingerprint";
+    pub const FINGERPRINT_CONFIG: &[u8] = include_bytes!("../../models/fingerprint/config.json");
+    pub const FINGERPRINT_WEIGHTS: &[u8] =
+        include_bytes!("../../models/fingerprint/model.safetensors");
+    pub const FINGERPRINT_PLACE: &str = "<built into earshot>/fingerprint";
 }

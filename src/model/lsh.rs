@@ -18,8 +18,36 @@ pub const EVENTS_BITS: usize = 64;
 pub const FINGERPRINT_BITS: usize = 192;
 pub const DEFAULT_SEED: u64 = 0x5EED_0E4A_5B07;
 /// Fingerprint summary: time blocks per segment and mel bands pooled per cell.
-const FINGERPRINT_TIME_BLOCKS: usize = 8;
-const FINGERPRINT_BANDS_PER_CELL: usize = 2;
+pub const FINGERPRINT_GRID: Grid = Grid {
+    time_blocks: 8,
+    bands_per_cell: 2,
+};
+
+/// How a fingerprint segment's spectrogram is pooled before projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Grid {
+    pub time_blocks: usize,
+    pub bands_per_cell: usize,
+}
+
+impl Grid {
+    pub fn cells(self) -> usize {
+        LOG_MEL_BANDS / self.bands_per_cell
+    }
+
+    /// Values in a summary.
+    pub fn dim(self) -> usize {
+        self.time_blocks * self.cells()
+    }
+
+    /// The centred, L2-normalised summary of a frame-major log-mel segment.
+    pub fn summary(self, segment: &[f32]) -> Vec<f32> {
+        let frames: Vec<&[f32]> = segment.chunks_exact(LOG_MEL_BANDS).collect();
+        let mut v = pooled_grid(&frames, self);
+        centre_and_normalise(&mut v);
+        v
+    }
+}
 
 pub struct LshEncoder {
     mode: Mode,
@@ -32,9 +60,7 @@ impl LshEncoder {
     pub fn new(mode: Mode, bits: usize, seed: u64) -> Self {
         let dim = match mode {
             Mode::Events => 2 * LOG_MEL_BANDS,
-            Mode::Fingerprint => {
-                FINGERPRINT_TIME_BLOCKS * LOG_MEL_BANDS / FINGERPRINT_BANDS_PER_CELL
-            }
+            Mode::Fingerprint => FINGERPRINT_GRID.dim(),
         };
         let mut rng = SeededRng::new(seed ^ mode as u64);
         let projection = (0..bits * dim).map(|_| rng.normal() as f32).collect();
@@ -52,13 +78,15 @@ impl LshEncoder {
     }
 
     fn summary(&self, segment: &[f32]) -> Vec<f32> {
-        let frames: Vec<&[f32]> = segment.chunks_exact(LOG_MEL_BANDS).collect();
-        let mut v = match self.mode {
-            Mode::Events => band_statistics(&frames),
-            Mode::Fingerprint => pooled_grid(&frames),
-        };
-        centre_and_normalise(&mut v);
-        v
+        match self.mode {
+            Mode::Events => {
+                let frames: Vec<&[f32]> = segment.chunks_exact(LOG_MEL_BANDS).collect();
+                let mut v = band_statistics(&frames);
+                centre_and_normalise(&mut v);
+                v
+            }
+            Mode::Fingerprint => FINGERPRINT_GRID.summary(segment),
+        }
     }
 }
 
@@ -76,18 +104,30 @@ impl Encoder for LshEncoder {
         let (dim, words) = (self.info.embedding_dim, self.info.words());
         for segment in segments {
             let embedding = self.summary(segment);
-            let start = out.codes.len();
-            out.codes.resize(start + words, 0);
-            for (bit, row) in self.projection.chunks_exact(dim).enumerate() {
-                let dot: f32 = row.iter().zip(&embedding).map(|(w, x)| w * x).sum();
-                if dot > 0.0 {
-                    out.codes[start + bit / 64] |= 1 << (bit % 64);
-                }
-                out.margins.push(dot);
-            }
+            sign_projections(&embedding, &self.projection, dim, words, out);
             out.embeddings.extend_from_slice(&embedding);
         }
         Ok(())
+    }
+}
+
+/// Appends the code of `x` under the projection `rows` (`dim` values each): bit `i` is set
+/// when row `i`'s dot product with `x` is positive, and that product is its margin.
+pub(crate) fn sign_projections(
+    x: &[f32],
+    rows: &[f32],
+    dim: usize,
+    words: usize,
+    out: &mut Encoded,
+) {
+    let start = out.codes.len();
+    out.codes.resize(start + words, 0);
+    for (bit, row) in rows.chunks_exact(dim).enumerate() {
+        let dot: f32 = row.iter().zip(x).map(|(w, x)| w * x).sum();
+        if dot > 0.0 {
+            out.codes[start + bit / 64] |= 1 << (bit % 64);
+        }
+        out.margins.push(dot);
     }
 }
 
@@ -108,30 +148,26 @@ fn band_statistics(frames: &[&[f32]]) -> Vec<f32> {
     v
 }
 
-fn pooled_grid(frames: &[&[f32]]) -> Vec<f32> {
-    let cells = LOG_MEL_BANDS / FINGERPRINT_BANDS_PER_CELL;
-    let mut grid = vec![0.0; FINGERPRINT_TIME_BLOCKS * cells];
-    let mut counts = [0.0f32; FINGERPRINT_TIME_BLOCKS];
+fn pooled_grid(frames: &[&[f32]], grid: Grid) -> Vec<f32> {
+    let (blocks, cells, per_cell) = (grid.time_blocks, grid.cells(), grid.bands_per_cell);
+    let mut values = vec![0.0; blocks * cells];
+    let mut counts = vec![0.0f32; blocks];
     for (t, frame) in frames.iter().enumerate() {
-        let block = t * FINGERPRINT_TIME_BLOCKS / frames.len().max(1);
+        let block = t * blocks / frames.len().max(1);
         counts[block] += 1.0;
         for (b, &x) in frame.iter().enumerate() {
-            grid[block * cells + b / FINGERPRINT_BANDS_PER_CELL] +=
-                x / FINGERPRINT_BANDS_PER_CELL as f32;
+            values[block * cells + b / per_cell] += x / per_cell as f32;
         }
     }
-    for (block, row) in grid.chunks_exact_mut(cells).enumerate() {
+    for (block, row) in values.chunks_exact_mut(cells).enumerate() {
         row.iter_mut().for_each(|x| *x /= counts[block].max(1.0));
     }
     // Remove each band's mean over the segment: the code then follows changes, not levels.
     for c in 0..cells {
-        let mean = (0..FINGERPRINT_TIME_BLOCKS)
-            .map(|t| grid[t * cells + c])
-            .sum::<f32>()
-            / FINGERPRINT_TIME_BLOCKS as f32;
-        (0..FINGERPRINT_TIME_BLOCKS).for_each(|t| grid[t * cells + c] -= mean);
+        let mean = (0..blocks).map(|t| values[t * cells + c]).sum::<f32>() / blocks as f32;
+        (0..blocks).for_each(|t| values[t * cells + c] -= mean);
     }
-    grid
+    values
 }
 
 fn centre_and_normalise(v: &mut [f32]) {

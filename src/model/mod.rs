@@ -1,7 +1,8 @@
 //! Encoders turn log-mel segments into a float embedding and a K-bit hash code.
 //!
-//! The engine sees encoders only through [`Encoder`]; the data-independent [`lsh::LshEncoder`]
-//! makes the whole road from a folder to ranked results work where no trained model is installed.
+//! The engine sees encoders only through [`Encoder`]. Each mode's trained model is built into the
+//! binary (and can be replaced by an installed folder); the data-independent [`lsh::LshEncoder`] is
+//! the baseline the benchmarks measure them against.
 
 pub mod attention;
 pub mod augment;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod events;
 pub mod fingerprint;
 pub mod hashing;
+pub mod learned_lsh;
 pub mod loss;
 pub mod lsh;
 pub mod train;
@@ -178,10 +180,10 @@ pub fn baseline_encoder(mode: Mode) -> Box<dyn Encoder> {
 }
 
 /// The model folder a mode uses by default.
-pub fn default_model_name(mode: Mode) -> Option<&'static str> {
+pub fn default_model_name(mode: Mode) -> &'static str {
     match mode {
-        Mode::Events => Some("events-64"),
-        Mode::Fingerprint => Some("fingerprint"),
+        Mode::Events => config::built_in::EVENTS_NAME,
+        Mode::Fingerprint => config::built_in::FINGERPRINT_NAME,
     }
 }
 
@@ -189,24 +191,21 @@ pub fn default_model_name(mode: Mode) -> Option<&'static str> {
 enum DefaultSource {
     /// An installed model folder (see [`config::find_model`]).
     Folder(std::path::PathBuf),
-    /// `events-64`, compiled into the binary.
+    /// The mode's default model, compiled into the binary.
     BuiltIn,
-    /// No trained model: the LSH baseline.
-    Baseline,
 }
 
 fn default_source(mode: Mode) -> DefaultSource {
-    match (mode, default_model_name(mode).and_then(config::find_model)) {
-        (_, Some(dir)) => DefaultSource::Folder(dir),
-        (Mode::Events, None) => DefaultSource::BuiltIn,
-        (Mode::Fingerprint, None) => DefaultSource::Baseline,
+    match config::find_model(default_model_name(mode)) {
+        Some(dir) => DefaultSource::Folder(dir),
+        None => DefaultSource::BuiltIn,
     }
 }
 
 /// The encoder `index` and `query` use for a mode: the model in `model_dir` when given, else the
-/// mode's default trained model where one is installed (see [`config::find_model`]), else the
-/// built-in events model or the LSH baseline. A model folder that exists but cannot be loaded is
-/// an error, never a fallback.
+/// mode's default model where one is installed (see [`config::find_model`]), else the one built
+/// into the binary. A model folder that exists but cannot be loaded is an error, never a
+/// fallback.
 pub fn encoder_for(
     mode: Mode,
     model_dir: Option<&std::path::Path>,
@@ -215,26 +214,51 @@ pub fn encoder_for(
         || default_source(mode),
         |dir| DefaultSource::Folder(dir.to_path_buf()),
     );
-    match (mode, source) {
-        (Mode::Events, DefaultSource::Folder(dir)) => {
-            Ok(Box::new(events::EventsEncoder::load(&dir)?))
+    match source {
+        DefaultSource::Folder(dir) => {
+            let (config, weights) = config::read_folder(&dir)?;
+            encoder_from_bytes(mode, &dir, &config, weights)
         }
-        (Mode::Fingerprint, DefaultSource::Folder(dir)) => {
-            Ok(Box::new(fingerprint::FingerprintEncoder::load(&dir)?))
-        }
-        (_, DefaultSource::BuiltIn) => Ok(Box::new(built_in_events()?)),
-        (_, DefaultSource::Baseline) => Ok(baseline_encoder(mode)),
+        DefaultSource::BuiltIn => built_in(mode),
     }
 }
 
-fn built_in_events() -> Result<events::EventsEncoder, config::ModelError> {
+fn built_in(mode: Mode) -> Result<Box<dyn Encoder>, config::ModelError> {
     use config::built_in::*;
-    let files = config::ModelFiles::from_bytes(
-        std::path::Path::new(EVENTS_PLACE),
-        EVENTS_CONFIG,
-        EVENTS_WEIGHTS.to_vec(),
-    )?;
-    events::EventsEncoder::from_files(files)
+    let (place, config, weights) = match mode {
+        Mode::Events => (EVENTS_PLACE, EVENTS_CONFIG, EVENTS_WEIGHTS),
+        Mode::Fingerprint => (FINGERPRINT_PLACE, FINGERPRINT_CONFIG, FINGERPRINT_WEIGHTS),
+    };
+    encoder_from_bytes(mode, std::path::Path::new(place), config, weights.to_vec())
+}
+
+/// A mode's encoder from a model's files (`dir` names them in errors). A fingerprint model is
+/// the convolutional network unless its config says `"architecture": "learned-lsh"`.
+fn encoder_from_bytes(
+    mode: Mode,
+    dir: &std::path::Path,
+    config: &[u8],
+    weights: Vec<u8>,
+) -> Result<Box<dyn Encoder>, config::ModelError> {
+    let learned_lsh = serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| {
+            v.get("architecture")?
+                .as_str()
+                .map(|a| a == learned_lsh::ARCHITECTURE)
+        })
+        .unwrap_or(false);
+    Ok(match mode {
+        Mode::Events => Box::new(events::EventsEncoder::from_files(
+            config::ModelFiles::from_bytes(dir, config, weights)?,
+        )?),
+        Mode::Fingerprint if learned_lsh => Box::new(learned_lsh::LearnedLshEncoder::from_files(
+            config::ModelFiles::from_bytes(dir, config, weights)?,
+        )?),
+        Mode::Fingerprint => Box::new(fingerprint::FingerprintEncoder::from_files(
+            config::ModelFiles::from_bytes(dir, config, weights)?,
+        )?),
+    })
 }
 
 /// Which encoder each mode uses by default and where it comes from, for `--version`, the About
@@ -250,15 +274,8 @@ pub fn default_encoders() -> Vec<(Mode, String, String)> {
                     dir.display().to_string(),
                 ),
                 DefaultSource::BuiltIn => (
-                    config::built_in::EVENTS_NAME.to_string(),
+                    default_model_name(mode).to_string(),
                     "built into earshot".to_string(),
-                ),
-                DefaultSource::Baseline => (
-                    baseline_encoder(mode).info().name.clone(),
-                    format!(
-                        "no trained {} model installed; the untrained LSH baseline",
-                        mode.name()
-                    ),
                 ),
             };
             (mode, name, place)

@@ -679,11 +679,20 @@ pub(crate) fn same_options<O: Serialize + std::fmt::Debug>(
 /// Writes `config.json` and `model.safetensors` (weights and batch-norm statistics) of the
 /// model of `config.bits`: other code lengths' hash heads are left out.
 pub fn save_model(out: &Path, config: &EventsConfig, varmap: &VarMap) -> Result<(), TrainError> {
-    std::fs::create_dir_all(out).map_err(io_error(out))?;
     let own_head = format!("hash.{}.", config.bits);
     let mut tensors = var_tensors(varmap);
     tensors.retain(|name, _| !name.starts_with("hash.") || name.starts_with(&own_head));
-    save_tensors(&tensors, &out.join(WEIGHTS_FILE))?;
+    save_model_files(out, config, &tensors)
+}
+
+/// Writes a model folder's `model.safetensors` and `config.json`, creating the folder.
+pub(crate) fn save_model_files<C: Serialize>(
+    out: &Path,
+    config: &C,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    save_tensors(tensors, &out.join(WEIGHTS_FILE))?;
     let text = serde_json::to_string_pretty(config).map_err(|e| TrainError::BadCheckpoint {
         path: out.join(CONFIG_FILE),
         reason: e.to_string(),
@@ -704,9 +713,13 @@ pub(crate) fn save_tensors(
     tensors: &HashMap<String, Tensor>,
     path: &Path,
 ) -> Result<(), TrainError> {
+    // candle writes its file readable by its owner only; the bytes go through `write_atomic` so
+    // the weights get the usual permissions (an installed model must be readable by everyone).
     let tmp = path.with_extension("tmp");
     candle_core::safetensors::save(tensors, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
+    let bytes = std::fs::read(&tmp).map_err(io_error(&tmp));
+    let _ = std::fs::remove_file(&tmp);
+    write_atomic(path, &bytes?)
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {

@@ -29,9 +29,10 @@ use super::fingerprint::{
     FingerprintConfig, FingerprintNet, SEGMENT_FRAMES, fit_to_segment, l2_normalise,
 };
 use super::loss::nt_xent;
+use super::lsh::Grid;
 use super::train::{
-    TrainError, cosine_lr, io_error, remove_checkpoint, same_options, save_checkpoint,
-    save_tensors, start_or_resume, var_tensors, write_atomic,
+    TrainError, cosine_lr, remove_checkpoint, same_options, save_checkpoint, save_tensors,
+    start_or_resume, var_tensors,
 };
 use crate::features::{FrameFeature, LOG_MEL_BANDS, LOG_MEL_HOP, LogMel, LogMelConfig};
 
@@ -153,7 +154,7 @@ impl FingerprintData {
     /// A window (recording, first sample) drawn uniformly over all audio, skipping near-silent
     /// ones: silence cannot be told apart from other silence, and ESC-50 clips are often padded
     /// with it.
-    fn pick_window(&self, rng: &mut SeededRng) -> (usize, usize) {
+    pub(crate) fn pick_window(&self, rng: &mut SeededRng) -> (usize, usize) {
         let total = self.starts_before.last().copied().unwrap_or(0);
         let mut pick = (0, max_shift());
         for _ in 0..QUIET_RETRIES {
@@ -213,6 +214,37 @@ impl FingerprintData {
     }
 }
 
+/// Largest time offset between the two views of a summary pair: half the 20 ms query hop, the
+/// most a query segment can be off the nearest library segment.
+const SUMMARY_SHIFT: usize = LOG_MEL_HOP;
+
+/// `pairs` (clean, distorted) summaries of windows drawn as for training (see
+/// [`FingerprintData::pick_window`]), flat (`pairs x grid.dim()` each). Pair `i` depends only
+/// on `seed` and `i`, so the result does not depend on the number of threads.
+pub fn summary_pairs(
+    data: &FingerprintData,
+    pairs: usize,
+    seed: u64,
+    grid: Grid,
+) -> (Vec<f32>, Vec<f32>) {
+    let one = |i: usize| {
+        let mut rng = SeededRng::new(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let (rec, start) = data.pick_window(&mut rng);
+        let rec = &data.recordings[rec];
+        let shifted = start + rng.below(2 * SUMMARY_SHIFT + 1) - SUMMARY_SHIFT;
+        let clean = log_mel_window(&rec[start..start + WINDOW_SAMPLES]);
+        let view = Distortion::random(&mut rng).apply(
+            &rec[shifted..shifted + WINDOW_SAMPLES],
+            &data.bank,
+            &mut rng,
+        );
+        (grid.summary(&clean), grid.summary(&log_mel_window(&view)))
+    };
+    let summaries: Vec<(Vec<f32>, Vec<f32>)> = (0..pairs).into_par_iter().map(one).collect();
+    let (clean, distorted): (Vec<Vec<f32>>, Vec<Vec<f32>>) = summaries.into_iter().unzip();
+    (clean.concat(), distorted.concat())
+}
+
 pub struct TrainedFingerprint {
     pub varmap: VarMap,
     pub config: FingerprintConfig,
@@ -225,17 +257,7 @@ pub struct TrainedFingerprint {
 impl TrainedFingerprint {
     /// Writes `config.json` and `model.safetensors`.
     pub fn save(&self, out: &Path) -> Result<(), TrainError> {
-        std::fs::create_dir_all(out).map_err(io_error(out))?;
-        save_tensors(
-            &var_tensors(&self.varmap),
-            &out.join(super::config::WEIGHTS_FILE),
-        )?;
-        let text =
-            serde_json::to_string_pretty(&self.config).map_err(|e| TrainError::BadCheckpoint {
-                path: out.join(super::config::CONFIG_FILE),
-                reason: e.to_string(),
-            })?;
-        write_atomic(&out.join(super::config::CONFIG_FILE), text.as_bytes())
+        super::train::save_model_files(out, &self.config, &var_tensors(&self.varmap))
     }
 }
 

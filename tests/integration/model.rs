@@ -364,26 +364,35 @@ fn the_shipped_events_models_reproduce_their_cards_on_esc50() {
     );
 }
 
-/// The events model compiled into the binary is the committed `models/events-64`: an index built
-/// by a copied binary matches one built from the installed folder.
+/// The models compiled into the binary are the committed `models/events-64` and
+/// `models/fingerprint`, byte for byte: an index built by a copied binary matches one built from
+/// the installed folders.
 #[test]
-fn the_built_in_events_model_is_the_committed_one() {
-    use earshot::model::config::{ModelFiles, built_in};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-64");
-    let installed = EventsEncoder::load(&dir).unwrap();
-    let files = ModelFiles::from_bytes(
-        Path::new(built_in::EVENTS_PLACE),
-        built_in::EVENTS_CONFIG,
-        built_in::EVENTS_WEIGHTS.to_vec(),
-    )
-    .unwrap();
-    let built_in = EventsEncoder::from_files(files).unwrap();
-    assert_eq!(built_in.info(), installed.info());
-    let clips: Vec<Vec<f32>> = (0..3).map(|i| sound(i, 2.0, i as u64)).collect();
-    let refs: Vec<&[f32]> = clips.iter().map(Vec::as_slice).collect();
-    let (mut a, mut b) = (Encoded::default(), Encoded::default());
-    installed.encode(&refs, &mut a).unwrap();
-    built_in.encode(&refs, &mut b).unwrap();
-    assert_eq!(a.codes, b.codes);
-    assert_eq!(a.embeddings, b.embeddings);
+fn the_built_in_models_are_the_committed_ones() {
+    use earshot::model::config::built_in;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for (name, config, weights) in [
+        (
+            built_in::EVENTS_NAME,
+            built_in::EVENTS_CONFIG,
+            built_in::EVENTS_WEIGHTS,
+        ),
+        (
+            built_in::FINGERPRINT_NAME,
+            built_in::FINGERPRINT_CONFIG,
+            built_in::FINGERPRINT_WEIGHTS,
+        ),
+    ] {
+        let dir = models.join(name);
+        assert_eq!(
+            std::fs::read(dir.join(CONFIG_FILE)).unwrap(),
+            config,
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(),
+            weights,
+            "{name}"
+        );
+    }
 }
