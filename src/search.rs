@@ -30,11 +30,22 @@ pub fn read_query(path: &std::path::Path) -> Result<(Vec<f32>, bool), crate::aud
 /// Library segments fetched per query segment when searching by buckets or HNSW, per hit wanted.
 const CANDIDATES_PER_HIT: usize = 20;
 /// Fingerprint voting: neighbours per query segment by full scan; by buckets, every code in the
-/// buckets within this substring radius (all codes within 7 bits of a 64-bit code, and more).
+/// buckets reached by flipping any of the query segment's least sure bits in each 16-bit
+/// substring, or, for an encoder without margins, every code within this substring radius (all
+/// codes within 7 bits of a 64-bit code, and more).
 const FINGERPRINT_NEIGHBOURS: usize = 8;
 const FINGERPRINT_SUBSTRING_RADIUS: u32 = 1;
-/// A neighbour farther than this fraction of the bits is noise, not a vote.
-const FINGERPRINT_MAX_VOTE_DISTANCE: f64 = 0.3;
+/// Bucket probes per table for a whole query, shared among its segments: a short query has
+/// few segments, and each needs many probes to be found under noise (1 s at 0 dB: the right
+/// file 60.0% of the time with 64 probes a segment, 54.0% with 16); a long one has many, and
+/// 64 probes for each of them made a 3 s query against 100 hours take 0.5 s. Unsure bits per
+/// segment: between 1 and 6, `log2(budget / segments)` (a budget of 512 lost 5 s queries at 0 dB
+/// with reverb: 58.0% in place against 70.7% with 64 probes a segment).
+const FINGERPRINT_PROBE_BUDGET: usize = 2048;
+const FINGERPRINT_MAX_UNSURE_BITS: usize = 6;
+/// A neighbour farther than this fraction of the bits is noise, not a vote. At 0 dB a true
+/// neighbour often differs in 30-40% of its bits; chance is 50% (plus or minus 4.4% at 128 bits).
+const FINGERPRINT_MAX_VOTE_DISTANCE: f64 = 0.4;
 /// Fingerprint verification: this many of the heaviest (file, offset) votes are scored against
 /// the whole query, at every offset within a hop of the vote.
 const VERIFY_CANDIDATES: usize = 32;
@@ -111,6 +122,10 @@ pub struct Searcher<'a> {
     hnsw: Option<EmbeddingIndex>,
     /// `fingerprint`: each file's segments, to verify a match at any offset.
     file_segments: Vec<std::ops::Range<usize>>,
+    /// Each file's rank by path. Files are numbered in the order indexing finished them, which
+    /// varies from run to run, so equal scores are ordered by path instead: the same files give
+    /// the same results however they were indexed.
+    path_rank: Vec<u32>,
 }
 
 /// What a search cost.
@@ -159,6 +174,13 @@ impl QuerySegments {
     }
 }
 
+/// How many of each query segment's least sure bits the bucket probes flip (see
+/// [`FINGERPRINT_PROBE_BUDGET`]).
+fn unsure_bits(segments: usize) -> usize {
+    let per_segment = FINGERPRINT_PROBE_BUDGET / segments.max(1);
+    (per_segment.max(1).ilog2() as usize).clamp(1, FINGERPRINT_MAX_UNSURE_BITS)
+}
+
 /// Per-segment weights from margins: `|margin|` over the segment's mean `|margin|`.
 fn bit_weights(margins: &[f32], bits: usize) -> Vec<f32> {
     let mut weights: Vec<f32> = margins.iter().map(|m| m.abs()).collect();
@@ -191,7 +213,14 @@ impl<'a> Searcher<'a> {
             Mode::Fingerprint => data.file_segments(index.files.len()),
             Mode::Events => Vec::new(),
         };
+        let mut by_path: Vec<usize> = (0..index.files.len()).collect();
+        by_path.sort_by(|&a, &b| index.files[a].path.cmp(&index.files[b].path));
+        let mut path_rank = vec![0; by_path.len()];
+        for (rank, &file) in by_path.iter().enumerate() {
+            path_rank[file] = rank as u32;
+        }
         Ok(Self {
+            path_rank,
             index,
             mode,
             data,
@@ -377,7 +406,8 @@ impl<'a> Searcher<'a> {
     fn vote(&self, q: &QuerySegments, query_s: f64, top: usize) -> (Vec<Hit>, usize) {
         let (votes, compared) = self.collect_votes(q);
         let hop = self.data.segmentation.hop as i64;
-        let candidates = strongest_offsets(votes, hop, VERIFY_CANDIDATES.max(2 * top));
+        let candidates =
+            strongest_offsets(votes, hop, VERIFY_CANDIDATES.max(2 * top), &self.path_rank);
         let mut per_file: HashMap<u32, Alignment> = HashMap::new();
         for (file, offset) in candidates {
             let Some(range) = self.file_segments.get(file as usize) else {
@@ -394,7 +424,12 @@ impl<'a> Searcher<'a> {
             }
         }
         let mut ranked: Vec<(u32, Alignment)> = per_file.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
+        let rank = |file: u32| self.path_rank.get(file as usize).copied();
+        ranked.sort_by(|a, b| {
+            b.1.score
+                .total_cmp(&a.1.score)
+                .then_with(|| rank(a.0).cmp(&rank(b.0)))
+        });
         ranked.truncate(top);
         let hits = ranked
             .into_iter()
@@ -414,8 +449,9 @@ impl<'a> Searcher<'a> {
         let max_distance = (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32;
         let mut votes: HashMap<(u32, i64), f32> = HashMap::new();
         let mut compared = 0;
+        let unsure = unsure_bits(q.starts.len());
         for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
-            let (neighbours, scanned) = self.fingerprint_neighbours(qcode);
+            let (neighbours, scanned) = self.fingerprint_neighbours(q, j, qcode, unsure);
             compared += scanned;
             for (d, i) in neighbours.into_iter().filter(|&(d, _)| d <= max_distance) {
                 let s = self.data.segments[i];
@@ -471,10 +507,21 @@ impl<'a> Searcher<'a> {
     }
 
     /// A query code's voting neighbours, and how many library codes were compared.
-    fn fingerprint_neighbours(&self, code: &[u64]) -> (Vec<(u32, usize)>, usize) {
+    fn fingerprint_neighbours(
+        &self,
+        q: &QuerySegments,
+        j: usize,
+        code: &[u64],
+        unsure: usize,
+    ) -> (Vec<(u32, usize)>, usize) {
         match &self.buckets {
             Some(b) => {
-                let found = b.probe(&self.data.codes, code, FINGERPRINT_SUBSTRING_RADIUS);
+                let bits = self.data.encoder.bits;
+                let certainty = q.bit_weights.get(j * bits..(j + 1) * bits);
+                let found = match certainty {
+                    Some(c) => b.probe_unsure(&self.data.codes, code, c, unsure),
+                    None => b.probe(&self.data.codes, code, FINGERPRINT_SUBSTRING_RADIUS),
+                };
                 (found.hits, found.scanned)
             }
             None => (
@@ -536,9 +583,15 @@ struct Alignment {
 
 /// Up to `n` (file, offset) pairs in order of vote weight, at most one per `hop` frames of a
 /// file: the neighbours of a strong offset are covered by its verification.
-fn strongest_offsets(votes: HashMap<(u32, i64), f32>, hop: i64, n: usize) -> Vec<(u32, i64)> {
+fn strongest_offsets(
+    votes: HashMap<(u32, i64), f32>,
+    hop: i64,
+    n: usize,
+    path_rank: &[u32],
+) -> Vec<(u32, i64)> {
+    let key = |&(file, offset): &(u32, i64)| (path_rank.get(file as usize).copied(), offset);
     let mut ranked: Vec<((u32, i64), f32)> = votes.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| key(&a.0).cmp(&key(&b.0))));
     let mut picked: Vec<(u32, i64)> = Vec::new();
     for ((file, offset), _) in ranked {
         if picked.len() == n {
@@ -564,6 +617,16 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_queries_probe_more_unsure_bits_per_segment_than_long_ones() {
+        // 1 s of query is 3 segments, 2 s 53, 3 s 103, 5 s 203 (0.96 s windows every 20 ms).
+        let bits: Vec<usize> = [1, 3, 53, 103, 203, 10_000]
+            .into_iter()
+            .map(unsure_bits)
+            .collect();
+        assert_eq!(bits, vec![6, 6, 5, 4, 3, 1]);
+    }
 
     #[test]
     fn unsure_query_bits_count_less_when_they_differ() {
@@ -600,9 +663,12 @@ mod tests {
             ((2, 900), 0.5),
         ]);
         assert_eq!(
-            strongest_offsets(votes.clone(), 10, 10),
+            strongest_offsets(votes.clone(), 10, 10, &[0, 1]),
             vec![(0, 102), (0, 400), (1, 104), (2, 900)]
         );
-        assert_eq!(strongest_offsets(votes, 10, 2), vec![(0, 102), (0, 400)]);
+        assert_eq!(
+            strongest_offsets(votes, 10, 2, &[0, 1]),
+            vec![(0, 102), (0, 400)]
+        );
     }
 }

@@ -117,6 +117,40 @@ impl BucketIndex {
         self.rank(codes, query, ids)
     }
 
+    /// Every code in the buckets of the query's substrings with any subset of their `unsure`
+    /// least certain bits flipped (query-directed multi-probe): `certainty` has one value per
+    /// bit, larger for bits the query is surer of. Distortion flips a query's unsure bits far
+    /// more often than its sure ones, so each of these `2^unsure` probes per table is much more
+    /// likely to reach a true neighbour than a flip of an arbitrary bit.
+    pub fn probe_unsure(
+        &self,
+        codes: &[u64],
+        query: &[u64],
+        certainty: &[f32],
+        unsure: usize,
+    ) -> BucketSearch {
+        let unsure = unsure.min(SUBSTRING_BITS);
+        let mut ids = Vec::new();
+        for (t, table) in self.tables.iter().enumerate() {
+            let first = t * SUBSTRING_BITS;
+            let mut order: Vec<usize> = (0..SUBSTRING_BITS).collect();
+            if let Some(c) = certainty.get(first..first + SUBSTRING_BITS) {
+                order.sort_by(|&a, &b| c[a].total_cmp(&c[b]));
+            }
+            let key = substring(query, t);
+            for subset in 0..1usize << unsure {
+                let flips = (0..unsure)
+                    .filter(|i| subset >> i & 1 == 1)
+                    .fold(0, |m, i| m | 1 << order[i]);
+                let probe = key ^ flips;
+                ids.extend_from_slice(
+                    &table.ids[table.offsets[probe] as usize..table.offsets[probe + 1] as usize],
+                );
+            }
+        }
+        self.rank(codes, query, ids)
+    }
+
     /// All codes within `radius` bits of `query` (exact), nearest first.
     pub fn within(&self, codes: &[u64], query: &[u64], radius: u32) -> BucketSearch {
         let m = self.tables.len().max(1) as u32;
@@ -239,5 +273,33 @@ mod tests {
         let s = BucketIndex::build(&codes, 1).stats();
         assert_eq!(s.tables, 4);
         assert!((s.mean_non_empty_bucket * s.non_empty_buckets as f64 - 40_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unsure_probes_find_a_code_whose_differing_bits_the_query_was_unsure_of() {
+        let mut codes = random_codes(20_000, 1, 5);
+        let query = codes[0];
+        // Code 7 differs from the query in 3 bits of every 16-bit substring.
+        let flipped = [1usize, 6, 12];
+        let mask = (0..4).fold(0u64, |m, t| {
+            flipped.iter().fold(m, |m, &b| m | 1 << (t * 16 + b))
+        });
+        codes[7] = query ^ mask;
+        let index = BucketIndex::build(&codes, 1);
+        let ids = |found: BucketSearch| found.hits.iter().map(|&(_, i)| i).collect::<Vec<_>>();
+        // No single flip reaches it, and a query sure of every bit only finds itself and chance.
+        assert!(!ids(index.probe(&codes, &[query], 1)).contains(&7));
+        let sure = vec![1.0f32; 64];
+        assert!(!ids(index.probe_unsure(&codes, &[query], &sure, 3)).contains(&7));
+        // Unsure of exactly the flipped bits (and one more), the query finds it.
+        let mut certainty = sure.clone();
+        for t in 0..4 {
+            for &b in &flipped {
+                certainty[t * 16 + b] = 0.1;
+            }
+            certainty[t * 16 + 9] = 0.2;
+        }
+        let found = index.probe_unsure(&codes, &[query], &certainty, 4);
+        assert!(ids(found).contains(&7));
     }
 }
