@@ -122,7 +122,7 @@ pub struct Searcher<'a> {
     hnsw: Option<EmbeddingIndex>,
     /// `fingerprint`: each file's segments, to verify a match at any offset.
     file_segments: Vec<std::ops::Range<usize>>,
-    /// Each file's rank by path. Files are numbered in the order indexing finished them, which
+    /// `fingerprint`: each file's rank by path. Files are numbered in the order indexing finished them, which
     /// varies from run to run, so equal scores are ordered by path instead: the same files give
     /// the same results however they were indexed.
     path_rank: Vec<u32>,
@@ -174,6 +174,17 @@ impl QuerySegments {
     }
 }
 
+/// Each file's rank when the index's files are sorted by path.
+fn path_ranks(index: &Index) -> Vec<u32> {
+    let mut by_path: Vec<usize> = (0..index.files.len()).collect();
+    by_path.sort_by(|&a, &b| index.files[a].path.cmp(&index.files[b].path));
+    let mut rank = vec![0; by_path.len()];
+    for (r, &file) in by_path.iter().enumerate() {
+        rank[file] = r as u32;
+    }
+    rank
+}
+
 /// How many of each query segment's least sure bits the bucket probes flip (see
 /// [`FINGERPRINT_PROBE_BUDGET`]).
 fn unsure_bits(segments: usize) -> usize {
@@ -209,16 +220,10 @@ impl<'a> Searcher<'a> {
             (engine == Engine::Buckets).then(|| BucketIndex::build(&data.codes, data.words()));
         let hnsw = (engine == Engine::Hnsw)
             .then(|| EmbeddingIndex::build(&data.embeddings, data.embedding_dim));
-        let file_segments = match mode {
-            Mode::Fingerprint => data.file_segments(index.files.len()),
-            Mode::Events => Vec::new(),
+        let (file_segments, path_rank) = match mode {
+            Mode::Fingerprint => (data.file_segments(index.files.len()), path_ranks(index)),
+            Mode::Events => (Vec::new(), Vec::new()),
         };
-        let mut by_path: Vec<usize> = (0..index.files.len()).collect();
-        by_path.sort_by(|&a, &b| index.files[a].path.cmp(&index.files[b].path));
-        let mut path_rank = vec![0; by_path.len()];
-        for (rank, &file) in by_path.iter().enumerate() {
-            path_rank[file] = rank as u32;
-        }
         Ok(Self {
             path_rank,
             index,

@@ -17,6 +17,13 @@ struct Table {
     ids: Vec<u32>,
 }
 
+impl Table {
+    /// The ids in bucket `key`.
+    fn bucket(&self, key: usize) -> &[u32] {
+        &self.ids[self.offsets[key] as usize..self.offsets[key + 1] as usize]
+    }
+}
+
 pub struct BucketIndex {
     words: usize,
     tables: Vec<Table>,
@@ -142,10 +149,7 @@ impl BucketIndex {
                 let flips = (0..unsure)
                     .filter(|i| subset >> i & 1 == 1)
                     .fold(0, |m, i| m | 1 << order[i]);
-                let probe = key ^ flips;
-                ids.extend_from_slice(
-                    &table.ids[table.offsets[probe] as usize..table.offsets[probe + 1] as usize],
-                );
+                ids.extend_from_slice(table.bucket(key ^ flips));
             }
         }
         self.rank(codes, query, ids)
@@ -191,9 +195,7 @@ impl BucketIndex {
     fn probe_level(&self, query: &[u64], rho: u32, ids: &mut Vec<u32>) {
         for (t, table) in self.tables.iter().enumerate() {
             for_each_at_distance(substring(query, t), rho, |key| {
-                ids.extend_from_slice(
-                    &table.ids[table.offsets[key] as usize..table.offsets[key + 1] as usize],
-                );
+                ids.extend_from_slice(table.bucket(key));
             });
         }
     }
