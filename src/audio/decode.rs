@@ -132,6 +132,9 @@ pub struct DecodeStats {
     /// locate it, or a cut-off file).
     pub missing_s: f64,
     pub non_finite_samples: u64,
+    /// Where the first decoded audio lies in the file (seconds), from its packet's timestamp:
+    /// 0 when decoding from the start, later after a seek.
+    pub first_audio_s: Option<f64>,
     /// The stream ended early (cut-off file, or garbage after some point).
     pub truncated: bool,
     /// The callback asked to stop before the end.
@@ -272,7 +275,61 @@ pub fn decode_prefix(path: &Path, max_s: f64) -> Result<DecodedAudio, AudioError
     })
 }
 
+/// About `duration_s` seconds of a file from `start_s` on, as [`decode_file`] would give
+/// them (to within a sample), without decoding what comes before where the format can seek.
+/// Shorter near the file's end.
+pub fn decode_excerpt(path: &Path, start_s: f64, duration_s: f64) -> Result<Vec<f32>, AudioError> {
+    let mut source = AudioSource::open(path)?;
+    // Seek a little early: some codecs give no audio for the first packet after a seek.
+    let seeked = start_s > SEEK_LEAD_S && source.seek_before(start_s - SEEK_LEAD_S);
+    let rate = f64::from(TARGET_SAMPLE_RATE);
+    let wanted = (duration_s * rate).round() as usize;
+    // Samples to drop before the excerpt: known once the first audio's time is.
+    let mut skip: Option<usize> = None;
+    let mut samples = Vec::new();
+    source.stream_timed(|chunk, first_audio_s| {
+        let skip = *skip.get_or_insert_with(|| {
+            let at = if seeked {
+                first_audio_s.unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            ((start_s - at) * rate).round().max(0.0) as usize
+        });
+        samples.extend_from_slice(chunk);
+        if samples.len() >= skip + wanted {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    samples.drain(..skip.unwrap_or(0).min(samples.len()));
+    samples.truncate(wanted);
+    Ok(samples)
+}
+
+/// How far before an excerpt [`decode_excerpt`] seeks to.
+const SEEK_LEAD_S: f64 = 0.5;
+
 impl AudioSource {
+    /// Seeks to at most `at_s` (the next packets start there or before); false if the format
+    /// or stream cannot seek, and the position is then unchanged.
+    fn seek_before(&mut self, at_s: f64) -> bool {
+        use symphonia::core::formats::{SeekMode, SeekTo};
+        let Some(time) = symphonia::core::units::Time::try_from_secs_f64(at_s) else {
+            return false;
+        };
+        let to = SeekTo::Time {
+            time,
+            track_id: Some(self.track_id),
+        };
+        if self.seconds_per_tick.is_none() || self.reader.seek(SeekMode::Accurate, to).is_err() {
+            return false;
+        }
+        self.decoder.reset();
+        true
+    }
+
     /// Opens and probes a file; fails early on empty, non-audio, truncated-header and unsupported files.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
         let open_error = |source| AudioError::Open {
@@ -422,8 +479,17 @@ impl AudioSource {
     /// Decodes to the end, calling `on_chunk` with consecutive pieces of the 16 kHz mono signal.
     /// `on_chunk` may return `ControlFlow::Break(())` to stop early (cancellation).
     pub fn stream(
-        mut self,
+        self,
         mut on_chunk: impl FnMut(&[f32]) -> ControlFlow<()>,
+    ) -> Result<DecodeStats, AudioError> {
+        self.stream_timed(|chunk, _| on_chunk(chunk))
+    }
+
+    /// As [`Self::stream`], also telling `on_chunk` where the first decoded audio lies in the
+    /// file (see [`DecodeStats::first_audio_s`]).
+    fn stream_timed(
+        mut self,
+        mut on_chunk: impl FnMut(&[f32], Option<f64>) -> ControlFlow<()>,
     ) -> Result<DecodeStats, AudioError> {
         let mut stats = DecodeStats::default();
         let mut health = PacketHealth::default();
@@ -438,6 +504,9 @@ impl AudioSource {
             else {
                 continue;
             };
+            if stats.first_audio_s.is_none() {
+                stats.first_audio_s = self.seconds_per_tick.map(|t| packet.pts.get() as f64 * t);
+            }
             stats.non_finite_samples += non_finite;
             stats.source_frames += mono.len() as u64;
             stats.source_channels = planes.len();
@@ -576,13 +645,13 @@ impl AudioSource {
 fn deliver(
     chunk: &[f32],
     stats: &mut DecodeStats,
-    on_chunk: &mut impl FnMut(&[f32]) -> ControlFlow<()>,
+    on_chunk: &mut impl FnMut(&[f32], Option<f64>) -> ControlFlow<()>,
 ) -> Result<(), StoppedEarly> {
     if chunk.is_empty() {
         return Ok(());
     }
     stats.output_samples += chunk.len() as u64;
-    if on_chunk(chunk).is_break() {
+    if on_chunk(chunk, stats.first_audio_s).is_break() {
         stats.stopped_early = true;
         return Err(StoppedEarly);
     }
@@ -595,7 +664,7 @@ fn fill_silence(
     seconds: f64,
     rate: u32,
     stats: &mut DecodeStats,
-    on_chunk: &mut impl FnMut(&[f32]) -> ControlFlow<()>,
+    on_chunk: &mut impl FnMut(&[f32], Option<f64>) -> ControlFlow<()>,
 ) -> Result<(), StoppedEarly> {
     const SILENCE: [f32; 4096] = [0.0; 4096];
     let mut frames = (seconds.min(MAX_GAP_FILL_S) * f64::from(rate)).round() as usize;

@@ -7,5 +7,5 @@ pub mod resample;
 
 pub use decode::{
     AudioError, AudioSource, DecodeStats, DecodedAudio, SourceInfo, TARGET_SAMPLE_RATE,
-    decode_file, decode_prefix,
+    decode_excerpt, decode_file, decode_prefix,
 };

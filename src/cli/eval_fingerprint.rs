@@ -26,18 +26,22 @@ pub struct EvalFingerprint {
     queries_per_length: usize,
     #[arg(long, default_value_t = fingerprint::DEFAULT_SEED)]
     seed: u64,
+    /// Also verify matches against the tracks' audio, as `earshot search` and the app do
+    /// (without it the index's codes alone decide, as in the model card)
+    #[arg(long)]
+    verify_audio: bool,
     /// One JSON object instead of tables
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
-    let reports = evaluate_with_baseline(
-        &args.data,
-        args.model.as_deref(),
-        args.queries_per_length,
-        args.seed,
-    )?;
+    let options = FingerprintOptions {
+        per_length: args.queries_per_length,
+        seed: args.seed,
+        verify_audio: args.verify_audio,
+    };
+    let reports = evaluate_with_baseline(&args.data, args.model.as_deref(), &options)?;
     if args.json {
         println!("{}", serde_json::to_string(&reports)?);
     } else {
@@ -53,8 +57,7 @@ pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
 pub(super) fn evaluate_with_baseline(
     data: &Path,
     model: Option<&Path>,
-    per_length: usize,
-    seed: u64,
+    options: &FingerprintOptions,
 ) -> anyhow::Result<Vec<FingerprintReport>> {
     let music = MusicSet::load(&data.join("music"))?;
     let (bank, failed) = fingerprint::noise_bank(data, BankPart::Evaluation);
@@ -71,14 +74,13 @@ pub(super) fn evaluate_with_baseline(
     if trained.info() != encoders[0].info() {
         encoders.push(trained);
     }
-    let options = FingerprintOptions { per_length, seed };
     let mut reports = Vec::new();
     for encoder in encoders {
         let db = tempfile_dir()?;
         let name = encoder.info().name.clone();
         let set: Encoders = [(Mode::Fingerprint, encoder)].into_iter().collect();
         let progress = |what: &str| eprintln!("{name}: {what}");
-        let report = fingerprint::evaluate(&music, &bank, &set, db.path(), &options, &progress)
+        let report = fingerprint::evaluate(&music, &bank, &set, db.path(), options, &progress)
             .with_context(|| format!("fingerprint benchmark with {name}"))?;
         reports.push(report);
     }

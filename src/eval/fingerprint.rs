@@ -233,6 +233,9 @@ pub struct FingerprintReport {
 pub struct FingerprintOptions {
     pub per_length: usize,
     pub seed: u64,
+    /// Verify matches against the tracks' audio as `earshot search` does; without it, the
+    /// index's codes alone rank files and place the match (the figures of the model card).
+    pub verify_audio: bool,
 }
 
 /// Indexes `music` into `db` with `encoders`' fingerprint encoder, then runs every query under
@@ -265,13 +268,16 @@ pub fn evaluate(
     let index_x_realtime = report.encoded_audio_s / report.elapsed.as_secs_f64().max(1e-9);
     let index = format::load(db)?;
     let data = index.mode(Mode::Fingerprint, db)?;
-    let searcher = Searcher::new(
+    let mut searcher = Searcher::new(
         &index,
         Mode::Fingerprint,
         data,
         encoder.as_ref(),
         Engine::Buckets,
     )?;
+    if !options.verify_audio {
+        searcher = searcher.with_audio(None);
+    }
     let index_bytes = folder_bytes(db);
     let indexed_hours = index.total_duration_s() / 3600.0;
 

@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use earshot::audio::{AudioError, AudioSource, TARGET_SAMPLE_RATE, decode_file};
+use earshot::audio::{AudioError, AudioSource, TARGET_SAMPLE_RATE, decode_excerpt, decode_file};
 use earshot::features::{FrameFeature, LogMel, LogMelConfig};
 use tempfile::TempDir;
 
@@ -73,6 +73,85 @@ fn compressed_formats_decode() {
     for (name, args, slack) in cases {
         let file = ffmpeg_encode(&wav, &dir.path().join(name), args);
         assert_tone(&file, 3.0, slack, 440.0);
+    }
+}
+
+/// A signal whose every stretch differs from every other (a wandering tone plus a seeded
+/// crackle), so that a misplaced excerpt shows.
+fn wandering_signal(rate: u32, seconds: f64) -> Vec<f32> {
+    let mut state = 7u32;
+    let mut phase = 0.0f64;
+    (0..(seconds * f64::from(rate)) as usize)
+        .map(|i| {
+            let t = i as f64 / f64::from(rate);
+            phase += std::f64::consts::TAU * (300.0 + 200.0 * (0.7 * t).sin()) / f64::from(rate);
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let crackle = f64::from(state >> 8) / f64::from(1u32 << 24) - 0.5;
+            (0.4 * phase.sin() + 0.2 * crackle) as f32
+        })
+        .collect()
+}
+
+/// How many samples `a` lags `b` (fractional: the peak of their cross-correlation over
+/// +/- 3 samples, refined by a parabola through its neighbours).
+fn delay_samples(a: &[f32], b: &[f32]) -> f64 {
+    let correlation = |lag: i64| -> f64 {
+        (3..a.len().saturating_sub(3))
+            .map(|i| f64::from(a[i]) * f64::from(b[(i as i64 - lag) as usize]))
+            .sum()
+    };
+    let c: Vec<f64> = (-3..=3).map(correlation).collect();
+    let peak = (1..6).max_by(|&i, &j| c[i].total_cmp(&c[j])).unwrap_or(3);
+    let (l, m, r) = (c[peak - 1], c[peak], c[peak + 1]);
+    let refine = 0.5 * (l - r) / (l - 2.0 * m + r);
+    peak as f64 - 3.0 + if refine.is_finite() { refine } else { 0.0 }
+}
+
+#[test]
+fn an_excerpt_is_the_same_stretch_of_the_whole_file_in_every_format() {
+    let dir = TempDir::new().unwrap();
+    let wav = dir.path().join("source.wav");
+    write_wav(
+        &wav,
+        44_100,
+        1,
+        Sample::Int(16),
+        &wandering_signal(44_100, 20.0),
+    );
+    let mut files = vec![wav.clone()];
+    if ffmpeg_available() {
+        let cases: [(&str, &[&str]); 3] = [
+            ("wander.flac", &[]),
+            ("wander.mp3", &["-b:a", "128k"]),
+            ("wander.ogg", &["-c:a", "libvorbis", "-q:a", "4"]),
+        ];
+        for (name, args) in cases {
+            files.push(ffmpeg_encode(&wav, &dir.path().join(name), args));
+        }
+    }
+    for file in files {
+        let whole = decode_file(&file).unwrap().samples;
+        for (start_s, duration_s) in [(0.0, 1.0), (7.31, 2.0), (15.5, 10.0)] {
+            let excerpt = decode_excerpt(&file, start_s, duration_s).unwrap();
+            let from = (start_s * f64::from(RATE)).round() as usize;
+            let to = (from + (duration_s * f64::from(RATE)) as usize).min(whole.len());
+            // At the file's end, resampling from a seek may round to one sample more.
+            assert!(
+                excerpt.len().abs_diff(to - from) <= 1,
+                "{} at {start_s} s: {} samples, not {}",
+                file.display(),
+                excerpt.len(),
+                to - from
+            );
+            let n = excerpt.len().min(to - from);
+            let delay = delay_samples(&excerpt[..n], &whole[from..from + n]);
+            // A seek lands on a source sample, which may fall between two 16 kHz samples.
+            assert!(
+                delay.abs() <= 0.6,
+                "{} at {start_s} s: {delay} samples late",
+                file.display()
+            );
+        }
     }
 }
 

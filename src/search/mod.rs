@@ -15,6 +15,10 @@ use crate::index::hnsw::EmbeddingIndex;
 use crate::index::{Index, ModeIndex};
 use crate::model::{EncodeError, Encoded, Encoder, Mode};
 
+mod verify;
+pub use verify::{FilesOnDisk, LibraryAudio};
+use verify::{QueryProjections, Verified, Verifier};
+
 /// Longest query searched with (seconds); longer clips are cut to their start and the user told.
 pub const MAX_QUERY_S: f64 = 600.0;
 /// Reads at most [`MAX_QUERY_S`] of the clip at `path` (and a little more, to tell whether it was
@@ -49,6 +53,11 @@ const FINGERPRINT_MAX_VOTE_DISTANCE: f64 = 0.4;
 /// Fingerprint verification: this many of the heaviest (file, offset) votes are scored against
 /// the whole query, at every offset within a hop of the vote.
 const VERIFY_CANDIDATES: usize = 32;
+/// With the library's audio: the first this many files of a fingerprint search, and this many
+/// of each one's candidate offsets, are checked against it (each check decodes about the
+/// query's length plus 1.2 s of the file).
+const VERIFIED_FILES: usize = 3;
+const VERIFIED_OFFSETS: usize = 8;
 
 /// How library segments are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -126,6 +135,8 @@ pub struct Searcher<'a> {
     /// varies from run to run, so equal scores are ordered by path instead: the same files give
     /// the same results however they were indexed.
     path_rank: Vec<u32>,
+    /// `fingerprint`: the library's audio, to verify where in a file a match is.
+    audio: Option<&'a dyn LibraryAudio>,
 }
 
 /// What a search cost.
@@ -233,7 +244,15 @@ impl<'a> Searcher<'a> {
             buckets,
             hnsw,
             file_segments,
+            audio: Some(&FilesOnDisk),
         })
+    }
+
+    /// Where fingerprint matches are verified against the files' audio (see [`verify`]): by
+    /// default the files on disk; `None` to rank by the index's codes alone.
+    pub fn with_audio(mut self, audio: Option<&'a dyn LibraryAudio>) -> Self {
+        self.audio = audio;
+        self
     }
 
     /// How the codes spread over the buckets (bucket engine only).
@@ -407,38 +426,43 @@ impl<'a> Searcher<'a> {
     /// `fingerprint`: neighbours of each query segment vote for (file, offset); the heaviest
     /// offsets are then verified against the whole query (every query segment that lands on a
     /// library segment at that offset), and files ranked by how well their best offset agrees.
+    /// The first files' offsets are then checked against their audio (see [`verify`]).
     /// Also returns the number of library codes compared.
     fn vote(&self, q: &QuerySegments, query_s: f64, top: usize) -> (Vec<Hit>, usize) {
         let (votes, compared) = self.collect_votes(q);
         let hop = self.data.segmentation.hop as i64;
         let candidates =
             strongest_offsets(votes, hop, VERIFY_CANDIDATES.max(2 * top), &self.path_rank);
-        let mut per_file: HashMap<u32, Alignment> = HashMap::new();
+        let mut per_file: HashMap<u32, Vec<Alignment>> = HashMap::new();
         for (file, offset) in candidates {
             let Some(range) = self.file_segments.get(file as usize) else {
                 continue;
             };
-            let Some(a) = self.best_alignment(q, range, offset - hop..=offset + hop) else {
-                continue;
-            };
-            match per_file.get(&file) {
-                Some(b) if b.score >= a.score => {}
-                _ => {
-                    per_file.insert(file, a);
-                }
+            if let Some(a) = self.best_alignment(q, range, offset - hop..=offset + hop) {
+                per_file.entry(file).or_default().push(a);
             }
         }
-        let mut ranked: Vec<(u32, Alignment)> = per_file.into_iter().collect();
+        let mut ranked: Vec<(u32, Vec<Alignment>)> = per_file.into_iter().collect();
+        for (_, alignments) in &mut ranked {
+            alignments.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
         let rank = |file: u32| self.path_rank.get(file as usize).copied();
         ranked.sort_by(|a, b| {
-            b.1.score
-                .total_cmp(&a.1.score)
+            b.1[0]
+                .score
+                .total_cmp(&a.1[0].score)
                 .then_with(|| rank(a.0).cmp(&rank(b.0)))
         });
         ranked.truncate(top);
         let hits = ranked
             .into_iter()
-            .map(|(file, a)| {
+            .enumerate()
+            .map(|(rank, (file, mut alignments))| {
+                let a = if rank < VERIFIED_FILES {
+                    self.verified(q, file, alignments)
+                } else {
+                    alignments.swap_remove(0)
+                };
                 let start_s = a.offset as f64 * self.frame_s();
                 let mut hit = self.hit(file, start_s, start_s + query_s, a.closest.0, a.score);
                 hit.codes = Some(self.matched_codes(q, a.closest.1, a.closest.2));
@@ -446,6 +470,49 @@ impl<'a> Searcher<'a> {
             })
             .collect();
         (hits, compared)
+    }
+
+    /// The alignment of `file` to report: the best by codes, or, with the library's audio, the
+    /// candidate whose audio agrees best with the query (at the frame where it agrees best).
+    fn verified(&self, q: &QuerySegments, file: u32, mut alignments: Vec<Alignment>) -> Alignment {
+        let best_by_codes = alignments.remove(0);
+        let (Some(audio), Some(f)) = (self.audio, self.index.files.get(file as usize)) else {
+            return best_by_codes;
+        };
+        let bits = self.data.encoder.bits;
+        if q.encoded.margins.len() != q.starts.len() * bits {
+            return best_by_codes;
+        }
+        let verifier = Verifier {
+            audio,
+            encoder: self.encoder,
+            features: &self.index.features,
+        };
+        let query = QueryProjections {
+            starts: &q.starts,
+            margins: &q.encoded.margins,
+            bits,
+        };
+        let hop = self.data.segmentation.hop as i64;
+        let mut best: Option<(Verified, &Alignment)> = None;
+        let candidates = std::iter::once(&best_by_codes).chain(&alignments);
+        for a in candidates.take(VERIFIED_OFFSETS) {
+            // None: unreadable audio, or a candidate the file ends too soon after.
+            let Some(v) = verifier.check(&query, f, a.offset, hop) else {
+                continue;
+            };
+            if best.is_none_or(|(b, _)| v.distance < b.distance) {
+                best = Some((v, a));
+            }
+        }
+        match best {
+            Some((v, a)) => Alignment {
+                offset: v.offset,
+                score: a.score,
+                closest: a.closest,
+            },
+            None => best_by_codes,
+        }
     }
 
     /// Vote weight per (file, offset in frames), and the number of library codes compared.
