@@ -289,11 +289,7 @@ pub fn decode_excerpt(path: &Path, start_s: f64, duration_s: f64) -> Result<Vec<
     let mut samples = Vec::new();
     source.stream_timed(|chunk, first_audio_s| {
         let skip = *skip.get_or_insert_with(|| {
-            let at = if seeked {
-                first_audio_s.unwrap_or(0.0)
-            } else {
-                0.0
-            };
+            let at = first_audio_s.filter(|_| seeked).unwrap_or(0.0);
             ((start_s - at) * rate).round().max(0.0) as usize
         });
         samples.extend_from_slice(chunk);

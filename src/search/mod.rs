@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::features::segment::{SegmentStream, is_silent};
-use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel};
+use crate::features::segment::{Segment, SegmentStream, is_silent};
+use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
 use crate::index::buckets::BucketIndex;
 use crate::index::hamming;
 use crate::index::hnsw::EmbeddingIndex;
@@ -185,6 +185,24 @@ impl QuerySegments {
     }
 }
 
+/// A clip's log-mel cut into segments of `window` frames every `hop` frames, ending with the
+/// stream's end-aligned tail segment if one is due.
+fn log_mel_segments(
+    samples: &[f32],
+    features: &LogMelConfig,
+    window: usize,
+    hop: usize,
+) -> Vec<Segment> {
+    let mut stream = SegmentStream::new(window, hop, LOG_MEL_BANDS);
+    let mut segments = Vec::new();
+    let mut log_mel = LogMel::new(features);
+    let mut on_frame = |f: &[f32]| stream.push(f, &mut |s| segments.push(s));
+    log_mel.push(samples, &mut on_frame);
+    log_mel.finish(&mut on_frame);
+    stream.finish(&mut |s| segments.push(s));
+    segments
+}
+
 /// Each file's rank when the index's files are sorted by path.
 fn path_ranks(index: &Index) -> Vec<u32> {
     let mut by_path: Vec<usize> = (0..index.files.len()).collect();
@@ -297,13 +315,8 @@ impl<'a> Searcher<'a> {
             return Err(SearchError::EmptyQuery);
         }
         let seg = self.data.segmentation;
-        let mut stream = SegmentStream::new(seg.window, seg.query_hop, LOG_MEL_BANDS);
-        let mut segments = Vec::new();
-        let mut log_mel = LogMel::new(&self.index.features);
-        let mut on_frame = |f: &[f32]| stream.push(f, &mut |s| segments.push(s));
-        log_mel.push(samples, &mut on_frame);
-        log_mel.finish(&mut on_frame);
-        stream.finish(&mut |s| segments.push(s));
+        let mut segments =
+            log_mel_segments(samples, &self.index.features, seg.window, seg.query_hop);
         segments.retain(|s| !is_silent(&s.values));
         if segments.is_empty() {
             return Err(SearchError::SilentQuery);

@@ -7,8 +7,8 @@
 //! each: the query's projections are compared with the library's at every frame within a
 //! library hop of the candidate, and the closest wins.
 
-use crate::features::segment::SegmentStream;
-use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
+use crate::features::LogMelConfig;
+use crate::features::segment::Segment;
 use crate::library::FileRecord;
 use crate::model::{Encoded, Encoder};
 
@@ -103,17 +103,24 @@ impl Verifier<'_> {
     /// Projections of every window of `samples`, one frame apart (segment `r` starts at frame `r`).
     fn projections(&self, samples: &[f32]) -> Option<Vec<f32>> {
         let window = self.encoder.segmentation().window;
-        let mut stream = SegmentStream::new(window, 1, LOG_MEL_BANDS);
-        let mut segments = Vec::new();
-        let mut log_mel = LogMel::new(self.features);
-        let mut on_frame = |f: &[f32]| stream.push(f, &mut |s| segments.push(s));
-        log_mel.push(samples, &mut on_frame);
-        log_mel.finish(&mut on_frame);
+        let mut segments = super::log_mel_segments(samples, self.features, window, 1);
+        // A short clip's single segment, or the end-aligned tail, would break "segment r is
+        // the full window from frame r".
+        segments.truncate(full_windows_from_frame_zero(&segments, window));
         let values: Vec<&[f32]> = segments.iter().map(|s| s.values.as_slice()).collect();
         let mut encoded = Encoded::default();
         self.encoder.encode(&values, &mut encoded).ok()?;
         Some(encoded.margins)
     }
+}
+
+/// How many of `segments` are full windows starting one frame after another from frame 0.
+fn full_windows_from_frame_zero(segments: &[Segment], window: usize) -> usize {
+    segments
+        .iter()
+        .enumerate()
+        .take_while(|(r, s)| s.start_frame == *r && s.n_frames == window)
+        .count()
 }
 
 #[cfg(test)]
