@@ -42,6 +42,11 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         clock(hit.end_s),
         hit.score
     ));
+    if let Some(c) = hit.correlation {
+        ui.label(format!(
+            "Confirmed against the file's audio: the query's samples correlate {c:.2} with the file's here"
+        ));
+    }
     let mut commands = Vec::new();
     ui.horizontal(|ui| {
         if audio::play_button(

@@ -88,7 +88,12 @@ fn result_row(
     ui.label(&hit.label);
     ui.label(format!("{} – {}", clock(hit.start_s), clock(hit.end_s)));
     ui.label(hit.hamming.to_string());
-    ui.label(format!("{:.3}", hit.score));
+    match hit.correlation {
+        Some(c) => ui
+            .label(format!("{:.3}  audio {c:.2}", hit.score))
+            .on_hover_text("Checked against the file's audio: the query's own samples are here, placed to the sample (their correlation)"),
+        None => ui.label(format!("{:.3}", hit.score)),
+    };
     if audio::play_button(app, ui, "play", "Play from the matched time") {
         commands.push(Command::PlayFile(hit.path.clone(), hit.start_s.max(0.0)));
     }
@@ -167,7 +172,16 @@ pub fn export_csv(
     let mut out = csv::Writer::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let write = |out: &mut csv::Writer<std::fs::File>| -> Result<(), csv::Error> {
         out.write_record([
-            "query", "mode", "rank", "path", "label", "start_s", "end_s", "hamming", "score",
+            "query",
+            "mode",
+            "rank",
+            "path",
+            "label",
+            "start_s",
+            "end_s",
+            "hamming",
+            "score",
+            "correlation",
             "relevant",
         ])?;
         for r in rows {
@@ -187,6 +201,7 @@ pub fn export_csv(
                 &format!("{:.3}", h.end_s),
                 &h.hamming.to_string(),
                 &format!("{:.4}", h.score),
+                &h.correlation.map_or(String::new(), |c| format!("{c:.4}")),
                 mark,
             ])?;
         }

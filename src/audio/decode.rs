@@ -132,7 +132,7 @@ pub struct DecodeStats {
     /// locate it, or a cut-off file).
     pub missing_s: f64,
     pub non_finite_samples: u64,
-    /// Where the first decoded audio lies in the file (seconds), from its packet's timestamp:
+    /// Where the first audio delivered lies in the file (seconds), from its packet's timestamp:
     /// 0 when decoding from the start, later after a seek.
     pub first_audio_s: Option<f64>,
     /// The stream ended early (cut-off file, or garbage after some point).
@@ -287,7 +287,7 @@ pub fn decode_excerpt(path: &Path, start_s: f64, duration_s: f64) -> Result<Vec<
     // Samples to drop before the excerpt: known once the first audio's time is.
     let mut skip: Option<usize> = None;
     let mut samples = Vec::new();
-    source.stream_timed(|chunk, first_audio_s| {
+    source.stream_timed(seeked, |chunk, first_audio_s| {
         let skip = *skip.get_or_insert_with(|| {
             let at = first_audio_s.filter(|_| seeked).unwrap_or(0.0);
             ((start_s - at) * rate).round().max(0.0) as usize
@@ -306,6 +306,22 @@ pub fn decode_excerpt(path: &Path, start_s: f64, duration_s: f64) -> Result<Vec<
 
 /// How far before an excerpt [`decode_excerpt`] seeks to.
 const SEEK_LEAD_S: f64 = 0.5;
+
+/// Source samples from `at_s` to the next time that is a whole number of samples at both
+/// `rate` and 16 kHz (every 441 samples at 44.1 kHz, every 3 at 48 kHz); 0 for rates whose
+/// common grid is coarser than a quarter second, which keep a fraction of a sample's offset.
+fn samples_to_grid(at_s: f64, rate: u32) -> usize {
+    let period = u64::from(rate / gcd(rate, TARGET_SAMPLE_RATE));
+    let at = (at_s * f64::from(rate)).round().max(0.0) as u64;
+    if period == 0 || period > u64::from(rate / 4) {
+        return 0;
+    }
+    ((period - at % period) % period) as usize
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
 
 impl AudioSource {
     /// Seeks to at most `at_s` (the next packets start there or before); false if the format
@@ -478,13 +494,16 @@ impl AudioSource {
         self,
         mut on_chunk: impl FnMut(&[f32]) -> ControlFlow<()>,
     ) -> Result<DecodeStats, AudioError> {
-        self.stream_timed(|chunk, _| on_chunk(chunk))
+        self.stream_timed(false, |chunk, _| on_chunk(chunk))
     }
 
     /// As [`Self::stream`], also telling `on_chunk` where the first decoded audio lies in the
-    /// file (see [`DecodeStats::first_audio_s`]).
+    /// file (see [`DecodeStats::first_audio_s`]). With `on_grid` (after a seek), source samples
+    /// are dropped up to the first whose time is also a 16 kHz sample's, so the output holds
+    /// the very samples a decode from the file's start gives there, not ones between them.
     fn stream_timed(
         mut self,
+        on_grid: bool,
         mut on_chunk: impl FnMut(&[f32], Option<f64>) -> ControlFlow<()>,
     ) -> Result<DecodeStats, AudioError> {
         let mut stats = DecodeStats::default();
@@ -492,6 +511,8 @@ impl AudioSource {
         let mut resampler: Option<(u32, StreamResampler)> = None;
         let (mut planes, mut mono) = (Vec::new(), Vec::new());
         let mut next_ts: Option<i64> = None;
+        // Source samples still to drop to reach the 16 kHz grid.
+        let mut off_grid = 0;
 
         while let Some(packet) = self.next_packet(&mut health)? {
             let gap_s = self.gap_before(&packet, &mut next_ts);
@@ -501,7 +522,16 @@ impl AudioSource {
                 continue;
             };
             if stats.first_audio_s.is_none() {
-                stats.first_audio_s = self.seconds_per_tick.map(|t| packet.pts.get() as f64 * t);
+                let at = self.seconds_per_tick.map(|t| packet.pts.get() as f64 * t);
+                if let Some(at_s) = at.filter(|_| on_grid) {
+                    off_grid = samples_to_grid(at_s, rate);
+                }
+                stats.first_audio_s = at.map(|s| s + off_grid as f64 / f64::from(rate));
+            }
+            if off_grid > 0 {
+                let dropped = off_grid.min(mono.len());
+                mono.drain(..dropped);
+                off_grid -= dropped;
             }
             stats.non_finite_samples += non_finite;
             stats.source_frames += mono.len() as u64;

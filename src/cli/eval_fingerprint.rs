@@ -26,10 +26,13 @@ pub struct EvalFingerprint {
     queries_per_length: usize,
     #[arg(long, default_value_t = fingerprint::DEFAULT_SEED)]
     seed: u64,
-    /// Also verify matches against the tracks' audio, as `earshot search` and the app do
-    /// (without it the index's codes alone decide, as in the model card)
+    /// Rank and place matches by the index's codes alone, without checking them against the
+    /// tracks' audio as `earshot search` and the app do
     #[arg(long)]
-    verify_audio: bool,
+    codes_only: bool,
+    /// Leave out the LSH baseline (by default it is measured first, for comparison)
+    #[arg(long)]
+    no_baseline: bool,
     /// One JSON object instead of tables
     #[arg(long)]
     json: bool,
@@ -39,9 +42,14 @@ pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
     let options = FingerprintOptions {
         per_length: args.queries_per_length,
         seed: args.seed,
-        verify_audio: args.verify_audio,
+        verify_audio: !args.codes_only,
     };
-    let reports = evaluate_with_baseline(&args.data, args.model.as_deref(), &options)?;
+    let reports = evaluate(
+        &args.data,
+        args.model.as_deref(),
+        !args.no_baseline,
+        &options,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&reports)?);
     } else {
@@ -52,11 +60,12 @@ pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The exact-match protocol for the LSH baseline, then for the model in `model` (default: the
-/// installed one) unless that is the baseline itself.
-pub(super) fn evaluate_with_baseline(
+/// The exact-match protocol for the LSH baseline if `baseline`, then for the model in `model`
+/// (default: the installed one) unless that is the baseline itself.
+pub(super) fn evaluate(
     data: &Path,
     model: Option<&Path>,
+    baseline: bool,
     options: &FingerprintOptions,
 ) -> anyhow::Result<Vec<FingerprintReport>> {
     let music = MusicSet::load(&data.join("music"))?;
@@ -70,10 +79,14 @@ pub(super) fn evaluate_with_baseline(
         data.display()
     );
     let trained = encoder_for(Mode::Fingerprint, model)?;
-    let mut encoders = vec![baseline_encoder(Mode::Fingerprint)];
-    if trained.info() != encoders[0].info() {
-        encoders.push(trained);
-    }
+    let lsh = baseline_encoder(Mode::Fingerprint);
+    let encoders = if trained.info() == lsh.info() {
+        vec![lsh]
+    } else if baseline {
+        vec![lsh, trained]
+    } else {
+        vec![trained]
+    };
     let mut reports = Vec::new();
     for encoder in encoders {
         let db = tempfile_dir()?;

@@ -605,7 +605,8 @@ fn hits_json(hits: &[Hit]) -> Vec<serde_json::Value> {
     hits.iter()
         .map(|h| {
             json!({"rank": h.rank, "path": h.path.to_string_lossy(), "label": h.label, "start_s": round3(h.start_s),
-                   "end_s": round3(h.end_s), "hamming": h.hamming, "score": round3(f64::from(h.score))})
+                   "end_s": round3(h.end_s), "hamming": h.hamming, "score": round3(f64::from(h.score)),
+                   "correlation": h.correlation.map(|c| round3(f64::from(c)))})
         })
         .collect()
 }
@@ -636,19 +637,33 @@ fn print_hits(
         .max()
         .unwrap_or(5)
         .clamp(5, 24);
+    // Fingerprint hits the library's audio confirms: their correlation with the query.
+    let audio = |h: Option<&Hit>| match (mode, h) {
+        (Mode::Events, _) => String::new(),
+        (Mode::Fingerprint, None) => "  audio".into(),
+        (Mode::Fingerprint, Some(h)) => h
+            .correlation
+            .map_or("      -".into(), |c| format!("  {c:>5.3}")),
+    };
     writeln!(
         out,
-        "  {:>4}  {:>7}  {:>5}  {:<21}  {:<label_width$}  path",
-        "rank", "hamming", "score", "time", "label"
+        "  {:>4}  {:>7}  {:>5}{}  {:<21}  {:<label_width$}  path",
+        "rank",
+        "hamming",
+        "score",
+        audio(None),
+        "time",
+        "label"
     )?;
     for h in hits {
         let time = format!("{}-{}", clock(h.start_s), clock(h.end_s));
         writeln!(
             out,
-            "  {:>4}  {:>7}  {:>5.3}  {:<21}  {:<label_width$}  {}",
+            "  {:>4}  {:>7}  {:>5.3}{}  {:<21}  {:<label_width$}  {}",
             h.rank,
             h.hamming,
             h.score,
+            audio(Some(h)),
             time,
             h.label,
             h.path.display()

@@ -109,10 +109,9 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
     let options = fingerprint::FingerprintOptions {
         per_length: args.eval_queries_per_length,
         seed: fingerprint::DEFAULT_SEED,
-        verify_audio: false,
+        verify_audio: true,
     };
-    let reports =
-        super::eval_fingerprint::evaluate_with_baseline(&args.data, Some(&out), &options)?;
+    let reports = super::eval_fingerprint::evaluate(&args.data, Some(&out), true, &options)?;
     let card = model_card(
         &args,
         bits,
@@ -312,7 +311,7 @@ fn model_card(
     );
     let _ = writeln!(
         c,
-        "## Metrics\n\n`earshot eval fingerprint --model {} --queries-per-length {}` reproduces them; it prints the LSH baseline's figures first, as this card does.\n",
+        "## Metrics\n\n`earshot eval fingerprint --model {} --queries-per-length {}` reproduces them; it prints the LSH baseline's figures first, as this card does. Each search checks its first three files against the tracks' audio, as `earshot search` and the app do; `--codes-only` measures the index's codes alone.\n",
         out.display(),
         args.eval_queries_per_length
     );

@@ -233,8 +233,8 @@ pub struct FingerprintReport {
 pub struct FingerprintOptions {
     pub per_length: usize,
     pub seed: u64,
-    /// Verify matches against the tracks' audio as `earshot search` does; without it, the
-    /// index's codes alone rank files and place the match (the figures of the model card).
+    /// Verify matches against the tracks' audio as `earshot search` does (the model card's
+    /// figures); without it, the index's codes alone rank files and place the match.
     pub verify_audio: bool,
 }
 

@@ -2,15 +2,22 @@
 //!
 //! The index keeps 128 bits every 70 ms; that tells which file a query comes from, but not
 //! always where: a loop or a chorus that repeats gives codes as close as the query's own
-//! passage. The codes' projections, before their signs are taken, tell the passages apart.
-//! So the candidate offsets of a file are checked against its audio, decoded again around
-//! each: the query's projections are compared with the library's at every frame within a
-//! library hop of the candidate, and the closest wins.
+//! passage. The file's audio tells them apart. The candidate offsets of a file are decoded
+//! again, and checked in two ways:
+//! - by the samples ([`Verifier::correlate`]): a query cut from the file holds the file's
+//!   samples, found to the sample by correlation even under loud noise;
+//! - by the projections ([`Verifier::check`]): for a query that is not the file's samples (a
+//!   recording of it), the codes' projections before their signs are taken, compared at every
+//!   frame; the closest frame wins.
+
+use std::ops::RangeInclusive;
 
 use crate::features::LogMelConfig;
 use crate::features::segment::Segment;
 use crate::library::FileRecord;
 use crate::model::{Encoded, Encoder};
+
+use super::correlate::WhitenedQuery;
 
 /// Frames decoded before a candidate region: the first frames of a decoded excerpt see the
 /// STFT's zero padding, not the audio before it.
@@ -40,6 +47,8 @@ impl LibraryAudio for FilesOnDisk {
 /// The query as verification needs it: each segment's start frame and projections.
 pub(super) struct QueryProjections<'q> {
     pub starts: &'q [usize],
+    /// The query's length in samples.
+    pub samples: usize,
     pub margins: &'q [f32],
     pub bits: usize,
 }
@@ -58,32 +67,78 @@ pub(super) struct Verifier<'a> {
     pub features: &'a LogMelConfig,
 }
 
+/// A candidate's stretch of a file, decoded: from frame `from` on.
+pub(super) struct Excerpt {
+    from: i64,
+    samples: Vec<f32>,
+}
+
 impl Verifier<'_> {
-    /// The frame offset within `spread` frames of `candidate` at which the query's projections
-    /// are closest to `file`'s; `None` if its audio cannot be read.
-    pub fn check(
+    /// Decodes what checking the frame offsets `offsets` needs of `file`: every frame a query
+    /// segment can land on, and every sample the query can cover; `None` if its audio cannot
+    /// be read.
+    pub fn excerpt(
         &self,
         q: &QueryProjections,
         file: &FileRecord,
-        candidate: i64,
-        spread: i64,
-    ) -> Option<Verified> {
+        offsets: &RangeInclusive<i64>,
+    ) -> Option<Excerpt> {
         let window = self.encoder.segmentation().window as i64;
         let (first, last) = (*q.starts.first()? as i64, *q.starts.last()? as i64);
-        let lowest = (candidate - spread).max(-first);
-        let from = (lowest + first - LEAD_FRAMES).max(0);
-        let to = candidate + spread + last + window;
+        let query_frames = (q.samples as f64 / self.samples_per_frame()).ceil() as i64;
+        // Segments need LEAD_FRAMES before their first frame; the samples, only the earliest lag.
+        let earliest = (*offsets.start()).max(-first);
+        let from = (earliest + first - LEAD_FRAMES).min(earliest).max(0);
+        let to = offsets.end() + (last + window).max(query_frames);
         let frame_s = 1.0 / self.features.frames_per_second();
         let samples =
             self.audio
                 .excerpt(file, from as f64 * frame_s, (to - from) as f64 * frame_s)?;
-        let library = self.projections(&samples)?;
+        Some(Excerpt { from, samples })
+    }
+
+    /// Where from the frame offsets `offsets` on, to the sample, the query's samples agree
+    /// best with the excerpt's (see [`correlate`](super::correlate)): the query's first sample
+    /// in the file, and the correlation there. `None` if the file ends too soon after them.
+    pub fn correlate(
+        &self,
+        query: &WhitenedQuery,
+        q: &QueryProjections,
+        excerpt: &Excerpt,
+        offsets: &RangeInclusive<i64>,
+    ) -> Option<(f64, f32)> {
+        let per_frame = self.samples_per_frame();
+        let first = ((*offsets.start()).max(0) - excerpt.from) as f64 * per_frame;
+        let last = (offsets.end() - excerpt.from) as f64 * per_frame;
+        let (first, last) = (first.round() as usize, last.round() as usize);
+        let region = excerpt
+            .samples
+            .get(first..(last + q.samples).min(excerpt.samples.len()))?;
+        let peak = query.best_lag(region)?;
+        let sample = excerpt.from as f64 * per_frame + (first + peak.lag) as f64;
+        Some((
+            sample / f64::from(self.features.sample_rate),
+            peak.correlation,
+        ))
+    }
+
+    /// The frame offset among `offsets` at which the query's projections are closest to the
+    /// excerpt's; `None` if the file ends too soon after them.
+    pub fn check(
+        &self,
+        q: &QueryProjections,
+        excerpt: &Excerpt,
+        offsets: &RangeInclusive<i64>,
+    ) -> Option<Verified> {
+        let first = *q.starts.first()? as i64;
+        let lowest = (*offsets.start()).max(-first);
+        let library = self.projections(&excerpt.samples)?;
         let segments = library.len() / q.bits;
         let mut best: Option<Verified> = None;
-        for offset in lowest..=candidate + spread {
+        for offset in lowest..=*offsets.end() {
             let mut sum = 0.0;
             for (j, &start) in q.starts.iter().enumerate() {
-                let r = start as i64 + offset - from;
+                let r = start as i64 + offset - excerpt.from;
                 if r < 0 || r as usize >= segments {
                     sum = f32::INFINITY;
                     break;
@@ -98,6 +153,10 @@ impl Verifier<'_> {
             }
         }
         best
+    }
+
+    fn samples_per_frame(&self) -> f64 {
+        f64::from(self.features.sample_rate) / self.features.frames_per_second()
     }
 
     /// Projections of every window of `samples`, one frame apart (segment `r` starts at frame `r`).
@@ -185,7 +244,13 @@ mod tests {
         (starts, margins)
     }
 
-    fn check(library: Vec<f32>, query: &[f32], candidate: i64) -> Option<Verified> {
+    /// Checks `candidate` of `library` for `query`: by projections, and by samples (start in
+    /// seconds, correlation).
+    fn check(
+        library: Vec<f32>,
+        query: &[f32],
+        candidate: i64,
+    ) -> (Option<Verified>, Option<(f64, f32)>) {
         let encoder = baseline_encoder(Mode::Fingerprint);
         let features = LogMelConfig::default();
         let (starts, margins) = query_projections(encoder.as_ref(), query);
@@ -193,6 +258,7 @@ mod tests {
             starts: &starts,
             margins: &margins,
             bits: encoder.info().bits,
+            samples: query.len(),
         };
         let audio = Memory(library);
         let verifier = Verifier {
@@ -200,7 +266,15 @@ mod tests {
             encoder: encoder.as_ref(),
             features: &features,
         };
-        verifier.check(&q, &record(), candidate, 7)
+        let offsets = candidate - 7..=candidate + 7;
+        let Some(excerpt) = verifier.excerpt(&q, &record(), &offsets) else {
+            return (None, None);
+        };
+        let whitened = WhitenedQuery::new(query);
+        (
+            verifier.check(&q, &excerpt, &offsets),
+            verifier.correlate(&whitened, &q, &excerpt, &offsets),
+        )
     }
 
     #[test]
@@ -213,8 +287,18 @@ mod tests {
             start_frame as i64,
             start_frame as i64 + 5,
         ] {
-            let v = check(library.clone(), query, candidate).unwrap();
-            assert_eq!(v.offset, start_frame as i64, "from candidate {candidate}");
+            let (v, by_samples) = check(library.clone(), query, candidate);
+            assert_eq!(
+                v.unwrap().offset,
+                start_frame as i64,
+                "from candidate {candidate}"
+            );
+            let (start_s, correlation) = by_samples.unwrap();
+            assert!(
+                (start_s - start_frame as f64 / 100.0).abs() < 1e-9,
+                "{start_s}"
+            );
+            assert!(correlation > 0.99, "{correlation}");
         }
     }
 
@@ -229,8 +313,8 @@ mod tests {
             library[128_000 + i] = x + 0.3 * o;
         }
         let query = library[128_000..160_000].to_vec();
-        let at_repeat = check(library.clone(), &query, 800).unwrap();
-        let at_original = check(library, &query, 200).unwrap();
+        let at_repeat = check(library.clone(), &query, 800).0.unwrap();
+        let at_original = check(library, &query, 200).0.unwrap();
         assert_eq!(at_repeat.offset, 800);
         assert!(
             at_repeat.distance < 0.5 * at_original.distance,
@@ -241,10 +325,21 @@ mod tests {
     }
 
     #[test]
+    fn a_query_a_few_samples_off_the_frames_is_placed_to_the_sample() {
+        let library = music(12.0, 5);
+        let start = 413 * 160 + 57;
+        let query = &library[start..][..16_000];
+        let (_, by_samples) = check(library.clone(), query, 413);
+        let (start_s, _) = by_samples.unwrap();
+        assert!((start_s * RATE - start as f64).abs() < 1e-6, "{start_s}");
+    }
+
+    #[test]
     fn a_candidate_whose_audio_ends_too_soon_is_not_verified() {
         let library = music(3.0, 4);
         let query = library[16_000..48_000].to_vec();
         // The query would run 1 s past the file's end at this offset and every one near it.
-        assert!(check(library, &query, 200).is_none());
+        let (by_projections, by_samples) = check(library, &query, 200);
+        assert!(by_projections.is_none() && by_samples.is_none());
     }
 }

@@ -288,8 +288,8 @@ fn card_cells(card: &str, encoder: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// The exact-match protocol on the shared music (5,400 queries for the LSH baseline, then as
-/// many for the shipped model) takes about 4 minutes on 2 cores.
+/// The exact-match protocol on the shared music (5,400 queries, each checked against the
+/// tracks' audio) for the shipped model alone takes about 7 minutes on 2 cores.
 #[test]
 fn the_shipped_fingerprint_model_reproduces_its_card() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -306,6 +306,7 @@ fn the_shipped_fingerprint_model_reproduces_its_card() {
         "eval".as_ref(),
         "fingerprint".as_ref(),
         "--json".as_ref(),
+        "--no-baseline".as_ref(),
         "--data".as_ref(),
         data.as_os_str(),
         "--model".as_ref(),

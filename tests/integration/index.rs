@@ -46,6 +46,22 @@ fn make_library(root: &Path, count: u64) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `count` melody files under `dir/lib`, indexed into `dir/db`.
+fn indexed_library(dir: &Path, count: u64) -> (Vec<PathBuf>, Index) {
+    let files = make_library(&dir.join("lib"), count);
+    build(&dir.join("db"), &[dir.join("lib")]);
+    (files, format::load(&dir.join("db")).unwrap())
+}
+
+/// Uniform white noise `snr_db` below the clip's power.
+fn add_white_noise(clip: &mut [f32], snr_db: f32, rng: &mut SeededRng) {
+    let power = clip.iter().map(|x| x * x).sum::<f32>() / clip.len() as f32;
+    // A uniform variable on (-0.5, 0.5) has power 1/12.
+    let scale = (power / 10f32.powf(snr_db / 10.0) * 12.0).sqrt();
+    clip.iter_mut()
+        .for_each(|x| *x += scale * (rng.uniform() as f32 - 0.5));
+}
+
 fn encoders() -> Encoders {
     Mode::ALL
         .iter()
@@ -124,20 +140,13 @@ fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
 #[test]
 fn noisy_excerpts_are_found_at_their_place_and_score_well_above_other_files() {
     let dir = TempDir::new().unwrap();
-    let files = make_library(&dir.path().join("lib"), 8);
-    let db = dir.path().join("db");
-    build(&db, &[dir.path().join("lib")]);
-    let index = format::load(&db).unwrap();
+    let (files, index) = indexed_library(dir.path(), 8);
     let mut rng = SeededRng::new(7);
     for (i, path) in files.iter().enumerate() {
         let offset_s = 0.83 + 0.41 * i as f64;
         let start = (offset_s * f64::from(RATE)) as usize;
         let mut clip = melody(i as u64, 6.0)[start..start + 2 * RATE as usize].to_vec();
-        // White noise 10 dB below the excerpt's power.
-        let power = clip.iter().map(|x| x * x).sum::<f32>() / clip.len() as f32;
-        let scale = (power / 10.0 * 12.0).sqrt();
-        clip.iter_mut()
-            .for_each(|x| *x += scale * (rng.uniform() as f32 - 0.5));
+        add_white_noise(&mut clip, 10.0, &mut rng);
         let hits = search(&index, Mode::Fingerprint, &clip);
         assert_eq!(&hits[0].path, path);
         assert!(
@@ -150,6 +159,34 @@ fn noisy_excerpts_are_found_at_their_place_and_score_well_above_other_files() {
         for other in &hits[1..] {
             assert!(other.score < hits[0].score - 0.3, "{other:?}");
         }
+    }
+}
+
+#[test]
+fn the_file_s_audio_confirms_a_noisy_excerpt_to_the_sample_and_no_other_file() {
+    let dir = TempDir::new().unwrap();
+    let (files, index) = indexed_library(dir.path(), 8);
+    let mut rng = SeededRng::new(11);
+    for (i, path) in files.iter().enumerate().step_by(3) {
+        // Off the 10 ms frame grid, under white noise 3 dB below the excerpt.
+        let start = 17_123 + 2_711 * i;
+        let mut clip = melody(i as u64, 6.0)[start..start + 2 * RATE as usize].to_vec();
+        add_white_noise(&mut clip, 3.0, &mut rng);
+        let hits = search(&index, Mode::Fingerprint, &clip);
+        assert_eq!(&hits[0].path, path);
+        let correlation = hits[0].correlation.unwrap_or(0.0);
+        // Confirmed (0.15), by far: unrelated audio stays near 0.05. Whitening counts the
+        // high bands where only the noise is, so this is below the 0.7 of an even mixture.
+        assert!(correlation > 0.3, "{:?}", hits[0]);
+        assert!(
+            (hits[0].start_s * f64::from(RATE) - start as f64).abs() < 0.01,
+            "start {} s for sample {start}",
+            hits[0].start_s
+        );
+        assert!(
+            hits[1..].iter().all(|h| h.correlation.is_none()),
+            "{hits:?}"
+        );
     }
 }
 

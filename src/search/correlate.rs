@@ -1,0 +1,273 @@
+//! Where a query's samples lie in a stretch of a file's audio, to the sample: the whitened,
+//! normalised cross-correlation of the two.
+//!
+//! Codes and projections summarise 0.96 s of spectrum; under loud noise they no longer tell
+//! one passage from another. The samples themselves do: a query cut from a file is the file's
+//! samples plus whatever was added, and correlation is the matched filter for added noise.
+//! Whitening (dividing by the query's own spectrum, in part) keeps bass and loud noise bands
+//! from dominating and sharpens the peak, which also keeps it under reverberation.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use realfft::num_complex::Complex;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+
+/// How far the cross-spectrum is divided by the query's power spectrum: its power to this
+/// exponent. 1 is the phase transform (every frequency counts the same), 0 plain correlation.
+/// On 2 s queries cut from the music tracks (30-40 each, prototype in numpy), 0.8 placed the
+/// query within 50 ms in 93% of reverberated queries at 0 dB, against 57% for plain correlation,
+/// and kept unrelated audio lowest.
+const WHITENING: f32 = 0.8;
+/// The query's power spectrum is measured in Hann frames of this many samples, half overlapping.
+const SPECTRUM_FRAME: usize = 512;
+/// Spectrum bins below this share of the mean power are raised to it: whitening would turn the
+/// near-empty bands above a codec's cut-off into loud noise.
+const SPECTRUM_FLOOR: f32 = 1e-3;
+
+/// A query ready to be looked for in library audio.
+pub(super) struct WhitenedQuery {
+    samples: Vec<f32>,
+    /// Power per bin of a [`SPECTRUM_FRAME`]-sample frame, floored.
+    power: Vec<f32>,
+    /// The last size of transforms used (a query's regions are mostly one size).
+    transforms: RefCell<Option<Transforms>>,
+}
+
+/// Transforms of one size, and the query's whitened spectrum at that size.
+struct Transforms {
+    n: usize,
+    forward: Arc<dyn RealToComplex<f32>>,
+    inverse: Arc<dyn ComplexToReal<f32>>,
+    weights: Vec<f32>,
+    query: Vec<Complex<f32>>,
+    query_energy: f64,
+}
+
+impl Transforms {
+    fn spectrum(&self, x: &[f32]) -> Vec<Complex<f32>> {
+        let mut input = x.to_vec();
+        input.resize(self.n, 0.0);
+        let mut out = self.forward.make_output_vec();
+        // Lengths come from the plan itself, the only way this can fail.
+        let _ = self.forward.process(&mut input, &mut out);
+        out
+    }
+
+    fn whitened_spectrum(&self, x: &[f32]) -> Vec<Complex<f32>> {
+        let mut out = self.spectrum(x);
+        out.iter_mut()
+            .zip(&self.weights)
+            .for_each(|(c, w)| *c *= *w);
+        out
+    }
+
+    fn to_time(&self, mut spectrum: Vec<Complex<f32>>) -> Vec<f32> {
+        // Real signals: the first and last bins are real (rounding aside).
+        spectrum[0].im = 0.0;
+        spectrum[self.n / 2].im = 0.0;
+        let mut out = self.inverse.make_output_vec();
+        let _ = self.inverse.process(&mut spectrum, &mut out);
+        out.iter_mut().for_each(|x| *x /= self.n as f32);
+        out
+    }
+}
+
+/// Where the query agrees best with a region, and how well.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Peak {
+    /// Samples from the region's start to the query's first sample.
+    pub lag: usize,
+    /// Normalised correlation of the whitened signals there: 1 for the same samples, about
+    /// 0.7 for the same samples under noise as loud as the music (0 dB), near 0 for unrelated audio.
+    pub correlation: f32,
+}
+
+impl WhitenedQuery {
+    pub fn new(samples: &[f32]) -> Self {
+        Self {
+            samples: samples.to_vec(),
+            power: floored(welch_power(samples)),
+            transforms: RefCell::new(None),
+        }
+    }
+
+    /// The query's length in samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The lag within `region` (from 0 to its length less the query's) at which the query
+    /// agrees best with it; `None` if the region is shorter than the query.
+    pub fn best_lag(&self, region: &[f32]) -> Option<Peak> {
+        let m = self.samples.len();
+        if m == 0 || region.len() < m {
+            return None;
+        }
+        // Lags up to region.len() - m never wrap around: l + i < region.len() <= n.
+        let n = region.len().next_power_of_two().max(2);
+        let mut cached = self.transforms.borrow_mut();
+        if cached.as_ref().is_none_or(|t| t.n != n) {
+            *cached = Some(self.transforms(n));
+        }
+        let t = cached.as_ref()?;
+        let r = t.whitened_spectrum(region);
+        let cross = t.to_time(r.iter().zip(&t.query).map(|(a, b)| a * b.conj()).collect());
+        let region_energy = window_energies(&t.to_time(r)[..region.len()], m);
+        (0..=region.len() - m)
+            .map(|lag| {
+                let norm = (t.query_energy * region_energy[lag]).sqrt();
+                let correlation = if norm > 0.0 {
+                    (f64::from(cross[lag]) / norm) as f32
+                } else {
+                    0.0
+                };
+                Peak { lag, correlation }
+            })
+            .max_by(|a, b| a.correlation.total_cmp(&b.correlation))
+    }
+
+    /// What every region of `n`-point transforms shares: the plans, the whitening and the
+    /// query's side.
+    fn transforms(&self, n: usize) -> Transforms {
+        let mut planner = RealFftPlanner::<f32>::new();
+        let mut t = Transforms {
+            n,
+            forward: planner.plan_fft_forward(n),
+            inverse: planner.plan_fft_inverse(n),
+            weights: (0..=n / 2).map(|k| self.weight(k, n)).collect(),
+            query: Vec::new(),
+            query_energy: 0.0,
+        };
+        // Whitened, and cut back to its own length: the correlation of two m-sample windows,
+        // so never above 1.
+        let mut query = t.to_time(t.whitened_spectrum(&self.samples));
+        query.truncate(self.samples.len());
+        t.query_energy = query.iter().map(|&x| f64::from(x).powi(2)).sum();
+        t.query = t.spectrum(&query);
+        t
+    }
+
+    /// The whitening weight of bin `k` of an `n`-point spectrum (applied to both signals, so
+    /// the cross-spectrum is divided by the query's power to the [`WHITENING`] exponent).
+    fn weight(&self, k: usize, n: usize) -> f32 {
+        let bin = (k * SPECTRUM_FRAME + n / 2) / n;
+        let power = self.power[bin.min(self.power.len() - 1)];
+        power.powf(-WHITENING / 2.0)
+    }
+}
+
+/// Mean power per bin over half-overlapping Hann frames (one zero-padded frame for a short signal).
+fn welch_power(samples: &[f32]) -> Vec<f32> {
+    let mut planner = RealFftPlanner::<f32>::new();
+    let fft = planner.plan_fft_forward(SPECTRUM_FRAME);
+    let hann: Vec<f32> = (0..SPECTRUM_FRAME)
+        .map(|i| {
+            let phase = std::f32::consts::TAU * i as f32 / SPECTRUM_FRAME as f32;
+            0.5 - 0.5 * phase.cos()
+        })
+        .collect();
+    let mut power = vec![0.0f32; SPECTRUM_FRAME / 2 + 1];
+    let hop = SPECTRUM_FRAME / 2;
+    let frames = samples.len().saturating_sub(SPECTRUM_FRAME) / hop + 1;
+    let mut spectrum = fft.make_output_vec();
+    for f in 0..frames {
+        let mut frame: Vec<f32> = samples
+            .iter()
+            .skip(f * hop)
+            .take(SPECTRUM_FRAME)
+            .copied()
+            .collect();
+        frame.resize(SPECTRUM_FRAME, 0.0);
+        frame.iter_mut().zip(&hann).for_each(|(x, w)| *x *= w);
+        let _ = fft.process(&mut frame, &mut spectrum);
+        for (p, c) in power.iter_mut().zip(&spectrum) {
+            *p += c.norm_sqr() / frames as f32;
+        }
+    }
+    power
+}
+
+/// `power` with every bin raised to at least [`SPECTRUM_FLOOR`] of the mean (and above zero).
+fn floored(mut power: Vec<f32>) -> Vec<f32> {
+    let mean = power.iter().sum::<f32>() / power.len().max(1) as f32;
+    let floor = (SPECTRUM_FLOOR * mean).max(f32::MIN_POSITIVE);
+    power.iter_mut().for_each(|p| *p = p.max(floor));
+    power
+}
+
+/// Energy of every `m`-sample window of `x`, by its start.
+fn window_energies(x: &[f32], m: usize) -> Vec<f64> {
+    let mut prefix = Vec::with_capacity(x.len() + 1);
+    prefix.push(0.0f64);
+    for &v in x {
+        prefix.push(prefix[prefix.len() - 1] + f64::from(v).powi(2));
+    }
+    (0..=x.len() - m)
+        .map(|l| (prefix[l + m] - prefix[l]).max(0.0))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SeededRng;
+    use crate::model::augment::mix_at_snr;
+
+    /// A melody of random notes over a little noise, 16 kHz.
+    fn music(seconds: f64, seed: u64) -> Vec<f32> {
+        let mut rng = SeededRng::new(seed);
+        let n = (seconds * 16_000.0) as usize;
+        let mut freq = 440.0;
+        (0..n)
+            .map(|i| {
+                if i % 2400 == 0 {
+                    freq = 100.0 + 1500.0 * rng.uniform();
+                }
+                let t = i as f64 / 16_000.0;
+                (0.5 * (std::f64::consts::TAU * freq * t).sin() + 0.05 * rng.normal()) as f32
+            })
+            .collect()
+    }
+
+    /// Low rumbling noise: most of its power below 200 Hz, like an engine.
+    fn rumble(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SeededRng::new(seed);
+        let mut y = 0.0f32;
+        (0..len)
+            .map(|_| {
+                y = 0.97 * y + rng.normal() as f32;
+                y
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_query_under_noise_as_loud_as_it_is_found_at_its_sample() {
+        let region = music(3.0, 1);
+        let lag = 12_345;
+        let clean = &region[lag..lag + 16_000];
+        let query = mix_at_snr(clean, &rumble(clean.len(), 2), 0.0);
+        let peak = WhitenedQuery::new(&query).best_lag(&region).unwrap();
+        assert_eq!(peak.lag, lag);
+        assert!(peak.correlation > 0.3, "{peak:?}");
+    }
+
+    #[test]
+    fn the_same_samples_correlate_fully_and_unrelated_audio_barely() {
+        let region = music(3.0, 3);
+        let query = region[8_000..40_000].to_vec();
+        let itself = WhitenedQuery::new(&query).best_lag(&region).unwrap();
+        assert_eq!(itself.lag, 8_000);
+        assert!(itself.correlation > 0.99, "{itself:?}");
+        let other = WhitenedQuery::new(&query).best_lag(&music(3.0, 4)).unwrap();
+        assert!(other.correlation < 0.15, "{other:?}");
+    }
+
+    #[test]
+    fn a_region_shorter_than_the_query_has_no_peak() {
+        let query = WhitenedQuery::new(&music(1.0, 5));
+        assert!(query.best_lag(&music(0.5, 6)).is_none());
+        assert!(WhitenedQuery::new(&[]).best_lag(&music(0.5, 6)).is_none());
+    }
+}
