@@ -96,7 +96,8 @@ pub struct Hit {
     pub rank: usize,
     pub path: PathBuf,
     pub label: String,
-    /// `events`: the matched segment. `fingerprint`: where the query's first sample falls in the file.
+    /// `events`: the matched segment. `fingerprint`: where the query's first sample falls in the
+    /// file (or the file's start, for a query aligned to begin before it) to where its last does.
     pub start_s: f64,
     pub end_s: f64,
     pub hamming: u32,
@@ -494,7 +495,9 @@ impl<'a> Searcher<'a> {
                     _ => (alignments.swap_remove(0), None),
                 };
                 let start_s = confirmed.map_or(a.offset as f64 * self.frame_s(), |c| c.0);
-                let mut hit = self.hit(file, start_s, start_s + query_s, a.closest.0, a.score);
+                // A query aligned to begin before the file matches from the file's start.
+                let (start_s, end_s) = (start_s.max(0.0), start_s + query_s);
+                let mut hit = self.hit(file, start_s, end_s, a.closest.0, a.score);
                 hit.correlation = confirmed.map(|c| c.1);
                 hit.codes = Some(self.matched_codes(q, a.closest.1, a.closest.2));
                 hit

@@ -191,6 +191,35 @@ fn the_file_s_audio_confirms_a_noisy_excerpt_to_the_sample_and_no_other_file() {
 }
 
 #[test]
+fn a_query_that_begins_before_a_file_matches_from_the_file_s_start() {
+    let dir = TempDir::new().unwrap();
+    let (files, index) = indexed_library(dir.path(), 4);
+    // Half a second of a melody from outside the library, then the first 2 s of a file.
+    let mut clip = melody(99, 0.5);
+    clip.extend_from_slice(&melody(2, 6.0)[..2 * RATE as usize]);
+    // By the codes alone: the check against the audio needs the whole query inside the file.
+    let encoder = baseline_encoder(Mode::Fingerprint);
+    let data = index.modes.get(&Mode::Fingerprint).unwrap();
+    let searcher = Searcher::new(
+        &index,
+        Mode::Fingerprint,
+        data,
+        encoder.as_ref(),
+        Engine::Buckets,
+    )
+    .unwrap()
+    .with_audio(None);
+    let hits = searcher.search(&clip, 5).unwrap();
+    assert_eq!(hits[0].path, files[2]);
+    assert_eq!(hits[0].start_s, 0.0, "{:?}", hits[0]);
+    assert!((hits[0].end_s - 2.0).abs() <= 0.05, "{:?}", hits[0]);
+    assert!(
+        hits.iter().all(|h| h.start_s >= 0.0 && h.end_s > h.start_s),
+        "{hits:?}"
+    );
+}
+
+#[test]
 fn every_hit_carries_the_two_codes_behind_its_hamming_distance() {
     let dir = TempDir::new().unwrap();
     make_library(&dir.path().join("lib"), 4);
