@@ -21,7 +21,7 @@ use earshot::app::settings::{CentralView, LibrarySettings};
 use earshot::app::{AppOptions, Command, EarshotApp};
 use earshot::index::{Index, ModeIndex, SegmentRef};
 use earshot::library::FileRecord;
-use earshot::model::{EncoderInfo, Mode};
+use earshot::model::{EncoderInfo, EncoderInput, Mode};
 use egui_kittest::Harness;
 
 #[derive(Debug)]
@@ -217,7 +217,7 @@ fn synthetic_index(files: usize) -> Index {
         embedding_dim: 0,
     };
     let mut index = Index::new();
-    let mut data = ModeIndex::new(Mode::Events, info, Mode::Events.segmentation());
+    let mut data = ModeIndex::new(Mode::Events, info, EncoderInput::log_mel(Mode::Events));
     for f in 0..files {
         let label = f % centres.len();
         let flips = (0..64)

@@ -113,7 +113,9 @@ fn pipeline(c: &mut Criterion) {
     group.throughput(Throughput::Elements(u64::from(SECONDS)));
     group.sample_size(10);
     group.bench_function("wav_decode_resample_only", |b| b.iter(|| decode_only(&wav)));
-    let signal = earshot::audio::decode_file(&wav).expect("decode").samples;
+    let signal = earshot::audio::decode_file(&wav, earshot::audio::TARGET_SAMPLE_RATE)
+        .expect("decode")
+        .samples;
     group.bench_function("log_mel_only", |b| {
         b.iter(|| {
             LogMel::new(&LogMelConfig::default())

@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use earshot::index::buckets::BucketIndex;
-use earshot::index::build::encode_file;
+use earshot::session::ingest::encode_file;
 use earshot::index::hamming::top_k;
 use earshot::index::{EncodedFile, Index, ModeIndex, SegmentEncodings};
 use earshot::library::FileRecord;
 use earshot::model::{Encoder, Mode, SeededRng, encoder_for};
-use earshot::search::{Engine, Searcher};
+use earshot::search::{Engine, SearchTables, Searcher};
 use rayon::prelude::*;
 
 const SIZES: [usize; 2] = [1_000_000, 10_000_000];
@@ -136,8 +136,8 @@ fn report_recall(n: usize, codes: &[u64], buckets: &BucketIndex, queries: &[(usi
 fn index_of_100_hours(mode: Mode, encoder: &dyn Encoder, real: &EncodedFile) -> Index {
     const FILE_S: f64 = 5.0;
     let files = (100.0 * 3600.0 / FILE_S) as usize;
-    let mut data = ModeIndex::new(mode, encoder.info().clone(), encoder.segmentation());
-    let seg = encoder.segmentation();
+    let mut data = ModeIndex::new(mode, encoder.info().clone(), encoder.input());
+    let seg = encoder.input().segmentation;
     let per_file = (FILE_S * 100.0) as usize / seg.hop;
     let mut rng = SeededRng::new(5);
     let mut index = Index::new();
@@ -212,14 +212,9 @@ fn query_100_hours(c: &mut Criterion) {
         let encoder = default_encoder();
         let index = index_of_100_hours(mode, encoder.as_ref(), &real);
         let data = &index.modes[&mode];
-        let searcher = Searcher::new(
-            &index,
-            mode,
-            data,
-            encoder.as_ref(),
-            Engine::default_for(mode),
-        )
-        .expect("searcher");
+        let tables =
+            SearchTables::build(&index, mode, data, Engine::default_for(mode)).expect("tables");
+        let searcher = Searcher::new(&index, mode, data, encoder.as_ref(), &tables);
         let mut rng = SeededRng::new(8);
         let clips: Vec<&[f32]> = (0..40)
             .map(|_| {

@@ -1,5 +1,5 @@
 //! Writing files so that a crash or a kill at any moment leaves either the old file or the new
-//! one, never a mix or an empty file.
+//! one, never a mix or an empty file; and the one place Earshot's folders are named.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -77,6 +77,24 @@ fn process_alive(pid: &str) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn process_alive(_pid: &str) -> bool {
     true
+}
+
+/// The one name of Earshot's folders for every front end (app and command line):
+/// `ProjectDirs("org", "Earshot", "earshot")`, i.e. `~/.local/share/earshot` on Linux,
+/// `~/Library/Application Support/org.Earshot.earshot` on macOS, `%APPDATA%\\Earshot\\earshot`
+/// on Windows.
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("org", "Earshot", "earshot")
+}
+
+/// Where indexes, libraries, imported models and exports are kept; `None` without a home.
+pub fn data_dir() -> Option<PathBuf> {
+    project_dirs().map(|d| d.data_dir().to_owned())
+}
+
+/// Where features computed for evaluation are cached; `None` without a home.
+pub fn cache_dir() -> Option<PathBuf> {
+    project_dirs().map(|d| d.cache_dir().to_owned())
 }
 
 #[cfg(test)]

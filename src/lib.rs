@@ -17,3 +17,6 @@ pub mod library;
 pub mod model;
 pub mod projection;
 pub mod search;
+pub mod session;
+pub mod text;
+pub mod train;

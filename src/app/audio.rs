@@ -8,7 +8,7 @@ use eframe::egui;
 use super::task::{self, Task};
 use super::{Command, EarshotApp};
 use crate::audio::TARGET_SAMPLE_RATE;
-use crate::audio::device::{self, Playback, Recording};
+use super::device::{self, Playback, Recording};
 
 /// Longest stretch of a file played from a result (decoding more would only cost time).
 const PLAY_SECONDS: f64 = 30.0;
@@ -111,8 +111,9 @@ impl AudioState {
             return;
         }
         self.loading = Some(Task::spawn(ctx, "play", move |_| {
-            let clip = super::jobs::Clip::decode(&path, Some((from_s, from_s + PLAY_SECONDS)))?;
-            Ok(clip.samples.to_vec())
+            let window = Some((from_s, from_s + PLAY_SECONDS));
+            let clip = crate::session::Clip::read(&path, window).map_err(|e| e.to_string())?;
+            Ok(clip.samples().to_vec())
         }));
     }
 

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use eframe::egui;
 
-use super::jobs::{self, Clip};
+use super::jobs;
+use super::spectrogram_view::ShownClip;
+use crate::session::Clip;
 use super::settings::LibrarySettings;
 use super::task::Task;
 use super::{EarshotApp, results_panel};
@@ -61,15 +63,16 @@ impl EarshotApp {
             Command::RemoveLibrary(i) => self.remove_library(i),
             Command::Index { rebuild } => self.start_indexing(ctx, rebuild),
             Command::CancelIndexing => {
-                if let Some((_, task)) = &self.indexing {
+                if let Some((_, task)) = &self.tasks.indexing {
                     task.cancel();
                 }
             }
             Command::CreateDemoLibrary => self.create_demo_library(ctx),
             Command::QueryFile(path, region) => self.query_file(ctx, path, region),
             Command::QuerySamples(name, samples) => {
-                self.query_task = Some(Task::spawn(ctx, "query", move |_| {
-                    Ok((Clip::from_samples(name, None, samples, 0.0), None))
+                self.tasks.query = Some(Task::spawn(ctx, "query", move |_| {
+                    let clip = Clip::from_samples(name, None, samples, 0.0);
+                    Ok((ShownClip::new(clip), None))
                 }));
             }
             Command::Search => self.start_search(ctx),
@@ -167,7 +170,7 @@ impl EarshotApp {
         if self.settings.libraries.is_empty() {
             let name = folders.first().and_then(|f| f.file_name()).map_or_else(
                 || "Library".to_owned(),
-                |n| super::results_panel::drawable(&n.to_string_lossy()),
+                |n| super::text::drawable(&n.to_string_lossy()),
             );
             self.new_library(name);
         }
@@ -184,7 +187,7 @@ impl EarshotApp {
     }
 
     fn start_indexing(&mut self, ctx: &egui::Context, rebuild: bool) {
-        if self.indexing.is_some() {
+        if self.tasks.indexing.is_some() {
             self.notify("indexing is already under way; wait for it or cancel it");
             return;
         }
@@ -197,7 +200,7 @@ impl EarshotApp {
         }
         let Some(encoders) = self.encoders.clone() else {
             if self.encoder_error.is_none() {
-                self.pending_index = Some(rebuild);
+                self.tasks.pending_index = Some(rebuild);
             }
             return;
         };
@@ -212,7 +215,7 @@ impl EarshotApp {
                 &|p| r.progress(p),
             )
         });
-        self.indexing = Some((db, task));
+        self.tasks.indexing = Some((db, task));
     }
 
     fn create_demo_library(&mut self, ctx: &egui::Context) {
@@ -226,8 +229,8 @@ impl EarshotApp {
             self.select_library(i);
             return;
         }
-        if self.demo_task.is_none() {
-            self.demo_task = Some(Task::spawn(ctx, "demo", move |_| {
+        if self.tasks.demo.is_none() {
+            self.tasks.demo = Some(Task::spawn(ctx, "demo", move |_| {
                 let files = crate::demo::write_demo_library(&dir).map_err(|e| e.to_string())?;
                 Ok((dir, files.len()))
             }));
@@ -251,10 +254,10 @@ impl EarshotApp {
     }
 
     fn query_file(&mut self, ctx: &egui::Context, path: PathBuf, region: Option<(f64, f64)>) {
-        self.query_task = Some(Task::spawn(ctx, "query", move |_| {
+        self.tasks.query = Some(Task::spawn(ctx, "query", move |_| {
             // A region of a long file: decode a little context around it, select the region.
             let window = region.map(|(a, b)| ((a - 1.0).max(0.0), b + 1.0));
-            let clip = Clip::decode(&path, window)?;
+            let clip = jobs::read_clip(&path, window)?;
             let selection = region.map(|(a, b)| (a - clip.offset_s, b - clip.offset_s));
             Ok((clip, selection))
         }));
@@ -269,7 +272,7 @@ impl EarshotApp {
             return;
         };
         let (hit, mode) = (row.hit.clone(), self.settings.mode);
-        self.inspect_task = Some(Task::spawn(ctx, "inspect", move |_| {
+        self.tasks.inspect = Some(Task::spawn(ctx, "inspect", move |_| {
             jobs::inspect(hit, mode, &encoders)
         }));
     }

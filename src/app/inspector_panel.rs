@@ -3,7 +3,7 @@
 
 use eframe::egui::{self, Vec2};
 
-use super::results_panel::{clock, file_name};
+use super::text::{clock, file_name};
 use super::spectrogram_view;
 use super::{Command, EarshotApp, audio};
 
@@ -13,7 +13,7 @@ const BIT_CELL: f32 = 14.0;
 pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     ui.heading("Inspector");
     let show_attention = app.settings.show_attention;
-    if app.inspect_task.is_some() {
+    if app.tasks.inspect.is_some() {
         ui.horizontal(|ui| {
             ui.spinner();
             ui.label("reading the result…");
@@ -26,7 +26,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
             return;
         }
         None => {
-            if app.inspect_task.is_none() {
+            if app.tasks.inspect.is_none() {
                 ui.weak("Select a result to compare it with the query.");
             }
             return;
@@ -34,7 +34,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     };
     let hit = inspected.hit.clone();
     ui.strong(file_name(&hit.path))
-        .on_hover_text(super::results_panel::shown_path(&hit.path));
+        .on_hover_text(super::text::shown_path(&hit.path));
     ui.label(format!(
         "{} · {} – {} · score {:.3}",
         hit.label,

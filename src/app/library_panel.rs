@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-use super::results_panel::{clock, drawable, file_name, shown_path};
+use super::text::{clock, drawable, file_name, shown_path};
 use super::{Command, EarshotApp, audio};
 use crate::index::Index;
-use crate::index::build::BuildReport;
+use crate::session::ingest::BuildReport;
 
 pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     ui.add_space(4.0);
@@ -34,7 +34,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         {
             app.push(Command::AddFolderDialog);
         }
-        let idle = app.indexing.is_none();
+        let idle = app.tasks.indexing.is_none();
         if ui
             .add_enabled(
                 idle && !lib.folders.is_empty(),
@@ -100,7 +100,7 @@ fn library_picker(app: &mut EarshotApp, ui: &mut egui::Ui) {
 }
 
 fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
-    if let Some((indexing_db, task)) = &app.indexing {
+    if let Some((indexing_db, task)) = &app.tasks.indexing {
         if indexing_db == db {
             let p = task.progress.clone().unwrap_or_default();
             let fraction = if p.planned_audio_s > 0.0 {
@@ -139,7 +139,7 @@ fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path
             return;
         }
     }
-    if app.pending_index.is_some() {
+    if app.tasks.pending_index.is_some() {
         ui.horizontal(|ui| {
             ui.spinner();
             ui.label("indexing starts when the models have loaded…");
@@ -288,7 +288,7 @@ pub fn empty_state(app: &mut EarshotApp, ui: &mut egui::Ui) {
             app.push(Command::AddFolderDialog);
         }
         ui.add_space(4.0);
-        if app.demo_task.is_some() {
+        if app.tasks.demo.is_some() {
             ui.spinner();
         }
         if ui

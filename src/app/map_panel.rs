@@ -225,7 +225,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let f = &index.files[file];
     let plot_response = response.response.on_hover_text(format!(
         "{}\n{} · {:.2} s\nclick: play · double-click: search with it",
-        super::results_panel::file_name(&f.path),
+        super::text::file_name(&f.path),
         f.label,
         f.duration_s
     ));

@@ -8,6 +8,7 @@
 mod about_panel;
 mod audio;
 mod commands;
+mod device;
 mod dialogs;
 mod inspector_panel;
 pub mod jobs;
@@ -17,7 +18,10 @@ mod query_panel;
 mod results_panel;
 pub mod settings;
 mod spectrogram_view;
+mod status_bar;
 pub mod task;
+mod text;
+mod toolbar;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,13 +30,14 @@ use std::sync::Arc;
 use eframe::egui;
 
 pub use commands::Command;
-use jobs::{Clip, IndexOutcome, IndexProgress, Inspected, SearchOutcome};
+use jobs::{IndexOutcome, IndexProgress, Inspected, SearchOutcome};
 use settings::Settings;
 use task::Task;
 
 use crate::index::Index;
-use crate::index::build::Encoders;
 use crate::search::Hit;
+use crate::session::{Encoders, OpenLibrary};
+use spectrogram_view::ShownClip;
 
 /// The window icon (the same drawing as the desktop entry's, `assets/icons/earshot.svg`).
 const ICON_PNG: &[u8] = include_bytes!("../../assets/icons/earshot-256.png");
@@ -65,12 +70,10 @@ pub fn run(open: Vec<PathBuf>) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot open the Earshot window: {e}"))
 }
 
-/// Where libraries' indexes, the demo library and exports go by default.
+/// Where libraries' indexes, the demo library and exports go by default (see
+/// [`crate::fsutil::data_dir`]; the system's temporary folder without a home).
 pub fn default_data_dir() -> PathBuf {
-    directories::ProjectDirs::from("org", "Earshot", "earshot").map_or_else(
-        || std::env::temp_dir().join("earshot"),
-        |d| d.data_dir().to_owned(),
-    )
+    crate::fsutil::data_dir().unwrap_or_else(|| std::env::temp_dir().join("earshot"))
 }
 
 /// How the app is set up (tests point `data_dir` at a temporary folder).
@@ -102,7 +105,7 @@ pub struct ResultRow {
 
 /// What the query panel holds: the clip, the selected region, and what the last search found.
 pub struct QueryState {
-    pub clip: Clip,
+    pub clip: ShownClip,
     pub texture: Option<egui::TextureHandle>,
     /// Seconds from the clip's start.
     pub selection: Option<(f64, f64)>,
@@ -114,10 +117,41 @@ pub struct QueryState {
 #[derive(Default)]
 pub struct LibraryState {
     pub index: Option<Arc<Index>>,
+    /// The index opened for searching with the loaded models (its search tables are kept
+    /// between queries); made on the first search after the index or the models load.
+    pub searchable: Option<Arc<OpenLibrary>>,
     pub error: Option<String>,
     pub failed: Vec<(PathBuf, String)>,
     pub summary: Option<String>,
     pub loading: Option<Task<(), Result<Option<Arc<Index>>, String>>>,
+}
+
+/// Work under way in the background, one slot per kind (the map and the sound devices keep
+/// their own).
+#[derive(Default)]
+pub struct Tasks {
+    models: Option<Task<(), Result<Arc<Encoders>, String>>>,
+    /// The library being indexed, and the work.
+    pub indexing: Option<(PathBuf, Task<IndexProgress, IndexOutcome>)>,
+    /// Indexing asked for before the models loaded (`true`: rebuild); starts once they have.
+    pub pending_index: Option<bool>,
+    /// Reading a query clip, and the region of it to select.
+    pub query: Option<Task<(), Result<(ShownClip, Option<(f64, f64)>), String>>>,
+    pub search: Option<Task<(), Result<SearchOutcome, String>>>,
+    pub inspect: Option<Task<(), Result<Inspected, String>>>,
+    pub demo: Option<Task<(), Result<(PathBuf, usize), String>>>,
+}
+
+impl Tasks {
+    fn any(&self) -> bool {
+        self.models.is_some()
+            || self.indexing.is_some()
+            || self.pending_index.is_some()
+            || self.query.is_some()
+            || self.search.is_some()
+            || self.inspect.is_some()
+            || self.demo.is_some()
+    }
 }
 
 pub struct EarshotApp {
@@ -125,20 +159,13 @@ pub struct EarshotApp {
     pub options: AppOptions,
     pub encoders: Option<Arc<Encoders>>,
     pub encoder_error: Option<String>,
-    encoders_task: Option<Task<(), Result<Arc<Encoders>, String>>>,
     pub libraries: HashMap<PathBuf, LibraryState>,
-    pub indexing: Option<(PathBuf, Task<IndexProgress, IndexOutcome>)>,
-    /// Indexing asked for before the models loaded (`true`: rebuild); starts once they have.
-    pending_index: Option<bool>,
+    pub tasks: Tasks,
     pub query: Option<QueryState>,
-    query_task: Option<Task<(), Result<(Clip, Option<(f64, f64)>), String>>>,
-    search_task: Option<Task<(), Result<SearchOutcome, String>>>,
     pub results: Vec<ResultRow>,
     pub selected: Option<usize>,
     pub inspector: Option<Result<Inspected, String>>,
     inspector_textures: Option<egui::TextureHandle>,
-    inspect_task: Option<Task<(), Result<Inspected, String>>>,
-    demo_task: Option<Task<(), Result<(PathBuf, usize), String>>>,
     pub map: map_panel::MapState,
     pub audio: audio::AudioState,
     dialogs: dialogs::Dialogs,
@@ -159,24 +186,21 @@ impl EarshotApp {
         let (settings, settings_problem) = Settings::load(&options.data_dir, cc.storage);
         let ctx = &cc.egui_ctx;
         let mut app = Self {
-            encoders_task: Some(Task::spawn(ctx, "models", |_| jobs::load_encoders())),
+            tasks: Tasks {
+                models: Some(Task::spawn(ctx, "models", |_| jobs::load_encoders())),
+                ..Tasks::default()
+            },
             audio: audio::AudioState::new(ctx, options.probe_devices),
             settings,
             options,
             encoders: None,
             encoder_error: None,
             libraries: HashMap::new(),
-            indexing: None,
-            pending_index: None,
             query: None,
-            query_task: None,
-            search_task: None,
             results: Vec::new(),
             selected: None,
             inspector: None,
             inspector_textures: None,
-            inspect_task: None,
-            demo_task: None,
             map: map_panel::MapState::default(),
             dialogs: dialogs::Dialogs::default(),
             file_filter: String::new(),
@@ -202,13 +226,7 @@ impl EarshotApp {
 
     /// Whether anything runs in the background (tests wait for this to clear).
     pub fn is_busy(&self) -> bool {
-        self.encoders_task.is_some()
-            || self.indexing.is_some()
-            || self.pending_index.is_some()
-            || self.query_task.is_some()
-            || self.search_task.is_some()
-            || self.inspect_task.is_some()
-            || self.demo_task.is_some()
+        self.tasks.any()
             || self.libraries.values().any(|l| l.loading.is_some())
             || self.map.is_busy()
             || self.audio.is_busy()
@@ -230,7 +248,7 @@ impl EarshotApp {
     }
 
     pub fn notify(&mut self, message: impl Into<String>) {
-        self.notices.push(results_panel::drawable(&message.into()));
+        self.notices.push(text::drawable(&message.into()));
         if self.notices.len() > 20 {
             self.notices.remove(0);
         }
@@ -238,11 +256,11 @@ impl EarshotApp {
 
     /// Collects what background tasks finished since the last frame.
     fn poll_tasks(&mut self, ctx: &egui::Context) {
-        if let Some(result) = task::finished_flat(&mut self.encoders_task) {
+        if let Some(result) = task::finished_flat(&mut self.tasks.models) {
             match result {
                 Ok(e) => {
                     self.encoders = Some(e);
-                    if let Some(rebuild) = self.pending_index.take() {
+                    if let Some(rebuild) = self.tasks.pending_index.take() {
                         self.commands.push(Command::Index { rebuild });
                     }
                     self.commands.push(Command::Search);
@@ -256,17 +274,19 @@ impl EarshotApp {
         for state in self.libraries.values_mut() {
             if let Some(result) = task::finished_flat(&mut state.loading) {
                 match result {
-                    Ok(index) => (state.index, state.error) = (index, None),
+                    Ok(index) => {
+                        (state.index, state.searchable, state.error) = (index, None, None)
+                    }
                     Err(e) => state.error = Some(e),
                 }
             }
         }
         self.poll_indexing();
         self.poll_query(ctx);
-        if let Some(result) = task::finished_flat(&mut self.demo_task) {
+        if let Some(result) = task::finished_flat(&mut self.tasks.demo) {
             self.demo_written(ctx, result);
         }
-        if let Some(result) = task::finished_flat(&mut self.inspect_task) {
+        if let Some(result) = task::finished_flat(&mut self.tasks.inspect) {
             self.inspector_textures = None;
             self.inspector = Some(result);
         }
@@ -280,14 +300,14 @@ impl EarshotApp {
     }
 
     fn poll_indexing(&mut self) {
-        let Some((db, task)) = &mut self.indexing else {
+        let Some((db, task)) = &mut self.tasks.indexing else {
             return;
         };
         let Some(outcome) = task.poll() else {
             return;
         };
         let db = db.clone();
-        self.indexing = None;
+        self.tasks.indexing = None;
         let state = self.libraries.entry(db).or_default();
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -308,6 +328,7 @@ impl EarshotApp {
             }
             Err(e) => state.error = Some(e.to_string()),
         }
+        state.searchable = None;
         match outcome.index {
             Ok(index) => state.index = index,
             Err(e) => state.error = Some(e),
@@ -320,7 +341,7 @@ impl EarshotApp {
     }
 
     fn poll_query(&mut self, ctx: &egui::Context) {
-        if let Some(result) = task::finished_flat(&mut self.query_task) {
+        if let Some(result) = task::finished_flat(&mut self.tasks.query) {
             match result {
                 Ok((clip, selection)) => {
                     self.query = Some(QueryState {
@@ -335,7 +356,7 @@ impl EarshotApp {
                 Err(e) => self.notify(e),
             }
         }
-        if let Some(result) = task::finished_flat(&mut self.search_task) {
+        if let Some(result) = task::finished_flat(&mut self.tasks.search) {
             let Some(query) = &mut self.query else {
                 return;
             };
@@ -367,34 +388,40 @@ impl EarshotApp {
 
     /// Searches the selected library with the current query and selection.
     fn start_search(&mut self, ctx: &egui::Context) {
-        let (Some(query), Some(encoders)) = (&self.query, &self.encoders) else {
+        let library = self.searchable();
+        let Some(query) = &mut self.query else {
             return;
         };
-        let Some((lib, Some(index))) = self.current() else {
-            if let Some(q) = &mut self.query {
-                q.error = Some(
+        let Some(library) = library else {
+            if self.encoders.is_some() {
+                query.error = Some(
                     "index a library first: its files are what the query is compared with".into(),
                 );
             }
             return;
         };
-        let (clip, region, mode, db, index, encoders, top) = (
-            query.clip.clone(),
-            query.selection,
-            self.settings.mode,
-            lib.db.clone(),
-            index.clone(),
-            encoders.clone(),
-            self.settings.top,
-        );
-        self.search_task = Some(Task::spawn(ctx, "search", move |_| {
-            jobs::search(&clip, region, mode, &db, &index, &encoders, top)
+        let (clip, region) = (query.clip.clip.clone(), query.selection);
+        let (mode, top) = (self.settings.mode, self.settings.top);
+        self.tasks.search = Some(Task::spawn(ctx, "search", move |_| {
+            jobs::search(&library, &clip, region, mode, top)
         }));
     }
 
+    /// The selected library opened for searching, once its index and the models are loaded.
+    fn searchable(&mut self) -> Option<Arc<OpenLibrary>> {
+        let encoders = self.encoders.clone()?;
+        let db = self.settings.library()?.db.clone();
+        let state = self.libraries.get_mut(&db)?;
+        let index = state.index.clone()?;
+        let open = state
+            .searchable
+            .get_or_insert_with(|| Arc::new(OpenLibrary::new(&db, index, encoders)));
+        Some(open.clone())
+    }
+
     fn draw(&mut self, ui: &mut egui::Ui) {
-        egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
-        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::Panel::top("toolbar").show(ui, |ui| toolbar::show(self, ui));
+        egui::Panel::bottom("status").show(ui, |ui| status_bar::show(self, ui));
         egui::Panel::left("library")
             .resizable(true)
             .default_size(300.0)
@@ -417,72 +444,6 @@ impl EarshotApp {
             match self.settings.central_view {
                 settings::CentralView::Results => results_panel::show(self, ui),
                 settings::CentralView::Map => map_panel::show(self, ui),
-            }
-        });
-    }
-
-    fn toolbar(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            ui.heading("Earshot");
-            ui.separator();
-            if ui
-                .button("Open clip…")
-                .on_hover_text("Search with an audio file (Ctrl+O); or drop one on the window")
-                .clicked()
-            {
-                self.push(Command::OpenDialog);
-            }
-            audio::record_button(self, ui);
-            ui.separator();
-            let mut mode = self.settings.mode;
-            ui.selectable_value(&mut mode, crate::model::Mode::Events, "Similar sounds")
-                .on_hover_text("Other sounds like this one (events encoder)");
-            ui.selectable_value(&mut mode, crate::model::Mode::Fingerprint, "Exact match")
-                .on_hover_text("Where this exact clip occurs, with its time (fingerprint encoder)");
-            if mode != self.settings.mode {
-                self.push(Command::SetMode(mode));
-            }
-            ui.separator();
-            let view = &mut self.settings.central_view;
-            ui.selectable_value(view, settings::CentralView::Results, "Results");
-            ui.selectable_value(view, settings::CentralView::Map, "Map");
-            ui.separator();
-            ui.checkbox(&mut self.settings.show_attention, "Attention")
-                .on_hover_text("Draw the encoder's attention over the spectrograms");
-            ui.checkbox(&mut self.settings.show_inspector, "Inspector");
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if ui.button("About").clicked() {
-                    self.show_about = !self.show_about;
-                }
-            });
-        });
-    }
-
-    fn status_bar(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            match (&self.encoders, &self.encoder_error) {
-                (Some(e), _) => {
-                    let names: Vec<String> = e.values().map(|e| e.info().name.clone()).collect();
-                    ui.weak(format!("models: {}", names.join(", ")));
-                }
-                (None, Some(_)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, "models failed to load");
-                }
-                (None, None) => {
-                    ui.spinner();
-                    ui.weak("loading models…");
-                }
-            }
-            if let Some(last) = self.notices.last().cloned() {
-                ui.separator();
-                ui.label(&last);
-                if ui
-                    .small_button("dismiss")
-                    .on_hover_text("Dismiss")
-                    .clicked()
-                {
-                    self.notices.pop();
-                }
             }
         });
     }

@@ -11,7 +11,7 @@ const MIN_SELECTION_S: f64 = 0.1;
 const SPECTROGRAM_HEIGHT: f32 = 140.0;
 
 pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
-    let loading = app.query_task.is_some();
+    let loading = app.tasks.query.is_some();
     let Some(query) = &app.query else {
         ui.horizontal(|ui| {
             if loading {
@@ -24,12 +24,12 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         return;
     };
     let duration = query.clip.duration_s();
-    let searching = loading || app.search_task.is_some();
+    let searching = loading || app.tasks.search.is_some();
     let mut commands = Vec::new();
     ui.horizontal(|ui| {
         ui.strong(format!("Query: {}", query.clip.name));
         ui.weak(format!("{duration:.2} s"));
-        if let Some(note) = &query.clip.note {
+        if let Some(note) = &query.clip.note() {
             ui.colored_label(ui.visuals().warn_fg_color, note);
         }
         if audio::play_button(app, ui, "Play", "Play the query (its selection, if any)") {
@@ -109,7 +109,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     if let Some(error) = &query.error {
         ui.colored_label(
             ui.visuals().error_fg_color,
-            super::results_panel::drawable(error),
+            super::text::drawable(error),
         );
     }
     for c in commands {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui;
 
+use super::text::{clock, file_name, shown_path};
 use super::{Command, EarshotApp, ResultRow, audio};
 use crate::model::Mode;
 
@@ -26,7 +27,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         ui.weak("up/down: move · space: play");
     });
     if app.results.is_empty() {
-        if app.search_task.is_none() && app.query.as_ref().is_some_and(|q| q.outcome.is_some()) {
+        if app.tasks.search.is_none() && app.query.as_ref().is_some_and(|q| q.outcome.is_some()) {
             ui.label("No match in this library.");
         }
         return;
@@ -120,31 +121,6 @@ fn result_row(
             Some((hit.start_s.max(0.0), hit.end_s)),
         ));
     }
-}
-
-pub fn file_name(path: &Path) -> String {
-    drawable(&path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    ))
-}
-
-/// The whole path, for hover texts.
-pub fn shown_path(path: &Path) -> String {
-    drawable(&path.display().to_string())
-}
-
-/// Text the app's fonts can draw. A name that is not UTF-8 is shown with U+FFFD in place of its
-/// bad bytes, and the bundled fonts have no glyph for it (egui would draw an empty box): `?`.
-pub fn drawable(text: &str) -> String {
-    text.replace('\u{FFFD}', "?")
-}
-
-/// `m:ss.ss` (negative times, a fingerprint match starting before the file, keep their sign).
-pub fn clock(seconds: f64) -> String {
-    let sign = if seconds < 0.0 { "-" } else { "" };
-    let s = seconds.abs();
-    format!("{sign}{}:{:05.2}", (s / 60.0).floor() as u64, s % 60.0)
 }
 
 /// Writes the results and marks to a new CSV file in `dir`; returns its path.

@@ -3,19 +3,96 @@
 
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
-use super::jobs::{Clip, colormap};
+use crate::features::LOG_MEL_BANDS;
 use crate::model::AttentionMap;
+use crate::session::Clip;
 
 /// Highlight for selections and matched regions.
 pub const REGION_COLOUR: Color32 = Color32::from_rgb(80, 200, 255);
 /// Differing bits in the bit grids.
 pub const DIFF_COLOUR: Color32 = Color32::from_rgb(235, 70, 60);
 
+/// A clip with its spectrogram image (made on a background thread: it is the slow part).
+#[derive(Clone)]
+pub struct ShownClip {
+    pub clip: Clip,
+    pub spectrogram: Spectrogram,
+}
+
+impl ShownClip {
+    pub fn new(clip: Clip) -> Self {
+        let spectrogram = spectrogram(&clip.log_mel().data);
+        Self { clip, spectrogram }
+    }
+}
+
+impl std::ops::Deref for ShownClip {
+    type Target = Clip;
+
+    fn deref(&self) -> &Clip {
+        &self.clip
+    }
+}
+
+/// A log-mel spectrogram ready to draw: one image column per `frames_per_column` frames, low
+/// frequencies at the bottom.
+#[derive(Clone)]
+pub struct Spectrogram {
+    pub image: egui::ColorImage,
+    pub frames: usize,
+    pub frames_per_column: usize,
+}
+
+/// Widest spectrogram image (textures have a size limit; the screen is narrower anyway).
+const MAX_COLUMNS: usize = 4096;
+
+pub fn spectrogram(log_mel: &[f32]) -> Spectrogram {
+    let frames = log_mel.len() / LOG_MEL_BANDS;
+    let per_column = frames.div_ceil(MAX_COLUMNS).max(1);
+    let columns = frames.div_ceil(per_column).max(1);
+    let top = log_mel.iter().copied().fold(f32::MIN, f32::max);
+    let floor = top - 80.0;
+    let mut pixels = vec![Color32::BLACK; columns * LOG_MEL_BANDS];
+    for c in 0..columns {
+        let span = c * per_column..((c + 1) * per_column).min(frames);
+        for band in 0..LOG_MEL_BANDS {
+            let db = span
+                .clone()
+                .map(|t| log_mel[t * LOG_MEL_BANDS + band])
+                .fold(f32::MIN, f32::max);
+            let row = LOG_MEL_BANDS - 1 - band;
+            pixels[row * columns + c] = colormap((db - floor) / 80.0);
+        }
+    }
+    Spectrogram {
+        image: egui::ColorImage::new([columns, LOG_MEL_BANDS], pixels),
+        frames,
+        frames_per_column: per_column,
+    }
+}
+
+/// Dark blue through purple and orange to pale yellow, for 0..1 (a magma-like ramp).
+pub fn colormap(x: f32) -> egui::Color32 {
+    const STOPS: [(f32, [u8; 3]); 5] = [
+        (0.0, [0, 0, 4]),
+        (0.3, [59, 15, 112]),
+        (0.55, [183, 55, 121]),
+        (0.8, [252, 137, 97]),
+        (1.0, [252, 253, 191]),
+    ];
+    let x = x.clamp(0.0, 1.0);
+    let i = STOPS.iter().rposition(|s| s.0 <= x).unwrap_or(0).min(3);
+    let ((x0, a), (x1, b)) = (STOPS[i], STOPS[i + 1]);
+    let t = (x - x0) / (x1 - x0);
+    let mix = |k: usize| (f32::from(a[k]) + t * (f32::from(b[k]) - f32::from(a[k]))) as u8;
+    Color32::from_rgb(mix(0), mix(1), mix(2))
+}
+
 /// Draws the clip's spectrogram filling `size`; returns the response (drag to select) and
 /// the rect it drew in.
 pub fn show(
     ui: &mut egui::Ui,
-    clip: &Clip,
+    clip: &ShownClip,
     texture: &mut Option<egui::TextureHandle>,
     size: Vec2,
     attention: Option<&AttentionMap>,

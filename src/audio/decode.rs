@@ -1,4 +1,6 @@
-//! Decoder contract: any file symphonia can read becomes **mono `f32` at [`TARGET_SAMPLE_RATE`]**.
+//! Decoder contract: any file symphonia can read becomes **mono `f32` at the rate asked for**
+//! (any rate in [`OUTPUT_RATE_RANGE`]; [`TARGET_SAMPLE_RATE`], Earshot's own models' rate, when
+//! none is named).
 //!
 //! - Channels are averaged (down-mix); integer samples of any width are scaled to [-1, 1].
 //! - Non-finite samples (NaN, ±inf in float files) are replaced by 0 and counted.
@@ -31,8 +33,10 @@ use symphonia::core::packet::Packet;
 
 use super::resample::StreamResampler;
 
-/// Every decoded signal comes out at this rate.
+/// The rate Earshot's own models read, its views draw and a decode gives unless asked otherwise.
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;
+/// Output rates a decode can be asked for (Hz): an encoder's rate, from telephone to studio.
+pub const OUTPUT_RATE_RANGE: std::ops::RangeInclusive<u32> = 8_000..=192_000;
 /// Source rates accepted (Hz). Wider than the 8-192 kHz users meet, narrower than nonsense headers.
 pub const SOURCE_RATE_RANGE: std::ops::RangeInclusive<u32> = 4_000..=384_000;
 /// Longest hole in a damaged stream that is filled with silence (longer ones are only counted).
@@ -121,7 +125,9 @@ pub struct DecodeStats {
     pub source_rate: u32,
     pub source_channels: usize,
     pub source_frames: u64,
-    /// Samples delivered at [`TARGET_SAMPLE_RATE`].
+    /// Rate of the samples delivered.
+    pub output_rate: u32,
+    /// Samples delivered at `output_rate`.
     pub output_samples: u64,
     pub skipped_packets: u64,
     /// Holes in the stream (damaged data the demuxer skipped), found from packet timestamps.
@@ -143,7 +149,7 @@ pub struct DecodeStats {
 
 impl DecodeStats {
     pub fn duration_s(&self) -> f64 {
-        self.output_samples as f64 / f64::from(TARGET_SAMPLE_RATE)
+        self.output_samples as f64 / f64::from(self.output_rate.max(1))
     }
 }
 
@@ -164,6 +170,8 @@ pub struct AudioSource {
     /// Seconds per timestamp unit of the track, when known.
     seconds_per_tick: Option<f64>,
     info: SourceInfo,
+    /// The rate samples are delivered at.
+    output_rate: u32,
     watch: Arc<Watch>,
 }
 
@@ -247,17 +255,17 @@ impl MediaSource for Watched {
     }
 }
 
-/// Decodes a whole file to mono f32 at 16 kHz.
-pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
-    decode_prefix(path, f64::INFINITY)
+/// Decodes a whole file to mono f32 at `rate`.
+pub fn decode_file(path: &Path, rate: u32) -> Result<DecodedAudio, AudioError> {
+    decode_prefix(path, f64::INFINITY, rate)
 }
 
 /// Decodes the first `max_s` seconds of a file (the rest is not read, so memory stays bounded
 /// whatever the file's length); `stats.stopped_early` says whether there was more.
-pub fn decode_prefix(path: &Path, max_s: f64) -> Result<DecodedAudio, AudioError> {
-    let source = AudioSource::open(path)?;
+pub fn decode_prefix(path: &Path, max_s: f64, rate: u32) -> Result<DecodedAudio, AudioError> {
+    let source = AudioSource::open(path)?.resampled_to(rate)?;
     let info = source.info().clone();
-    let max = (max_s * f64::from(TARGET_SAMPLE_RATE)).min(usize::MAX as f64) as usize;
+    let max = (max_s * f64::from(rate)).min(usize::MAX as f64) as usize;
     let mut samples = Vec::new();
     let stats = source.stream(|chunk| {
         let room = max - samples.len();
@@ -278,11 +286,16 @@ pub fn decode_prefix(path: &Path, max_s: f64) -> Result<DecodedAudio, AudioError
 /// About `duration_s` seconds of a file from `start_s` on, as [`decode_file`] would give
 /// them (to within a sample), without decoding what comes before where the format can seek.
 /// Shorter near the file's end.
-pub fn decode_excerpt(path: &Path, start_s: f64, duration_s: f64) -> Result<Vec<f32>, AudioError> {
-    let mut source = AudioSource::open(path)?;
+pub fn decode_excerpt(
+    path: &Path,
+    start_s: f64,
+    duration_s: f64,
+    rate: u32,
+) -> Result<Vec<f32>, AudioError> {
+    let mut source = AudioSource::open(path)?.resampled_to(rate)?;
     // Seek a little early: some codecs give no audio for the first packet after a seek.
     let seeked = start_s > SEEK_LEAD_S && source.seek_before(start_s - SEEK_LEAD_S);
-    let rate = f64::from(TARGET_SAMPLE_RATE);
+    let rate = f64::from(rate);
     let wanted = (duration_s * rate).round() as usize;
     // Samples to drop before the excerpt: known once the first audio's time is.
     let mut skip: Option<usize> = None;
@@ -308,10 +321,11 @@ pub fn decode_excerpt(path: &Path, start_s: f64, duration_s: f64) -> Result<Vec<
 const SEEK_LEAD_S: f64 = 0.5;
 
 /// Source samples from `at_s` to the next time that is a whole number of samples at both
-/// `rate` and 16 kHz (every 441 samples at 44.1 kHz, every 3 at 48 kHz); 0 for rates whose
-/// common grid is coarser than a quarter second, which keep a fraction of a sample's offset.
-fn samples_to_grid(at_s: f64, rate: u32) -> usize {
-    let period = u64::from(rate / gcd(rate, TARGET_SAMPLE_RATE));
+/// `rate` and `output_rate` (at 16 kHz output: every 441 samples at 44.1 kHz, every 3 at
+/// 48 kHz); 0 for rates whose common grid is coarser than a quarter second, which keep a
+/// fraction of a sample's offset.
+fn samples_to_grid(at_s: f64, rate: u32, output_rate: u32) -> usize {
+    let period = u64::from(rate / gcd(rate, output_rate));
     let at = (at_s * f64::from(rate)).round().max(0.0) as u64;
     if period == 0 || period > u64::from(rate / 4) {
         return 0;
@@ -425,8 +439,30 @@ impl AudioSource {
             track_id,
             seconds_per_tick,
             info,
+            output_rate: TARGET_SAMPLE_RATE,
             watch,
         })
+    }
+
+    /// Delivers the samples at `rate` instead of [`TARGET_SAMPLE_RATE`].
+    pub fn resampled_to(mut self, rate: u32) -> Result<Self, AudioError> {
+        if !OUTPUT_RATE_RANGE.contains(&rate) {
+            return Err(AudioError::Unsupported {
+                path: self.path,
+                detail: format!(
+                    "no decode to {rate} Hz: output rates are {}-{} Hz",
+                    OUTPUT_RATE_RANGE.start(),
+                    OUTPUT_RATE_RANGE.end()
+                ),
+            });
+        }
+        self.output_rate = rate;
+        Ok(self)
+    }
+
+    /// The rate samples are delivered at.
+    pub fn output_rate(&self) -> u32 {
+        self.output_rate
     }
 
     /// Changes how long decoding may go without progress before the file is given up
@@ -488,7 +524,8 @@ impl AudioSource {
         Ok(seconds)
     }
 
-    /// Decodes to the end, calling `on_chunk` with consecutive pieces of the 16 kHz mono signal.
+    /// Decodes to the end, calling `on_chunk` with consecutive pieces of the mono signal at
+    /// [`Self::output_rate`].
     /// `on_chunk` may return `ControlFlow::Break(())` to stop early (cancellation).
     pub fn stream(
         self,
@@ -499,19 +536,22 @@ impl AudioSource {
 
     /// As [`Self::stream`], also telling `on_chunk` where the first decoded audio lies in the
     /// file (see [`DecodeStats::first_audio_s`]). With `on_grid` (after a seek), source samples
-    /// are dropped up to the first whose time is also a 16 kHz sample's, so the output holds
+    /// are dropped up to the first whose time is also an output sample's, so the output holds
     /// the very samples a decode from the file's start gives there, not ones between them.
     fn stream_timed(
         mut self,
         on_grid: bool,
         mut on_chunk: impl FnMut(&[f32], Option<f64>) -> ControlFlow<()>,
     ) -> Result<DecodeStats, AudioError> {
-        let mut stats = DecodeStats::default();
+        let mut stats = DecodeStats {
+            output_rate: self.output_rate,
+            ..DecodeStats::default()
+        };
         let mut health = PacketHealth::default();
         let mut resampler: Option<(u32, StreamResampler)> = None;
         let (mut planes, mut mono) = (Vec::new(), Vec::new());
         let mut next_ts: Option<i64> = None;
-        // Source samples still to drop to reach the 16 kHz grid.
+        // Source samples still to drop to reach the output grid.
         let mut off_grid = 0;
 
         while let Some(packet) = self.next_packet(&mut health)? {
@@ -524,7 +564,7 @@ impl AudioSource {
             if stats.first_audio_s.is_none() {
                 let at = self.seconds_per_tick.map(|t| packet.pts.get() as f64 * t);
                 if let Some(at_s) = at.filter(|_| on_grid) {
-                    off_grid = samples_to_grid(at_s, rate);
+                    off_grid = samples_to_grid(at_s, rate, self.output_rate);
                 }
                 stats.first_audio_s = at.map(|s| s + off_grid as f64 / f64::from(rate));
             }
@@ -544,7 +584,7 @@ impl AudioSource {
                 {
                     break;
                 }
-                let new = StreamResampler::new(rate, TARGET_SAMPLE_RATE).map_err(|e| {
+                let new = StreamResampler::new(rate, self.output_rate).map_err(|e| {
                     AudioError::Unsupported {
                         path: self.path.clone(),
                         detail: e.to_string(),

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::eval::fingerprint::{
     self, BankPart, FingerprintOptions, FingerprintReport, MusicSet, QUERY_SECONDS,
 };
-use crate::index::build::Encoders;
+use crate::session::Encoders;
 use crate::model::{Mode, baseline_encoder, encoder_for};
 
 #[derive(Debug, Args)]

@@ -10,13 +10,14 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::progress_bar;
+use super::card::{command_line, machine};
+use super::text::{epoch_done, progress_bar};
 use crate::eval::esc50::Esc50;
 use crate::eval::fingerprint::{self, BankPart, FingerprintReport, MusicSet};
 use crate::model::config::{CARD_FILE, MODEL_FORMAT_VERSION, Versioned};
 use crate::model::learned_lsh::{self, LearnedLshConfig, LearnedLshEncoder};
 use crate::model::lsh::FINGERPRINT_GRID;
-use crate::model::train_fingerprint::{
+use crate::train::fingerprint::{
     FingerprintData, FingerprintProgress, FingerprintTrainOptions, summary_pairs, train_fingerprint,
 };
 use crate::model::{Mode, Segmentation};
@@ -148,7 +149,7 @@ fn learn_projection(
     let grid = config.grid;
     eprintln!("summarising {} (clean, distorted) window pairs", args.pairs);
     let (clean, distorted) = summary_pairs(data, args.pairs, args.seed, grid);
-    let projection = learned_lsh::learn(&clean, &distorted, grid.dim(), config.bits)?;
+    let projection = crate::train::ldahash::learn(&clean, &distorted, grid.dim(), config.bits)?;
     LearnedLshEncoder::save(out, config, &projection)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(TrainingRecord {
@@ -214,12 +215,7 @@ fn train_network(
                     "epoch {:>3}: loss {:.4}, pairs matched {:.3}, validation {:.3} [{:.0} s]",
                     r.epoch, r.loss, r.pair_accuracy, r.validation, r.seconds
                 );
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
-                bar.set_prefix((r.epoch + 1).to_string());
+                epoch_done(&bar, r.epoch, line);
             }
         }
         std::ops::ControlFlow::Continue(())
@@ -231,7 +227,7 @@ fn train_network(
     let mut details = format!(
         "\n## Training curve\n\nThe weights are those of epoch {}, the best on {} fixed validation pairs (distorted window against clean windows, Hamming nearest, evaluation mode).\n\n| epoch | loss | pairs matched in the batch | validation pairs matched | elapsed |\n|---|---|---|---|---|\n",
         trained.best_epoch,
-        crate::model::train_fingerprint::VALIDATION_PAIRS
+        crate::train::fingerprint::VALIDATION_PAIRS
     );
     for r in &trained.history {
         let _ = writeln!(
@@ -292,7 +288,7 @@ fn model_card(
     let out = args.models_dir.join("fingerprint");
     let mut c = format!(
         "# fingerprint\n\nEarshot `fingerprint` encoder (exact match), {bits} bits. Trained by Earshot's own training command; no outside weights or data.\n\n## Command\n\n```\n{}\n```\n\n",
-        super::models::command_line()
+        command_line()
     );
     let _ = writeln!(
         c,
@@ -307,7 +303,7 @@ fn model_card(
         c,
         "| whole command | {:.1} min (with the evaluation) |\n| machine | {} |\n",
         total_seconds / 60.0,
-        super::models::machine()
+        machine()
     );
     let _ = writeln!(
         c,

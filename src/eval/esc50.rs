@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::eval::metrics::{CodeSet, RetrievalScores, retrieval_scores};
-use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
+use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig, SAMPLE_RATE};
 use crate::model::Encoded;
 use crate::model::events::{EventsNet, encode_clips, trim_silence};
 
@@ -166,7 +166,7 @@ pub fn features(data: &Esc50, cache_dir: Option<&Path>) -> Result<Features, Data
         .clips
         .par_iter()
         .map(|clip| {
-            let audio = crate::audio::decode_file(&clip.path).map_err(|e| e.reason())?;
+            let audio = crate::audio::decode_file(&clip.path, SAMPLE_RATE).map_err(|e| e.reason())?;
             Ok(LogMel::new(&LogMelConfig::default())
                 .compute(&audio.samples)
                 .data)
@@ -255,7 +255,7 @@ fn write_cache(path: &Path, clips: &[Option<Vec<f32>>]) -> Result<(), DataError>
 
 /// Earshot's cache folder for features (`~/.cache/earshot/features`).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "earshot").map(|d| d.cache_dir().join("features"))
+    crate::fsutil::cache_dir().map(|d| d.join("features"))
 }
 
 /// Scores of one evaluation, and how long encoding took.

@@ -12,12 +12,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::esc50::DataError;
-use crate::audio::decode_file;
-use crate::index::build::{self, BuildOptions, Encoders};
+use crate::audio::{TARGET_SAMPLE_RATE, decode_file};
+use crate::session::Encoders;
+use crate::session::ingest::{self, BuildOptions};
 use crate::index::format;
-use crate::model::augment::{Distortion, NoiseBank};
+use crate::train::augment::{Distortion, NoiseBank};
 use crate::model::{Mode, SeededRng};
-use crate::search::{Engine, Searcher};
+use crate::search::{Engine, FilesOnDisk, SearchTables, Searcher};
 
 /// Query lengths of the protocol, in seconds.
 pub const QUERY_SECONDS: [f64; 4] = [1.0, 2.0, 3.0, 5.0];
@@ -111,7 +112,7 @@ impl BankPart {
 pub fn noise_bank(data: &Path, part: BankPart) -> (NoiseBank, Vec<(PathBuf, String)>) {
     let mut bank = NoiseBank::default();
     let mut failed = Vec::new();
-    let mut load = |path: &Path, into: &mut Vec<Vec<f32>>| match decode_file(path) {
+    let mut load = |path: &Path, into: &mut Vec<Vec<f32>>| match decode_file(path, TARGET_SAMPLE_RATE) {
         Ok(audio) => into.push(audio.samples),
         Err(e) => failed.push((path.to_path_buf(), e.to_string())),
     };
@@ -258,7 +259,7 @@ pub fn evaluate(
         cancel: None,
     };
     on_progress("indexing the music tracks");
-    let report = build::build(
+    let report = ingest::build(
         db,
         std::slice::from_ref(&music.root),
         encoders,
@@ -267,27 +268,21 @@ pub fn evaluate(
     )?;
     let index_x_realtime = report.encoded_audio_s / report.elapsed.as_secs_f64().max(1e-9);
     let index = format::load(db)?;
-    let data = index.mode(Mode::Fingerprint, db)?;
-    let mut searcher = Searcher::new(
-        &index,
-        Mode::Fingerprint,
-        data,
-        encoder.as_ref(),
-        Engine::Buckets,
-    )?;
-    if !options.verify_audio {
-        searcher = searcher.with_audio(None);
-    }
+    let data = index.section_for(db, Mode::Fingerprint, encoder.as_ref())?;
+    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets)?;
+    let files = FilesOnDisk;
+    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables)
+        .with_audio(options.verify_audio.then_some(&files as _));
     let index_bytes = folder_bytes(db);
     let indexed_hours = index.total_duration_s() / 3600.0;
 
     on_progress("decoding the query tracks");
+    let rate = data.input.sample_rate();
     let sources: Vec<(PathBuf, Vec<f32>)> = music
         .query_tracks()
-        .filter_map(|p| Some((canonical(p), decode_file(p).ok()?.samples)))
+        .filter_map(|p| Some((canonical(p), decode_file(p, rate).ok()?.samples)))
         .collect();
     let lengths: Vec<usize> = sources.iter().map(|(_, s)| s.len()).collect();
-    let rate = index.features.sample_rate;
     let plans = plan_queries(&lengths, options.per_length, rate, options.seed);
     for seconds in QUERY_SECONDS {
         if !plans.iter().any(|p| p.seconds == seconds) {
@@ -310,7 +305,7 @@ pub fn evaluate(
             let mut rng = SeededRng::new(options.seed ^ ((q as u64) << 8) ^ c as u64);
             let query = condition.apply(excerpt, bank, &mut rng);
             let started = Instant::now();
-            let result = searcher.search_with_cost(&query, 1);
+            let result = searcher.search_query(&searcher.query(&query), 1);
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             let li = QUERY_SECONDS
                 .iter()
@@ -334,7 +329,7 @@ pub fn evaluate(
             }
         }
     }
-    let buckets = searcher.bucket_stats();
+    let buckets = tables.bucket_stats();
     Ok(FingerprintReport {
         encoder: data.encoder.name.clone(),
         tracks: index.files.len(),

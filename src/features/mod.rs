@@ -6,6 +6,7 @@
 //! (`tests/golden/`). Log values are `10 * log10(max(power, POWER_FLOOR))` without librosa's
 //! per-clip `top_db` clipping, so a segment's features do not depend on the rest of its file.
 
+pub mod front_end;
 pub mod mel;
 pub mod mfcc;
 pub mod segment;
@@ -14,6 +15,7 @@ pub mod stft;
 use serde::{Deserialize, Serialize};
 
 use crate::audio::TARGET_SAMPLE_RATE;
+pub use front_end::FrontEnd;
 use mel::MelFilterbank;
 use mfcc::Dct;
 use stft::{StftConfig, StftStream};
@@ -115,7 +117,7 @@ impl LogMelConfig {
 }
 
 /// A frames x dims matrix, frame-major (`data[t * dims + d]`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FeatureMatrix {
     pub n_frames: usize,
     pub dims: usize,
@@ -274,10 +276,6 @@ impl Default for MultiWindowMfcc {
 }
 
 impl MultiWindowMfcc {
-    pub fn n_channels(&self) -> usize {
-        self.branches.len()
-    }
-
     /// Streams samples through every branch; `on_frame(channel, frame)`.
     pub fn push(&mut self, samples: &[f32], on_frame: &mut dyn FnMut(usize, &[f32])) {
         for (c, branch) in self.branches.iter_mut().enumerate() {

@@ -1,4 +1,4 @@
-//! Cutting a stream of log-mel frames into overlapping segments, keeping only the frames that
+//! Cutting a stream of frames (log-mel, or an encoder's own) into overlapping segments, keeping only the frames that
 //! some future segment still needs (memory is one window, whatever the file length).
 //!
 //! Segments start every `hop` frames and span `window` frames. A signal shorter than a window
@@ -20,6 +20,18 @@ pub struct Segment {
     pub start_frame: usize,
     pub n_frames: usize,
     pub values: Vec<f32>,
+}
+
+/// Every segment of a whole clip's frames, `window` frames every `hop`, ending with the
+/// end-aligned tail segment if one is due (as [`SegmentStream`] cuts a stream).
+pub fn segments_of(frames: &super::FeatureMatrix, window: usize, hop: usize) -> Vec<Segment> {
+    let mut stream = SegmentStream::new(window, hop, frames.dims.max(1));
+    let mut segments = Vec::new();
+    for frame in frames.frames() {
+        stream.push(frame, &mut |s| segments.push(s));
+    }
+    stream.finish(&mut |s| segments.push(s));
+    segments
 }
 
 pub struct SegmentStream {

@@ -1,7 +1,8 @@
 //! The index file, `index.earshot`, version [`FORMAT_VERSION`]:
 //!
 //! ```text
-//! magic "EARSHOT\0" | u32 format version | u32 length + manifest JSON
+//! magic "EARSHOT\0" | u32 format version | u32 length + manifest JSON (format 2: one log-mel
+//!     setting for every mode, read as each mode's input)
 //! u32 root count, roots | u32 file count, files
 //! per mode in manifest order: u64 segment count, u64 run count, segment runs (u32 file,
 //!     u32 first start, u32 frames, u32 step, u32 count), codes (u64 x words), u32 embedding
@@ -18,11 +19,13 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{FORMAT_VERSION, Index, IndexError, Manifest, ModeIndex, SegmentRef};
+use super::{FORMAT_VERSION, Index, IndexError, Manifest, ModeIndex, ModeManifest, SegmentRef};
 use crate::fsutil;
 use crate::library::FileRecord;
 
 const MAGIC: &[u8; 8] = b"EARSHOT\0";
+/// The last format before encoders declared their input: same layout, older manifest.
+const FORMAT_2: u32 = 2;
 /// Stored for a file whose modification time is unknown.
 const NO_MTIME: u32 = u32::MAX;
 /// Bytes read or written at a time for the large arrays (codes, embeddings): the file is
@@ -143,7 +146,7 @@ fn read_index(source: impl Read, len: u64, path: &Path, db: &Path) -> Result<Ind
     let Some(version) = r.u32() else {
         return Err(r.error.map_or_else(|| corrupt("cut off in its header"), io));
     };
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_2 {
         return Err(IndexError::Version {
             path: path.to_owned(),
             db: db.to_owned(),
@@ -154,7 +157,7 @@ fn read_index(source: impl Read, len: u64, path: &Path, db: &Path) -> Result<Ind
     if len < 16 {
         return Err(corrupt("cut off in its header"));
     }
-    let index = read_body(&mut r);
+    let index = read_body(&mut r, version);
     if let Some(e) = r.error.take() {
         return Err(io(e));
     }
@@ -171,17 +174,55 @@ fn read_index(source: impl Read, len: u64, path: &Path, db: &Path) -> Result<Ind
     index.ok_or_else(|| corrupt("its contents do not add up"))
 }
 
+/// The manifest of format 2: one log-mel setting for every mode.
+#[derive(serde::Deserialize)]
+struct ManifestV2 {
+    format_version: u32,
+    earshot_version: String,
+    features: crate::features::LogMelConfig,
+    modes: Vec<ModeManifestV2>,
+}
+
+#[derive(serde::Deserialize)]
+struct ModeManifestV2 {
+    mode: crate::model::Mode,
+    encoder: crate::model::EncoderInfo,
+    segmentation: crate::model::Segmentation,
+    segments: usize,
+}
+
+impl From<ManifestV2> for Manifest {
+    fn from(old: ManifestV2) -> Self {
+        let front_end = crate::features::FrontEnd::LogMel(old.features);
+        Manifest {
+            format_version: old.format_version,
+            earshot_version: old.earshot_version,
+            modes: old
+                .modes
+                .into_iter()
+                .map(|m| ModeManifest {
+                    mode: m.mode,
+                    encoder: m.encoder,
+                    input: crate::model::EncoderInput {
+                        front_end,
+                        segmentation: m.segmentation,
+                    },
+                    segments: m.segments,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Parses everything after the version; `None` on any inconsistency.
-fn read_body(r: &mut Reader<impl Read>) -> Option<Index> {
-    let manifest: Manifest = serde_json::from_slice(&r.bytes()?).ok()?;
-    let segmentation_ok =
-        |s: &crate::model::Segmentation| s.window > 0 && s.hop > 0 && s.query_hop > 0;
-    if !manifest.features.is_valid()
-        || !manifest
-            .modes
-            .iter()
-            .all(|m| segmentation_ok(&m.segmentation))
-    {
+fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
+    let json = r.bytes()?;
+    let manifest: Manifest = if version == FORMAT_2 {
+        serde_json::from_slice::<ManifestV2>(&json).ok()?.into()
+    } else {
+        serde_json::from_slice(&json).ok()?
+    };
+    if !manifest.modes.iter().all(|m| m.input.is_valid()) {
         return None;
     }
     let roots = (0..r.u32()?)
@@ -240,7 +281,7 @@ fn read_body(r: &mut Reader<impl Read>) -> Option<Index> {
         let embeddings = r.array(n.checked_mul(dim)?, f32::from_le_bytes)?;
         let index = ModeIndex {
             encoder: mm.encoder.clone(),
-            segmentation: mm.segmentation,
+            input: mm.input,
             segments,
             codes,
             embedding_dim: dim,
@@ -249,7 +290,6 @@ fn read_body(r: &mut Reader<impl Read>) -> Option<Index> {
         modes.insert(mm.mode, index);
     }
     (r.remaining == 0).then_some(Index {
-        features: manifest.features,
         roots,
         files,
         modes,
@@ -456,7 +496,7 @@ fn bytes_path(bytes: &[u8]) -> PathBuf {
 mod tests {
     use super::*;
     use crate::index::{EncodedFile, SegmentEncodings};
-    use crate::model::{Encoded, EncoderInfo, Mode};
+    use crate::model::{Encoded, EncoderInfo, EncoderInput, Mode};
 
     fn sample_index() -> Index {
         let mut index = Index::new();
@@ -468,7 +508,7 @@ mod tests {
         };
         index.modes.insert(
             Mode::Events,
-            ModeIndex::new(Mode::Events, encoder, Mode::Events.segmentation()),
+            ModeIndex::new(Mode::Events, encoder, EncoderInput::log_mel(Mode::Events)),
         );
         for (i, name) in ["/a/x.wav", "/b/y.wav"].iter().enumerate() {
             let record = FileRecord {
@@ -531,6 +571,38 @@ mod tests {
         );
         assert_eq!(expand_runs(&runs, segments.len() + 1, 3), None);
         assert_eq!(expand_runs(&runs, segments.len(), 2), None);
+    }
+
+    /// An index written before encoders declared their input: its one log-mel setting becomes
+    /// each mode's front end.
+    #[test]
+    fn a_format_2_index_loads_with_its_log_mel_as_every_mode_s_input() {
+        let mut bytes = Vec::new();
+        encode(&sample_index(), &mut bytes).unwrap();
+        let at = MAGIC.len() + 4;
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&bytes[at + 4..at + 4 + len]).unwrap();
+        manifest["format_version"] = 2.into();
+        manifest["features"] = serde_json::to_value(crate::features::LogMelConfig::default()).unwrap();
+        for m in manifest["modes"].as_array_mut().unwrap() {
+            let segmentation = m["input"]["segmentation"].take();
+            m["segmentation"] = segmentation;
+            m.as_object_mut().unwrap().remove("input");
+        }
+        let json = serde_json::to_vec(&manifest).unwrap();
+        let mut old = MAGIC.to_vec();
+        old.extend_from_slice(&FORMAT_2.to_le_bytes());
+        old.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        old.extend_from_slice(&json);
+        old.extend_from_slice(&bytes[at + 4 + len..bytes.len() - 4]);
+        old.extend_from_slice(&crc32fast::hash(&old).to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(Index::index_path(dir.path()), &old).unwrap();
+        let back = load(dir.path()).unwrap();
+        let events = &back.modes[&Mode::Events];
+        assert_eq!(events.input, EncoderInput::log_mel(Mode::Events));
+        assert_eq!(events.codes, sample_index().modes[&Mode::Events].codes);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! [`format`]), so a crash or a kill at any moment leaves the last completed state.
 
 pub mod buckets;
-pub mod build;
 pub mod format;
 pub mod hamming;
 pub mod hnsw;
@@ -14,12 +13,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::LogMelConfig;
 use crate::library::FileRecord;
-use crate::model::{Encoded, EncoderInfo, Mode, Segmentation};
+use crate::model::{Encoded, Encoder, EncoderInfo, EncoderInput, Mode, Segmentation};
 
-/// Bumped whenever the file layout or the meaning of its contents changes.
-pub const FORMAT_VERSION: u32 = 2;
+/// Bumped whenever the file layout or the meaning of its contents changes. Format 3 records
+/// each mode's encoder input (front end and segmentation) where format 2 had one log-mel
+/// setting for all; format 2 is still read.
+pub const FORMAT_VERSION: u32 = 3;
 pub const INDEX_FILE_NAME: &str = "index.earshot";
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,6 @@ pub enum IndexError {
 pub struct Manifest {
     pub format_version: u32,
     pub earshot_version: String,
-    pub features: LogMelConfig,
     /// Per mode, in the order of the binary sections.
     pub modes: Vec<ModeManifest>,
 }
@@ -71,7 +70,7 @@ pub struct Manifest {
 pub struct ModeManifest {
     pub mode: Mode,
     pub encoder: EncoderInfo,
-    pub segmentation: Segmentation,
+    pub input: EncoderInput,
     pub segments: usize,
 }
 
@@ -88,7 +87,8 @@ pub struct SegmentRef {
 #[derive(Debug, Clone)]
 pub struct ModeIndex {
     pub encoder: EncoderInfo,
-    pub segmentation: Segmentation,
+    /// What the encoder read: segment starts count its front end's frames.
+    pub input: EncoderInput,
     pub segments: Vec<SegmentRef>,
     /// `segments.len() * words` packed code words.
     pub codes: Vec<u64>,
@@ -99,7 +99,7 @@ pub struct ModeIndex {
 }
 
 impl ModeIndex {
-    pub fn new(mode: Mode, encoder: EncoderInfo, segmentation: Segmentation) -> Self {
+    pub fn new(mode: Mode, encoder: EncoderInfo, input: EncoderInput) -> Self {
         let embedding_dim = if mode.keeps_embeddings() {
             encoder.embedding_dim
         } else {
@@ -107,7 +107,7 @@ impl ModeIndex {
         };
         Self {
             encoder,
-            segmentation,
+            input,
             segments: Vec::new(),
             codes: Vec::new(),
             embedding_dim,
@@ -117,6 +117,10 @@ impl ModeIndex {
 
     pub fn words(&self) -> usize {
         self.encoder.words()
+    }
+
+    pub fn segmentation(&self) -> Segmentation {
+        self.input.segmentation
     }
 
     pub fn code(&self, i: usize) -> &[u64] {
@@ -196,7 +200,6 @@ impl ModeIndex {
 /// Everything a folder's index holds.
 #[derive(Debug, Clone)]
 pub struct Index {
-    pub features: LogMelConfig,
     /// Folders and files the index covers; `index` re-scans them all.
     pub roots: Vec<PathBuf>,
     pub files: Vec<FileRecord>,
@@ -221,7 +224,6 @@ pub struct SegmentEncodings {
 impl Index {
     pub fn new() -> Self {
         Self {
-            features: LogMelConfig::default(),
             roots: Vec::new(),
             files: Vec::new(),
             modes: BTreeMap::new(),
@@ -239,6 +241,22 @@ impl Index {
                 db: db.to_owned(),
                 mode: mode.name(),
             })
+    }
+
+    /// The section for `mode`, checked to hold the codes of `encoder`, computed from the input
+    /// it reads: the one place an index built by another encoder is refused (with the command
+    /// that rebuilds it).
+    pub fn section_for(
+        &self,
+        db: &Path,
+        mode: Mode,
+        encoder: &dyn Encoder,
+    ) -> Result<&ModeIndex, IndexError> {
+        let data = self.mode(mode, db)?;
+        if &data.encoder != encoder.info() || data.input != encoder.input() {
+            return Err(IndexError::encoder_mismatch(db, mode, data, encoder));
+        }
+        Ok(data)
     }
 
     /// Adds a file (replacing any earlier entry for the same path).
@@ -296,14 +314,13 @@ impl Index {
         Manifest {
             format_version: FORMAT_VERSION,
             earshot_version: env!("CARGO_PKG_VERSION").to_string(),
-            features: self.features,
             modes: self
                 .modes
                 .iter()
                 .map(|(&mode, m)| ModeManifest {
                     mode,
                     encoder: m.encoder.clone(),
-                    segmentation: m.segmentation,
+                    input: m.input,
                     segments: m.segments.len(),
                 })
                 .collect(),
@@ -312,19 +329,22 @@ impl Index {
 }
 
 impl IndexError {
-    /// An index section built by `found`, searched or updated with `expected`.
-    pub fn encoder_mismatch(
-        db: &Path,
-        mode: Mode,
-        found: &EncoderInfo,
-        expected: &EncoderInfo,
-    ) -> Self {
-        let describe = |e: &EncoderInfo| format!("{} ({})", e.name, e.weights_hash);
+    /// An index section built by another encoder (or from another input) than `expected`.
+    fn encoder_mismatch(db: &Path, mode: Mode, found: &ModeIndex, expected: &dyn Encoder) -> Self {
+        let describe = |e: &EncoderInfo, input: &EncoderInput| {
+            format!(
+                "{} ({}) reading {} frames at {} Hz",
+                e.name,
+                e.weights_hash,
+                input.front_end.name(),
+                input.sample_rate()
+            )
+        };
         IndexError::EncoderMismatch {
             db: db.to_owned(),
             mode: mode.name(),
-            found: describe(found),
-            expected: describe(expected),
+            found: describe(&found.encoder, &found.input),
+            expected: describe(expected.info(), &expected.input()),
         }
     }
 }

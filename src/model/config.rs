@@ -1,10 +1,13 @@
 //! Model folders: `models/<name>/` holds `config.json`, `model.safetensors` and `MODEL_CARD.md`.
-//! Loading checks the folder, the config's format version and the weights' names and shapes,
-//! and every failure names the file and the reason.
+//! Reading checks the folder, the config's format version and the weights' names and shapes;
+//! writing replaces each file atomically. Every failure names the file and the reason.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -22,6 +25,11 @@ pub enum ModelError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}: not a valid model config: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{}: not a valid model config: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
     #[error("{}: model format {found}, this Earshot reads format {expected}; retrain it with `earshot train`", path.display())]
@@ -30,8 +38,56 @@ pub enum ModelError {
         found: u32,
         expected: u32,
     },
-    #[error("{}: the weights do not fit the config: {reason}", path.display())]
-    Weights { path: PathBuf, reason: String },
+    #[error("{}: the weights do not fit the config: {source}", path.display())]
+    Weights {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
+    #[error("{}: cannot write it: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: cannot serialise the weights: {source}", path.display())]
+    Serialise {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
+}
+
+/// Writes a model folder's `model.safetensors` and `config.json`, creating the folder.
+pub fn write_folder<C: Serialize>(
+    out: &Path,
+    config: &C,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(out).map_err(write_error(out))?;
+    write_tensors(tensors, &out.join(WEIGHTS_FILE))?;
+    let path = out.join(CONFIG_FILE);
+    // A config of plain data always serialises.
+    let text = serde_json::to_string_pretty(config).unwrap_or_default();
+    crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(write_error(&path))
+}
+
+/// Writes `tensors` to `path` as safetensors, replacing it atomically.
+pub fn write_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
+    // candle writes its file readable by its owner only; the bytes go through `write_atomic` so
+    // the weights get the usual permissions (an installed model must be readable by everyone).
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(tensors, &tmp).map_err(|source| ModelError::Serialise {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bytes = std::fs::read(&tmp).map_err(write_error(&tmp));
+    let _ = std::fs::remove_file(&tmp);
+    crate::fsutil::write_atomic(path, &bytes?).map_err(write_error(path))
+}
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Write {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A model folder's files, read and parsed.
@@ -57,9 +113,9 @@ impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
     /// Parses and checks a model's files already in memory (`dir` names them in errors).
     pub fn from_bytes(dir: &Path, config: &[u8], weights: Vec<u8>) -> Result<Self, ModelError> {
         let config_path = dir.join(CONFIG_FILE);
-        let config: C = serde_json::from_slice(config).map_err(|e| ModelError::Config {
+        let config: C = serde_json::from_slice(config).map_err(|source| ModelError::Parse {
             path: config_path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         if config.format_version() != MODEL_FORMAT_VERSION {
             return Err(ModelError::Version {
@@ -85,9 +141,9 @@ impl<C: DeserializeOwned + Versioned> ModelFiles<C> {
         &self,
         load: impl FnOnce(&C, VarBuilder) -> candle_core::Result<N>,
     ) -> Result<N, ModelError> {
-        let weights_error = |e: candle_core::Error| ModelError::Weights {
+        let weights_error = |source: candle_core::Error| ModelError::Weights {
             path: self.weights_path(),
-            reason: e.to_string(),
+            source,
         };
         let vb = VarBuilder::from_buffered_safetensors(
             self.weights.clone(),
@@ -147,8 +203,8 @@ pub fn models_dirs() -> Vec<PathBuf> {
             dirs.push(prefix.join("share/earshot/models"));
         }
     }
-    if let Some(p) = directories::ProjectDirs::from("org", "Earshot", "earshot") {
-        dirs.push(p.data_dir().join("models"));
+    if let Some(data) = crate::fsutil::data_dir() {
+        dirs.push(data.join("models"));
     }
     dirs.push(PathBuf::from("/usr/share/earshot/models"));
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::attention::SpectralTemporalAttention;
 use super::config::{ModelError, ModelFiles, Versioned};
 use super::hashing::{balanced_bits, balanced_sign, pack_bits};
-use super::{AttentionMap, EncodeError, Encoded, Encoder, EncoderInfo, Segmentation};
+use super::{AttentionMap, EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Segmentation};
+use crate::features::{FrontEnd, LogMelConfig};
 use crate::features::LOG_MEL_BANDS;
 use crate::features::segment::SILENCE_DB;
 
@@ -420,8 +421,11 @@ impl Encoder for EventsEncoder {
         &self.info
     }
 
-    fn segmentation(&self) -> Segmentation {
-        self.config.segmentation
+    fn input(&self) -> EncoderInput {
+        EncoderInput {
+            front_end: FrontEnd::LogMel(LogMelConfig::default()),
+            segmentation: self.config.segmentation,
+        }
     }
 
     fn encode(
@@ -429,20 +433,17 @@ impl Encoder for EventsEncoder {
         segments: &[&[f32]],
         out: &mut Encoded,
     ) -> std::result::Result<(), EncodeError> {
-        super::check_segments(segments)?;
+        super::check_segments(segments, LOG_MEL_BANDS)?;
         let trimmed: Vec<&[f32]> = segments.iter().map(|s| trim_silence(s)).collect();
-        encode_clips(&self.net, &trimmed, out)
-            .map(|_classes| ())
-            .map_err(|e| EncodeError::Model(e.to_string()))
+        encode_clips(&self.net, &trimmed, out)?;
+        Ok(())
     }
 
     fn attention(&self, log_mel: &[f32]) -> std::result::Result<Option<AttentionMap>, EncodeError> {
         if log_mel.len() < MIN_FRAMES * LOG_MEL_BANDS {
             return Ok(None);
         }
-        self.attention_map(log_mel)
-            .map(Some)
-            .map_err(|e| EncodeError::Model(e.to_string()))
+        Ok(Some(self.attention_map(log_mel)?))
     }
 }
 

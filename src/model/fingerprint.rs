@@ -24,7 +24,7 @@ use super::attention::SpectralTemporalAttention;
 use super::config::{ModelError, ModelFiles, Versioned};
 use super::events::{ConvBlock, FreqConv, normalised, pool_time};
 use super::hashing::{balanced_bits, balanced_margins, balanced_sign, pack_bits};
-use super::{EncodeError, Encoded, Encoder, EncoderInfo, Mode, Segmentation};
+use super::{EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Mode};
 use crate::features::LOG_MEL_BANDS;
 
 /// Frames of one fingerprint (0.96 s).
@@ -254,8 +254,8 @@ impl Encoder for FingerprintEncoder {
         &self.info
     }
 
-    fn segmentation(&self) -> Segmentation {
-        Mode::Fingerprint.segmentation()
+    fn input(&self) -> EncoderInput {
+        EncoderInput::log_mel(Mode::Fingerprint)
     }
 
     fn encode(
@@ -263,15 +263,15 @@ impl Encoder for FingerprintEncoder {
         segments: &[&[f32]],
         out: &mut Encoded,
     ) -> std::result::Result<(), EncodeError> {
-        super::check_segments(segments)?;
-        encode_segments(&self.net, segments, out).map_err(|e| EncodeError::Model(e.to_string()))
+        super::check_segments(segments, LOG_MEL_BANDS)?;
+        Ok(encode_segments(&self.net, segments, out)?)
     }
 
     fn attention(
         &self,
         log_mel: &[f32],
     ) -> std::result::Result<Option<super::AttentionMap>, EncodeError> {
-        attention_map(&self.net, log_mel).map_err(|e| EncodeError::Model(e.to_string()))
+        Ok(attention_map(&self.net, log_mel)?)
     }
 }
 

@@ -95,12 +95,12 @@ impl Encoder for LshEncoder {
         &self.info
     }
 
-    fn segmentation(&self) -> super::Segmentation {
-        self.mode.segmentation()
+    fn input(&self) -> super::EncoderInput {
+        super::EncoderInput::log_mel(self.mode)
     }
 
     fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError> {
-        super::check_segments(segments)?;
+        super::check_segments(segments, crate::features::LOG_MEL_BANDS)?;
         let (dim, words) = (self.info.embedding_dim, self.info.words());
         for segment in segments {
             let embedding = self.summary(segment);

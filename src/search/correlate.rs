@@ -212,7 +212,7 @@ fn window_energies(x: &[f32], m: usize) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::model::SeededRng;
-    use crate::model::augment::mix_at_snr;
+    use crate::train::augment::mix_at_snr;
 
     /// A melody of random notes over a little noise, 16 kHz.
     fn music(seconds: f64, seed: u64) -> Vec<f32> {

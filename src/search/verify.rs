@@ -12,10 +12,9 @@
 
 use std::ops::RangeInclusive;
 
-use crate::features::LogMelConfig;
-use crate::features::segment::Segment;
+use crate::features::segment::{Segment, segments_of};
 use crate::library::FileRecord;
-use crate::model::{Encoded, Encoder};
+use crate::model::{Encoded, Encoder, EncoderInput};
 
 use super::correlate::WhitenedQuery;
 
@@ -25,22 +24,34 @@ const LEAD_FRAMES: i64 = 3;
 
 /// Reads the audio of indexed files again, for verification.
 pub trait LibraryAudio: Sync {
-    /// 16 kHz mono samples of `file` from `start_s`, about `duration_s` of them; `None` if the
-    /// file cannot be read or has changed since it was indexed (the match then keeps the
+    /// Mono samples at `rate` of `file` from `start_s`, about `duration_s` of them; `None` if
+    /// the file cannot be read or has changed since it was indexed (the match then keeps the
     /// offset its codes gave).
-    fn excerpt(&self, file: &FileRecord, start_s: f64, duration_s: f64) -> Option<Vec<f32>>;
+    fn excerpt(
+        &self,
+        file: &FileRecord,
+        start_s: f64,
+        duration_s: f64,
+        rate: u32,
+    ) -> Option<Vec<f32>>;
 }
 
 /// The indexed files where they are on disk, if unchanged since indexing.
 pub struct FilesOnDisk;
 
 impl LibraryAudio for FilesOnDisk {
-    fn excerpt(&self, file: &FileRecord, start_s: f64, duration_s: f64) -> Option<Vec<f32>> {
+    fn excerpt(
+        &self,
+        file: &FileRecord,
+        start_s: f64,
+        duration_s: f64,
+        rate: u32,
+    ) -> Option<Vec<f32>> {
         let now = std::fs::metadata(&file.path).ok()?;
         if now.len() != file.size || now.modified().ok() != file.modified {
             return None;
         }
-        crate::audio::decode_excerpt(&file.path, start_s, duration_s).ok()
+        crate::audio::decode_excerpt(&file.path, start_s, duration_s, rate).ok()
     }
 }
 
@@ -64,7 +75,16 @@ pub(super) struct Verified {
 pub(super) struct Verifier<'a> {
     pub audio: &'a dyn LibraryAudio,
     pub encoder: &'a dyn Encoder,
-    pub features: &'a LogMelConfig,
+    /// What the encoder reads (the rate, front end and window).
+    pub input: &'a EncoderInput,
+}
+
+/// Where a file holds the query's samples: the query's first sample in the file (seconds) and
+/// the whitened correlation there.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SampleMatch {
+    pub start_s: f64,
+    pub correlation: f32,
 }
 
 /// A candidate's stretch of a file, decoded: from frame `from` on.
@@ -83,17 +103,20 @@ impl Verifier<'_> {
         file: &FileRecord,
         offsets: &RangeInclusive<i64>,
     ) -> Option<Excerpt> {
-        let window = self.encoder.segmentation().window as i64;
+        let window = self.input.segmentation.window as i64;
         let (first, last) = (*q.starts.first()? as i64, *q.starts.last()? as i64);
         let query_frames = (q.samples as f64 / self.samples_per_frame()).ceil() as i64;
         // Segments need LEAD_FRAMES before their first frame; the samples, only the earliest lag.
         let earliest = (*offsets.start()).max(-first);
         let from = (earliest + first - LEAD_FRAMES).min(earliest).max(0);
         let to = offsets.end() + (last + window).max(query_frames);
-        let frame_s = 1.0 / self.features.frames_per_second();
-        let samples =
-            self.audio
-                .excerpt(file, from as f64 * frame_s, (to - from) as f64 * frame_s)?;
+        let frame_s = self.input.frame_s();
+        let samples = self.audio.excerpt(
+            file,
+            from as f64 * frame_s,
+            (to - from) as f64 * frame_s,
+            self.input.sample_rate(),
+        )?;
         Some(Excerpt { from, samples })
     }
 
@@ -106,7 +129,7 @@ impl Verifier<'_> {
         q: &QueryProjections,
         excerpt: &Excerpt,
         offsets: &RangeInclusive<i64>,
-    ) -> Option<(f64, f32)> {
+    ) -> Option<SampleMatch> {
         let per_frame = self.samples_per_frame();
         let first = ((*offsets.start()).max(0) - excerpt.from) as f64 * per_frame;
         let last = (offsets.end() - excerpt.from) as f64 * per_frame;
@@ -116,10 +139,10 @@ impl Verifier<'_> {
             .get(first..(last + q.samples).min(excerpt.samples.len()))?;
         let peak = query.best_lag(region)?;
         let sample = excerpt.from as f64 * per_frame + (first + peak.lag) as f64;
-        Some((
-            sample / f64::from(self.features.sample_rate),
-            peak.correlation,
-        ))
+        Some(SampleMatch {
+            start_s: sample / f64::from(self.input.sample_rate()),
+            correlation: peak.correlation,
+        })
     }
 
     /// The frame offset among `offsets` at which the query's projections are closest to the
@@ -156,13 +179,14 @@ impl Verifier<'_> {
     }
 
     fn samples_per_frame(&self) -> f64 {
-        f64::from(self.features.sample_rate) / self.features.frames_per_second()
+        self.input.front_end.frame_samples() as f64
     }
 
     /// Projections of every window of `samples`, one frame apart (segment `r` starts at frame `r`).
     fn projections(&self, samples: &[f32]) -> Option<Vec<f32>> {
-        let window = self.encoder.segmentation().window;
-        let mut segments = super::log_mel_segments(samples, self.features, window, 1);
+        let window = self.input.segmentation.window;
+        let frames = self.input.front_end.compute(samples);
+        let mut segments = segments_of(&frames, window, 1);
         // A short clip's single segment, or the end-aligned tail, would break "segment r is
         // the full window from frame r".
         segments.truncate(full_windows_from_frame_zero(&segments, window));
@@ -193,7 +217,7 @@ mod tests {
     struct Memory(Vec<f32>);
 
     impl LibraryAudio for Memory {
-        fn excerpt(&self, _: &FileRecord, start_s: f64, duration_s: f64) -> Option<Vec<f32>> {
+        fn excerpt(&self, _: &FileRecord, start_s: f64, duration_s: f64, _: u32) -> Option<Vec<f32>> {
             let from = ((start_s * RATE).round() as usize).min(self.0.len());
             let to = (((start_s + duration_s) * RATE).round() as usize).min(self.0.len());
             Some(self.0[from..to].to_vec())
@@ -228,11 +252,11 @@ mod tests {
 
     /// The query's segment starts (every 2 frames) and projections, as the searcher encodes them.
     fn query_projections(encoder: &dyn Encoder, samples: &[f32]) -> (Vec<usize>, Vec<f32>) {
-        let features = LogMelConfig::default();
+        let input = encoder.input();
         let verifier = Verifier {
             audio: &Memory(Vec::new()),
             encoder,
-            features: &features,
+            input: &input,
         };
         let every_frame = verifier.projections(samples).unwrap_or_default();
         let bits = encoder.info().bits;
@@ -250,9 +274,9 @@ mod tests {
         library: Vec<f32>,
         query: &[f32],
         candidate: i64,
-    ) -> (Option<Verified>, Option<(f64, f32)>) {
+    ) -> (Option<Verified>, Option<SampleMatch>) {
         let encoder = baseline_encoder(Mode::Fingerprint);
-        let features = LogMelConfig::default();
+        let input = encoder.input();
         let (starts, margins) = query_projections(encoder.as_ref(), query);
         let q = QueryProjections {
             starts: &starts,
@@ -264,7 +288,7 @@ mod tests {
         let verifier = Verifier {
             audio: &audio,
             encoder: encoder.as_ref(),
-            features: &features,
+            input: &input,
         };
         let offsets = candidate - 7..=candidate + 7;
         let Some(excerpt) = verifier.excerpt(&q, &record(), &offsets) else {
@@ -293,7 +317,10 @@ mod tests {
                 start_frame as i64,
                 "from candidate {candidate}"
             );
-            let (start_s, correlation) = by_samples.unwrap();
+            let SampleMatch {
+                start_s,
+                correlation,
+            } = by_samples.unwrap();
             assert!(
                 (start_s - start_frame as f64 / 100.0).abs() < 1e-9,
                 "{start_s}"
@@ -330,7 +357,7 @@ mod tests {
         let start = 413 * 160 + 57;
         let query = &library[start..][..16_000];
         let (_, by_samples) = check(library.clone(), query, 413);
-        let (start_s, _) = by_samples.unwrap();
+        let start_s = by_samples.unwrap().start_s;
         assert!((start_s * RATE - start as f64).abs() < 1e-6, "{start_s}");
     }
 

@@ -13,7 +13,7 @@ const RATE: u32 = TARGET_SAMPLE_RATE;
 
 /// Decodes `path` and checks it is `seconds` long (within `slack_s`) and carries a `freq` tone.
 fn assert_tone(path: &Path, seconds: f64, slack_s: f64, freq: f64) {
-    let decoded = decode_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let decoded = decode_file(path, RATE).unwrap_or_else(|e| panic!("{e}"));
     let duration = decoded.samples.len() as f64 / f64::from(RATE);
     assert!(
         (duration - seconds).abs() <= slack_s,
@@ -114,23 +114,24 @@ fn an_excerpt_is_the_same_stretch_of_the_whole_file_in_every_format() {
             files.push(ffmpeg_encode(&wav, &dir.path().join(name), args));
         }
     }
-    for file in files {
-        let whole = decode_file(&file).unwrap().samples;
+    // At Earshot's own rate, and at the rate a 48 kHz encoder (BirdNET) asks for.
+    for (file, rate) in files.iter().flat_map(|f| [(f, RATE), (f, 48_000)]) {
+        let whole = decode_file(file, rate).unwrap().samples;
         for (start_s, duration_s) in [(0.0, 1.0), (7.31, 2.0), (15.5, 10.0)] {
-            let excerpt = decode_excerpt(&file, start_s, duration_s).unwrap();
-            let from = (start_s * f64::from(RATE)).round() as usize;
-            let to = (from + (duration_s * f64::from(RATE)) as usize).min(whole.len());
+            let excerpt = decode_excerpt(file, start_s, duration_s, rate).unwrap();
+            let from = (start_s * f64::from(rate)).round() as usize;
+            let to = (from + (duration_s * f64::from(rate)) as usize).min(whole.len());
             // At the file's end, resampling from a seek may round to one sample more.
             assert!(
                 excerpt.len().abs_diff(to - from) <= 1,
-                "{} at {start_s} s: {} samples, not {}",
+                "{} at {start_s} s, {rate} Hz: {} samples, not {}",
                 file.display(),
                 excerpt.len(),
                 to - from
             );
             let n = excerpt.len().min(to - from);
             // The same samples, not a resampling between them: a seek lands on a source
-            // sample, and the decoder starts from one on the 16 kHz grid.
+            // sample, and the decoder starts from one on the output grid.
             let expected = &whole[from..from + n];
             let peak = expected.iter().fold(0.0f32, |m, x| m.max(x.abs()));
             let worst = excerpt[..n]
@@ -140,7 +141,7 @@ fn an_excerpt_is_the_same_stretch_of_the_whole_file_in_every_format() {
                 .fold(0.0f32, f32::max);
             assert!(
                 worst <= 1e-4 * peak,
-                "{} at {start_s} s: samples differ by up to {worst} (peak {peak})",
+                "{} at {start_s} s, {rate} Hz: samples differ by up to {worst} (peak {peak})",
                 file.display()
             );
         }
@@ -163,7 +164,7 @@ fn every_sample_width_decodes_alike() {
         .map(|&w| {
             let path = dir.path().join(format!("{w:?}.wav"));
             write_wav(&path, 22_050, 1, w, &samples);
-            decode_file(&path).unwrap_or_else(|e| panic!("{e}")).samples
+            decode_file(&path, RATE).unwrap_or_else(|e| panic!("{e}")).samples
         })
         .collect();
     let reference = &decoded[4];
@@ -218,7 +219,7 @@ fn six_channels_are_averaged() {
         .flat_map(|&x| [x, 0.0, 0.0, 0.0, 0.0, 0.0])
         .collect();
     write_wav(&path, 48_000, 6, Sample::Int(16), &samples);
-    let decoded = decode_file(&path).unwrap();
+    let decoded = decode_file(&path, RATE).unwrap();
     assert_eq!(decoded.stats.source_channels, 6);
     let level = rms(middle(&decoded.samples, 1000));
     assert!((level - 0.1 / 2f64.sqrt()).abs() < 0.002, "rms {level}");
@@ -234,7 +235,7 @@ fn nan_samples_are_zeroed_and_counted() {
     }
     samples[5] = f32::INFINITY;
     write_wav(&path, 16_000, 1, Sample::Float, &samples);
-    let decoded = decode_file(&path).unwrap();
+    let decoded = decode_file(&path, RATE).unwrap();
     assert_eq!(decoded.stats.non_finite_samples, 161);
     assert!(decoded.samples.iter().all(|x| x.is_finite()));
     assert_eq!(decoded.samples.len(), 16_000);
@@ -245,14 +246,14 @@ fn a_one_sample_file_decodes_to_one_sample() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("one.wav");
     write_wav(&path, 44_100, 1, Sample::Int(16), &[0.25]);
-    let decoded = decode_file(&path).unwrap();
+    let decoded = decode_file(&path, RATE).unwrap();
     assert_eq!(decoded.samples.len(), 1);
     let features = LogMel::new(&LogMelConfig::default()).compute(&decoded.samples);
     assert_eq!(features.n_frames, 1);
 }
 
 fn expect_error(path: &Path) -> AudioError {
-    let err = decode_file(path)
+    let err = decode_file(path, RATE)
         .err()
         .unwrap_or_else(|| panic!("{} decoded", path.display()));
     assert!(
@@ -320,7 +321,7 @@ fn a_wav_cut_mid_data_decodes_what_is_there() {
     let path = dir.path().join("half.wav");
     let bytes = std::fs::read(&full).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let decoded = decode_file(&path).unwrap();
+    let decoded = decode_file(&path, RATE).unwrap();
     let seconds = decoded.samples.len() as f64 / f64::from(RATE);
     assert!((seconds - 1.0).abs() < 0.01, "{seconds} s");
     assert!(
@@ -354,7 +355,7 @@ fn a_truncated_flac_decodes_its_first_part_or_fails_clearly() {
     let bytes = std::fs::read(&flac).unwrap();
     let path = dir.path().join("cut.flac");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let decoded = decode_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let decoded = decode_file(&path, RATE).unwrap_or_else(|e| panic!("{e}"));
     let seconds = decoded.samples.len() as f64 / f64::from(RATE);
     assert!(
         seconds > 1.0 && seconds < 3.0,
@@ -394,7 +395,7 @@ fn damage_inside_a_valid_container_is_skipped_and_counted() {
     let flac = ffmpeg_encode(&wav, &dir.path().join("tone.flac"), &[]);
     let damaged = dir.path().join("damaged.flac");
     damage_middle(&flac, &damaged);
-    let decoded = decode_file(&damaged).unwrap_or_else(|e| panic!("{e}"));
+    let decoded = decode_file(&damaged, RATE).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         decoded.stats.gaps >= 1 && decoded.stats.gap_s > 0.0,
         "{:?}",
@@ -410,7 +411,7 @@ fn damage_inside_a_valid_container_is_skipped_and_counted() {
     let mp3 = ffmpeg_encode(&wav, &dir.path().join("tone.mp3"), &["-b:a", "128k"]);
     let damaged = dir.path().join("damaged.mp3");
     damage_middle(&mp3, &damaged);
-    let decoded = decode_file(&damaged).unwrap_or_else(|e| panic!("{e}"));
+    let decoded = decode_file(&damaged, RATE).unwrap_or_else(|e| panic!("{e}"));
     let seconds = decoded.samples.len() as f64 / f64::from(RATE);
     assert!(seconds > 3.0, "only {seconds} s survived");
     assert!(

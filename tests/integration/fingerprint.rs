@@ -6,12 +6,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use earshot::model::augment::NoiseBank;
+use earshot::train::augment::NoiseBank;
 use earshot::model::fingerprint::{
     FingerprintConfig, FingerprintEncoder, FingerprintNet, SEGMENT_FRAMES,
 };
-use earshot::model::train;
-use earshot::model::train_fingerprint::{
+use earshot::train;
+use earshot::train::fingerprint::{
     FingerprintData, FingerprintTrainOptions, train_fingerprint,
 };
 use earshot::model::{Encoded, Encoder};
@@ -165,7 +165,7 @@ fn train_fingerprint_learns_a_projection_that_loads_as_the_fingerprint_encoder()
     let encoder =
         earshot::model::encoder_for(earshot::model::Mode::Fingerprint, Some(&model)).unwrap();
     assert_eq!(encoder.info().name, "learned-lsh-128");
-    assert_eq!(encoder.segmentation().hop, 7);
+    assert_eq!(encoder.input().segmentation.hop, 7);
     // The card holds the baseline's table and the model's, and the model's is the one
     // `the_shipped_fingerprint_model_reproduces_its_card` compares.
     let card = std::fs::read_to_string(model.join("MODEL_CARD.md")).unwrap();

@@ -418,7 +418,7 @@ fn a_ten_hour_file_is_indexed_in_bounded_memory() {
 fn an_index_of_ten_million_segments_opens_in_memory_the_size_of_its_contents() {
     use earshot::index::{Index, ModeIndex, SegmentRef};
     use earshot::library::FileRecord;
-    use earshot::model::{EncoderInfo, Mode};
+    use earshot::model::{EncoderInfo, EncoderInput, Mode};
 
     const SEGMENTS: u32 = 10_000_000;
     const FILES: u32 = 1000;
@@ -430,7 +430,7 @@ fn an_index_of_ten_million_segments_opens_in_memory_the_size_of_its_contents() {
         embedding_dim: 0,
     };
     let mut index = Index::new();
-    let mut data = ModeIndex::new(Mode::Fingerprint, info, Mode::Fingerprint.segmentation());
+    let mut data = ModeIndex::new(Mode::Fingerprint, info, EncoderInput::log_mel(Mode::Fingerprint));
     let mut rng = earshot::model::SeededRng::new(3);
     data.codes = (0..SEGMENTS).map(|_| rng.next_u64()).collect();
     data.segments = (0..SEGMENTS)

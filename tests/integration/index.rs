@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use earshot::index::build::{self, BuildOptions, BuildReport, Encoders};
+use earshot::session::Encoders;
+use earshot::session::ingest::{self as build, BuildOptions, BuildReport};
 use earshot::index::{Index, IndexError, format};
 use earshot::model::lsh::LshEncoder;
 use earshot::model::{Mode, SeededRng, baseline_encoder};
-use earshot::search::{Engine, Searcher};
+use earshot::search::{Engine, FilesOnDisk, SearchTables, Searcher};
 use tempfile::TempDir;
 
 use crate::support::*;
@@ -85,15 +86,11 @@ fn build(db: &Path, paths: &[PathBuf]) -> BuildReport {
 fn search(index: &Index, mode: Mode, samples: &[f32]) -> Vec<earshot::search::Hit> {
     let encoder = baseline_encoder(mode);
     let data = index.modes.get(&mode).unwrap();
-    let searcher = Searcher::new(
-        index,
-        mode,
-        data,
-        encoder.as_ref(),
-        Engine::default_for(mode),
-    )
-    .unwrap();
-    searcher.search(samples, 5).unwrap()
+    let tables = SearchTables::build(index, mode, data, Engine::default_for(mode)).unwrap();
+    Searcher::new(index, mode, data, encoder.as_ref(), &tables)
+        .with_audio(Some(&FilesOnDisk))
+        .search(samples, 5)
+        .unwrap()
 }
 
 #[test]
@@ -200,15 +197,8 @@ fn a_query_that_begins_before_a_file_matches_from_the_file_s_start() {
     // By the codes alone: the check against the audio needs the whole query inside the file.
     let encoder = baseline_encoder(Mode::Fingerprint);
     let data = index.modes.get(&Mode::Fingerprint).unwrap();
-    let searcher = Searcher::new(
-        &index,
-        Mode::Fingerprint,
-        data,
-        encoder.as_ref(),
-        Engine::Buckets,
-    )
-    .unwrap()
-    .with_audio(None);
+    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
+    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables);
     let hits = searcher.search(&clip, 5).unwrap();
     assert_eq!(hits[0].path, files[2]);
     assert_eq!(hits[0].start_s, 0.0, "{:?}", hits[0]);
@@ -253,20 +243,13 @@ fn every_engine_agrees_on_the_best_match() {
     let encoder = baseline_encoder(Mode::Events);
     let data = index.modes.get(&Mode::Events).unwrap();
     for engine in [Engine::Scan, Engine::Buckets, Engine::Hnsw] {
-        let searcher = Searcher::new(&index, Mode::Events, data, encoder.as_ref(), engine).unwrap();
+        let tables = SearchTables::build(&index, Mode::Events, data, engine).unwrap();
+        let searcher = Searcher::new(&index, Mode::Events, data, encoder.as_ref(), &tables);
         let hits = searcher.search(&melody(3, 6.0), 3).unwrap();
         assert_eq!(hits[0].path, files[3], "{engine:?}");
     }
     let fingerprint = index.modes.get(&Mode::Fingerprint).unwrap();
-    let fp_encoder = baseline_encoder(Mode::Fingerprint);
-    let err = Searcher::new(
-        &index,
-        Mode::Fingerprint,
-        fingerprint,
-        fp_encoder.as_ref(),
-        Engine::Hnsw,
-    )
-    .err();
+    let err = SearchTables::build(&index, Mode::Fingerprint, fingerprint, Engine::Hnsw).err();
     assert!(err.is_some_and(|e| e.to_string().contains("keeps none")));
 }
 
@@ -415,6 +398,28 @@ fn the_command_line_indexes_queries_and_describes() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["files"], 4);
     assert!(info["mb_per_hour"].as_f64().unwrap() > 0.0);
+}
+
+/// `earshot info --db DB | head -1`: the reader closing the pipe early is its choice, not an
+/// error, and never a panic.
+#[test]
+fn info_into_a_closed_pipe_ends_quietly() {
+    let dir = TempDir::new().unwrap();
+    make_library(&dir.path().join("lib"), 2);
+    let db = dir.path().join("db");
+    build(&db, &[dir.path().join("lib")]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(["info".as_ref(), "--db".as_ref(), db.as_os_str()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the index is even loaded: every line goes into a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

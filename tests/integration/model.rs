@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use earshot::eval::esc50::{Clip, Esc50, Features};
+use earshot::eval::esc50::{self, Clip, Esc50, Features, Split};
 use earshot::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
 use earshot::model::config::{CONFIG_FILE, WEIGHTS_FILE};
 use earshot::model::events::{EventsConfig, EventsEncoder, EventsNet, MASK_BANDS, encode_clips};
-use earshot::model::train::{self, Progress, Recipe, SplitName, TrainOptions};
+use earshot::train::events::{Progress, Recipe, SplitName, TrainOptions, TrainingSet};
+use earshot::train::{self, TrainError};
 use earshot::model::{Encoded, Encoder, SeededRng};
 
 use crate::support::earshot;
@@ -107,7 +108,7 @@ fn the_events_attention_map_spans_the_clip_without_its_silent_ends() {
 fn saved_weights_load_back_to_identical_codes_and_embeddings() {
     let (config, varmap, net) = seeded_net(32);
     let dir = tempfile::tempdir().unwrap();
-    train::save_model(dir.path(), &config, &varmap).unwrap();
+    train::events::save_model(dir.path(), &config, &varmap).unwrap();
     let loaded = EventsEncoder::load(dir.path()).unwrap();
     let clips: Vec<Vec<f32>> = (0..6)
         .map(|i| sound(i, 0.5 + 0.4 * i as f64, i as u64))
@@ -140,7 +141,7 @@ fn missing_or_damaged_model_folders_give_errors_naming_the_file_and_the_reason()
     );
 
     let (config, varmap, _) = seeded_net(64);
-    train::save_model(dir.path(), &config, &varmap).unwrap();
+    train::events::save_model(dir.path(), &config, &varmap).unwrap();
     let weights = std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
     std::fs::write(dir.path().join(WEIGHTS_FILE), &weights[..weights.len() / 2]).unwrap();
     let e = load_error(dir.path());
@@ -218,14 +219,25 @@ fn a_tiny_training_run_on_generated_sounds_lowers_its_loss_and_resumes_exactly()
         eval_every: 4,
         width: EventsConfig::DEFAULT_FRONT_CHANNELS,
     };
+    let all_clips = features.trimmed();
+    let training: Vec<usize> = (0..40)
+        .filter(|&i| Split::Standard.is_training(&data.clips[i]))
+        .collect();
+    let set = TrainingSet {
+        clips: training.iter().map(|&i| all_clips[i]).collect(),
+        targets: training.iter().map(|&i| data.clips[i].target).collect(),
+        labels: data.labels.clone(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let run = |out: &Path, resume: bool, stop_after: usize| {
-        train::train_events(
-            &data,
-            &features,
+        train::events::train_events(
+            &set,
             &options,
             out,
             resume,
+            &mut |net: &EventsNet| {
+                Ok(esc50::evaluate(net, &data, &all_clips, Split::Standard)?.scores.map_all)
+            },
             &mut |p: Progress<'_>| match p {
                 Progress::Epoch(r) if r.epoch == stop_after => ControlFlow::Break(()),
                 _ => ControlFlow::Continue(()),
@@ -246,7 +258,7 @@ fn a_tiny_training_run_on_generated_sounds_lowers_its_loss_and_resumes_exactly()
     let stopped = run(&halves, false, 3);
     assert!(matches!(
         stopped,
-        Err(train::TrainError::Stopped { epochs_done: 3 })
+        Err(TrainError::Stopped { epochs_done: 3 })
     ));
     let resumed = run(&halves, true, 0).unwrap();
     let resumed_losses: Vec<f64> = resumed.history.iter().map(|r| r.loss).collect();

@@ -1,5 +1,4 @@
-//! `earshot train` and `earshot eval`: training encoders, writing their model cards, and the
-//! benchmark protocols.
+//! `earshot train events`: training the similar-sounds encoder on ESC-50, and its model card.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,23 +6,17 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
-use serde_json::json;
+use clap::Args;
 
-use super::progress_bar;
-use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
-use crate::model::config::{CARD_FILE, find_model};
+use super::card::{command_line, machine};
+use super::eval_esc50::{evaluate, load_data, split_of};
+use super::text::{epoch_done, progress_bar};
+use crate::eval::esc50::{self, Evaluation};
+use crate::model::config::CARD_FILE;
 use crate::model::events::{EventsConfig, EventsEncoder};
-use crate::model::train::{self, Progress, Recipe, SplitName, TrainOptions, Trained};
-
-#[derive(Debug, Subcommand)]
-pub enum TrainCommand {
-    /// The similar-sounds encoder, supervised on ESC-50 folds 1-4
-    Events(TrainEvents),
-    /// The exact-match encoder: NT-Xent on clean and distorted windows of ESC-50 and the
-    /// even-position music tracks
-    Fingerprint(super::train_fingerprint::TrainFingerprint),
-}
+use crate::train::events::{
+    self as train, Progress, Recipe, SplitName, TrainOptions, Trained, TrainingSet,
+};
 
 #[derive(Debug, Args)]
 pub struct TrainEvents {
@@ -46,8 +39,8 @@ pub struct TrainEvents {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// standard: all 50 classes; zero-shot: classes 0-39 only
-    #[arg(long, value_enum, default_value_t = SplitName::Standard)]
-    split: SplitName,
+    #[arg(long, value_enum, default_value_t = SplitArg::Standard)]
+    split: SplitArg,
     /// Where the model folders go: events-BITS, or events-BITS-zeroshot
     #[arg(long, default_value = "models")]
     models_dir: PathBuf,
@@ -83,42 +76,25 @@ pub struct TrainEvents {
     hash_from_embedding: bool,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum EvalCommand {
-    /// ESC-50 retrieval: database folds 1-4, queries fold 5, relevant = same class
-    Esc50(EvalEsc50),
-    /// Exact match: music tracks indexed, distorted 1-5 s queries from the odd-position tracks
-    Fingerprint(super::eval_fingerprint::EvalFingerprint),
+/// ESC-50's splits as the command line names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitArg {
+    /// All 50 classes.
+    Standard,
+    /// Classes 0-39 only (40-49 stay unseen).
+    ZeroShot,
 }
 
-#[derive(Debug, Args)]
-pub struct EvalEsc50 {
-    #[arg(long, default_value = esc50::DEFAULT_DATA)]
-    data: PathBuf,
-    /// Model folders (default: the installed events-16, -32, -64 and -128)
-    #[arg(long)]
-    model: Vec<PathBuf>,
-    /// Only the installed model of this code length
-    #[arg(long)]
-    bits: Option<usize>,
-    /// Zero-shot: classes 40-49 only (default model: events-64-zeroshot)
-    #[arg(long)]
-    zero_shot: bool,
-    /// One JSON object instead of a table
-    #[arg(long)]
-    json: bool,
-    #[arg(long)]
-    cache: Option<PathBuf>,
-}
-
-pub fn train(command: TrainCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        TrainCommand::Events(args) => train_events(args),
-        TrainCommand::Fingerprint(args) => super::train_fingerprint::run(args),
+impl From<SplitArg> for SplitName {
+    fn from(split: SplitArg) -> Self {
+        match split {
+            SplitArg::Standard => SplitName::Standard,
+            SplitArg::ZeroShot => SplitName::ZeroShot,
+        }
     }
 }
 
-fn train_events(args: TrainEvents) -> anyhow::Result<ExitCode> {
+pub fn run(args: TrainEvents) -> anyhow::Result<ExitCode> {
     let options = TrainOptions {
         bits: args.bits.clone(),
         epochs: args.epochs,
@@ -126,7 +102,7 @@ fn train_events(args: TrainEvents) -> anyhow::Result<ExitCode> {
         learning_rate: args.lr,
         weight_decay: args.weight_decay,
         seed: args.seed,
-        split: args.split,
+        split: args.split.into(),
         recipe: Recipe {
             audionet: !args.no_audionet,
             classifier: !args.no_classifier,
@@ -144,7 +120,7 @@ fn train_events(args: TrainEvents) -> anyhow::Result<ExitCode> {
         "--bits must be 16, 32, 64 or 128 (or several of them, comma-separated)"
     );
     anyhow::ensure!(args.batch_size >= 2, "--batch-size must be at least 2");
-    let suffix = if args.split == SplitName::ZeroShot {
+    let suffix = if args.split == SplitArg::ZeroShot {
         "-zeroshot"
     } else {
         ""
@@ -175,24 +151,32 @@ fn train_events(args: TrainEvents) -> anyhow::Result<ExitCode> {
                     "epoch {:>3}: loss {:.4} (hashing {:.4}, classifier {:.4}){val} [{:.0} s]",
                     r.epoch, r.loss, r.hashing, r.classifier, r.seconds
                 );
-                // Off a terminal the bar is hidden, and so would its lines be.
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
-                bar.set_prefix((r.epoch + 1).to_string());
+                epoch_done(&bar, r.epoch, line);
             }
         }
         std::ops::ControlFlow::Continue(())
     };
     bar.set_prefix("1");
+    let split = split_of(options.split);
+    let all_clips = features.trimmed();
+    // The training clips, in the data's order: that order and the seed decide every batch.
+    let training: Vec<usize> = (0..data.clips.len())
+        .filter(|&i| split.is_training(&data.clips[i]) && features.clips[i].is_some())
+        .collect();
+    let set = TrainingSet {
+        clips: training.iter().map(|&i| all_clips[i]).collect(),
+        targets: training.iter().map(|&i| data.clips[i].target).collect(),
+        labels: data.labels.clone(),
+    };
+    let mut validate = |net: &crate::model::events::EventsNet| {
+        Ok(esc50::evaluate(net, &data, &all_clips, split)?.scores.map_all)
+    };
     let trained = train::train_events(
-        &data,
-        &features,
+        &set,
         &options,
         &checkpoints,
         args.resume,
+        &mut validate,
         &mut on_progress,
     )
     .with_context(|| format!("training (checkpoints in {})", checkpoints.display()))?;
@@ -201,7 +185,7 @@ fn train_events(args: TrainEvents) -> anyhow::Result<ExitCode> {
         let out = folder(bits);
         trained.save(&out, bits)?;
         let encoder = EventsEncoder::load(&out)?;
-        let evaluation = evaluate(&encoder, &data, &features, options.split.split())?;
+        let evaluation = evaluate(&encoder, &data, &features, split)?;
         let card = model_card(
             &args,
             &options,
@@ -226,132 +210,6 @@ fn train_events(args: TrainEvents) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn load_data(root: &Path, cache: Option<&Path>) -> anyhow::Result<(Esc50, Features)> {
-    let data = Esc50::load(root)?;
-    let cache = cache
-        .map(Path::to_path_buf)
-        .or_else(esc50::default_cache_dir);
-    let features = esc50::features(&data, cache.as_deref())?;
-    for (path, reason) in &features.failed {
-        eprintln!("cannot read {}: {reason}; left out", path.display());
-    }
-    Ok((data, features))
-}
-
-fn evaluate(
-    encoder: &EventsEncoder,
-    data: &Esc50,
-    features: &Features,
-    split: Split,
-) -> anyhow::Result<Evaluation> {
-    let clips = features.trimmed();
-    Ok(esc50::evaluate(encoder.net(), data, &clips, split)?)
-}
-
-/// This run's command line as a user would type it: `earshot` and the arguments, wherever the
-/// binary was run from.
-pub(crate) fn command_line() -> String {
-    std::iter::once("earshot".to_string())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-pub fn eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        EvalCommand::Esc50(args) => eval_esc50(args),
-        EvalCommand::Fingerprint(args) => super::eval_fingerprint::run(args),
-    }
-}
-
-fn eval_esc50(args: EvalEsc50) -> anyhow::Result<ExitCode> {
-    let split = if args.zero_shot {
-        Split::ZeroShot
-    } else {
-        Split::Standard
-    };
-    let models = models_to_evaluate(&args)?;
-    let (data, features) = load_data(&args.data, args.cache.as_deref())?;
-    let mut results = serde_json::Map::new();
-    if !args.json {
-        println!(
-            "ESC-50 {}: queries fold 5, database folds 1-4{}",
-            if args.zero_shot {
-                "zero-shot"
-            } else {
-                "retrieval"
-            },
-            if args.zero_shot {
-                ", classes 40-49"
-            } else {
-                ""
-            }
-        );
-        println!(
-            "{:>5}  {:>7}  {:>7}  {:>6}  {:>9}  {:>10}  model",
-            "bits", "mAP@all", "mAP@100", "P@10", "P(r<=2)", "encoding"
-        );
-    }
-    for dir in &models {
-        let encoder = EventsEncoder::load(dir)?;
-        let e = evaluate(&encoder, &data, &features, split)?;
-        let s = &e.scores;
-        let speed = e.encoded_audio_s / e.encode_seconds.max(1e-9);
-        let bits = encoder.config().bits;
-        if !args.json {
-            println!(
-                "{bits:>5}  {:>7.4}  {:>7.4}  {:>6.4}  {:>9.4}  {:>8.0}x  {}{}",
-                s.map_all,
-                s.map_100,
-                s.p_at_10,
-                s.p_hamming2,
-                speed,
-                dir.display(),
-                // The classifier never saw the zero-shot classes.
-                if args.zero_shot {
-                    String::new()
-                } else {
-                    format!("  (classifier accuracy {:.3})", e.query_accuracy)
-                }
-            );
-        }
-        results.insert(
-            bits.to_string(),
-            json!({"map_all": s.map_all, "map_100": s.map_100, "p_at_10": s.p_at_10, "p_hamming2": s.p_hamming2,
-                   "queries": s.queries, "database": s.database, "encode_x_realtime": speed, "model": dir.to_string_lossy()}),
-        );
-    }
-    if args.json {
-        let split_name = if args.zero_shot {
-            "zero-shot"
-        } else {
-            "standard"
-        };
-        println!(
-            "{}",
-            json!({"protocol": "esc50", "split": split_name, "bits": results})
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn models_to_evaluate(args: &EvalEsc50) -> anyhow::Result<Vec<PathBuf>> {
-    if !args.model.is_empty() {
-        return Ok(args.model.clone());
-    }
-    let suffix = if args.zero_shot { "-zeroshot" } else { "" };
-    let bits: Vec<usize> = args.bits.map_or(vec![16, 32, 64, 128], |b| vec![b]);
-    let found: Vec<PathBuf> = bits
-        .iter()
-        .filter_map(|b| find_model(&format!("events-{b}{suffix}")))
-        .collect();
-    anyhow::ensure!(
-        !found.is_empty(),
-        "no installed events{suffix} model found; pass --model DIR or train one with `earshot train events`"
-    );
-    Ok(found)
 }
 
 /// The model card: what was run, on what, how long it took, and what it measures.
@@ -470,19 +328,4 @@ fn model_card(
         "\nValidation is the evaluation protocol itself (fold 5 against folds 1-4), reported for monitoring only: the model kept is always the last epoch, never the best one."
     );
     c
-}
-
-pub(super) fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Training runs on rayon's pool, which RAYON_NUM_THREADS may make smaller than the machine.
-    let threads = rayon::current_num_threads();
-    format!("{cpu}, {cores} cores, {threads} training threads, no GPU")
 }

@@ -1,10 +1,10 @@
-//! Creating and updating an index: scan the roots, diff against what the index holds, encode new
+//! Ingest: creating and updating an index. Scan the roots, diff against what the index holds, encode new
 //! and changed files in parallel, drop removed ones, and save checkpoints along the way.
 //!
 //! Every checkpoint is a complete, consistent index (files are added whole), written atomically,
 //! so a killed run loses at most the work since its last checkpoint.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::{EncodedFile, Index, IndexError, ModeIndex, SegmentEncodings, format};
 use crate::audio::AudioSource;
-use crate::features::segment::{Segment, SegmentStream, is_silent};
-use crate::features::{FrameFeature, LogMel};
+use crate::features::segment::{Segment, SegmentStream};
+use crate::features::{FrameFeature, FrontEnd};
+use crate::index::{EncodedFile, Index, IndexError, ModeIndex, SegmentEncodings, format};
 use crate::library::{self, FileRecord, LabelMap, ScanProblem};
-use crate::model::{Encoded, Encoder, Mode};
+use super::Encoders;
+use crate::model::{Encoded, Encoder, EncoderInput, Mode};
 
 /// Segments handed to the encoder at once.
 const ENCODE_BATCH: usize = 64;
@@ -32,8 +33,6 @@ pub struct BuildOptions<'a> {
     pub cancel: Option<&'a AtomicBool>,
 }
 
-/// The encoders of the modes to build, by mode.
-pub type Encoders = BTreeMap<Mode, Box<dyn Encoder>>;
 
 /// Progress reported while building.
 #[derive(Debug, Clone)]
@@ -146,28 +145,15 @@ pub fn build(
 /// Makes sure the index has a section per encoder, refusing sections made by other encoders.
 /// Returns whether a section was added to an index that already held files.
 fn prepare_modes(index: &mut Index, encoders: &Encoders, db: &Path) -> Result<bool, IndexError> {
-    for (mode, existing) in &index.modes {
-        let Some(encoder) = encoders.get(mode) else {
-            continue;
-        };
-        let want = encoder.info();
-        if &existing.encoder != want {
-            return Err(IndexError::encoder_mismatch(
-                db,
-                *mode,
-                &existing.encoder,
-                want,
-            ));
+    for (&mode, encoder) in encoders {
+        if index.modes.contains_key(&mode) {
+            index.section_for(db, mode, encoder.as_ref())?;
         }
     }
     let mut added = false;
     for (&mode, encoder) in encoders {
         if let std::collections::btree_map::Entry::Vacant(slot) = index.modes.entry(mode) {
-            slot.insert(ModeIndex::new(
-                mode,
-                encoder.info().clone(),
-                encoder.segmentation(),
-            ));
+            slot.insert(ModeIndex::new(mode, encoder.info().clone(), encoder.input()));
             added |= !index.files.is_empty();
         }
     }
@@ -250,7 +236,8 @@ fn encode_all(
 }
 
 /// Decodes one file and encodes its segments for every mode, streaming (memory is bounded by
-/// one batch of segments whatever the file's length).
+/// one batch of segments whatever the file's length). The file is decoded once per sample rate
+/// its encoders read, and each distinct front end runs once for the modes that share it.
 pub fn encode_file(
     mut record: FileRecord,
     encoders: &Encoders,
@@ -259,43 +246,109 @@ pub fn encode_file(
         path: record.path.clone(),
         reason,
     };
-    let source = AudioSource::open(&record.path).map_err(|e| problem(e.reason()))?;
-    let mut log_mel = LogMel::new(&Default::default());
-    let mut modes: Vec<ModeEncoder<'_>> = encoders
-        .iter()
-        .map(|(&mode, e)| ModeEncoder::new(mode, e.as_ref()))
-        .collect();
-    let mut failure: Option<String> = None;
-    let mut on_frame = |frame: &[f32]| {
-        for m in &mut modes {
-            if let Err(e) = m.push(frame) {
-                failure.get_or_insert(e);
+    let mut modes = Vec::new();
+    let mut duration_s = None;
+    for group in by_rate(encoders) {
+        let source = AudioSource::open(&record.path)
+            .and_then(|s| s.resampled_to(group.rate))
+            .map_err(|e| problem(e.reason()))?;
+        let mut front_ends = group.front_ends;
+        let mut failure: Option<String> = None;
+        let stats = source
+            .stream(|chunk| {
+                for f in &mut front_ends {
+                    f.push(chunk, &mut failure);
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| problem(e.reason()))?;
+        for f in &mut front_ends {
+            f.finish(&mut failure);
+        }
+        if let Some(reason) = failure {
+            return Err(problem(reason));
+        }
+        duration_s.get_or_insert(stats.duration_s());
+        for f in front_ends {
+            for m in f.modes {
+                modes.push(m.finish().map_err(problem)?);
             }
         }
-    };
-    let stats = source
-        .stream(|chunk| {
-            log_mel.push(chunk, &mut on_frame);
-            ControlFlow::Continue(())
-        })
-        .map_err(|e| problem(e.reason()))?;
-    log_mel.finish(&mut on_frame);
-    if let Some(reason) = failure {
-        return Err(problem(reason));
     }
-    record.duration_s = stats.duration_s();
-    let modes = modes
-        .into_iter()
-        .map(ModeEncoder::finish)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(problem)?;
+    record.duration_s = duration_s.unwrap_or(0.0);
     Ok(EncodedFile { record, modes })
+}
+
+/// The front ends that read one sample rate.
+struct RateGroup<'a> {
+    rate: u32,
+    front_ends: Vec<FrontEndRun<'a>>,
+}
+
+/// The encoders grouped by the rate they read, then by front end.
+fn by_rate(encoders: &Encoders) -> Vec<RateGroup<'_>> {
+    let mut groups: Vec<RateGroup<'_>> = Vec::new();
+    for (&mode, encoder) in encoders {
+        let front_end = encoder.input().front_end;
+        let rate = front_end.sample_rate();
+        let g = groups.iter().position(|g| g.rate == rate).unwrap_or_else(|| {
+            groups.push(RateGroup {
+                rate,
+                front_ends: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        let runs = &mut groups[g].front_ends;
+        let r = runs
+            .iter()
+            .position(|f| f.front_end == front_end)
+            .unwrap_or_else(|| {
+                runs.push(FrontEndRun {
+                    front_end,
+                    stream: front_end.stream(),
+                    modes: Vec::new(),
+                });
+                runs.len() - 1
+            });
+        runs[r].modes.push(ModeEncoder::new(mode, encoder.as_ref()));
+    }
+    groups
+}
+
+/// One front end streaming a file, and the modes that read its frames.
+struct FrontEndRun<'a> {
+    front_end: FrontEnd,
+    stream: Box<dyn FrameFeature + Send>,
+    modes: Vec<ModeEncoder<'a>>,
+}
+
+impl FrontEndRun<'_> {
+    fn push(&mut self, samples: &[f32], failure: &mut Option<String>) {
+        let modes = &mut self.modes;
+        self.stream
+            .push(samples, &mut |frame| frame_to_modes(modes, frame, failure));
+    }
+
+    fn finish(&mut self, failure: &mut Option<String>) {
+        let modes = &mut self.modes;
+        self.stream
+            .finish(&mut |frame| frame_to_modes(modes, frame, failure));
+    }
+}
+
+fn frame_to_modes(modes: &mut [ModeEncoder<'_>], frame: &[f32], failure: &mut Option<String>) {
+    for m in modes {
+        if let Err(e) = m.push(frame) {
+            failure.get_or_insert(e);
+        }
+    }
 }
 
 /// Segments and encodings of one file for one mode, built up as frames arrive.
 struct ModeEncoder<'a> {
     mode: Mode,
     encoder: &'a dyn Encoder,
+    input: EncoderInput,
     stream: SegmentStream,
     pending: Vec<Segment>,
     segments: Vec<(u32, u32)>,
@@ -304,11 +357,13 @@ struct ModeEncoder<'a> {
 
 impl<'a> ModeEncoder<'a> {
     fn new(mode: Mode, encoder: &'a dyn Encoder) -> Self {
-        let s = encoder.segmentation();
-        let stream = SegmentStream::new(s.window, s.hop, crate::features::LOG_MEL_BANDS);
+        let input = encoder.input();
+        let s = input.segmentation;
+        let stream = SegmentStream::new(s.window, s.hop, input.front_end.dims());
         Self {
             mode,
             encoder,
+            input,
             stream,
             pending: Vec::new(),
             segments: Vec::new(),
@@ -317,8 +372,8 @@ impl<'a> ModeEncoder<'a> {
     }
 
     fn push(&mut self, frame: &[f32]) -> Result<(), String> {
-        let pending = &mut self.pending;
-        self.stream.push(frame, &mut |s| keep_sound(pending, s));
+        let (pending, input) = (&mut self.pending, &self.input);
+        self.stream.push(frame, &mut |s| keep_sound(pending, input, s));
         if self.pending.len() >= ENCODE_BATCH {
             self.flush()
         } else {
@@ -340,8 +395,8 @@ impl<'a> ModeEncoder<'a> {
     }
 
     fn finish(mut self) -> Result<SegmentEncodings, String> {
-        let pending = &mut self.pending;
-        self.stream.finish(&mut |s| keep_sound(pending, s));
+        let (pending, input) = (&mut self.pending, &self.input);
+        self.stream.finish(&mut |s| keep_sound(pending, input, s));
         self.flush()?;
         Ok(SegmentEncodings {
             mode: self.mode,
@@ -352,8 +407,8 @@ impl<'a> ModeEncoder<'a> {
 }
 
 /// Silent segments are left out of the index: silence would match all other silence.
-fn keep_sound(pending: &mut Vec<Segment>, segment: Segment) {
-    if !is_silent(&segment.values) {
+fn keep_sound(pending: &mut Vec<Segment>, input: &EncoderInput, segment: Segment) {
+    if !input.front_end.is_silent(&segment.values) {
         pending.push(segment);
     }
 }

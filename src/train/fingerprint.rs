@@ -23,17 +23,17 @@ use candle_nn::{VarBuilder, VarMap};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::SeededRng;
 use super::augment::{Distortion, NoiseBank, max_offset_samples, spec_augment};
-use super::fingerprint::{
+use super::checkpoint::{remove_checkpoint, same_options, save_checkpoint, start_or_resume};
+use super::loss::nt_xent;
+use super::optim::var_tensors;
+use super::{TrainError, cosine_lr};
+use crate::model::SeededRng;
+use crate::model::config::{write_folder, write_tensors};
+use crate::model::fingerprint::{
     FingerprintConfig, FingerprintNet, SEGMENT_FRAMES, fit_to_segment, l2_normalise,
 };
-use super::loss::nt_xent;
-use super::lsh::Grid;
-use super::train::{
-    TrainError, cosine_lr, remove_checkpoint, same_options, save_checkpoint, save_tensors,
-    start_or_resume, var_tensors,
-};
+use crate::model::lsh::Grid;
 use crate::features::{FrameFeature, LOG_MEL_BANDS, LOG_MEL_HOP, LogMel, LogMelConfig};
 
 /// NT-Xent temperature (the fingerprint paper's).
@@ -197,7 +197,7 @@ impl FingerprintData {
     pub fn decode(paths: &[PathBuf], bank: NoiseBank) -> (Self, Vec<(PathBuf, String)>) {
         let results: Vec<_> = paths
             .par_iter()
-            .map(|p| (p, crate::audio::decode_file(p)))
+            .map(|p| (p, crate::audio::decode_file(p, crate::features::SAMPLE_RATE)))
             .collect();
         let mut recordings = Vec::new();
         let mut failed = Vec::new();
@@ -257,7 +257,7 @@ pub struct TrainedFingerprint {
 impl TrainedFingerprint {
     /// Writes `config.json` and `model.safetensors`.
     pub fn save(&self, out: &Path) -> Result<(), TrainError> {
-        super::train::save_model_files(out, &self.config, &var_tensors(&self.varmap))
+        Ok(write_folder(out, &self.config, &var_tensors(&self.varmap))?)
     }
 }
 
@@ -338,7 +338,7 @@ pub fn train_fingerprint(
         let validation = validation_accuracy(&net, &validation)?;
         if validation > state.best.map_or(f64::NEG_INFINITY, |(_, v)| v) {
             state.best = Some((epoch + 1, validation));
-            save_tensors(&var_tensors(&varmap), &checkpoint_dir.join(BEST_WEIGHTS))?;
+            write_tensors(&var_tensors(&varmap), &checkpoint_dir.join(BEST_WEIGHTS))?;
         }
         state.seconds += started.elapsed().as_secs_f64();
         let n = options.steps_per_epoch.max(1) as f64;

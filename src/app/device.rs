@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rodio::Source;
 
-use super::TARGET_SAMPLE_RATE;
-use super::resample::StreamResampler;
+use crate::audio::TARGET_SAMPLE_RATE;
+use crate::audio::resample::StreamResampler;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeviceError {

@@ -6,7 +6,7 @@
 
 use realfft::RealFftPlanner;
 
-use super::SeededRng;
+use crate::model::SeededRng;
 use crate::features::{LOG_MEL_BANDS, SAMPLE_RATE};
 
 /// Level below which a signal counts as silent when measuring power (avoids dividing by zero).
@@ -96,22 +96,6 @@ pub fn convolve(a: &[f32], b: &[f32]) -> Vec<f32> {
     let norm = 1.0 / n as f32;
     out.iter_mut().for_each(|x| *x *= norm);
     out
-}
-
-/// A random shift of at most `max_shift` samples either way (zero-filled), as a query cut
-/// between two library segment starts would see.
-pub fn time_offset(signal: &[f32], max_shift: usize, rng: &mut SeededRng) -> Vec<f32> {
-    let shift = rng.below(2 * max_shift + 1) as isize - max_shift as isize;
-    (0..signal.len() as isize)
-        .map(|i| {
-            let j = i + shift;
-            if (0..signal.len() as isize).contains(&j) {
-                signal[j as usize]
-            } else {
-                0.0
-            }
-        })
-        .collect()
 }
 
 /// The largest time offset for a segment hop in log-mel frames: 40% of the hop, in samples.

@@ -1,0 +1,43 @@
+//! The toolbar: open or record a query, the search mode, the central view, overlays, About.
+
+use eframe::egui;
+
+use super::{Command, EarshotApp, audio, settings};
+use crate::model::Mode;
+
+pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        ui.heading("Earshot");
+        ui.separator();
+        if ui
+            .button("Open clip…")
+            .on_hover_text("Search with an audio file (Ctrl+O); or drop one on the window")
+            .clicked()
+        {
+            app.push(Command::OpenDialog);
+        }
+        audio::record_button(app, ui);
+        ui.separator();
+        let mut mode = app.settings.mode;
+        ui.selectable_value(&mut mode, Mode::Events, "Similar sounds")
+            .on_hover_text("Other sounds like this one (events encoder)");
+        ui.selectable_value(&mut mode, Mode::Fingerprint, "Exact match")
+            .on_hover_text("Where this exact clip occurs, with its time (fingerprint encoder)");
+        if mode != app.settings.mode {
+            app.push(Command::SetMode(mode));
+        }
+        ui.separator();
+        let view = &mut app.settings.central_view;
+        ui.selectable_value(view, settings::CentralView::Results, "Results");
+        ui.selectable_value(view, settings::CentralView::Map, "Map");
+        ui.separator();
+        ui.checkbox(&mut app.settings.show_attention, "Attention")
+            .on_hover_text("Draw the encoder's attention over the spectrograms");
+        ui.checkbox(&mut app.settings.show_inspector, "Inspector");
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if ui.button("About").clicked() {
+                app.show_about = !app.show_about;
+            }
+        });
+    });
+}

@@ -1,0 +1,150 @@
+//! `earshot eval esc50`: the ESC-50 retrieval protocol on events models.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
+use crate::model::config::find_model;
+use crate::model::events::EventsEncoder;
+use crate::train::events::SplitName;
+
+#[derive(Debug, Args)]
+pub struct EvalEsc50 {
+    #[arg(long, default_value = esc50::DEFAULT_DATA)]
+    data: PathBuf,
+    /// Model folders (default: the installed events-16, -32, -64 and -128)
+    #[arg(long)]
+    model: Vec<PathBuf>,
+    /// Only the installed model of this code length
+    #[arg(long)]
+    bits: Option<usize>,
+    /// Zero-shot: classes 40-49 only (default model: events-64-zeroshot)
+    #[arg(long)]
+    zero_shot: bool,
+    /// One JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    cache: Option<PathBuf>,
+}
+
+pub fn run(args: EvalEsc50) -> anyhow::Result<ExitCode> {
+    let split = if args.zero_shot {
+        Split::ZeroShot
+    } else {
+        Split::Standard
+    };
+    let models = models_to_evaluate(&args)?;
+    let (data, features) = load_data(&args.data, args.cache.as_deref())?;
+    let mut results = serde_json::Map::new();
+    if !args.json {
+        println!(
+            "ESC-50 {}: queries fold 5, database folds 1-4{}",
+            if args.zero_shot {
+                "zero-shot"
+            } else {
+                "retrieval"
+            },
+            if args.zero_shot {
+                ", classes 40-49"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "{:>5}  {:>7}  {:>7}  {:>6}  {:>9}  {:>10}  model",
+            "bits", "mAP@all", "mAP@100", "P@10", "P(r<=2)", "encoding"
+        );
+    }
+    for dir in &models {
+        let encoder = EventsEncoder::load(dir)?;
+        let e = evaluate(&encoder, &data, &features, split)?;
+        let s = &e.scores;
+        let speed = e.encoded_audio_s / e.encode_seconds.max(1e-9);
+        let bits = encoder.config().bits;
+        if !args.json {
+            println!(
+                "{bits:>5}  {:>7.4}  {:>7.4}  {:>6.4}  {:>9.4}  {:>8.0}x  {}{}",
+                s.map_all,
+                s.map_100,
+                s.p_at_10,
+                s.p_hamming2,
+                speed,
+                dir.display(),
+                // The classifier never saw the zero-shot classes.
+                if args.zero_shot {
+                    String::new()
+                } else {
+                    format!("  (classifier accuracy {:.3})", e.query_accuracy)
+                }
+            );
+        }
+        results.insert(
+            bits.to_string(),
+            json!({"map_all": s.map_all, "map_100": s.map_100, "p_at_10": s.p_at_10, "p_hamming2": s.p_hamming2,
+                   "queries": s.queries, "database": s.database, "encode_x_realtime": speed, "model": dir.to_string_lossy()}),
+        );
+    }
+    if args.json {
+        let split_name = if args.zero_shot {
+            "zero-shot"
+        } else {
+            "standard"
+        };
+        println!(
+            "{}",
+            json!({"protocol": "esc50", "split": split_name, "bits": results})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn models_to_evaluate(args: &EvalEsc50) -> anyhow::Result<Vec<PathBuf>> {
+    if !args.model.is_empty() {
+        return Ok(args.model.clone());
+    }
+    let suffix = if args.zero_shot { "-zeroshot" } else { "" };
+    let bits: Vec<usize> = args.bits.map_or(vec![16, 32, 64, 128], |b| vec![b]);
+    let found: Vec<PathBuf> = bits
+        .iter()
+        .filter_map(|b| find_model(&format!("events-{b}{suffix}")))
+        .collect();
+    anyhow::ensure!(
+        !found.is_empty(),
+        "no installed events{suffix} model found; pass --model DIR or train one with `earshot train events`"
+    );
+    Ok(found)
+}
+
+pub(super) fn load_data(root: &Path, cache: Option<&Path>) -> anyhow::Result<(Esc50, Features)> {
+    let data = Esc50::load(root)?;
+    let cache = cache
+        .map(Path::to_path_buf)
+        .or_else(esc50::default_cache_dir);
+    let features = esc50::features(&data, cache.as_deref())?;
+    for (path, reason) in &features.failed {
+        eprintln!("cannot read {}: {reason}; left out", path.display());
+    }
+    Ok((data, features))
+}
+
+pub(super) fn evaluate(
+    encoder: &EventsEncoder,
+    data: &Esc50,
+    features: &Features,
+    split: Split,
+) -> anyhow::Result<Evaluation> {
+    let clips = features.trimmed();
+    Ok(esc50::evaluate(encoder.net(), data, &clips, split)?)
+}
+
+/// The protocol's split for a training split.
+pub(super) fn split_of(split: SplitName) -> Split {
+    match split {
+        SplitName::Standard => Split::Standard,
+        SplitName::ZeroShot => Split::ZeroShot,
+    }
+}

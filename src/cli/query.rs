@@ -1,0 +1,143 @@
+//! `earshot query`: searching an index with clips, one result list (or JSON line) per clip.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::text::clock;
+use crate::model::{Mode, encoder_for};
+use crate::search::{Engine, Hit};
+use crate::session::{Clip, Encoders, MAX_QUERY_S, OpenLibrary, SearchOptions};
+
+pub fn query(
+    db: &Path,
+    mode: Mode,
+    top: usize,
+    json: bool,
+    engine: Engine,
+    model: Option<&Path>,
+    clips: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let encoders = Encoders::from([(mode, encoder_for(mode, model)?)]);
+    let library = OpenLibrary::open(db, Arc::new(encoders))?;
+    library.prepare(mode, Some(engine))?;
+    let options = SearchOptions {
+        engine: Some(engine),
+        attention: false,
+        ..SearchOptions::top(top)
+    };
+    let mut out = std::io::stdout().lock();
+    let mut status = ExitCode::SUCCESS;
+    for clip in clips {
+        let started = Instant::now();
+        let result = Clip::read(clip, None)
+            .map_err(anyhow::Error::from)
+            .and_then(|query| {
+                if query.cut {
+                    eprintln!(
+                        "note: {}: longer than {}; searching with its first {} minutes",
+                        clip.display(),
+                        clock(MAX_QUERY_S),
+                        MAX_QUERY_S / 60.0
+                    );
+                }
+                Ok(library.search(&query, None, mode, &options)?.hits)
+            });
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match (result, json) {
+            (Ok(hits), true) => {
+                let line = json!({"query": clip.to_string_lossy(), "mode": mode.name(), "elapsed_ms": elapsed_ms, "hits": hits_json(&hits)});
+                writeln!(out, "{line}")?;
+            }
+            (Ok(hits), false) => print_hits(&mut out, clip, mode, elapsed_ms, &hits)?,
+            (Err(err), true) => {
+                status = ExitCode::FAILURE;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"query": clip.to_string_lossy(), "mode": mode.name(), "error": format!("{err:#}")})
+                )?;
+            }
+            (Err(err), false) => {
+                status = ExitCode::FAILURE;
+                eprintln!("error: {err:#}");
+            }
+        }
+    }
+    Ok(status)
+}
+
+fn hits_json(hits: &[Hit]) -> Vec<serde_json::Value> {
+    hits.iter()
+        .map(|h| {
+            json!({"rank": h.rank, "path": h.path.to_string_lossy(), "label": h.label, "start_s": round3(h.start_s),
+                   "end_s": round3(h.end_s), "hamming": h.hamming, "score": round3(f64::from(h.score)),
+                   "correlation": h.correlation.map(|c| round3(f64::from(c)))})
+        })
+        .collect()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn print_hits(
+    out: &mut impl Write,
+    clip: &Path,
+    mode: Mode,
+    elapsed_ms: f64,
+    hits: &[Hit],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} ({} search, {elapsed_ms:.1} ms)",
+        clip.display(),
+        mode.name()
+    )?;
+    if hits.is_empty() {
+        return writeln!(out, "  no match");
+    }
+    let label_width = hits
+        .iter()
+        .map(|h| h.label.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 24);
+    // Fingerprint hits the library's audio confirms: their correlation with the query.
+    let audio = |h: Option<&Hit>| match (mode, h) {
+        (Mode::Events, _) => String::new(),
+        (Mode::Fingerprint, None) => "  audio".into(),
+        (Mode::Fingerprint, Some(h)) => h
+            .correlation
+            .map_or("      -".into(), |c| format!("  {c:>5.3}")),
+    };
+    writeln!(
+        out,
+        "  {:>4}  {:>7}  {:>5}{}  {:<21}  {:<label_width$}  path",
+        "rank",
+        "hamming",
+        "score",
+        audio(None),
+        "time",
+        "label"
+    )?;
+    for h in hits {
+        let time = format!("{}-{}", clock(h.start_s), clock(h.end_s));
+        writeln!(
+            out,
+            "  {:>4}  {:>7}  {:>5.3}{}  {:<21}  {:<label_width$}  {}",
+            h.rank,
+            h.hamming,
+            h.score,
+            audio(Some(h)),
+            time,
+            h.label,
+            h.path.display()
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! An index opened for searching: its encoders, checked against what built each section, and
+//! its search tables, built on a mode's first query and kept for the next ones.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::clip::Clip;
+use super::{Encoders, SessionError};
+use crate::index::{Index, ModeIndex, format};
+use crate::model::{AttentionMap, Encoder, Mode};
+use crate::search::{Engine, FilesOnDisk, Hit, SearchCost, SearchTables, Searcher};
+
+/// How a query is searched.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchOptions {
+    pub top: usize,
+    /// `None`: the mode's default ([`Engine::default_for`]).
+    pub engine: Option<Engine>,
+    /// Check fingerprint matches against the files' audio on disk (see [`crate::search`]).
+    pub check_audio: bool,
+    /// Say where the encoder looks in the query (for drawing; the command line has no use for
+    /// it).
+    pub attention: bool,
+}
+
+impl SearchOptions {
+    pub fn top(top: usize) -> Self {
+        Self {
+            top,
+            engine: None,
+            check_audio: true,
+            attention: true,
+        }
+    }
+}
+
+/// What a search found.
+pub struct SearchOutcome {
+    pub mode: Mode,
+    pub hits: Vec<Hit>,
+    pub cost: SearchCost,
+    /// Where the encoder looked in the searched region, frames counted from the clip's start.
+    pub attention: Option<AttentionMap>,
+    pub elapsed: Duration,
+    /// The region searched, seconds from the clip's start.
+    pub region: (f64, f64),
+}
+
+pub struct OpenLibrary {
+    db: PathBuf,
+    index: Arc<Index>,
+    encoders: Arc<Encoders>,
+    tables: Mutex<HashMap<(Mode, Engine), Arc<SearchTables>>>,
+}
+
+impl OpenLibrary {
+    /// Loads the index in `db`.
+    pub fn open(db: &Path, encoders: Arc<Encoders>) -> Result<Self, SessionError> {
+        let index = Arc::new(format::load(db)?);
+        Ok(Self::new(db, index, encoders))
+    }
+
+    /// An index already loaded (nothing is read or built until the first search).
+    pub fn new(db: &Path, index: Arc<Index>, encoders: Arc<Encoders>) -> Self {
+        Self {
+            db: db.to_owned(),
+            index,
+            encoders,
+            tables: Mutex::default(),
+        }
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
+    /// Searches `mode`'s section with `region` of `clip` (seconds from its start; the whole
+    /// clip when `None`).
+    pub fn search(
+        &self,
+        clip: &Clip,
+        region: Option<(f64, f64)>,
+        mode: Mode,
+        options: &SearchOptions,
+    ) -> Result<SearchOutcome, SessionError> {
+        let started = Instant::now();
+        let (encoder, data) = self.section(mode)?;
+        let tables = self.tables(mode, options.engine)?;
+        let region = region.unwrap_or((0.0, clip.duration_s()));
+        let input = encoder.input();
+        let part = clip.query_part(&input, region)?;
+        let files = FilesOnDisk;
+        let searcher = Searcher::new(&self.index, mode, data, encoder, &tables)
+            .with_audio(options.check_audio.then_some(&files as _));
+        let (hits, cost) = searcher.search_query(&part.as_query(), options.top)?;
+        Ok(SearchOutcome {
+            mode,
+            hits,
+            cost,
+            attention: match options.attention {
+                true => attention(clip, encoder, region)?,
+                false => None,
+            },
+            elapsed: started.elapsed(),
+            region,
+        })
+    }
+
+    /// Checks that `mode` can be searched (its section exists and was built by the loaded
+    /// encoder) and builds its tables for `engine` (the mode's default when `None`), so that a
+    /// batch of queries fails before the first if it is going to.
+    pub fn prepare(&self, mode: Mode, engine: Option<Engine>) -> Result<(), SessionError> {
+        self.section(mode)?;
+        self.tables(mode, engine).map(drop)
+    }
+
+    /// `mode`'s encoder and index section, checked to belong together.
+    fn section(&self, mode: Mode) -> Result<(&dyn Encoder, &ModeIndex), SessionError> {
+        let encoder = self
+            .encoders
+            .get(&mode)
+            .ok_or(SessionError::NoEncoder(mode.name()))?;
+        let data = self.index.section_for(&self.db, mode, encoder.as_ref())?;
+        Ok((encoder.as_ref(), data))
+    }
+
+    /// The tables `engine` needs for `mode`, built on first use.
+    fn tables(
+        &self,
+        mode: Mode,
+        engine: Option<Engine>,
+    ) -> Result<Arc<SearchTables>, SessionError> {
+        let engine = engine.unwrap_or(Engine::default_for(mode));
+        let mut kept = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = kept.get(&(mode, engine)) {
+            return Ok(t.clone());
+        }
+        let data = self.index.mode(mode, &self.db)?;
+        let built = Arc::new(SearchTables::build(&self.index, mode, data, engine)?);
+        kept.insert((mode, engine), built.clone());
+        Ok(built)
+    }
+}
+
+/// Where `encoder` looks in `span` of `clip` (seconds from its start), frames counted from the
+/// clip's start; `None` for encoders without attention.
+pub fn attention(
+    clip: &Clip,
+    encoder: &dyn Encoder,
+    span: (f64, f64),
+) -> Result<Option<AttentionMap>, SessionError> {
+    let front_end = encoder.input().front_end;
+    let frames = clip.frames(&front_end)?;
+    let fps = front_end.frames_per_second();
+    let from = ((span.0.max(0.0) * fps) as usize).min(frames.n_frames);
+    let to = ((span.1 * fps).ceil() as usize).clamp(from, frames.n_frames);
+    let slice = &frames.data[from * frames.dims..to * frames.dims];
+    Ok(encoder.attention(slice)?.map(|mut map| {
+        map.frames = map.frames.start + from..map.frames.end + from;
+        map
+    }))
+}
