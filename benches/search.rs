@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use earshot::index::buckets::BucketIndex;
-use earshot::session::ingest::encode_file;
 use earshot::index::hamming::top_k;
 use earshot::index::{EncodedFile, Index, ModeIndex, SegmentEncodings};
 use earshot::library::FileRecord;
 use earshot::model::{Encoder, Mode, SeededRng, encoder_for};
 use earshot::search::{Engine, SearchTables, Searcher};
+use earshot::session::ingest::encode_file;
 use rayon::prelude::*;
 
 const SIZES: [usize; 2] = [1_000_000, 10_000_000];

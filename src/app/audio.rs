@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use eframe::egui;
 
+use super::device::{self, Playback, Recording};
 use super::task::{self, Task};
 use super::{Command, EarshotApp};
 use crate::audio::TARGET_SAMPLE_RATE;
-use super::device::{self, Playback, Recording};
 
 /// Longest stretch of a file played from a result (decoding more would only cost time).
 const PLAY_SECONDS: f64 = 30.0;

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::jobs;
-use super::spectrogram_view::ShownClip;
-use crate::session::Clip;
 use super::settings::LibrarySettings;
+use super::spectrogram_view::ShownClip;
 use super::task::Task;
 use super::{EarshotApp, results_panel};
 use crate::model::Mode;
+use crate::session::Clip;
 
 #[derive(Debug, Clone)]
 pub enum Command {

@@ -3,8 +3,8 @@
 
 use eframe::egui::{self, Vec2};
 
-use super::text::{clock, file_name};
 use super::spectrogram_view;
+use super::text::{clock, file_name};
 use super::{Command, EarshotApp, audio};
 
 const SPECTROGRAM_HEIGHT: f32 = 110.0;

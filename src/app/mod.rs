@@ -274,9 +274,7 @@ impl EarshotApp {
         for state in self.libraries.values_mut() {
             if let Some(result) = task::finished_flat(&mut state.loading) {
                 match result {
-                    Ok(index) => {
-                        (state.index, state.searchable, state.error) = (index, None, None)
-                    }
+                    Ok(index) => (state.index, state.searchable, state.error) = (index, None, None),
                     Err(e) => state.error = Some(e),
                 }
             }

@@ -107,10 +107,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         commands.push(Command::SelectRegion(None));
     }
     if let Some(error) = &query.error {
-        ui.colored_label(
-            ui.visuals().error_fg_color,
-            super::text::drawable(error),
-        );
+        ui.colored_label(ui.visuals().error_fg_color, super::text::drawable(error));
     }
     for c in commands {
         app.push(c);

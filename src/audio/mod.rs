@@ -5,6 +5,5 @@ pub mod resample;
 
 pub use decode::{
     AudioError, AudioSource, DecodeStats, DecodedAudio, OUTPUT_RATE_RANGE, SourceInfo,
-    TARGET_SAMPLE_RATE,
-    decode_excerpt, decode_file, decode_prefix,
+    TARGET_SAMPLE_RATE, decode_excerpt, decode_file, decode_prefix,
 };

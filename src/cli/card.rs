@@ -23,4 +23,3 @@ pub fn machine() -> String {
     let threads = rayon::current_num_threads();
     format!("{cpu}, {cores} cores, {threads} training threads, no GPU")
 }
-

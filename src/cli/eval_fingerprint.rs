@@ -10,8 +10,8 @@ use clap::Args;
 use crate::eval::fingerprint::{
     self, BankPart, FingerprintOptions, FingerprintReport, MusicSet, QUERY_SECONDS,
 };
-use crate::session::Encoders;
 use crate::model::{Mode, baseline_encoder, encoder_for};
+use crate::session::Encoders;
 
 #[derive(Debug, Args)]
 pub struct EvalFingerprint {

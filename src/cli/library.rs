@@ -9,12 +9,12 @@ use serde_json::json;
 
 use super::args::IndexModes;
 use super::text::progress_bar;
-use crate::text::clock;
 use crate::index::{Index, format};
 use crate::library::{self, LabelMap, ScanReport};
 use crate::model::encoder_for;
 use crate::session::Encoders;
 use crate::session::ingest::{BuildEvent, BuildOptions};
+use crate::text::clock;
 
 pub fn scan(paths: &[PathBuf], labels: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let labels = labels.map(LabelMap::from_csv).transpose()?;
@@ -189,13 +189,15 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(out, "index        {}", path.display())?;
-    writeln!(out, 
+    writeln!(
+        out,
         "files        {} ({} of audio, {hours:.2} hours)",
         index.files.len(),
         clock(index.total_duration_s())
     )?;
     for (mode, d) in &index.modes {
-        writeln!(out, 
+        writeln!(
+            out,
             "{:<12} {} segments; encoder {} ({} bits, {}-d embeddings) reading {} frames at {} Hz",
             mode.name(),
             d.segments.len(),
@@ -206,7 +208,8 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
             d.input.sample_rate()
         )?;
         let b = crate::index::buckets::BucketIndex::build(&d.codes, d.words()).stats();
-        writeln!(out, 
+        writeln!(
+            out,
             "{:<12} buckets: {} tables of {}, {} in use, largest {} codes, mean {:.1} per bucket in use",
             "",
             b.tables,
@@ -216,7 +219,8 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
             b.mean_non_empty_bucket
         )?;
     }
-    writeln!(out, 
+    writeln!(
+        out,
         "size         {:.2} MB on disk, {mb_per_hour:.2} MB per hour of audio",
         bytes as f64 / 1e6
     )?;
@@ -225,4 +229,3 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

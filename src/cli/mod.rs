@@ -4,10 +4,12 @@
 
 mod args;
 mod card;
+mod embed;
 mod eval_esc50;
 mod eval_fingerprint;
 mod inspect;
 mod library;
+mod models;
 mod query;
 mod text;
 mod train_events;
@@ -18,9 +20,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{EngineArg, IndexModes, ModeArg};
 use crate::model::Mode;
 use crate::search::Engine;
+pub use args::{EngineArg, IndexModes, ModeArg};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,6 +105,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The models Earshot finds, and the import of outside model files (BirdNET v2.4)
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Every window's embedding of audio files, with its start and end times
+    Embed {
+        /// Model folder or installed model name (default: the similar-sounds model)
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// One JSON object per file instead of a line per window
+        #[arg(long, conflicts_with = "npy")]
+        json: bool,
+        /// Write a float32 .npy array of all windows here, and the times beside it as .csv
+        #[arg(long)]
+        npy: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Train an encoder and write its model folder with a model card
     #[command(subcommand)]
     Train(TrainCommand),
@@ -182,6 +201,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Info { db, json } => library::info(&db_or_default(db)?, json),
         Command::Inspect { files, json } => inspect::inspect(&files, json),
+        Command::Models(command) => models::run(command),
+        Command::Embed {
+            model,
+            json,
+            npy,
+            files,
+        } => embed::run(model.as_deref(), json, npy.as_deref(), &files),
         Command::Train(TrainCommand::Events(args)) => train_events::run(args),
         Command::Train(TrainCommand::Fingerprint(args)) => train_fingerprint::run(args),
         Command::Eval(EvalCommand::Esc50(args)) => eval_esc50::run(args),

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::text::clock;
 use crate::model::{Mode, encoder_for};
 use crate::search::{Engine, Hit};
 use crate::session::{Clip, Encoders, MAX_QUERY_S, OpenLibrary, SearchOptions};
+use crate::text::clock;
 
 pub fn query(
     db: &Path,

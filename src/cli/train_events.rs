@@ -169,7 +169,9 @@ pub fn run(args: TrainEvents) -> anyhow::Result<ExitCode> {
         labels: data.labels.clone(),
     };
     let mut validate = |net: &crate::model::events::EventsNet| {
-        Ok(esc50::evaluate(net, &data, &all_clips, split)?.scores.map_all)
+        Ok(esc50::evaluate(net, &data, &all_clips, split)?
+            .scores
+            .map_all)
     };
     let trained = train::train_events(
         &set,

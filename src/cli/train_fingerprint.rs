@@ -17,10 +17,10 @@ use crate::eval::fingerprint::{self, BankPart, FingerprintReport, MusicSet};
 use crate::model::config::{CARD_FILE, MODEL_FORMAT_VERSION, Versioned};
 use crate::model::learned_lsh::{self, LearnedLshConfig, LearnedLshEncoder};
 use crate::model::lsh::FINGERPRINT_GRID;
+use crate::model::{Mode, Segmentation};
 use crate::train::fingerprint::{
     FingerprintData, FingerprintProgress, FingerprintTrainOptions, summary_pairs, train_fingerprint,
 };
-use crate::model::{Mode, Segmentation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Architecture {

@@ -166,7 +166,8 @@ pub fn features(data: &Esc50, cache_dir: Option<&Path>) -> Result<Features, Data
         .clips
         .par_iter()
         .map(|clip| {
-            let audio = crate::audio::decode_file(&clip.path, SAMPLE_RATE).map_err(|e| e.reason())?;
+            let audio =
+                crate::audio::decode_file(&clip.path, SAMPLE_RATE).map_err(|e| e.reason())?;
             Ok(LogMel::new(&LogMelConfig::default())
                 .compute(&audio.samples)
                 .data)

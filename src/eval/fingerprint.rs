@@ -13,12 +13,12 @@ use serde::Serialize;
 
 use super::esc50::DataError;
 use crate::audio::{TARGET_SAMPLE_RATE, decode_file};
-use crate::session::Encoders;
-use crate::session::ingest::{self, BuildOptions};
 use crate::index::format;
-use crate::train::augment::{Distortion, NoiseBank};
 use crate::model::{Mode, SeededRng};
 use crate::search::{Engine, FilesOnDisk, SearchTables, Searcher};
+use crate::session::Encoders;
+use crate::session::ingest::{self, BuildOptions};
+use crate::train::augment::{Distortion, NoiseBank};
 
 /// Query lengths of the protocol, in seconds.
 pub const QUERY_SECONDS: [f64; 4] = [1.0, 2.0, 3.0, 5.0];
@@ -112,10 +112,11 @@ impl BankPart {
 pub fn noise_bank(data: &Path, part: BankPart) -> (NoiseBank, Vec<(PathBuf, String)>) {
     let mut bank = NoiseBank::default();
     let mut failed = Vec::new();
-    let mut load = |path: &Path, into: &mut Vec<Vec<f32>>| match decode_file(path, TARGET_SAMPLE_RATE) {
-        Ok(audio) => into.push(audio.samples),
-        Err(e) => failed.push((path.to_path_buf(), e.to_string())),
-    };
+    let mut load =
+        |path: &Path, into: &mut Vec<Vec<f32>>| match decode_file(path, TARGET_SAMPLE_RATE) {
+            Ok(audio) => into.push(audio.samples),
+            Err(e) => failed.push((path.to_path_buf(), e.to_string())),
+        };
     for (i, path) in audio_files(&data.join("noise")).iter().enumerate() {
         if part.holds(i) {
             load(path, &mut bank.noises);

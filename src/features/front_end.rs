@@ -77,7 +77,8 @@ impl FrontEnd {
         match self {
             FrontEnd::LogMel(c) => c.is_valid(),
             FrontEnd::Waveform { sample_rate, frame } => {
-                crate::audio::OUTPUT_RATE_RANGE.contains(sample_rate) && (1..=1 << 20).contains(frame)
+                crate::audio::OUTPUT_RATE_RANGE.contains(sample_rate)
+                    && (1..=1 << 20).contains(frame)
             }
         }
     }
@@ -161,9 +162,15 @@ mod tests {
     #[test]
     fn log_mel_front_end_reads_16_khz_in_10_ms_frames() {
         let f = FrontEnd::LogMel(LogMelConfig::default());
-        assert_eq!((f.sample_rate(), f.frame_samples(), f.dims()), (16_000, 160, 64));
+        assert_eq!(
+            (f.sample_rate(), f.frame_samples(), f.dims()),
+            (16_000, 160, 64)
+        );
         assert!(f.is_silent(&[-100.0; 64]) && !f.is_silent(&[-20.0; 64]));
-        assert_eq!(f.frame_count(16_000), f.compute(&vec![0.1; 16_000]).n_frames);
+        assert_eq!(
+            f.frame_count(16_000),
+            f.compute(&vec![0.1; 16_000]).n_frames
+        );
         let w = FrontEnd::Waveform {
             sample_rate: 48_000,
             frame: 2400,

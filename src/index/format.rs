@@ -584,7 +584,8 @@ mod tests {
         let mut manifest: serde_json::Value =
             serde_json::from_slice(&bytes[at + 4..at + 4 + len]).unwrap();
         manifest["format_version"] = 2.into();
-        manifest["features"] = serde_json::to_value(crate::features::LogMelConfig::default()).unwrap();
+        manifest["features"] =
+            serde_json::to_value(crate::features::LogMelConfig::default()).unwrap();
         for m in manifest["modes"].as_array_mut().unwrap() {
             let segmentation = m["input"]["segmentation"].take();
             m["segmentation"] = segmentation;

@@ -22,9 +22,9 @@ use super::attention::SpectralTemporalAttention;
 use super::config::{ModelError, ModelFiles, Versioned};
 use super::hashing::{balanced_bits, balanced_sign, pack_bits};
 use super::{AttentionMap, EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Segmentation};
-use crate::features::{FrontEnd, LogMelConfig};
 use crate::features::LOG_MEL_BANDS;
 use crate::features::segment::SILENCE_DB;
+use crate::features::{FrontEnd, LogMelConfig};
 
 /// Frames shorter than this are repeated up to it (0.16 s), so every layer has a time step.
 pub const MIN_FRAMES: usize = 16;

@@ -8,6 +8,7 @@
 //! the baseline the benchmarks measure them against.
 
 pub mod attention;
+pub mod birdnet;
 pub mod config;
 pub mod events;
 pub mod fingerprint;
@@ -16,26 +17,18 @@ pub mod learned_lsh;
 pub mod lsh;
 mod rng;
 mod select;
+pub mod tflite;
 
 use serde::{Deserialize, Serialize};
 
 use crate::features::{FrontEnd, LogMelConfig};
 pub use rng::SeededRng;
-pub use select::{baseline_encoder, default_encoders, default_model_name, encoder_for};
+pub use select::{
+    architecture, baseline_encoder, default_encoders, default_model_name, encoder_for,
+};
 
 /// The two ways to search (see DESIGN.md).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Similar sounds: semantic neighbours, ranked per file.

@@ -1,7 +1,7 @@
 //! Which encoder each mode uses: the model folder given, else the mode's default model where
 //! one is installed, else the one built into the binary; and the LSH baselines.
 
-use super::{Encoder, Mode, config, events, fingerprint, learned_lsh, lsh};
+use super::{Encoder, Mode, birdnet, config, events, fingerprint, learned_lsh, lsh};
 
 /// The data-independent LSH encoder of a mode (the baseline every trained model must beat).
 pub fn baseline_encoder(mode: Mode) -> Box<dyn Encoder> {
@@ -35,17 +35,17 @@ fn default_source(mode: Mode) -> DefaultSource {
     }
 }
 
-/// The encoder `index` and `query` use for a mode: the model in `model_dir` when given, else the
-/// mode's default model where one is installed (see [`config::find_model`]), else the one built
-/// into the binary. A model folder that exists but cannot be loaded is an error, never a
-/// fallback.
+/// The encoder `index` and `query` use for a mode: the model `model` names when given (a
+/// folder, or the name of an installed model such as `birdnet-v2.4`), else the mode's default
+/// model where one is installed (see [`config::find_model`]), else the one built into the
+/// binary. A model folder that exists but cannot be loaded is an error, never a fallback.
 pub fn encoder_for(
     mode: Mode,
-    model_dir: Option<&std::path::Path>,
+    model: Option<&std::path::Path>,
 ) -> Result<Box<dyn Encoder>, config::ModelError> {
-    let source = model_dir.map_or_else(
+    let source = model.map_or_else(
         || default_source(mode),
-        |dir| DefaultSource::Folder(dir.to_path_buf()),
+        |m| DefaultSource::Folder(model_folder(m)),
     );
     match source {
         DefaultSource::Folder(dir) => {
@@ -53,6 +53,16 @@ pub fn encoder_for(
             encoder_from_bytes(mode, &dir, &config, weights)
         }
         DefaultSource::BuiltIn => built_in(mode),
+    }
+}
+
+/// The folder `model` names: itself when it is one, else the installed model of that name
+/// (a bare name such as `birdnet-v2.4`), else itself (and reading it says it is missing).
+fn model_folder(model: &std::path::Path) -> std::path::PathBuf {
+    let bare_name = model.components().count() == 1;
+    match model.to_str().filter(|_| bare_name && !model.is_dir()) {
+        Some(name) => config::find_model(name).unwrap_or_else(|| model.to_path_buf()),
+        None => model.to_path_buf(),
     }
 }
 
@@ -65,30 +75,43 @@ fn built_in(mode: Mode) -> Result<Box<dyn Encoder>, config::ModelError> {
     encoder_from_bytes(mode, std::path::Path::new(place), config, weights.to_vec())
 }
 
-/// A mode's encoder from a model's files (`dir` names them in errors). A fingerprint model is
-/// the convolutional network unless its config says `"architecture": "learned-lsh"`.
+/// What a model's `config.json` says in `architecture` (`None` for Earshot's CNNs, which say
+/// nothing).
+pub fn architecture(config: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    Some(v.get("architecture")?.as_str()?.to_string())
+}
+
+/// A mode's encoder from a model's files (`dir` names them in errors), by the architecture its
+/// config names: the learned projection and BirdNET say so; otherwise Earshot's CNN of the mode.
 fn encoder_from_bytes(
     mode: Mode,
     dir: &std::path::Path,
     config: &[u8],
     weights: Vec<u8>,
 ) -> Result<Box<dyn Encoder>, config::ModelError> {
-    let learned_lsh = serde_json::from_slice::<serde_json::Value>(config)
-        .ok()
-        .and_then(|v| {
-            v.get("architecture")?
-                .as_str()
-                .map(|a| a == learned_lsh::ARCHITECTURE)
-        })
-        .unwrap_or(false);
-    Ok(match mode {
-        Mode::Events => Box::new(events::EventsEncoder::from_files(
+    let architecture = architecture(config);
+    Ok(match (mode, architecture.as_deref()) {
+        (Mode::Events, Some(birdnet::ARCHITECTURE)) => {
+            Box::new(birdnet::BirdNetEncoder::from_files(
+                config::ModelFiles::from_bytes(dir, config, weights)?,
+            )?)
+        }
+        (Mode::Fingerprint, Some(learned_lsh::ARCHITECTURE)) => {
+            Box::new(learned_lsh::LearnedLshEncoder::from_files(
+                config::ModelFiles::from_bytes(dir, config, weights)?,
+            )?)
+        }
+        (_, Some(other)) => {
+            return Err(config::ModelError::Config {
+                path: dir.join(config::CONFIG_FILE),
+                reason: format!("a {other} model cannot encode for {} search", mode.name()),
+            });
+        }
+        (Mode::Events, None) => Box::new(events::EventsEncoder::from_files(
             config::ModelFiles::from_bytes(dir, config, weights)?,
         )?),
-        Mode::Fingerprint if learned_lsh => Box::new(learned_lsh::LearnedLshEncoder::from_files(
-            config::ModelFiles::from_bytes(dir, config, weights)?,
-        )?),
-        Mode::Fingerprint => Box::new(fingerprint::FingerprintEncoder::from_files(
+        (Mode::Fingerprint, None) => Box::new(fingerprint::FingerprintEncoder::from_files(
             config::ModelFiles::from_bytes(dir, config, weights)?,
         )?),
     })

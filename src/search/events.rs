@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use super::query::QuerySegments;
 use super::{Hit, Searcher};
 use crate::index::hamming;
@@ -11,6 +13,27 @@ use crate::index::hamming;
 const CANDIDATES_PER_HIT: usize = 20;
 
 impl Searcher<'_> {
+    /// An encoder without codes (a backbone's embeddings alone): every library segment is a
+    /// candidate at distance 0, paired with the query segment whose embedding is closest, so
+    /// that the cosine alone ranks them (an exact scan).
+    fn closest_by_cosine(&self, q: &QuerySegments) -> Vec<(u32, u32)> {
+        let dim = self.data.embedding_dim;
+        let queries: Vec<&[f32]> = q.encoded.embeddings.chunks_exact(dim.max(1)).collect();
+        (0..self.data.segments.len())
+            .into_par_iter()
+            .map(|i| {
+                let segment = self.data.embedding(i);
+                let best = queries
+                    .iter()
+                    .map(|e| cosine(segment, e))
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(0, |(j, _)| j);
+                (0, best as u32)
+            })
+            .collect()
+    }
+
     pub(super) fn rank_files(&self, q: &QuerySegments, top: usize) -> Vec<Hit> {
         let dim = self.data.embedding_dim;
         let query_embedding = |j: usize| &q.encoded.embeddings[j * dim..(j + 1) * dim];
@@ -83,11 +106,15 @@ impl Searcher<'_> {
             self.data.words(),
             self.encoder.info().embedding_dim,
         );
+        if words == 0 && self.tables.hnsw.is_none() {
+            return self.closest_by_cosine(q);
+        }
         if self.tables.buckets.is_none() && self.tables.hnsw.is_none() {
             return hamming::min_distances(codes, words, &q.encoded.codes);
         }
         let mut best = vec![(u32::MAX, 0u32); self.data.segments.len()];
-        for (j, qcode) in q.encoded.codes.chunks_exact(words).enumerate() {
+        for j in 0..q.starts.len() {
+            let qcode = &q.encoded.codes[j * words..(j + 1) * words];
             let candidates = match (&self.tables.buckets, &self.tables.hnsw) {
                 (Some(b), _) => b.nearest(codes, qcode, top * CANDIDATES_PER_HIT, 3).hits,
                 (_, Some(h)) => h

@@ -61,8 +61,12 @@ impl Searcher<'_> {
     pub(super) fn vote(&self, q: &QuerySegments, samples: &[f32], top: usize) -> (Vec<Hit>, usize) {
         let (votes, compared) = self.collect_votes(q);
         let hop = self.data.segmentation().hop as i64;
-        let candidates =
-            strongest_offsets(votes, hop, VERIFY_CANDIDATES.max(2 * top), &self.tables.path_rank);
+        let candidates = strongest_offsets(
+            votes,
+            hop,
+            VERIFY_CANDIDATES.max(2 * top),
+            &self.tables.path_rank,
+        );
         let mut per_file: HashMap<u32, Vec<Alignment>> = HashMap::new();
         for (file, offset) in candidates {
             let Some(range) = self.tables.file_segments.get(file as usize) else {
@@ -383,7 +387,6 @@ mod tests {
             .collect();
         assert_eq!(bits, vec![6, 6, 5, 4, 3, 1]);
     }
-
 
     #[test]
     fn candidates_less_than_a_second_apart_share_an_excerpt() {

@@ -113,5 +113,4 @@ mod tests {
         };
         assert_eq!(plain.distances(0, &[0b0111]), (1.0, 1));
     }
-
 }

@@ -217,7 +217,13 @@ mod tests {
     struct Memory(Vec<f32>);
 
     impl LibraryAudio for Memory {
-        fn excerpt(&self, _: &FileRecord, start_s: f64, duration_s: f64, _: u32) -> Option<Vec<f32>> {
+        fn excerpt(
+            &self,
+            _: &FileRecord,
+            start_s: f64,
+            duration_s: f64,
+            _: u32,
+        ) -> Option<Vec<f32>> {
             let from = ((start_s * RATE).round() as usize).min(self.0.len());
             let to = (((start_s + duration_s) * RATE).round() as usize).min(self.0.len());
             Some(self.0[from..to].to_vec())

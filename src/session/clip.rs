@@ -63,7 +63,10 @@ impl Clip {
         let (start_s, samples) = match window {
             Some(span) => {
                 let (from, to) = sample_range(span, audio.samples.len(), TARGET_SAMPLE_RATE);
-                (seconds(from, TARGET_SAMPLE_RATE), audio.samples[from..to].to_vec())
+                (
+                    seconds(from, TARGET_SAMPLE_RATE),
+                    audio.samples[from..to].to_vec(),
+                )
             }
             None => (0.0, audio.samples),
         };
@@ -195,8 +198,10 @@ impl Clip {
 
 /// The file name of `path` as a clip's name.
 pub fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn seconds(samples: usize, rate: u32) -> f64 {
@@ -211,10 +216,7 @@ fn sample_range((from_s, to_s): (f64, f64), len: usize, rate: u32) -> (usize, us
     (from, to)
 }
 
-fn resample(
-    samples: &[f32],
-    rate: u32,
-) -> Result<Vec<f32>, crate::audio::resample::ResampleError> {
+fn resample(samples: &[f32], rate: u32) -> Result<Vec<f32>, crate::audio::resample::ResampleError> {
     let mut r = StreamResampler::new(TARGET_SAMPLE_RATE, rate)?;
     let mut out = r.push(samples).to_vec();
     out.extend_from_slice(r.finish());
@@ -237,7 +239,10 @@ mod tests {
         let part = clip.query_part(&input, (0.0, clip.duration_s())).unwrap();
         assert_eq!(part.frames, input.front_end.compute(clip.samples()));
         assert_eq!(&part.samples, clip.samples().as_ref());
-        assert!(Arc::ptr_eq(&clip.log_mel(), &clip.log_mel()), "kept, not recomputed");
+        assert!(
+            Arc::ptr_eq(&clip.log_mel(), &clip.log_mel()),
+            "kept, not recomputed"
+        );
     }
 
     #[test]
@@ -255,7 +260,11 @@ mod tests {
     fn a_recording_is_resampled_for_an_encoder_at_another_rate() {
         let clip = Clip::from_samples("rec".into(), None, tone(1.0), 0.0);
         let at_48k = clip.samples_at(48_000).unwrap();
-        assert!((at_48k.len() as i64 - 48_000).abs() <= 48, "{}", at_48k.len());
+        assert!(
+            (at_48k.len() as i64 - 48_000).abs() <= 48,
+            "{}",
+            at_48k.len()
+        );
         assert!(Arc::ptr_eq(&at_48k, &clip.samples_at(48_000).unwrap()));
     }
 

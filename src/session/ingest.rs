@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use super::Encoders;
 use crate::audio::AudioSource;
 use crate::features::segment::{Segment, SegmentStream};
 use crate::features::{FrameFeature, FrontEnd};
 use crate::index::{EncodedFile, Index, IndexError, ModeIndex, SegmentEncodings, format};
 use crate::library::{self, FileRecord, LabelMap, ScanProblem};
-use super::Encoders;
 use crate::model::{Encoded, Encoder, EncoderInput, Mode};
 
 /// Segments handed to the encoder at once.
@@ -32,7 +32,6 @@ pub struct BuildOptions<'a> {
     /// Set from another thread to stop after the files under way (the index keeps them).
     pub cancel: Option<&'a AtomicBool>,
 }
-
 
 /// Progress reported while building.
 #[derive(Debug, Clone)]
@@ -153,7 +152,11 @@ fn prepare_modes(index: &mut Index, encoders: &Encoders, db: &Path) -> Result<bo
     let mut added = false;
     for (&mode, encoder) in encoders {
         if let std::collections::btree_map::Entry::Vacant(slot) = index.modes.entry(mode) {
-            slot.insert(ModeIndex::new(mode, encoder.info().clone(), encoder.input()));
+            slot.insert(ModeIndex::new(
+                mode,
+                encoder.info().clone(),
+                encoder.input(),
+            ));
             added |= !index.files.is_empty();
         }
     }
@@ -291,13 +294,16 @@ fn by_rate(encoders: &Encoders) -> Vec<RateGroup<'_>> {
     for (&mode, encoder) in encoders {
         let front_end = encoder.input().front_end;
         let rate = front_end.sample_rate();
-        let g = groups.iter().position(|g| g.rate == rate).unwrap_or_else(|| {
-            groups.push(RateGroup {
-                rate,
-                front_ends: Vec::new(),
+        let g = groups
+            .iter()
+            .position(|g| g.rate == rate)
+            .unwrap_or_else(|| {
+                groups.push(RateGroup {
+                    rate,
+                    front_ends: Vec::new(),
+                });
+                groups.len() - 1
             });
-            groups.len() - 1
-        });
         let runs = &mut groups[g].front_ends;
         let r = runs
             .iter()
@@ -373,7 +379,8 @@ impl<'a> ModeEncoder<'a> {
 
     fn push(&mut self, frame: &[f32]) -> Result<(), String> {
         let (pending, input) = (&mut self.pending, &self.input);
-        self.stream.push(frame, &mut |s| keep_sound(pending, input, s));
+        self.stream
+            .push(frame, &mut |s| keep_sound(pending, input, s));
         if self.pending.len() >= ENCODE_BATCH {
             self.flush()
         } else {

@@ -6,8 +6,8 @@
 
 use realfft::RealFftPlanner;
 
-use crate::model::SeededRng;
 use crate::features::{LOG_MEL_BANDS, SAMPLE_RATE};
+use crate::model::SeededRng;
 
 /// Level below which a signal counts as silent when measuring power (avoids dividing by zero).
 const POWER_FLOOR: f64 = 1e-12;

@@ -102,10 +102,7 @@ pub fn remove_checkpoint(out: &Path) {
 }
 
 /// The options check of a resumed run: saved and current options must serialise the same.
-pub fn same_options<O: Serialize + std::fmt::Debug>(
-    saved: &O,
-    current: &O,
-) -> Result<(), String> {
+pub fn same_options<O: Serialize + std::fmt::Debug>(saved: &O, current: &O) -> Result<(), String> {
     if serde_json::to_value(saved).ok() == serde_json::to_value(current).ok() {
         Ok(())
     } else {

@@ -347,7 +347,10 @@ fn make_batch(
     rng: &mut SeededRng,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let len = MIN_CROP_FRAMES + rng.below(MAX_CROP_FRAMES - MIN_CROP_FRAMES + 1);
-    let mut crops: Vec<Vec<f32>> = batch.iter().map(|&i| crop(set.clips[i], len, rng)).collect();
+    let mut crops: Vec<Vec<f32>> = batch
+        .iter()
+        .map(|&i| crop(set.clips[i], len, rng))
+        .collect();
     let mut targets: Vec<Vec<f32>> = batch
         .iter()
         .map(|&i| one_hot(set.targets[i], classes))
@@ -442,4 +445,3 @@ pub fn save_model(out: &Path, config: &EventsConfig, varmap: &VarMap) -> Result<
     tensors.retain(|name, _| !name.starts_with("hash.") || name.starts_with(&own_head));
     Ok(write_folder(out, config, &tensors)?)
 }
-

@@ -28,13 +28,13 @@ use super::checkpoint::{remove_checkpoint, same_options, save_checkpoint, start_
 use super::loss::nt_xent;
 use super::optim::var_tensors;
 use super::{TrainError, cosine_lr};
+use crate::features::{FrameFeature, LOG_MEL_BANDS, LOG_MEL_HOP, LogMel, LogMelConfig};
 use crate::model::SeededRng;
 use crate::model::config::{write_folder, write_tensors};
 use crate::model::fingerprint::{
     FingerprintConfig, FingerprintNet, SEGMENT_FRAMES, fit_to_segment, l2_normalise,
 };
 use crate::model::lsh::Grid;
-use crate::features::{FrameFeature, LOG_MEL_BANDS, LOG_MEL_HOP, LogMel, LogMelConfig};
 
 /// NT-Xent temperature (the fingerprint paper's).
 const TEMPERATURE: f64 = 0.1;
@@ -197,7 +197,12 @@ impl FingerprintData {
     pub fn decode(paths: &[PathBuf], bank: NoiseBank) -> (Self, Vec<(PathBuf, String)>) {
         let results: Vec<_> = paths
             .par_iter()
-            .map(|p| (p, crate::audio::decode_file(p, crate::features::SAMPLE_RATE)))
+            .map(|p| {
+                (
+                    p,
+                    crate::audio::decode_file(p, crate::features::SAMPLE_RATE),
+                )
+            })
             .collect();
         let mut recordings = Vec::new();
         let mut failed = Vec::new();

@@ -118,7 +118,12 @@ fn graph() -> Graph {
     files.retain(|f| !f.ends_with("main.rs"));
     let text: BTreeMap<ModPath, String> = files
         .iter()
-        .map(|f| (module_of(&src, f), code(&std::fs::read_to_string(f).unwrap())))
+        .map(|f| {
+            (
+                module_of(&src, f),
+                code(&std::fs::read_to_string(f).unwrap()),
+            )
+        })
         .collect();
     let modules: BTreeSet<ModPath> = text.keys().cloned().collect();
     let mut edges = BTreeMap::new();
@@ -186,7 +191,11 @@ fn no_module_imports_one_that_imports_it_back() {
         }
     }
     let loops: Vec<String> = cycles(&top).iter().map(|c| show(c)).collect();
-    assert!(loops.is_empty(), "top-level import loops:\n{}", loops.join("\n"));
+    assert!(
+        loops.is_empty(),
+        "top-level import loops:\n{}",
+        loops.join("\n")
+    );
 }
 
 #[test]
@@ -203,7 +212,10 @@ fn the_engine_knows_nothing_of_the_front_ends_training_or_benchmarks() {
             }
         }
         for to in &g.edges[module] {
-            if to.first().is_some_and(|t| ABOVE_THE_ENGINE.contains(&t.as_str())) {
+            if to
+                .first()
+                .is_some_and(|t| ABOVE_THE_ENGINE.contains(&t.as_str()))
+            {
                 problems.push(format!(
                     "crate::{} imports crate::{}",
                     module.join("::"),
@@ -220,8 +232,14 @@ fn the_checks_see_a_loop_and_an_engine_import_when_there_is_one() {
     let module = |s: &str| s.split("::").map(String::from).collect::<ModPath>();
     let edges = BTreeMap::from([
         (module("app::audio"), BTreeSet::from([module("app::jobs")])),
-        (module("app::jobs"), BTreeSet::from([module("app::results")])),
-        (module("app::results"), BTreeSet::from([module("app::audio")])),
+        (
+            module("app::jobs"),
+            BTreeSet::from([module("app::results")]),
+        ),
+        (
+            module("app::results"),
+            BTreeSet::from([module("app::audio")]),
+        ),
         (module("model"), BTreeSet::from([module("features")])),
     ]);
     let found = cycles(&edges);
@@ -230,6 +248,9 @@ fn the_checks_see_a_loop_and_an_engine_import_when_there_is_one() {
     let code = "use crate::{eval::esc50, model::Mode};\nuse super::train::{TrainError, save};";
     let paths = paths_after(code, "crate::");
     assert_eq!(paths, vec![module("eval::esc50"), module("model::Mode")]);
-    assert_eq!(paths_after(code, "super::"), vec![module("train::TrainError"), module("train::save")]);
+    assert_eq!(
+        paths_after(code, "super::"),
+        vec![module("train::TrainError"), module("train::save")]
+    );
     assert!(!paths_after("#[derive(clap::ValueEnum)]", "clap::").is_empty());
 }

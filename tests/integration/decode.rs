@@ -164,7 +164,9 @@ fn every_sample_width_decodes_alike() {
         .map(|&w| {
             let path = dir.path().join(format!("{w:?}.wav"));
             write_wav(&path, 22_050, 1, w, &samples);
-            decode_file(&path, RATE).unwrap_or_else(|e| panic!("{e}")).samples
+            decode_file(&path, RATE)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .samples
         })
         .collect();
     let reference = &decoded[4];

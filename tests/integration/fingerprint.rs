@@ -6,15 +6,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use earshot::train::augment::NoiseBank;
 use earshot::model::fingerprint::{
     FingerprintConfig, FingerprintEncoder, FingerprintNet, SEGMENT_FRAMES,
 };
-use earshot::train;
-use earshot::train::fingerprint::{
-    FingerprintData, FingerprintTrainOptions, train_fingerprint,
-};
 use earshot::model::{Encoded, Encoder};
+use earshot::train;
+use earshot::train::augment::NoiseBank;
+use earshot::train::fingerprint::{FingerprintData, FingerprintTrainOptions, train_fingerprint};
 
 use crate::support::{Sample, earshot, write_wav};
 

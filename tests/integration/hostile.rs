@@ -430,7 +430,11 @@ fn an_index_of_ten_million_segments_opens_in_memory_the_size_of_its_contents() {
         embedding_dim: 0,
     };
     let mut index = Index::new();
-    let mut data = ModeIndex::new(Mode::Fingerprint, info, EncoderInput::log_mel(Mode::Fingerprint));
+    let mut data = ModeIndex::new(
+        Mode::Fingerprint,
+        info,
+        EncoderInput::log_mel(Mode::Fingerprint),
+    );
     let mut rng = earshot::model::SeededRng::new(3);
     data.codes = (0..SEGMENTS).map(|_| rng.next_u64()).collect();
     data.segments = (0..SEGMENTS)

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use earshot::session::Encoders;
-use earshot::session::ingest::{self as build, BuildOptions, BuildReport};
 use earshot::index::{Index, IndexError, format};
 use earshot::model::lsh::LshEncoder;
 use earshot::model::{Mode, SeededRng, baseline_encoder};
 use earshot::search::{Engine, FilesOnDisk, SearchTables, Searcher};
+use earshot::session::Encoders;
+use earshot::session::ingest::{self as build, BuildOptions, BuildReport};
 use tempfile::TempDir;
 
 use crate::support::*;

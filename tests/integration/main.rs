@@ -3,6 +3,7 @@
 #[cfg(feature = "gui")]
 mod app;
 mod architecture;
+mod birdnet;
 mod cli;
 mod crash;
 mod decode;

@@ -11,9 +11,9 @@ use earshot::eval::esc50::{self, Clip, Esc50, Features, Split};
 use earshot::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig};
 use earshot::model::config::{CONFIG_FILE, WEIGHTS_FILE};
 use earshot::model::events::{EventsConfig, EventsEncoder, EventsNet, MASK_BANDS, encode_clips};
+use earshot::model::{Encoded, Encoder, SeededRng};
 use earshot::train::events::{Progress, Recipe, SplitName, TrainOptions, TrainingSet};
 use earshot::train::{self, TrainError};
-use earshot::model::{Encoded, Encoder, SeededRng};
 
 use crate::support::earshot;
 
@@ -236,7 +236,9 @@ fn a_tiny_training_run_on_generated_sounds_lowers_its_loss_and_resumes_exactly()
             out,
             resume,
             &mut |net: &EventsNet| {
-                Ok(esc50::evaluate(net, &data, &all_clips, Split::Standard)?.scores.map_all)
+                Ok(esc50::evaluate(net, &data, &all_clips, Split::Standard)?
+                    .scores
+                    .map_all)
             },
             &mut |p: Progress<'_>| match p {
                 Progress::Epoch(r) if r.epoch == stop_after => ControlFlow::Break(()),
