@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
 use crate::model::config::find_model;
+use crate::model::birdnet;
 use crate::model::events::EventsEncoder;
 use crate::train::events::SplitName;
 
@@ -60,6 +61,12 @@ pub fn run(args: EvalEsc50) -> anyhow::Result<ExitCode> {
         );
     }
     for dir in &models {
+        let config = std::fs::read(dir.join(crate::model::config::CONFIG_FILE)).unwrap_or_default();
+        if crate::model::architecture(&config).as_deref() == Some(birdnet::ARCHITECTURE) {
+            let (name, line) = eval_backbone(dir, &data, split, args.json)?;
+            results.insert(name, line);
+            continue;
+        }
         let encoder = EventsEncoder::load(dir)?;
         let e = evaluate(&encoder, &data, &features, split)?;
         let s = &e.scores;
@@ -102,9 +109,49 @@ pub fn run(args: EvalEsc50) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A backbone's embeddings ranked by cosine (it has no codes yet): raw and standardised.
+fn eval_backbone(
+    dir: &Path,
+    data: &Esc50,
+    split: Split,
+    json: bool,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let encoder = crate::model::encoder_for(crate::model::Mode::Events, Some(dir))?;
+    let e = esc50::evaluate_embeddings(encoder.as_ref(), data, split);
+    for (path, reason) in &e.failed {
+        eprintln!("cannot read {}: {reason}; left out", path.display());
+    }
+    let speed = e.encoded_audio_s / e.encode_seconds.max(1e-9);
+    let name = encoder.info().name.clone();
+    if !json {
+        println!(
+            "{name}: cosine on clip embeddings (mean of its windows), {} queries against {}; decoding and encoding {speed:.0}x real time",
+            e.standardised.queries, e.standardised.database
+        );
+        for (how, s) in [
+            ("standardised", &e.standardised),
+            ("raw", &e.raw),
+            ("standardised, stored in 8 bits", &e.standardised_8bit),
+            ("raw, stored in 8 bits", &e.raw_8bit),
+        ] {
+            println!(
+                "  {how:<30}  mAP@all {:.4}  mAP@100 {:.4}  P@10 {:.4}",
+                s.map_all, s.map_100, s.p_at_10
+            );
+        }
+    }
+    let scores = |s: &crate::eval::metrics::RetrievalScores| {
+        json!({"map_all": s.map_all, "map_100": s.map_100, "p_at_10": s.p_at_10, "queries": s.queries, "database": s.database})
+    };
+    let line = json!({"standardised": scores(&e.standardised), "raw": scores(&e.raw),
+                      "standardised_8bit": scores(&e.standardised_8bit), "raw_8bit": scores(&e.raw_8bit),
+                      "encode_x_realtime": speed, "model": dir.to_string_lossy()});
+    Ok((name, line))
+}
+
 fn models_to_evaluate(args: &EvalEsc50) -> anyhow::Result<Vec<PathBuf>> {
     if !args.model.is_empty() {
-        return Ok(args.model.clone());
+        return Ok(args.model.iter().map(|m| crate::model::model_folder(m)).collect());
     }
     let suffix = if args.zero_shot { "-zeroshot" } else { "" };
     let bits: Vec<usize> = args.bits.map_or(vec![16, 32, 64, 128], |b| vec![b]);

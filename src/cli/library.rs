@@ -207,6 +207,9 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
             d.input.front_end.name(),
             d.input.sample_rate()
         )?;
+        if d.encoder.bits == 0 {
+            continue;
+        }
         let b = crate::index::buckets::BucketIndex::build(&d.codes, d.words()).stats();
         writeln!(
             out,

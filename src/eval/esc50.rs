@@ -335,3 +335,166 @@ fn code_set(e: &Encoded, words: usize, dim: usize) -> CodeSet<'_> {
         dim,
     }
 }
+
+/// What [`evaluate_embeddings`] measures: the clip embeddings ranked by cosine as they are, and
+/// standardised (each dimension centred and scaled by the database's mean and deviation, as the
+/// prototype did), from one encoding pass.
+pub struct EmbeddingEvaluation {
+    pub raw: RetrievalScores,
+    pub standardised: RetrievalScores,
+    /// The same with each clip's embedding as the index keeps it (8 bits, see
+    /// [`crate::index::quantize`]).
+    pub raw_8bit: RetrievalScores,
+    pub standardised_8bit: RetrievalScores,
+    pub encode_seconds: f64,
+    pub encoded_audio_s: f64,
+    /// Clips that could not be decoded, with the reason (left out).
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// The split scored by cosine on clip embeddings of any encoder: each clip is decoded at the
+/// encoder's rate, cut into its library windows (silence left out) and its window embeddings
+/// averaged.
+pub fn evaluate_embeddings(
+    encoder: &dyn crate::model::Encoder,
+    data: &Esc50,
+    split: Split,
+) -> EmbeddingEvaluation {
+    let keep = |keep: &dyn Fn(&Clip) -> bool| -> Vec<usize> {
+        (0..data.clips.len()).filter(|&i| keep(&data.clips[i])).collect()
+    };
+    let (db, queries) = (keep(&|c| split.in_database(c)), keep(&|c| split.is_query(c)));
+    let started = std::time::Instant::now();
+    let all: Vec<usize> = db.iter().chain(&queries).copied().collect();
+    let results: Vec<(usize, Result<(Vec<f32>, f64), String>)> = all
+        .par_iter()
+        .map(|&i| (i, clip_embedding(encoder, &data.clips[i].path)))
+        .collect();
+    let encode_seconds = started.elapsed().as_secs_f64();
+    let mut embeddings = vec![None; data.clips.len()];
+    let (mut failed, mut audio_s) = (Vec::new(), 0.0);
+    for (i, r) in results {
+        match r {
+            Ok((e, seconds)) => {
+                audio_s += seconds;
+                embeddings[i] = Some(e);
+            }
+            Err(reason) => failed.push((data.clips[i].path.clone(), reason)),
+        }
+    }
+    let dim = encoder.info().embedding_dim;
+    let (db, queries): (Vec<usize>, Vec<usize>) = (
+        db.into_iter().filter(|&i| embeddings[i].is_some()).collect(),
+        queries.into_iter().filter(|&i| embeddings[i].is_some()).collect(),
+    );
+    let gather = |ids: &[usize]| -> Vec<f32> {
+        ids.iter()
+            .flat_map(|&i| embeddings[i].clone().unwrap_or_default())
+            .collect()
+    };
+    let (db_raw, q_raw) = (gather(&db), gather(&queries));
+    let stored = |e: &[f32]| -> Vec<f32> {
+        e.chunks_exact(dim.max(1))
+            .flat_map(crate::index::quantize::round_trip)
+            .collect()
+    };
+    let (db_8bit, q_8bit) = (stored(&db_raw), stored(&q_raw));
+    let labels = |ids: &[usize]| ids.iter().map(|&i| data.clips[i].target).collect::<Vec<_>>();
+    let score = |db_e: &[f32], q_e: &[f32]| {
+        let set = |embeddings| CodeSet {
+            words: 0,
+            codes: &[],
+            embeddings,
+            dim,
+        };
+        retrieval_scores(&set(db_e), &labels(&db), &set(q_e), &labels(&queries))
+    };
+    let (standardise, standardise_8bit) = (
+        Standardiser::fit(&db_raw, dim),
+        Standardiser::fit(&db_8bit, dim),
+    );
+    let unit = |e: &[f32], s: Option<&Standardiser>| -> Vec<f32> {
+        e.chunks_exact(dim.max(1))
+            .flat_map(|row| {
+                let mut v: Vec<f32> = match s {
+                    Some(s) => s.apply(row),
+                    None => row.to_vec(),
+                };
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm.max(f32::MIN_POSITIVE));
+                v
+            })
+            .collect()
+    };
+    EmbeddingEvaluation {
+        raw: score(&unit(&db_raw, None), &unit(&q_raw, None)),
+        standardised: score(
+            &unit(&db_raw, Some(&standardise)),
+            &unit(&q_raw, Some(&standardise)),
+        ),
+        raw_8bit: score(&unit(&db_8bit, None), &unit(&q_8bit, None)),
+        standardised_8bit: score(
+            &unit(&db_8bit, Some(&standardise_8bit)),
+            &unit(&q_8bit, Some(&standardise_8bit)),
+        ),
+        encode_seconds,
+        encoded_audio_s: audio_s,
+        failed,
+    }
+}
+
+/// A clip's mean window embedding and its length in seconds.
+fn clip_embedding(
+    encoder: &dyn crate::model::Encoder,
+    path: &Path,
+) -> Result<(Vec<f32>, f64), String> {
+    let input = encoder.input();
+    let audio = crate::audio::decode_file(path, input.sample_rate()).map_err(|e| e.reason())?;
+    let frames = input.front_end.compute(&audio.samples);
+    let seg = input.segmentation;
+    let mut segments = crate::features::segment::segments_of(&frames, seg.window, seg.hop);
+    segments.retain(|s| !input.front_end.is_silent(&s.values));
+    if segments.is_empty() {
+        return Err("silent".into());
+    }
+    let values: Vec<&[f32]> = segments.iter().map(|s| s.values.as_slice()).collect();
+    let mut encoded = Encoded::default();
+    encoder.encode(&values, &mut encoded).map_err(|e| e.to_string())?;
+    let dim = encoder.info().embedding_dim.max(1);
+    let mut mean = vec![0.0f32; dim];
+    for row in encoded.embeddings.chunks_exact(dim) {
+        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x / segments.len() as f32);
+    }
+    Ok((mean, audio.stats.duration_s()))
+}
+
+/// Per-dimension mean and standard deviation of a set of embeddings.
+struct Standardiser {
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+}
+
+impl Standardiser {
+    fn fit(rows: &[f32], dim: usize) -> Self {
+        let n = (rows.len() / dim.max(1)).max(1) as f32;
+        let mut mean = vec![0.0f32; dim];
+        for row in rows.chunks_exact(dim.max(1)) {
+            mean.iter_mut().zip(row).for_each(|(m, x)| *m += x / n);
+        }
+        let mut var = vec![0.0f32; dim];
+        for row in rows.chunks_exact(dim.max(1)) {
+            var.iter_mut()
+                .zip(row.iter().zip(&mean))
+                .for_each(|(v, (x, m))| *v += (x - m).powi(2) / n);
+        }
+        let scale = var.iter().map(|v| 1.0 / v.sqrt().max(1e-6)).collect();
+        Self { mean, scale }
+    }
+
+    fn apply(&self, row: &[f32]) -> Vec<f32> {
+        row.iter()
+            .zip(self.mean.iter().zip(&self.scale))
+            .map(|(x, (m, s))| (x - m) * s)
+            .collect()
+    }
+}

@@ -18,7 +18,12 @@ pub struct CodeSet<'a> {
 
 impl CodeSet<'_> {
     pub fn len(&self) -> usize {
-        self.codes.len() / self.words.max(1)
+        if self.words > 0 {
+            self.codes.len() / self.words
+        } else {
+            // Embeddings alone (an encoder without codes): ranked by cosine only.
+            self.embeddings.len() / self.dim.max(1)
+        }
     }
 
     pub fn is_empty(&self) -> bool {

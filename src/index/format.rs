@@ -6,7 +6,8 @@
 //! u32 root count, roots | u32 file count, files
 //! per mode in manifest order: u64 segment count, u64 run count, segment runs (u32 file,
 //!     u32 first start, u32 frames, u32 step, u32 count), codes (u64 x words), u32 embedding
-//!     dim kept, embeddings (f32 x dim)
+//!     dim kept, embeddings in 8 bits (per vector: f32 scale, i8 x dim; see [`super::quantize`];
+//!     format 2: f32 x dim)
 //! u32 CRC-32 of everything before it
 //! ```
 //!
@@ -19,7 +20,9 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{FORMAT_VERSION, Index, IndexError, Manifest, ModeIndex, ModeManifest, SegmentRef};
+use super::{
+    FORMAT_VERSION, Index, IndexError, Manifest, ModeIndex, ModeManifest, SegmentRef, quantize,
+};
 use crate::fsutil;
 use crate::library::FileRecord;
 
@@ -110,7 +113,12 @@ fn encode(index: &Index, out: &mut dyn Write) -> io::Result<()> {
         out.array(words.map(u32::to_le_bytes))?;
         out.array(m.codes.iter().map(|c| c.to_le_bytes()))?;
         out.u32(m.embedding_dim as u32)?;
-        out.array(m.embeddings.iter().map(|x| x.to_le_bytes()))?;
+        let mut stored = Vec::new();
+        for vector in m.embeddings.chunks_exact(m.embedding_dim.max(1)) {
+            stored.clear();
+            quantize::push_vector(vector, &mut stored);
+            out.raw(&stored)?;
+        }
     }
     let Writer { out, crc } = out;
     out.write_all(&crc.finalize().to_le_bytes())
@@ -278,7 +286,12 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
         if dim != 0 && dim != mm.encoder.embedding_dim {
             return None;
         }
-        let embeddings = r.array(n.checked_mul(dim)?, f32::from_le_bytes)?;
+        let embeddings = if version == FORMAT_2 {
+            r.array(n.checked_mul(dim)?, f32::from_le_bytes)?
+        } else {
+            let stored = r.array(n.checked_mul(quantize::stored_len(dim))?, |b: [u8; 1]| b[0])?;
+            quantize::read_vectors(&stored, dim)
+        };
         let index = ModeIndex {
             encoder: mm.encoder.clone(),
             input: mm.input,
@@ -545,10 +558,10 @@ mod tests {
         assert_eq!(back.files, index.files);
         assert_eq!(back.roots, index.roots);
         let (a, b) = (&back.modes[&Mode::Events], &index.modes[&Mode::Events]);
-        assert_eq!(
-            (&a.segments, &a.codes, &a.embeddings),
-            (&b.segments, &b.codes, &b.embeddings)
-        );
+        assert_eq!((&a.segments, &a.codes), (&b.segments, &b.codes));
+        // Embeddings come back in 8 bits: within half a step of each vector's largest value.
+        assert_eq!(a.embeddings.len(), b.embeddings.len());
+        assert!(a.embeddings.iter().zip(&b.embeddings).all(|(x, y)| (x - y).abs() <= 0.5 / 127.0));
     }
 
     #[test]
@@ -577,8 +590,13 @@ mod tests {
     /// each mode's front end.
     #[test]
     fn a_format_2_index_loads_with_its_log_mel_as_every_mode_s_input() {
+        // Without embeddings: format 2 kept them in f32, format 3 in 8 bits.
+        let mut index = sample_index();
+        if let Some(events) = index.modes.get_mut(&Mode::Events) {
+            (events.embedding_dim, events.embeddings) = (0, Vec::new());
+        }
         let mut bytes = Vec::new();
-        encode(&sample_index(), &mut bytes).unwrap();
+        encode(&index, &mut bytes).unwrap();
         let at = MAGIC.len() + 4;
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         let mut manifest: serde_json::Value =

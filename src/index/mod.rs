@@ -7,6 +7,7 @@ pub mod buckets;
 pub mod format;
 pub mod hamming;
 pub mod hnsw;
+pub mod quantize;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use crate::model::{Encoded, Encoder, EncoderInfo, EncoderInput, Mode, Segmentati
 
 /// Bumped whenever the file layout or the meaning of its contents changes. Format 3 records
 /// each mode's encoder input (front end and segmentation) where format 2 had one log-mel
-/// setting for all; format 2 is still read.
+/// setting for all, and keeps embeddings in 8 bits; format 2 is still read.
 pub const FORMAT_VERSION: u32 = 3;
 pub const INDEX_FILE_NAME: &str = "index.earshot";
 

@@ -58,7 +58,7 @@ pub fn encoder_for(
 
 /// The folder `model` names: itself when it is one, else the installed model of that name
 /// (a bare name such as `birdnet-v2.4`), else itself (and reading it says it is missing).
-fn model_folder(model: &std::path::Path) -> std::path::PathBuf {
+pub fn model_folder(model: &std::path::Path) -> std::path::PathBuf {
     let bare_name = model.components().count() == 1;
     match model.to_str().filter(|_| bare_name && !model.is_dir()) {
         Some(name) => config::find_model(name).unwrap_or_else(|| model.to_path_buf()),
