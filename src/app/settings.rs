@@ -27,6 +27,9 @@ pub struct Settings {
     /// Results per query.
     pub top: usize,
     pub show_inspector: bool,
+    /// The similar-sounds model chosen in the Models window (an installed model's name); the
+    /// default one when `None`.
+    pub events_model: Option<String>,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             central_view: CentralView::Results,
             top: 50,
             show_inspector: true,
+            events_model: None,
         }
     }
 }

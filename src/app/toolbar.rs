@@ -31,12 +31,30 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         ui.selectable_value(view, settings::CentralView::Results, "Results");
         ui.selectable_value(view, settings::CentralView::Map, "Map");
         ui.separator();
+        let encoder = app
+            .encoders
+            .as_ref()
+            .and_then(|e| e.get(&app.settings.mode))
+            .map(|e| e.info().name.clone());
+        let attention = if encoder.as_deref() == Some(crate::model::birdnet::ARCHITECTURE) {
+            "Draw where BirdNET's last feature map is strongest over time (that map has a single \
+             frequency row), a quarter second at a time"
+        } else {
+            "Draw the encoder's attention over the spectrograms"
+        };
         ui.checkbox(&mut app.settings.show_attention, "Attention")
-            .on_hover_text("Draw the encoder's attention over the spectrograms");
+            .on_hover_text(attention);
         ui.checkbox(&mut app.settings.show_inspector, "Inspector");
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             if ui.button("About").clicked() {
                 app.show_about = !app.show_about;
+            }
+            if ui
+                .button("Models")
+                .on_hover_text("What each mode uses; import BirdNET v2.4")
+                .clicked()
+            {
+                app.push(Command::ToggleModels);
             }
         });
     });

@@ -288,6 +288,8 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
         }
         let embeddings = if version == FORMAT_2 {
             r.array(n.checked_mul(dim)?, f32::from_le_bytes)?
+        } else if dim == 0 {
+            Vec::new()
         } else {
             let stored = r.array(n.checked_mul(quantize::stored_len(dim))?, |b: [u8; 1]| b[0])?;
             quantize::read_vectors(&stored, dim)
@@ -547,6 +549,20 @@ mod tests {
         }
         index.roots = vec!["/a".into()];
         index
+    }
+
+    /// Fingerprint sections keep no embeddings: nothing is stored for them, nothing read back.
+    #[test]
+    fn a_section_without_embeddings_round_trips() {
+        let mut index = sample_index();
+        if let Some(events) = index.modes.get_mut(&Mode::Events) {
+            (events.embedding_dim, events.embeddings) = (0, Vec::new());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        save(&index, dir.path()).unwrap();
+        let back = load(dir.path()).unwrap();
+        let (a, b) = (&back.modes[&Mode::Events], &index.modes[&Mode::Events]);
+        assert_eq!((&a.segments, &a.codes, a.embedding_dim), (&b.segments, &b.codes, 0));
     }
 
     #[test]

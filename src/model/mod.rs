@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod birdnet;
+pub mod catalog;
 pub mod config;
 pub mod events;
 pub mod fingerprint;
@@ -193,7 +194,8 @@ pub trait Encoder: Send + Sync {
 }
 
 /// An attention mask over a clip: `rows` bands of frequency (lowest first) by `columns` time
-/// steps spread evenly over `frames` (the front end's), row-major.
+/// steps spread evenly over `frames` (the front end's; the engine's front door hands them to
+/// views on the 10 ms frames of the clip's spectrogram), row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionMap {
     pub rows: usize,

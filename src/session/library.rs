@@ -148,8 +148,9 @@ impl OpenLibrary {
     }
 }
 
-/// Where `encoder` looks in `span` of `clip` (seconds from its start), frames counted from the
-/// clip's start; `None` for encoders without attention.
+/// Where `encoder` looks in `span` of `clip` (seconds from its start), its columns placed on the
+/// frames of the clip's log-mel spectrogram (10 ms, what the views draw) counted from the clip's
+/// start; `None` for encoders without attention.
 pub fn attention(
     clip: &Clip,
     encoder: &dyn Encoder,
@@ -161,8 +162,11 @@ pub fn attention(
     let from = ((span.0.max(0.0) * fps) as usize).min(frames.n_frames);
     let to = ((span.1 * fps).ceil() as usize).clamp(from, frames.n_frames);
     let slice = &frames.data[from * frames.dims..to * frames.dims];
+    // From the encoder's frames to the spectrogram's.
+    let view_fps = crate::features::LogMelConfig::default().frames_per_second();
+    let to_view = |frame: usize| ((frame + from) as f64 * view_fps / fps).round() as usize;
     Ok(encoder.attention(slice)?.map(|mut map| {
-        map.frames = map.frames.start + from..map.frames.end + from;
+        map.frames = to_view(map.frames.start)..to_view(map.frames.end);
         map
     }))
 }

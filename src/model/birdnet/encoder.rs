@@ -13,7 +13,9 @@ use super::import::{ImportError, convert};
 use super::{BirdNet, BirdNetConfig, SAMPLE_RATE, WINDOW_SAMPLES, pad_window, var_builder};
 use crate::features::FrontEnd;
 use crate::model::config::{MODEL_FORMAT_VERSION, ModelError, ModelFiles, Versioned, write_folder};
-use crate::model::{EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Segmentation};
+use crate::model::{
+    AttentionMap, EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Segmentation,
+};
 
 /// What `config.json` says in `architecture`, and the model folder's name.
 pub const ARCHITECTURE: &str = "birdnet-v2.4";
@@ -23,6 +25,9 @@ pub const FRAME_SAMPLES: usize = 2400;
 pub const DEFAULT_HOP_S: f64 = 1.5;
 /// Longest and shortest hop a config may ask for (seconds).
 const HOP_RANGE_S: std::ops::RangeInclusive<f64> = 0.05..=3.0;
+/// Attention columns drawn per 3 s window (a quarter second each).
+const ATTENTION_COLUMNS: usize = 12;
+
 /// The license of BirdNET's weights, as the import writes it beside them.
 pub const LICENSE_FILE: &str = "LICENSE";
 pub const LICENSE_NAME: &str = "CC BY-NC-SA 4.0";
@@ -121,10 +126,51 @@ impl Encoder for BirdNetEncoder {
             .extend(embeddings.flatten_all()?.to_vec1::<f32>()?);
         Ok(())
     }
+
+    /// Where the network's last feature map (the head's, before its global mean) is strongest,
+    /// window by window (3 s windows from the clip's start, the last padded). That map has one
+    /// frequency row and 6 columns over 0.375-2.625 s of a window; each window is drawn as
+    /// [`ATTENTION_COLUMNS`] equal columns taking the nearest of them.
+    fn attention(&self, frames: &[f32]) -> Result<Option<AttentionMap>, EncodeError> {
+        if frames.is_empty() {
+            return Ok(None);
+        }
+        let windows: Vec<Vec<f32>> = frames.chunks(WINDOW_SAMPLES).map(pad_window).collect();
+        let refs: Vec<&[f32]> = windows.iter().map(Vec::as_slice).collect();
+        let (_, strengths) = self
+            .net
+            .embed_with_strength(&refs)
+            .map_err(|e| EncodeError::Model(candle_core::Error::Msg(e.to_string())))?;
+        let window_s = WINDOW_SAMPLES as f32 / SAMPLE_RATE as f32;
+        let mut values = Vec::with_capacity(strengths.len() * ATTENTION_COLUMNS);
+        for s in &strengths {
+            let [from, to] = s.time_span_s;
+            for c in 0..ATTENTION_COLUMNS {
+                let t = (c as f32 + 0.5) * window_s / ATTENTION_COLUMNS as f32;
+                let k = ((t - from) / (to - from) * s.columns as f32).floor();
+                let k = (k.max(0.0) as usize).min(s.columns.saturating_sub(1));
+                let column = (0..s.rows).map(|r| s.values[r * s.columns + k]);
+                values.push(column.sum::<f32>() / s.rows.max(1) as f32);
+            }
+        }
+        // Columns past the clip's end (the padding of its last window) are left out.
+        let frames_per_column = WINDOW_SAMPLES / FRAME_SAMPLES / ATTENTION_COLUMNS;
+        let clip_frames = frames.len() / FRAME_SAMPLES;
+        let columns = clip_frames.div_ceil(frames_per_column).min(values.len());
+        values.truncate(columns);
+        Ok(Some(AttentionMap {
+            rows: 1,
+            columns,
+            values,
+            frames: 0..(columns * frames_per_column).min(clip_frames),
+        }))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    #[error(transparent)]
+    Source(#[from] super::source::SourceError),
     #[error("{}: cannot read it: {source}", path.display())]
     Read {
         path: PathBuf,

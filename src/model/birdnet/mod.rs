@@ -23,6 +23,7 @@ mod encoder;
 pub mod frontend;
 pub mod import;
 pub mod kernels;
+pub mod source;
 
 pub use encoder::{
     ARCHITECTURE, BirdNetEncoder, BirdNetFolderConfig, DEFAULT_HOP_S, FRAME_SAMPLES, InstallError,
