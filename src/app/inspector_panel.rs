@@ -129,6 +129,13 @@ fn codes(ui: &mut egui::Ui, hit: &crate::search::Hit) {
         return;
     };
     let bits = codes.bits;
+    if bits == 0 {
+        ui.weak(format!(
+            "Ranked by the cosine of the embeddings ({:.3}): this model has no hash codes yet.",
+            hit.score
+        ));
+        return;
+    }
     ui.label(
         egui::RichText::new(format!("Hamming distance {} of {bits} bits", hit.hamming)).strong(),
     );

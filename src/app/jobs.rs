@@ -15,11 +15,21 @@ use crate::session::{self, Clip, Encoders, OpenLibrary, SearchOptions, SessionEr
 
 /// Every mode's encoder: the similar-sounds model chosen (looked for in the app's own models
 /// folder first), else the defaults (see [`session::encoders`]).
-pub fn load_encoders(models_dir: &Path, events_model: Option<&str>) -> Result<Arc<Encoders>, String> {
+pub fn load_encoders(
+    models_dir: &Path,
+    events_model: Option<&str>,
+) -> Result<Arc<Encoders>, String> {
     let chosen: std::collections::BTreeMap<Mode, PathBuf> = events_model
         .map(|name| {
             let own = models_dir.join(name);
-            (Mode::Events, if own.is_dir() { own } else { PathBuf::from(name) })
+            (
+                Mode::Events,
+                if own.is_dir() {
+                    own
+                } else {
+                    PathBuf::from(name)
+                },
+            )
         })
         .into_iter()
         .collect();

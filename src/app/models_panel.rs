@@ -41,7 +41,10 @@ pub fn show(app: &mut EarshotApp, ctx: &egui::Context) {
 
 fn in_use(app: &EarshotApp, ui: &mut egui::Ui) {
     ui.strong("In use");
-    for (mode, what) in [(Mode::Events, "Similar sounds"), (Mode::Fingerprint, "Exact match")] {
+    for (mode, what) in [
+        (Mode::Events, "Similar sounds"),
+        (Mode::Fingerprint, "Exact match"),
+    ] {
         let name = app
             .encoders
             .as_ref()
@@ -49,7 +52,9 @@ fn in_use(app: &EarshotApp, ui: &mut egui::Ui) {
             .map_or_else(|| "loading…".to_string(), |e| e.info().name.clone());
         ui.label(format!("{what}: {name}"));
     }
-    ui.weak("A library indexed with another model must be rebuilt (\"Rebuild\" in the library panel).");
+    ui.weak(
+        "A library indexed with another model must be rebuilt (\"Rebuild\" in the library panel).",
+    );
 }
 
 fn found(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
@@ -76,7 +81,11 @@ fn found(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         ui.weak(format!("license: {}", m.license));
         ui.weak(super::text::shown_path(&m.dir));
     }
-    if app.settings.events_model.is_some() && ui.button("Back to the default similar-sounds model").clicked() {
+    if app.settings.events_model.is_some()
+        && ui
+            .button("Back to the default similar-sounds model")
+            .clicked()
+    {
         commands.push(Command::UseEventsModel(None));
     }
 }
@@ -94,7 +103,9 @@ fn import(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         let busy = app.tasks.import.is_some();
         if ui
             .add_enabled(!busy, egui::Button::new("Import…"))
-            .on_hover_text("Pick the .tflite file or the wheel; it is converted into Earshot's models folder")
+            .on_hover_text(
+                "Pick the .tflite file or the wheel; it is converted into Earshot's models folder",
+            )
             .clicked()
         {
             commands.push(Command::ImportModelDialog);

@@ -88,7 +88,11 @@ fn result_row(
     }
     ui.label(&hit.label);
     ui.label(format!("{} – {}", clock(hit.start_s), clock(hit.end_s)));
-    ui.label(hit.hamming.to_string());
+    // A model without hash codes ranks by cosine alone: no distance to show.
+    match hit.codes.as_ref().is_some_and(|c| c.bits == 0) {
+        true => ui.weak("–"),
+        false => ui.label(hit.hamming.to_string()),
+    };
     match hit.correlation {
         Some(c) => ui
             .label(format!("{:.3}  audio {c:.2}", hit.score))

@@ -5,8 +5,9 @@ use eframe::egui;
 use super::{Command, EarshotApp, audio, settings};
 use crate::model::Mode;
 
+/// One row, wrapped onto a second where the window is too narrow (large text scales).
 pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.heading("Earshot");
         ui.separator();
         if ui
@@ -45,17 +46,16 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         ui.checkbox(&mut app.settings.show_attention, "Attention")
             .on_hover_text(attention);
         ui.checkbox(&mut app.settings.show_inspector, "Inspector");
-        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            if ui.button("About").clicked() {
-                app.show_about = !app.show_about;
-            }
-            if ui
-                .button("Models")
-                .on_hover_text("What each mode uses; import BirdNET v2.4")
-                .clicked()
-            {
-                app.push(Command::ToggleModels);
-            }
-        });
+        ui.separator();
+        if ui
+            .button("Models")
+            .on_hover_text("What each mode uses; import BirdNET v2.4")
+            .clicked()
+        {
+            app.push(Command::ToggleModels);
+        }
+        if ui.button("About").clicked() {
+            app.show_about = !app.show_about;
+        }
     });
 }

@@ -7,8 +7,8 @@ use clap::Args;
 use serde_json::json;
 
 use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
-use crate::model::config::find_model;
 use crate::model::birdnet;
+use crate::model::config::find_model;
 use crate::model::events::EventsEncoder;
 use crate::train::events::SplitName;
 
@@ -140,9 +140,7 @@ fn eval_backbone(
             );
         }
     }
-    let scores = |s: &crate::eval::metrics::RetrievalScores| {
-        json!({"map_all": s.map_all, "map_100": s.map_100, "p_at_10": s.p_at_10, "queries": s.queries, "database": s.database})
-    };
+    let scores = |s: &crate::eval::metrics::RetrievalScores| json!({"map_all": s.map_all, "map_100": s.map_100, "p_at_10": s.p_at_10, "queries": s.queries, "database": s.database});
     let line = json!({"standardised": scores(&e.standardised), "raw": scores(&e.raw),
                       "standardised_8bit": scores(&e.standardised_8bit), "raw_8bit": scores(&e.raw_8bit),
                       "encode_x_realtime": speed, "model": dir.to_string_lossy()});
@@ -151,7 +149,11 @@ fn eval_backbone(
 
 fn models_to_evaluate(args: &EvalEsc50) -> anyhow::Result<Vec<PathBuf>> {
     if !args.model.is_empty() {
-        return Ok(args.model.iter().map(|m| crate::model::model_folder(m)).collect());
+        return Ok(args
+            .model
+            .iter()
+            .map(|m| crate::model::model_folder(m))
+            .collect());
     }
     let suffix = if args.zero_shot { "-zeroshot" } else { "" };
     let bits: Vec<usize> = args.bits.map_or(vec![16, 32, 64, 128], |b| vec![b]);

@@ -361,12 +361,17 @@ pub fn evaluate_embeddings(
     split: Split,
 ) -> EmbeddingEvaluation {
     let keep = |keep: &dyn Fn(&Clip) -> bool| -> Vec<usize> {
-        (0..data.clips.len()).filter(|&i| keep(&data.clips[i])).collect()
+        (0..data.clips.len())
+            .filter(|&i| keep(&data.clips[i]))
+            .collect()
     };
-    let (db, queries) = (keep(&|c| split.in_database(c)), keep(&|c| split.is_query(c)));
+    let (db, queries) = (
+        keep(&|c| split.in_database(c)),
+        keep(&|c| split.is_query(c)),
+    );
     let started = std::time::Instant::now();
     let all: Vec<usize> = db.iter().chain(&queries).copied().collect();
-    let results: Vec<(usize, Result<(Vec<f32>, f64), String>)> = all
+    let results: Vec<(usize, Result<ClipEmbedding, String>)> = all
         .par_iter()
         .map(|&i| (i, clip_embedding(encoder, &data.clips[i].path)))
         .collect();
@@ -375,17 +380,22 @@ pub fn evaluate_embeddings(
     let (mut failed, mut audio_s) = (Vec::new(), 0.0);
     for (i, r) in results {
         match r {
-            Ok((e, seconds)) => {
-                audio_s += seconds;
-                embeddings[i] = Some(e);
+            Ok(clip) => {
+                audio_s += clip.seconds;
+                embeddings[i] = Some(clip.mean);
             }
             Err(reason) => failed.push((data.clips[i].path.clone(), reason)),
         }
     }
     let dim = encoder.info().embedding_dim;
     let (db, queries): (Vec<usize>, Vec<usize>) = (
-        db.into_iter().filter(|&i| embeddings[i].is_some()).collect(),
-        queries.into_iter().filter(|&i| embeddings[i].is_some()).collect(),
+        db.into_iter()
+            .filter(|&i| embeddings[i].is_some())
+            .collect(),
+        queries
+            .into_iter()
+            .filter(|&i| embeddings[i].is_some())
+            .collect(),
     );
     let gather = |ids: &[usize]| -> Vec<f32> {
         ids.iter()
@@ -399,7 +409,11 @@ pub fn evaluate_embeddings(
             .collect()
     };
     let (db_8bit, q_8bit) = (stored(&db_raw), stored(&q_raw));
-    let labels = |ids: &[usize]| ids.iter().map(|&i| data.clips[i].target).collect::<Vec<_>>();
+    let labels = |ids: &[usize]| {
+        ids.iter()
+            .map(|&i| data.clips[i].target)
+            .collect::<Vec<_>>()
+    };
     let score = |db_e: &[f32], q_e: &[f32]| {
         let set = |embeddings| CodeSet {
             words: 0,
@@ -443,11 +457,16 @@ pub fn evaluate_embeddings(
     }
 }
 
-/// A clip's mean window embedding and its length in seconds.
+/// A clip's mean window embedding, and its length.
+struct ClipEmbedding {
+    mean: Vec<f32>,
+    seconds: f64,
+}
+
 fn clip_embedding(
     encoder: &dyn crate::model::Encoder,
     path: &Path,
-) -> Result<(Vec<f32>, f64), String> {
+) -> Result<ClipEmbedding, String> {
     let input = encoder.input();
     let audio = crate::audio::decode_file(path, input.sample_rate()).map_err(|e| e.reason())?;
     let frames = input.front_end.compute(&audio.samples);
@@ -459,13 +478,20 @@ fn clip_embedding(
     }
     let values: Vec<&[f32]> = segments.iter().map(|s| s.values.as_slice()).collect();
     let mut encoded = Encoded::default();
-    encoder.encode(&values, &mut encoded).map_err(|e| e.to_string())?;
+    encoder
+        .encode(&values, &mut encoded)
+        .map_err(|e| e.to_string())?;
     let dim = encoder.info().embedding_dim.max(1);
     let mut mean = vec![0.0f32; dim];
     for row in encoded.embeddings.chunks_exact(dim) {
-        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x / segments.len() as f32);
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, x)| *m += x / segments.len() as f32);
     }
-    Ok((mean, audio.stats.duration_s()))
+    Ok(ClipEmbedding {
+        mean,
+        seconds: audio.stats.duration_s(),
+    })
 }
 
 /// Per-dimension mean and standard deviation of a set of embeddings.

@@ -18,12 +18,11 @@ pub struct CodeSet<'a> {
 
 impl CodeSet<'_> {
     pub fn len(&self) -> usize {
-        if self.words > 0 {
-            self.codes.len() / self.words
-        } else {
-            // Embeddings alone (an encoder without codes): ranked by cosine only.
-            self.embeddings.len() / self.dim.max(1)
-        }
+        // Without codes (embeddings alone), the set is its embeddings, ranked by cosine only.
+        self.codes
+            .len()
+            .checked_div(self.words)
+            .unwrap_or(self.embeddings.len() / self.dim.max(1))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -562,7 +562,10 @@ mod tests {
         save(&index, dir.path()).unwrap();
         let back = load(dir.path()).unwrap();
         let (a, b) = (&back.modes[&Mode::Events], &index.modes[&Mode::Events]);
-        assert_eq!((&a.segments, &a.codes, a.embedding_dim), (&b.segments, &b.codes, 0));
+        assert_eq!(
+            (&a.segments, &a.codes, a.embedding_dim),
+            (&b.segments, &b.codes, 0)
+        );
     }
 
     #[test]
@@ -577,7 +580,12 @@ mod tests {
         assert_eq!((&a.segments, &a.codes), (&b.segments, &b.codes));
         // Embeddings come back in 8 bits: within half a step of each vector's largest value.
         assert_eq!(a.embeddings.len(), b.embeddings.len());
-        assert!(a.embeddings.iter().zip(&b.embeddings).all(|(x, y)| (x - y).abs() <= 0.5 / 127.0));
+        assert!(
+            a.embeddings
+                .iter()
+                .zip(&b.embeddings)
+                .all(|(x, y)| (x - y).abs() <= 0.5 / 127.0)
+        );
     }
 
     #[test]

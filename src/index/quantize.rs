@@ -46,12 +46,19 @@ mod tests {
 
     #[test]
     fn values_come_back_within_half_a_step_and_cosines_barely_move() {
-        let v: Vec<f32> = (0..1024).map(|i| ((i as f32) * 0.37).sin() * (1.0 + i as f32 / 500.0)).collect();
+        let v: Vec<f32> = (0..1024)
+            .map(|i| ((i as f32) * 0.37).sin() * (1.0 + i as f32 / 500.0))
+            .collect();
         let back = round_trip(&v);
         let peak = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        assert!(v.iter().zip(&back).all(|(a, b)| (a - b).abs() <= 0.5 * peak / 127.0 + 1e-6));
+        assert!(
+            v.iter()
+                .zip(&back)
+                .all(|(a, b)| (a - b).abs() <= 0.5 * peak / 127.0 + 1e-6)
+        );
         let dot: f32 = v.iter().zip(&back).map(|(a, b)| a * b).sum();
-        let norms = v.iter().map(|x| x * x).sum::<f32>().sqrt() * back.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let norms = v.iter().map(|x| x * x).sum::<f32>().sqrt()
+            * back.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!(dot / norms > 0.9999, "{}", dot / norms);
         assert_eq!(round_trip(&[0.0; 4]), vec![0.0; 4]);
         assert_eq!(stored_len(1024), 1028);

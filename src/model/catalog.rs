@@ -30,7 +30,11 @@ const OWN_LICENSE: &str =
 /// [`models_dirs`].
 pub fn installed_models(first: Option<&std::path::Path>) -> Vec<InstalledModel> {
     let mut found: Vec<InstalledModel> = Vec::new();
-    for root in first.map(std::path::Path::to_path_buf).into_iter().chain(models_dirs()) {
+    for root in first
+        .map(std::path::Path::to_path_buf)
+        .into_iter()
+        .chain(models_dirs())
+    {
         let Ok(entries) = std::fs::read_dir(&root) else {
             continue;
         };
@@ -54,10 +58,18 @@ fn describe(name: String, dir: PathBuf) -> InstalledModel {
         .into_iter()
         .filter(|&m| default_model_name(m) == name)
         .collect();
-    let own = |kind: &str, mode: Mode| (kind.to_string(), OWN_LICENSE.to_string(), SHIPPED.to_string(), vec![mode]);
+    let own = |kind: &str, mode: Mode| {
+        (
+            kind.to_string(),
+            OWN_LICENSE.to_string(),
+            SHIPPED.to_string(),
+            vec![mode],
+        )
+    };
     let (kind, license, needs, modes) = match super::architecture(&config).as_deref() {
         Some(birdnet::ARCHITECTURE) => (
-            "BirdNET v2.4 backbone, similar sounds (1024-d embeddings, ranked by cosine)".to_string(),
+            "BirdNET v2.4 backbone, similar sounds (1024-d embeddings, ranked by cosine)"
+                .to_string(),
             format!(
                 "{} (Cornell Lab of Ornithology, Chemnitz University of Technology; see {})",
                 birdnet::LICENSE_NAME,
@@ -66,9 +78,19 @@ fn describe(name: String, dir: PathBuf) -> InstalledModel {
             "nothing more: imported from your file, kept in your models folder".to_string(),
             vec![Mode::Events],
         ),
-        Some(learned_lsh::ARCHITECTURE) => own("Earshot's learned projection, exact match", Mode::Fingerprint),
-        Some(other) => (other.to_string(), OWN_LICENSE.to_string(), SHIPPED.to_string(), Vec::new()),
-        None if name.starts_with("fingerprint") => own("Earshot's own CNN, exact match", Mode::Fingerprint),
+        Some(learned_lsh::ARCHITECTURE) => own(
+            "Earshot's learned projection, exact match",
+            Mode::Fingerprint,
+        ),
+        Some(other) => (
+            other.to_string(),
+            OWN_LICENSE.to_string(),
+            SHIPPED.to_string(),
+            Vec::new(),
+        ),
+        None if name.starts_with("fingerprint") => {
+            own("Earshot's own CNN, exact match", Mode::Fingerprint)
+        }
         None => own("Earshot's own CNN, similar sounds", Mode::Events),
     };
     InstalledModel {

@@ -25,8 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::features::{FrontEnd, LogMelConfig};
 pub use rng::SeededRng;
 pub use select::{
-    architecture, baseline_encoder, default_encoders, default_model_name, encoder_for,
-    model_folder,
+    architecture, baseline_encoder, default_encoders, default_model_name, encoder_for, model_folder,
 };
 
 /// The two ways to search (see DESIGN.md).

