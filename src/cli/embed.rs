@@ -9,10 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::library::FileRecord;
 use crate::model::{Mode, encoder_for};
 use crate::session::Encoders;
-use crate::session::ingest::encode_file;
+use crate::session::ingest::encode_path;
 
 /// One file's windows: start and end (seconds) and embedding each.
 struct Embedded {
@@ -50,14 +49,7 @@ pub fn run(
 }
 
 fn embed_file(path: &Path, encoders: &Encoders, frame_s: f64) -> Result<Embedded, String> {
-    let record = FileRecord {
-        path: path.to_owned(),
-        size: 0,
-        modified: None,
-        duration_s: 0.0,
-        label: String::new(),
-    };
-    let encoded = encode_file(record, encoders).map_err(|p| p.reason)?;
+    let encoded = encode_path(path, encoders).map_err(|p| p.reason)?;
     let Some(events) = encoded.modes.into_iter().next() else {
         return Err("nothing encoded".into());
     };

@@ -117,12 +117,13 @@ fn eval_backbone(
     json: bool,
 ) -> anyhow::Result<(String, serde_json::Value)> {
     let encoder = crate::model::encoder_for(crate::model::Mode::Events, Some(dir))?;
-    let e = esc50::evaluate_embeddings(encoder.as_ref(), data, split);
+    let name = encoder.info().name.clone();
+    let encoders = crate::session::Encoders::from([(crate::model::Mode::Events, encoder)]);
+    let e = esc50::evaluate_embeddings(&encoders, data, split);
     for (path, reason) in &e.failed {
         eprintln!("cannot read {}: {reason}; left out", path.display());
     }
     let speed = e.encoded_audio_s / e.encode_seconds.max(1e-9);
-    let name = encoder.info().name.clone();
     if !json {
         println!(
             "{name}: cosine on clip embeddings (mean of its windows), {} queries against {}; decoding and encoding {speed:.0}x real time",

@@ -11,6 +11,7 @@ use crate::eval::metrics::{CodeSet, RetrievalScores, retrieval_scores};
 use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig, SAMPLE_RATE};
 use crate::model::Encoded;
 use crate::model::events::{EventsNet, encode_clips, trim_silence};
+use crate::session::Encoders;
 
 /// Default location of the data, relative to the project root.
 pub const DEFAULT_DATA: &str = "../shared/data/esc50";
@@ -352,14 +353,9 @@ pub struct EmbeddingEvaluation {
     pub failed: Vec<(PathBuf, String)>,
 }
 
-/// The split scored by cosine on clip embeddings of any encoder: each clip is decoded at the
-/// encoder's rate, cut into its library windows (silence left out) and its window embeddings
-/// averaged.
-pub fn evaluate_embeddings(
-    encoder: &dyn crate::model::Encoder,
-    data: &Esc50,
-    split: Split,
-) -> EmbeddingEvaluation {
+/// The split scored by cosine on clip embeddings of any encoder (`encoders` holds the one to
+/// measure): each clip is encoded as a library file is, and its window embeddings averaged.
+pub fn evaluate_embeddings(encoders: &Encoders, data: &Esc50, split: Split) -> EmbeddingEvaluation {
     let keep = |keep: &dyn Fn(&Clip) -> bool| -> Vec<usize> {
         (0..data.clips.len())
             .filter(|&i| keep(&data.clips[i]))
@@ -373,7 +369,7 @@ pub fn evaluate_embeddings(
     let all: Vec<usize> = db.iter().chain(&queries).copied().collect();
     let results: Vec<(usize, Result<ClipEmbedding, String>)> = all
         .par_iter()
-        .map(|&i| (i, clip_embedding(encoder, &data.clips[i].path)))
+        .map(|&i| (i, clip_embedding(encoders, &data.clips[i].path)))
         .collect();
     let encode_seconds = started.elapsed().as_secs_f64();
     let mut embeddings = vec![None; data.clips.len()];
@@ -387,7 +383,10 @@ pub fn evaluate_embeddings(
             Err(reason) => failed.push((data.clips[i].path.clone(), reason)),
         }
     }
-    let dim = encoder.info().embedding_dim;
+    let dim = encoders
+        .values()
+        .next()
+        .map_or(0, |e| e.info().embedding_dim);
     let (db, queries): (Vec<usize>, Vec<usize>) = (
         db.into_iter()
             .filter(|&i| embeddings[i].is_some())
@@ -463,34 +462,24 @@ struct ClipEmbedding {
     seconds: f64,
 }
 
-fn clip_embedding(
-    encoder: &dyn crate::model::Encoder,
-    path: &Path,
-) -> Result<ClipEmbedding, String> {
-    let input = encoder.input();
-    let audio = crate::audio::decode_file(path, input.sample_rate()).map_err(|e| e.reason())?;
-    let frames = input.front_end.compute(&audio.samples);
-    let seg = input.segmentation;
-    let mut segments = crate::features::segment::segments_of(&frames, seg.window, seg.hop);
-    segments.retain(|s| !input.front_end.is_silent(&s.values));
-    if segments.is_empty() {
+/// Each clip goes through ingest exactly as a library file does (same windows, silence left
+/// out), and its window embeddings are averaged.
+fn clip_embedding(encoders: &Encoders, path: &Path) -> Result<ClipEmbedding, String> {
+    let file = crate::session::ingest::encode_path(path, encoders).map_err(|p| p.reason)?;
+    let windows = file.modes.first().map_or(0, |m| m.segments.len());
+    let Some(events) = file.modes.first().filter(|_| windows > 0) else {
         return Err("silent".into());
-    }
-    let values: Vec<&[f32]> = segments.iter().map(|s| s.values.as_slice()).collect();
-    let mut encoded = Encoded::default();
-    encoder
-        .encode(&values, &mut encoded)
-        .map_err(|e| e.to_string())?;
-    let dim = encoder.info().embedding_dim.max(1);
+    };
+    let dim = events.encoded.embeddings.len() / windows;
     let mut mean = vec![0.0f32; dim];
-    for row in encoded.embeddings.chunks_exact(dim) {
+    for row in events.encoded.embeddings.chunks_exact(dim.max(1)) {
         mean.iter_mut()
             .zip(row)
-            .for_each(|(m, x)| *m += x / segments.len() as f32);
+            .for_each(|(m, x)| *m += x / windows as f32);
     }
     Ok(ClipEmbedding {
         mean,
-        seconds: audio.stats.duration_s(),
+        seconds: file.record.duration_s,
     })
 }
 

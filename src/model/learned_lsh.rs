@@ -1,4 +1,5 @@
-//! Learned LSH for fingerprints (the encoder; [`crate::train::ldahash`] learns it): the baseline's pooled spectrogram summary, projected onto the
+//! Learned LSH for fingerprints (the encoder; `earshot train fingerprint` learns it): the
+//! baseline's pooled spectrogram summary, projected onto the
 //! directions in which segments differ most from one another relative to how much distortions
 //! (noise, reverberation, small time offsets) move them. These are the leading generalised
 //! eigenvectors of the segment covariance against the distortion covariance, as in LDAHash

@@ -212,7 +212,6 @@ fn window_energies(x: &[f32], m: usize) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::model::SeededRng;
-    use crate::train::augment::mix_at_snr;
 
     /// A melody of random notes over a little noise, 16 kHz.
     fn music(seconds: f64, seed: u64) -> Vec<f32> {
@@ -242,12 +241,24 @@ mod tests {
             .collect()
     }
 
+    /// `clean` plus `noise` scaled to the same power (0 dB SNR).
+    fn at_equal_power(clean: &[f32], noise: &[f32]) -> Vec<f32> {
+        let power =
+            |x: &[f32]| x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / x.len() as f64;
+        let gain = (power(clean) / power(noise)).sqrt() as f32;
+        clean
+            .iter()
+            .zip(noise)
+            .map(|(&c, &n)| c + gain * n)
+            .collect()
+    }
+
     #[test]
     fn a_query_under_noise_as_loud_as_it_is_found_at_its_sample() {
         let region = music(3.0, 1);
         let lag = 12_345;
         let clean = &region[lag..lag + 16_000];
-        let query = mix_at_snr(clean, &rumble(clean.len(), 2), 0.0);
+        let query = at_equal_power(clean, &rumble(clean.len(), 2));
         let peak = WhitenedQuery::new(&query).best_lag(&region).unwrap();
         assert_eq!(peak.lag, lag);
         assert!(peak.correlation > 0.3, "{peak:?}");

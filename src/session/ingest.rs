@@ -282,6 +282,18 @@ pub fn encode_file(
     Ok(EncodedFile { record, modes })
 }
 
+/// [`encode_file`] for a file outside any library (no label, nothing known of it yet).
+pub fn encode_path(path: &Path, encoders: &Encoders) -> Result<EncodedFile, ScanProblem> {
+    let record = FileRecord {
+        path: path.to_owned(),
+        size: 0,
+        modified: None,
+        duration_s: 0.0,
+        label: String::new(),
+    };
+    encode_file(record, encoders)
+}
+
 /// The front ends that read one sample rate.
 struct RateGroup<'a> {
     rate: u32,
