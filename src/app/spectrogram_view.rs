@@ -3,7 +3,8 @@
 
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
-use crate::features::LOG_MEL_BANDS;
+use crate::features::mel::hz_to_mel;
+use crate::features::{LOG_MEL_BANDS, LogMelConfig};
 use crate::model::AttentionMap;
 use crate::session::Clip;
 
@@ -125,22 +126,24 @@ fn draw_attention(painter: &egui::Painter, rect: Rect, map: &AttentionMap, frame
     }
     let x_of = |frame: f32| rect.left() + rect.width() * frame / frames as f32;
     let (x0, x1) = (x_of(map.frames.start as f32), x_of(map.frames.end as f32));
-    let (w, h) = (
-        (x1 - x0) / map.columns as f32,
-        rect.height() / map.rows as f32,
-    );
+    let w = (x1 - x0) / map.columns as f32;
     let (lo, hi) = map
         .values
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let span = (hi - lo).max(1e-6);
     for r in 0..map.rows {
-        // Row 0 is the lowest bands: drawn at the bottom.
-        let y = rect.bottom() - (r + 1) as f32 * h;
+        let (bottom, top) = row_span(map, r);
+        let y = |share: f32| rect.bottom() - rect.height() * share;
+        if top <= bottom {
+            continue;
+        }
         for c in 0..map.columns {
             let v = (map.values[r * map.columns + c] - lo) / span;
-            let cell =
-                Rect::from_min_size(Pos2::new(x0 + c as f32 * w, y), Vec2::new(w.max(1.0), h));
+            let cell = Rect::from_x_y_ranges(
+                x0 + c as f32 * w..=x0 + c as f32 * w + w.max(1.0),
+                y(top)..=y(bottom),
+            );
             let alpha = (v * 140.0) as u8;
             painter.rect_filled(
                 cell,
@@ -149,6 +152,23 @@ fn draw_attention(painter: &egui::Painter, rect: Rect, map: &AttentionMap, frame
             );
         }
     }
+}
+
+/// Where row `r` of `map` lies on the spectrogram's height, as shares of it from the bottom
+/// (row 0 is the lowest bands): an equal share, or its band edges on the drawn mel scale,
+/// cut to the drawn range.
+fn row_span(map: &AttentionMap, r: usize) -> (f32, f32) {
+    let Some(edges) = map
+        .row_edges_hz
+        .as_ref()
+        .filter(|e| e.len() == map.rows + 1)
+    else {
+        return (r as f32 / map.rows as f32, (r + 1) as f32 / map.rows as f32);
+    };
+    let drawn = LogMelConfig::default();
+    let (low, high) = (hz_to_mel(drawn.fmin_hz), hz_to_mel(drawn.fmax_hz));
+    let share = |hz: f32| ((hz_to_mel(f64::from(hz)) - low) / (high - low)).clamp(0.0, 1.0) as f32;
+    (share(edges[r]), share(edges[r + 1]))
 }
 
 /// Marks `[from_s, to_s]` of a clip `duration_s` long over `rect`.

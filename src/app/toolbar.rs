@@ -38,8 +38,9 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
             .and_then(|e| e.get(&app.settings.mode))
             .map(|e| e.info().name.clone());
         let attention = if encoder.as_deref() == Some(crate::model::birdnet::ARCHITECTURE) {
-            "Draw where BirdNET's last feature map is strongest over time (that map has a single \
-             frequency row), a quarter second at a time"
+            "Draw where BirdNET's last feature map is stronger than it is for noise: over time, a \
+             quarter second at a time, and over frequency, in three bands of its mel range \
+             (0.5-2.1, 2.1-5.9 and 5.9-15 kHz; the spectrogram shows up to 8 kHz)"
         } else {
             "Draw the encoder's attention over the spectrograms"
         };

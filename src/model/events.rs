@@ -412,6 +412,7 @@ impl EventsEncoder {
             columns,
             values: mask.flatten_all()?.to_vec1()?,
             frames: kept,
+            row_edges_hz: None,
         })
     }
 }

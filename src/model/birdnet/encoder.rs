@@ -68,6 +68,8 @@ pub struct BirdNetEncoder {
     net: BirdNet,
     info: EncoderInfo,
     hop_frames: usize,
+    /// The feature strength of noise windows, computed on the first attention map asked for.
+    noise_strength: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl BirdNetEncoder {
@@ -85,12 +87,57 @@ impl BirdNetEncoder {
             net,
             info,
             hop_frames: hop_frames.max(1),
+            noise_strength: std::sync::OnceLock::new(),
         })
     }
 
     pub fn net(&self) -> &BirdNet {
         &self.net
     }
+
+    /// The mean feature strength, place by place, of [`NOISE_WINDOWS`] windows of white noise.
+    /// Zero padding at the map's borders makes every clip's map strongest at its edges; divided
+    /// by this, what is left is where the clip stirs the network more than noise does.
+    fn noise_strength(&self) -> Result<&[f32], EncodeError> {
+        if let Some(kept) = self.noise_strength.get() {
+            return Ok(kept);
+        }
+        let mut state = NOISE_SEED;
+        let windows: Vec<Vec<f32>> = (0..NOISE_WINDOWS)
+            .map(|_| (0..WINDOW_SAMPLES).map(|_| uniform(&mut state)).collect())
+            .collect();
+        let refs: Vec<&[f32]> = windows.iter().map(Vec::as_slice).collect();
+        let (_, maps) = self.net.embed_with_strength(&refs).map_err(model_error)?;
+        let mut mean = vec![0.0f32; maps.first().map_or(0, |m| m.values.len())];
+        for map in &maps {
+            for (m, v) in mean.iter_mut().zip(&map.values) {
+                *m += v / maps.len() as f32;
+            }
+        }
+        Ok(self.noise_strength.get_or_init(|| mean))
+    }
+}
+
+/// Noise windows averaged for [`BirdNetEncoder::noise_strength`], and their generator's seed.
+const NOISE_WINDOWS: usize = 4;
+const NOISE_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A uniform sample in [-0.5, 0.5) from an xorshift64 stream (the noise needs no quality, only
+/// to be the same every time).
+fn uniform(state: &mut u64) -> f32 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+}
+
+/// The engine's encoder error keeps candle's; BirdNET's own (a window of the wrong length, which
+/// `pad_window` rules out) travels as its text.
+fn model_error(e: super::BirdNetError) -> EncodeError {
+    if let super::BirdNetError::Candle(e) = e {
+        return EncodeError::Model(e);
+    }
+    EncodeError::Model(candle_core::Error::Msg(e.to_string()))
 }
 
 impl Encoder for BirdNetEncoder {
@@ -118,51 +165,51 @@ impl Encoder for BirdNetEncoder {
         super::super::check_segments(segments, FRAME_SAMPLES)?;
         let windows: Vec<Vec<f32>> = segments.iter().map(|s| pad_window(s)).collect();
         let refs: Vec<&[f32]> = windows.iter().map(Vec::as_slice).collect();
-        let embeddings = self
-            .net
-            .embed(&refs)
-            .map_err(|e| EncodeError::Model(candle_core::Error::Msg(e.to_string())))?;
+        let embeddings = self.net.embed(&refs).map_err(model_error)?;
         out.embeddings
             .extend(embeddings.flatten_all()?.to_vec1::<f32>()?);
         Ok(())
     }
 
-    /// Where the network's last feature map (the head's, before its global mean) is strongest,
-    /// window by window (3 s windows from the clip's start, the last padded). That map has one
-    /// frequency row and 6 columns over 0.375-2.625 s of a window; each window is drawn as
-    /// [`ATTENTION_COLUMNS`] equal columns taking the nearest of them.
+    /// Where the network's last feature map (the last block's, as the head reads it) is
+    /// strongest compared with noise (see [`Self::noise_strength`]), window by window (3 s
+    /// windows from the clip's start, the last padded). That map has 3 frequency rows and 8
+    /// columns over each window; each window is drawn as [`ATTENTION_COLUMNS`] equal columns
+    /// taking the one under their centre.
     fn attention(&self, frames: &[f32]) -> Result<Option<AttentionMap>, EncodeError> {
         if frames.is_empty() {
             return Ok(None);
         }
         let windows: Vec<Vec<f32>> = frames.chunks(WINDOW_SAMPLES).map(pad_window).collect();
         let refs: Vec<&[f32]> = windows.iter().map(Vec::as_slice).collect();
-        let (_, strengths) = self
-            .net
-            .embed_with_strength(&refs)
-            .map_err(|e| EncodeError::Model(candle_core::Error::Msg(e.to_string())))?;
-        let window_s = WINDOW_SAMPLES as f32 / SAMPLE_RATE as f32;
-        let mut values = Vec::with_capacity(strengths.len() * ATTENTION_COLUMNS);
-        for s in &strengths {
-            let [from, to] = s.time_span_s;
-            for c in 0..ATTENTION_COLUMNS {
-                let t = (c as f32 + 0.5) * window_s / ATTENTION_COLUMNS as f32;
-                let k = ((t - from) / (to - from) * s.columns as f32).floor();
-                let k = (k.max(0.0) as usize).min(s.columns.saturating_sub(1));
-                let column = (0..s.rows).map(|r| s.values[r * s.columns + k]);
-                values.push(column.sum::<f32>() / s.rows.max(1) as f32);
-            }
-        }
+        let (_, strengths) = self.net.embed_with_strength(&refs).map_err(model_error)?;
+        let noise = self.noise_strength()?;
+        let Some(first) = strengths.first() else {
+            return Ok(None);
+        };
+        let (rows, row_edges_hz) = (first.rows, first.row_edges_hz.clone());
         // Columns past the clip's end (the padding of its last window) are left out.
         let frames_per_column = WINDOW_SAMPLES / FRAME_SAMPLES / ATTENTION_COLUMNS;
         let clip_frames = frames.len() / FRAME_SAMPLES;
-        let columns = clip_frames.div_ceil(frames_per_column).min(values.len());
-        values.truncate(columns);
+        let columns = clip_frames
+            .div_ceil(frames_per_column)
+            .min(strengths.len() * ATTENTION_COLUMNS);
+        let mut values = Vec::with_capacity(rows * columns);
+        for r in 0..rows {
+            values.extend((0..columns).map(|c| {
+                let s = &strengths[c / ATTENTION_COLUMNS];
+                // The map column under this column's centre.
+                let k = ((c % ATTENTION_COLUMNS) * 2 + 1) * s.columns / (2 * ATTENTION_COLUMNS);
+                let at = r * s.columns + k;
+                s.values[at] / noise.get(at).map_or(1.0, |n| n.max(f32::EPSILON))
+            }));
+        }
         Ok(Some(AttentionMap {
-            rows: 1,
+            rows,
             columns,
             values,
             frames: 0..(columns * frames_per_column).min(clip_frames),
+            row_edges_hz: Some(row_edges_hz),
         }))
     }
 }

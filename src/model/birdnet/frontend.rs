@@ -37,6 +37,7 @@ struct Branch {
 
 pub struct FrontEnd {
     epsilon: f32,
+    sample_rate: u32,
     window_samples: usize,
     branches: Vec<Branch>,
     /// Per branch (channel): the folded batch norm.
@@ -71,6 +72,7 @@ impl FrontEnd {
             .collect();
         Self {
             epsilon: cfg.normalize_epsilon,
+            sample_rate: cfg.sample_rate,
             window_samples: cfg.window_samples,
             branches,
             norm_scale,
@@ -118,6 +120,21 @@ impl FrontEnd {
                 out[(band * b.cfg.frames + frame) * channels + c] = v * scale + shift;
             });
         }
+    }
+
+    /// Each band of `branch` as the Hz of its first and last weighted FFT bin, lowest band first.
+    pub fn band_ranges_hz(&self, branch: usize) -> Vec<[f32; 2]> {
+        let Some(b) = self.branches.get(branch) else {
+            return Vec::new();
+        };
+        let hz_per_bin = self.sample_rate as f32 / b.cfg.frame_length as f32;
+        b.bands
+            .iter()
+            .map(|band| {
+                let last = band.first_bin + band.weights.len().saturating_sub(1);
+                [band.first_bin as f32 * hz_per_bin, last as f32 * hz_per_bin]
+            })
+            .collect()
     }
 }
 

@@ -428,19 +428,20 @@ struct Head {
     kernel: usize,
 }
 
-/// Per-window strength of the head's feature map (mean over its 1024 channels, after ReLU, before
-/// the global mean), for an attention overlay: `rows` frequency rows (lowest frequency first) by
-/// `columns` time steps, row-major, as equal cells over `time_span_s` and `freq_span_hz`.
-/// For BirdNET v2.4 it is 1 x 6: the head's 3x3 VALID convolution leaves one frequency row.
+/// Per-window strength of the last block's feature map (after the head's batch norm and ReLU,
+/// before its 3x3 convolution and global mean; mean over its channels), for an attention
+/// overlay: `rows` frequency rows (lowest frequency first) by `columns` time steps, row-major,
+/// as equal cells over the window. For BirdNET v2.4 it is 3 x 8 (192 channels). The head's own
+/// map would be 1 x 6: its VALID convolution leaves no frequency axis to show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureStrength {
     pub rows: usize,
     pub columns: usize,
     pub values: Vec<f32>,
-    /// Seconds from the window's start.
-    pub time_span_s: [f32; 2],
-    /// Hz, lowest to highest band edge of the mel branches.
-    pub freq_span_hz: [f32; 2],
+    /// `rows + 1` edges in Hz, lowest first: row `r` covers the widest mel branch's bands from
+    /// `row_edges_hz[r]` to `row_edges_hz[r + 1]` (the other branch's bands at the same rows
+    /// cover a lower range: the two are channels of one image).
+    pub row_edges_hz: Vec<f32>,
 }
 
 pub struct BirdNet {
@@ -541,9 +542,11 @@ impl BirdNet {
             .blocks
             .iter()
             .try_fold(x, |x, block| block.forward(&x))?;
-        let x = self.head_forward(x)?;
-        let embeddings = x.read(|v| kernels::spatial_mean(v, x.dims))?;
+        let h = &self.head;
+        x.update(|v| kernels::affine_relu(v, &h.norm_scale, &h.norm_shift))?;
         let strengths = x.read(|v| self.strengths(v, x.dims))?;
+        let x = self.head_conv(&x)?;
+        let embeddings = x.read(|v| kernels::spatial_mean(v, x.dims))?;
         Ok((embeddings, strengths))
     }
 
@@ -578,9 +581,9 @@ impl BirdNet {
         s.pool_conv.apply(&Map::new(pooled, dims)?)
     }
 
-    fn head_forward(&self, x: Map) -> Result<Map> {
+    /// The head's 3x3 VALID convolution, on the normalised and rectified last block map.
+    fn head_conv(&self, x: &Map) -> Result<Map> {
         let h = &self.head;
-        x.update(|v| kernels::affine_relu(v, &h.norm_scale, &h.norm_shift))?;
         let im2col = Im2col {
             kernel_h: h.kernel,
             kernel_w: h.kernel,
@@ -600,22 +603,10 @@ impl BirdNet {
         h.conv.apply(&Map::new(patches, dims)?)
     }
 
-    /// Mean over channels of each window's head map, rows flipped to lowest frequency first.
-    fn strengths(&self, head: &[f32], dims: Dims) -> Vec<FeatureStrength> {
-        let low = self
-            .cfg
-            .branches
-            .iter()
-            .map(|b| b.low_hz)
-            .fold(f32::INFINITY, f32::min);
-        let high = self
-            .cfg
-            .branches
-            .iter()
-            .map(|b| b.high_hz)
-            .fold(0.0, f32::max);
-        let time_span_s = self.head_time_span_s(dims.w);
-        head.chunks_exact(dims.h * dims.w * dims.c)
+    /// Mean over channels of each window's map, rows flipped to lowest frequency first.
+    fn strengths(&self, map: &[f32], dims: Dims) -> Vec<FeatureStrength> {
+        let row_edges_hz = self.row_edges_hz(dims.h);
+        map.chunks_exact(dims.h * dims.w * dims.c)
             .map(|image| {
                 let mut values = Vec::with_capacity(dims.h * dims.w);
                 for y in (0..dims.h).rev() {
@@ -628,22 +619,35 @@ impl BirdNet {
                     rows: dims.h,
                     columns: dims.w,
                     values,
-                    time_span_s,
-                    freq_span_hz: [low, high],
+                    row_edges_hz: row_edges_hz.clone(),
                 }
             })
             .collect()
     }
 
-    /// Where the head's `columns` sit in time: each column of the last block's map stands for
-    /// an equal share of the window, and a head column (a VALID `k x k` convolution) is centred
-    /// on the middle one of the `k` it reads, so the head map spans the window less
-    /// `(k - 1) / 2` block columns at each end (0.375 s to 2.625 s for BirdNET's 6 of 8).
-    fn head_time_span_s(&self, columns: usize) -> [f32; 2] {
-        let seconds = self.cfg.window_samples as f32 / self.cfg.sample_rate as f32;
-        let block_columns = columns + self.head.kernel - 1;
-        let margin = (self.head.kernel - 1) as f32 / 2.0 * seconds / block_columns as f32;
-        [margin, seconds - margin]
+    /// Where `rows` equal shares of the widest branch's bands begin and end, in Hz, lowest first:
+    /// the strided convolutions keep the band axis in order, so a row of the map reads (mostly)
+    /// its share of the bands.
+    fn row_edges_hz(&self, rows: usize) -> Vec<f32> {
+        let widest = (0..self.cfg.branches.len())
+            .max_by(|&a, &b| {
+                let width = |i: usize| self.cfg.branches[i].high_hz - self.cfg.branches[i].low_hz;
+                width(a).total_cmp(&width(b))
+            })
+            .unwrap_or(0);
+        let bands = self.front.band_ranges_hz(widest);
+        let centre = |i: usize| bands.get(i).map_or(0.0, |b| (b[0] + b[1]) / 2.0);
+        (0..=rows)
+            .map(|r| match r {
+                0 => bands.first().map_or(0.0, |b| b[0]),
+                r if r == rows => bands.last().map_or(0.0, |b| b[1]),
+                // Between rows: midway between the centres of the two bands that meet there.
+                r => {
+                    let split = (r * bands.len() / rows).max(1);
+                    (centre(split - 1) + centre(split)) / 2.0
+                }
+            })
+            .collect()
     }
 }
 
