@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
+use super::heads_bench::Bench;
 use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
-use crate::model::birdnet;
+use crate::eval::metrics::RetrievalScores;
 use crate::model::config::find_model;
 use crate::model::events::EventsEncoder;
+use crate::model::{birdnet, hash_head};
 use crate::train::events::SplitName;
 
 #[derive(Debug, Args)]
@@ -25,6 +27,10 @@ pub struct EvalEsc50 {
     /// Zero-shot: classes 40-49 only (default model: events-64-zeroshot)
     #[arg(long)]
     zero_shot: bool,
+    /// With a backbone (`--model birdnet-v2.4`): codes learned without labels on the
+    /// database's own embeddings (PCA + ITQ, `--bits`, default 64), alone and re-ranked
+    #[arg(long)]
+    unsupervised: bool,
     /// One JSON object instead of a table
     #[arg(long)]
     json: bool,
@@ -62,10 +68,24 @@ pub fn run(args: EvalEsc50) -> anyhow::Result<ExitCode> {
     }
     for dir in &models {
         let config = std::fs::read(dir.join(crate::model::config::CONFIG_FILE)).unwrap_or_default();
-        if crate::model::architecture(&config).as_deref() == Some(birdnet::ARCHITECTURE) {
-            let (name, line) = eval_backbone(dir, &data, split, args.json)?;
-            results.insert(name, line);
-            continue;
+        match crate::model::architecture(&config).as_deref() {
+            Some(birdnet::ARCHITECTURE) if args.unsupervised => {
+                let bits = args.bits.unwrap_or(64);
+                let (name, line) = eval_unsupervised(dir, &data, split, bits, &args)?;
+                results.insert(name, line);
+                continue;
+            }
+            Some(birdnet::ARCHITECTURE) => {
+                let (name, line) = eval_backbone(dir, &data, split, args.json)?;
+                results.insert(name, line);
+                continue;
+            }
+            Some(hash_head::ARCHITECTURE) => {
+                let (name, line) = eval_head(dir, &data, split, &args)?;
+                results.insert(name, line);
+                continue;
+            }
+            _ => {}
         }
         let encoder = EventsEncoder::load(dir)?;
         let e = evaluate(&encoder, &data, &features, split)?;
@@ -148,6 +168,72 @@ fn eval_backbone(
     Ok((name, line))
 }
 
+/// A hash head on its backbone's (cached) embeddings: ranked by its codes, then re-ranked.
+fn eval_head(
+    dir: &Path,
+    data: &Esc50,
+    split: Split,
+    args: &EvalEsc50,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let files = crate::model::config::ModelFiles::<hash_head::HashHeadConfig>::read(dir)?;
+    let head = files.build(hash_head::HashHead::load)?;
+    let bench = Bench::new(data, &files.config.backbone, split, args.cache.as_deref())?;
+    let scores = bench.head(&head, files.config.bits)?;
+    let rows = [
+        ("Hamming distance, ties by cosine", &scores.hamming),
+        ("Hamming candidates re-ranked by cosine", &scores.reranked),
+    ];
+    Ok(report(dir, files.config.bits, &rows, args.json))
+}
+
+/// A backbone with codes learned without labels on the database's own windows.
+fn eval_unsupervised(
+    dir: &Path,
+    data: &Esc50,
+    split: Split,
+    bits: usize,
+    args: &EvalEsc50,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let name = dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let bench = Bench::new(data, &name, split, args.cache.as_deref())?;
+    let rows = bench.baselines(bits, 1)?;
+    let rows: Vec<(&str, &RetrievalScores)> =
+        rows.iter().map(|r| (r.name.as_str(), &r.scores)).collect();
+    Ok(report(dir, bits, &rows, args.json))
+}
+
+/// Prints one model's rows (unless `json`), and gives its JSON entry.
+fn report(
+    dir: &Path,
+    bits: usize,
+    rows: &[(&str, &RetrievalScores)],
+    json: bool,
+) -> (String, serde_json::Value) {
+    let name = dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    if !json {
+        println!("{name} ({bits} bits):");
+    }
+    let mut entries = serde_json::Map::new();
+    for (how, s) in rows {
+        if !json {
+            println!(
+                "  {how:<72}  mAP@all {:.4}  mAP@100 {:.4}  P@10 {:.4}",
+                s.map_all, s.map_100, s.p_at_10
+            );
+        }
+        entries.insert(
+            how.to_string(),
+            json!({"map_all": s.map_all, "map_100": s.map_100, "p_at_10": s.p_at_10, "queries": s.queries, "database": s.database}),
+        );
+    }
+    entries.insert("model".into(), json!(dir.to_string_lossy()));
+    (name, serde_json::Value::Object(entries))
+}
+
 fn models_to_evaluate(args: &EvalEsc50) -> anyhow::Result<Vec<PathBuf>> {
     if !args.model.is_empty() {
         return Ok(args
@@ -196,5 +282,6 @@ pub(super) fn split_of(split: SplitName) -> Split {
     match split {
         SplitName::Standard => Split::Standard,
         SplitName::ZeroShot => Split::ZeroShot,
+        SplitName::Validation => Split::Validation,
     }
 }

@@ -7,6 +7,7 @@ mod card;
 mod embed;
 mod eval_esc50;
 mod eval_fingerprint;
+mod heads_bench;
 mod inspect;
 mod library;
 mod models;
@@ -14,6 +15,7 @@ mod query;
 mod text;
 mod train_events;
 mod train_fingerprint;
+mod train_heads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -208,6 +210,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             npy,
             files,
         } => embed::run(model.as_deref(), json, npy.as_deref(), &files),
+        Command::Train(TrainCommand::Events(args)) if args.backbone.is_some() => {
+            train_heads::run(&args)
+        }
         Command::Train(TrainCommand::Events(args)) => train_events::run(args),
         Command::Train(TrainCommand::Fingerprint(args)) => train_fingerprint::run(args),
         Command::Eval(EvalCommand::Esc50(args)) => eval_esc50::run(args),

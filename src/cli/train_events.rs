@@ -22,28 +22,31 @@ use crate::train::events::{
 pub struct TrainEvents {
     /// ESC-50 folder (with audio/ and meta/esc50.csv)
     #[arg(long, default_value = esc50::DEFAULT_DATA)]
-    data: PathBuf,
+    pub(super) data: PathBuf,
     /// Code lengths (16, 32, 64, 128); several (`16,32,64,128`) train one backbone with a hash
     /// head each, and write one model folder per length
     #[arg(long, value_delimiter = ',', default_value = "64")]
-    bits: Vec<usize>,
-    #[arg(long, default_value_t = 60)]
-    epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Peak learning rate (cosine schedule after a short warm-up)
-    #[arg(long, default_value_t = 2e-3)]
-    lr: f64,
+    pub(super) bits: Vec<usize>,
+    /// Epochs (default 60)
+    #[arg(long)]
+    pub(super) epochs: Option<usize>,
+    /// Clips per batch (default 32; 64 for hash heads on a backbone)
+    #[arg(long)]
+    pub(super) batch_size: Option<usize>,
+    /// Peak learning rate, cosine schedule after a short warm-up (default 2e-3; 1e-3 for hash
+    /// heads on a backbone)
+    #[arg(long)]
+    pub(super) lr: Option<f64>,
     #[arg(long, default_value_t = 1e-2)]
-    weight_decay: f64,
+    pub(super) weight_decay: f64,
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(super) seed: u64,
     /// standard: all 50 classes; zero-shot: classes 0-39 only
     #[arg(long, value_enum, default_value_t = SplitArg::Standard)]
-    split: SplitArg,
+    pub(super) split: SplitArg,
     /// Where the model folders go: events-BITS, or events-BITS-zeroshot
     #[arg(long, default_value = "models")]
-    models_dir: PathBuf,
+    pub(super) models_dir: PathBuf,
     /// Validate every N epochs
     #[arg(long, default_value_t = 1)]
     eval_every: usize,
@@ -55,10 +58,10 @@ pub struct TrainEvents {
     resume: bool,
     /// Feature cache folder (default: Earshot's cache folder)
     #[arg(long)]
-    cache: Option<PathBuf>,
+    pub(super) cache: Option<PathBuf>,
     /// Ablations: leave out the AudioNet loss, the classification head, SpecAugment or mixup
     #[arg(long)]
-    no_audionet: bool,
+    pub(super) no_audionet: bool,
     #[arg(long)]
     no_classifier: bool,
     #[arg(long)]
@@ -67,13 +70,33 @@ pub struct TrainEvents {
     no_mixup: bool,
     /// Ablation: leave out the hash-centre targets
     #[arg(long)]
-    no_centres: bool,
+    pub(super) no_centres: bool,
     /// Ablation: leave the spectral-temporal attention mask out of the network
     #[arg(long)]
     no_attention: bool,
     /// Ablation: the hash layer reads the embedding instead of the class posterior
     #[arg(long)]
     hash_from_embedding: bool,
+    /// Train hash heads on this installed backbone's embeddings instead of a network from
+    /// scratch (`birdnet-v2.4`): writes events-birdnet-BITS folders that hold the heads only
+    #[arg(long)]
+    pub(super) backbone: Option<String>,
+    /// Hidden units of each hash head (with --backbone)
+    #[arg(long, default_value_t = 512)]
+    pub(super) hidden: usize,
+    /// Ablations with --backbone: each example a clip's mean instead of a random subset of
+    /// its windows; no dropout
+    #[arg(long)]
+    pub(super) no_window_subsets: bool,
+    #[arg(long)]
+    pub(super) no_dropout: bool,
+    /// With --backbone: add AudioNet's pairwise loss to the hash centres (off by default: it
+    /// lowered validation mAP)
+    #[arg(long)]
+    pub(super) with_audionet: bool,
+    /// Ablation with --backbone: seeded random class centres instead of a Hadamard matrix's
+    #[arg(long)]
+    pub(super) random_centres: bool,
 }
 
 /// ESC-50's splits as the command line names them.
@@ -83,6 +106,19 @@ pub enum SplitArg {
     Standard,
     /// Classes 0-39 only (40-49 stay unseen).
     ZeroShot,
+    /// Folds 1-3, scored with fold 4 against them: for choosing a recipe (fold 5 unseen).
+    Validation,
+}
+
+impl SplitArg {
+    /// What the split adds to a model folder's name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SplitArg::Standard => "",
+            SplitArg::ZeroShot => "-zeroshot",
+            SplitArg::Validation => "-validation",
+        }
+    }
 }
 
 impl From<SplitArg> for SplitName {
@@ -90,6 +126,7 @@ impl From<SplitArg> for SplitName {
         match split {
             SplitArg::Standard => SplitName::Standard,
             SplitArg::ZeroShot => SplitName::ZeroShot,
+            SplitArg::Validation => SplitName::Validation,
         }
     }
 }
@@ -97,9 +134,9 @@ impl From<SplitArg> for SplitName {
 pub fn run(args: TrainEvents) -> anyhow::Result<ExitCode> {
     let options = TrainOptions {
         bits: args.bits.clone(),
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        learning_rate: args.lr,
+        epochs: args.epochs.unwrap_or(60),
+        batch_size: args.batch_size.unwrap_or(32),
+        learning_rate: args.lr.unwrap_or(2e-3),
         weight_decay: args.weight_decay,
         seed: args.seed,
         split: args.split.into(),
@@ -119,12 +156,8 @@ pub fn run(args: TrainEvents) -> anyhow::Result<ExitCode> {
         !args.bits.is_empty() && args.bits.iter().all(|b| [16, 32, 64, 128].contains(b)),
         "--bits must be 16, 32, 64 or 128 (or several of them, comma-separated)"
     );
-    anyhow::ensure!(args.batch_size >= 2, "--batch-size must be at least 2");
-    let suffix = if args.split == SplitArg::ZeroShot {
-        "-zeroshot"
-    } else {
-        ""
-    };
+    anyhow::ensure!(options.batch_size >= 2, "--batch-size must be at least 2");
+    let suffix = args.split.suffix();
     let folder = |bits: usize| args.models_dir.join(format!("events-{bits}{suffix}"));
     let joined: Vec<String> = args.bits.iter().map(usize::to_string).collect();
     let checkpoints = args
@@ -253,15 +286,16 @@ fn model_card(
     let split = match options.split {
         SplitName::Standard => "folds 1-4, all 50 classes (1600 clips)",
         SplitName::ZeroShot => "folds 1-4, classes 0-39 only (1280 clips)",
+        SplitName::Validation => "folds 1-3, all 50 classes (1200 clips)",
     };
     let _ = writeln!(
         c,
         "## Data\n\nESC-50 (K. J. Piczak, CC BY-NC 3.0) from `{}`: trained on {split}. Evaluation: queries fold 5, database folds 1-4{}; relevant = same class.\n",
         args.data.display(),
-        if options.split == SplitName::ZeroShot {
-            ", classes 40-49 only"
-        } else {
-            ""
+        match options.split {
+            SplitName::ZeroShot => ", classes 40-49 only",
+            SplitName::Validation => " (validation: queries fold 4, database folds 1-3)",
+            SplitName::Standard => "",
         }
     );
     let _ = writeln!(c, "## Training\n\n| setting | value |\n|---|---|");

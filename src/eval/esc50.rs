@@ -9,13 +9,17 @@ use rayon::prelude::*;
 
 use crate::eval::metrics::{CodeSet, RetrievalScores, retrieval_scores};
 use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig, SAMPLE_RATE};
+use crate::index::library_code::LibraryCode;
 use crate::model::Encoded;
 use crate::model::events::{EventsNet, encode_clips, trim_silence};
+use crate::model::hash_head::{HashHead, Standardiser};
 use crate::session::Encoders;
 
 /// Default location of the data, relative to the project root.
 pub const DEFAULT_DATA: &str = "../shared/data/esc50";
 pub const QUERY_FOLD: u8 = 5;
+/// The validation split's query fold (its database and training folds are 1-3).
+pub const VALIDATION_FOLD: u8 = 4;
 /// Zero-shot split: models train on targets below this, evaluation uses the rest.
 pub const ZERO_SHOT_FIRST_CLASS: usize = 40;
 /// Bumped when the cache layout or the features change.
@@ -59,24 +63,34 @@ pub enum Split {
     Standard,
     /// Classes 40-49 only (the model trained on 0-39).
     ZeroShot,
+    /// Folds 1-3 against fold 4, all classes: for choosing a recipe without looking at fold 5.
+    Validation,
 }
 
 impl Split {
     pub fn in_database(self, c: &Clip) -> bool {
-        c.fold != QUERY_FOLD && self.class_evaluated(c.target)
+        c.fold < self.query_fold() && self.class_evaluated(c.target)
     }
 
     pub fn is_query(self, c: &Clip) -> bool {
-        c.fold == QUERY_FOLD && self.class_evaluated(c.target)
+        c.fold == self.query_fold() && self.class_evaluated(c.target)
     }
 
-    /// Training clips: folds 1-4, and for zero-shot only the classes evaluation never sees.
+    /// Training clips: the database's folds, and for zero-shot only the classes evaluation
+    /// never sees.
     pub fn is_training(self, c: &Clip) -> bool {
-        c.fold != QUERY_FOLD
+        c.fold < self.query_fold()
             && match self {
-                Split::Standard => true,
+                Split::Standard | Split::Validation => true,
                 Split::ZeroShot => c.target < ZERO_SHOT_FIRST_CLASS,
             }
+    }
+
+    fn query_fold(self) -> u8 {
+        match self {
+            Split::Validation => VALIDATION_FOLD,
+            _ => QUERY_FOLD,
+        }
     }
 
     fn class_evaluated(self, target: usize) -> bool {
@@ -154,7 +168,7 @@ impl Features {
 /// Log-mel features of every clip, from the cache when it holds this clip list and these
 /// settings, else decoded in parallel and cached. `cache_dir: None` disables the cache.
 pub fn features(data: &Esc50, cache_dir: Option<&Path>) -> Result<Features, DataError> {
-    let cache = cache_dir.map(|d| d.join(format!("esc50-{:08x}.bin", cache_key(data))));
+    let cache = cache_dir.map(|d| d.join(format!("esc50-{:08x}.bin", cache_key(data, ""))));
     if let Some(c) = cache.as_deref()
         && let Some(clips) = read_cache(c, data.clips.len())
     {
@@ -188,11 +202,13 @@ pub fn features(data: &Esc50, cache_dir: Option<&Path>) -> Result<Features, Data
     Ok(Features { clips, failed })
 }
 
-/// Changes when the clip list, the file sizes or the feature settings change.
-fn cache_key(data: &Esc50) -> u32 {
+/// Changes when the clip list, the file sizes, the feature settings or the encoder (its weights
+/// hash, for embedding caches) change.
+fn cache_key(data: &Esc50, encoder: &str) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&CACHE_VERSION.to_le_bytes());
     h.update(format!("{:?}", LogMelConfig::default()).as_bytes());
+    h.update(encoder.as_bytes());
     for c in &data.clips {
         h.update(c.path.as_os_str().as_encoded_bytes());
         let size = std::fs::metadata(&c.path).map_or(0, |m| m.len());
@@ -429,10 +445,10 @@ pub fn evaluate_embeddings(encoders: &Encoders, data: &Esc50, split: Split) -> E
     let unit = |e: &[f32], s: Option<&Standardiser>| -> Vec<f32> {
         e.chunks_exact(dim.max(1))
             .flat_map(|row| {
-                let mut v: Vec<f32> = match s {
-                    Some(s) => s.apply(row),
-                    None => row.to_vec(),
-                };
+                let mut v = row.to_vec();
+                if let Some(s) = s {
+                    s.apply(&mut v);
+                }
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 v.iter_mut().for_each(|x| *x /= norm.max(f32::MIN_POSITIVE));
                 v
@@ -465,51 +481,254 @@ struct ClipEmbedding {
 /// Each clip goes through ingest exactly as a library file does (same windows, silence left
 /// out), and its window embeddings are averaged.
 fn clip_embedding(encoders: &Encoders, path: &Path) -> Result<ClipEmbedding, String> {
-    let file = crate::session::ingest::encode_path(path, encoders).map_err(|p| p.reason)?;
-    let windows = file.modes.first().map_or(0, |m| m.segments.len());
-    let Some(events) = file.modes.first().filter(|_| windows > 0) else {
-        return Err("silent".into());
-    };
-    let dim = events.encoded.embeddings.len() / windows;
-    let mut mean = vec![0.0f32; dim];
-    for row in events.encoded.embeddings.chunks_exact(dim.max(1)) {
-        mean.iter_mut()
-            .zip(row)
-            .for_each(|(m, x)| *m += x / windows as f32);
-    }
+    let (windows, seconds) = clip_windows(encoders, path)?;
+    let dim = encoders
+        .values()
+        .next()
+        .map_or(1, |e| e.info().embedding_dim.max(1));
     Ok(ClipEmbedding {
-        mean,
-        seconds: file.record.duration_s,
+        mean: mean_row(&windows, dim),
+        seconds,
     })
 }
 
-/// Per-dimension mean and standard deviation of a set of embeddings.
-struct Standardiser {
-    mean: Vec<f32>,
-    scale: Vec<f32>,
+/// A clip's window embeddings (flat) as ingest computes them for a library file, and its
+/// length in seconds.
+fn clip_windows(encoders: &Encoders, path: &Path) -> Result<(Vec<f32>, f64), String> {
+    let file = crate::session::ingest::encode_path(path, encoders).map_err(|p| p.reason)?;
+    match file.modes.into_iter().next() {
+        Some(mode) if !mode.segments.is_empty() => {
+            Ok((mode.encoded.embeddings, file.record.duration_s))
+        }
+        _ => Err("silent".into()),
+    }
 }
 
-impl Standardiser {
-    fn fit(rows: &[f32], dim: usize) -> Self {
-        let n = (rows.len() / dim.max(1)).max(1) as f32;
-        let mut mean = vec![0.0f32; dim];
-        for row in rows.chunks_exact(dim.max(1)) {
-            mean.iter_mut().zip(row).for_each(|(m, x)| *m += x / n);
-        }
-        let mut var = vec![0.0f32; dim];
-        for row in rows.chunks_exact(dim.max(1)) {
-            var.iter_mut()
-                .zip(row.iter().zip(&mean))
-                .for_each(|(v, (x, m))| *v += (x - m).powi(2) / n);
-        }
-        let scale = var.iter().map(|v| 1.0 / v.sqrt().max(1e-6)).collect();
-        Self { mean, scale }
+/// The mean of `rows` (`dim` values each).
+pub fn mean_row(rows: &[f32], dim: usize) -> Vec<f32> {
+    let n = (rows.len() / dim.max(1)).max(1) as f32;
+    let mut mean = vec![0.0f32; dim];
+    for row in rows.chunks_exact(dim.max(1)) {
+        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x / n);
     }
+    mean
+}
 
-    fn apply(&self, row: &[f32]) -> Vec<f32> {
-        row.iter()
-            .zip(self.mean.iter().zip(&self.scale))
-            .map(|(x, (m, s))| (x - m) * s)
-            .collect()
+/// Per clip, a backbone's window embeddings (flat, `dim` values each) as ingest computes them
+/// for library files; `None` where the clip could not be read.
+pub struct WindowEmbeddings {
+    pub dim: usize,
+    pub clips: Vec<Option<Vec<f32>>>,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Every clip's window embeddings from the one encoder in `encoders`, from the cache when it
+/// holds this clip list and this encoder's weights, else computed in parallel and cached.
+pub fn window_embeddings(
+    encoders: &Encoders,
+    data: &Esc50,
+    cache_dir: Option<&Path>,
+) -> Result<WindowEmbeddings, DataError> {
+    let info = encoders.values().next().map(|e| e.info().clone());
+    let (name, weights, dim) = info.map_or((String::new(), String::new(), 0), |i| {
+        (i.name, i.weights_hash, i.embedding_dim)
+    });
+    let cache = cache_dir.map(|d| {
+        d.join(format!(
+            "esc50-{name}-{:08x}.bin",
+            cache_key(data, &weights)
+        ))
+    });
+    if let Some(c) = cache.as_deref()
+        && let Some(clips) = read_cache(c, data.clips.len())
+    {
+        return Ok(WindowEmbeddings {
+            dim,
+            clips,
+            failed: Vec::new(),
+        });
     }
+    let results: Vec<Result<Vec<f32>, String>> = data
+        .clips
+        .par_iter()
+        .map(|clip| clip_windows(encoders, &clip.path).map(|(w, _)| w))
+        .collect();
+    let mut failed = Vec::new();
+    let clips: Vec<Option<Vec<f32>>> = results
+        .into_iter()
+        .zip(&data.clips)
+        .map(|(r, clip)| r.map_err(|e| failed.push((clip.path.clone(), e))).ok())
+        .collect();
+    if let Some(c) = cache.as_deref()
+        && failed.is_empty()
+    {
+        write_cache(c, &clips)?;
+    }
+    Ok(WindowEmbeddings { dim, clips, failed })
+}
+
+/// What one way of ranking scores on the split.
+pub struct CodeEvaluation {
+    pub scores: RetrievalScores,
+    /// Queries per second of the ranking (codes, re-rank), encoding not included.
+    pub queries_per_s: f64,
+}
+
+/// How clip codes and standardised embeddings are ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranking {
+    /// Fewest differing bits, ties by cosine (as the engine ranks codes alone).
+    Hamming,
+    /// The codes' best [`crate::search::rerank::RERANK_CANDIDATES`] re-ranked by cosine with query expansion.
+    Reranked,
+}
+
+/// A split's clips as a head encodes them: per clip, its code and its standardised mean
+/// embedding (unit length).
+pub struct ClipCodes {
+    pub ids: Vec<usize>,
+    pub words: usize,
+    pub codes: Vec<u64>,
+    pub dim: usize,
+    pub embeddings: Vec<f32>,
+}
+
+/// Encodes `ids`' mean window embeddings with `code` (a trained head or a library code),
+/// which writes each clip's code and standardises its embedding in place.
+pub fn clip_codes<E>(
+    windows: &WindowEmbeddings,
+    ids: &[usize],
+    words: usize,
+    mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>) -> Result<(), E>,
+) -> Result<ClipCodes, E> {
+    let dim = windows.dim;
+    let ids: Vec<usize> = ids
+        .iter()
+        .copied()
+        .filter(|&i| windows.clips[i].is_some())
+        .collect();
+    let mut out = ClipCodes {
+        ids: ids.clone(),
+        words,
+        codes: Vec::with_capacity(ids.len() * words),
+        dim,
+        embeddings: Vec::with_capacity(ids.len() * dim),
+    };
+    for &i in &ids {
+        let mut mean = mean_row(windows.clips[i].as_deref().unwrap_or_default(), dim);
+        code(&mut mean, &mut out.codes)?;
+        crate::search::rerank::normalise(&mut mean);
+        out.embeddings.extend(mean);
+    }
+    Ok(out)
+}
+
+/// The split's database and query clips (indices into `data.clips`).
+pub fn split_ids(data: &Esc50, split: Split) -> (Vec<usize>, Vec<usize>) {
+    let pick = |keep: &dyn Fn(&Clip) -> bool| -> Vec<usize> {
+        (0..data.clips.len())
+            .filter(|&i| keep(&data.clips[i]))
+            .collect()
+    };
+    (
+        pick(&|c| split.in_database(c)),
+        pick(&|c| split.is_query(c)),
+    )
+}
+
+/// The split's clips coded by a trained head.
+pub fn head_codes(
+    head: &HashHead,
+    bits: usize,
+    windows: &WindowEmbeddings,
+    ids: &[usize],
+) -> candle_core::Result<ClipCodes> {
+    clip_codes(windows, ids, bits.div_ceil(64), |mean, codes| {
+        let mut encoded = crate::model::Encoded::default();
+        head.encode(mean, &mut encoded)?;
+        codes.extend(encoded.codes);
+        Ok(())
+    })
+}
+
+/// The split's clips coded by a code learned on the database's own windows (no labels).
+pub fn library_codes(code: &LibraryCode, windows: &WindowEmbeddings, ids: &[usize]) -> ClipCodes {
+    let coded = clip_codes(windows, ids, code.words(), |mean, codes| {
+        code.encode(mean, codes);
+        code.standardiser.apply(mean);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match coded {
+        Ok(c) => c,
+    }
+}
+
+/// Every window of the clips `ids` (the library a code is learned on).
+pub fn windows_of(windows: &WindowEmbeddings, ids: &[usize]) -> Vec<f32> {
+    ids.iter()
+        .filter_map(|&i| windows.clips[i].as_deref())
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// Scores queries against the database, by `ranking`.
+pub fn score_codes(
+    data: &Esc50,
+    db: &ClipCodes,
+    queries: &ClipCodes,
+    ranking: Ranking,
+) -> CodeEvaluation {
+    fn set(c: &ClipCodes) -> CodeSet<'_> {
+        CodeSet {
+            words: c.words,
+            codes: &c.codes,
+            embeddings: &c.embeddings,
+            dim: c.dim,
+        }
+    }
+    let labels =
+        |c: &ClipCodes| -> Vec<usize> { c.ids.iter().map(|&i| data.clips[i].target).collect() };
+    let started = std::time::Instant::now();
+    let scores = match ranking {
+        Ranking::Hamming => {
+            retrieval_scores(&set(db), &labels(db), &set(queries), &labels(queries))
+        }
+        Ranking::Reranked => {
+            reranked_scores(&set(db), &labels(db), &set(queries), &labels(queries))
+        }
+    };
+    CodeEvaluation {
+        scores,
+        queries_per_s: queries.ids.len() as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    }
+}
+
+/// Per query: the database ranked by the codes, its best `RERANK_CANDIDATES` re-ranked by
+/// cosine with expansion, the rest after them in code order.
+fn reranked_scores(
+    db: &CodeSet<'_>,
+    db_labels: &[usize],
+    queries: &CodeSet<'_>,
+    query_labels: &[usize],
+) -> RetrievalScores {
+    use crate::search::rerank::{RERANK_CANDIDATES, rerank};
+    let rankings: Vec<Vec<usize>> = (0..queries.len())
+        .map(|q| {
+            let ranked: Vec<usize> =
+                crate::eval::metrics::rank(db, queries.code(q), queries.embedding(q))
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .collect();
+            let cut = RERANK_CANDIDATES.min(ranked.len());
+            let mut order: Vec<usize> =
+                rerank(queries.embedding(q), &ranked[..cut], |i| db.embedding(i))
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .collect();
+            order.extend_from_slice(&ranked[cut..]);
+            order
+        })
+        .collect();
+    crate::eval::metrics::scores_of_rankings(&rankings, db_labels, query_labels, db.len())
 }

@@ -29,11 +29,11 @@ impl CodeSet<'_> {
         self.len() == 0
     }
 
-    fn code(&self, i: usize) -> &[u64] {
+    pub fn code(&self, i: usize) -> &[u64] {
         &self.codes[i * self.words..(i + 1) * self.words]
     }
 
-    fn embedding(&self, i: usize) -> &[f32] {
+    pub fn embedding(&self, i: usize) -> &[f32] {
         &self.embeddings[i * self.dim..(i + 1) * self.dim]
     }
 }
@@ -119,6 +119,32 @@ pub fn retrieval_scores(
         &mut s.p_at_10,
         &mut s.p_hamming2,
     ] {
+        *x /= n;
+    }
+    s
+}
+
+/// Mean figures of rankings made elsewhere (`rankings[q]` orders the database for query `q`);
+/// precision within a Hamming radius does not apply and stays 0.
+pub fn scores_of_rankings(
+    rankings: &[Vec<usize>],
+    db_labels: &[usize],
+    query_labels: &[usize],
+    database: usize,
+) -> RetrievalScores {
+    let mut s = RetrievalScores {
+        queries: rankings.len(),
+        database,
+        ..Default::default()
+    };
+    for (ranked, &label) in rankings.iter().zip(query_labels) {
+        let relevant: Vec<bool> = ranked.iter().map(|&i| db_labels[i] == label).collect();
+        s.map_all += average_precision(&relevant, relevant.len());
+        s.map_100 += average_precision(&relevant, 100);
+        s.p_at_10 += precision_at(&relevant, 10);
+    }
+    let n = rankings.len().max(1) as f64;
+    for x in [&mut s.map_all, &mut s.map_100, &mut s.p_at_10] {
         *x /= n;
     }
     s

@@ -7,6 +7,7 @@ pub mod buckets;
 pub mod format;
 pub mod hamming;
 pub mod hnsw;
+pub mod library_code;
 pub mod quantize;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

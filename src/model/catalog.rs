@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::config::{CONFIG_FILE, models_dirs};
-use super::{Mode, birdnet, default_model_name, learned_lsh};
+use super::{Mode, birdnet, default_model_name, hash_head, learned_lsh};
 
 /// One model folder found.
 #[derive(Debug, Clone)]
@@ -82,6 +82,24 @@ fn describe(name: String, dir: PathBuf) -> InstalledModel {
             "Earshot's learned projection, exact match",
             Mode::Fingerprint,
         ),
+        Some(hash_head::ARCHITECTURE) => {
+            let head: Option<hash_head::HashHeadConfig> = serde_json::from_slice(&config).ok();
+            let (bits, backbone) =
+                head.map_or((0, String::from("a backbone")), |h| (h.bits, h.backbone));
+            let installed = super::config::find_model(&backbone).is_some();
+            (
+                format!("{bits}-bit hash head on {backbone}'s embeddings, similar sounds"),
+                OWN_LICENSE.to_string(),
+                if installed {
+                    format!("{backbone} (installed)")
+                } else {
+                    format!(
+                        "{backbone}, not installed: import it with `earshot models import birdnet PATH`"
+                    )
+                },
+                vec![Mode::Events],
+            )
+        }
         Some(other) => (
             other.to_string(),
             OWN_LICENSE.to_string(),

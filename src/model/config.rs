@@ -43,6 +43,8 @@ pub enum ModelError {
         path: PathBuf,
         source: candle_core::Error,
     },
+    #[error("{}: this model reads the embeddings of {backbone}, which is not installed; import it first (BirdNET: `earshot models import birdnet PATH`, or Import... in the app's Models window)", path.display())]
+    MissingBackbone { path: PathBuf, backbone: String },
     #[error("{}: cannot write it: {source}", path.display())]
     Write {
         path: PathBuf,

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod config;
 pub mod events;
 pub mod fingerprint;
+pub mod hash_head;
 pub mod hashing;
 pub mod learned_lsh;
 pub mod lsh;

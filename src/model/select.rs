@@ -1,7 +1,7 @@
 //! Which encoder each mode uses: the model folder given, else the mode's default model where
 //! one is installed, else the one built into the binary; and the LSH baselines.
 
-use super::{Encoder, Mode, birdnet, config, events, fingerprint, learned_lsh, lsh};
+use super::{Encoder, Mode, birdnet, config, events, fingerprint, hash_head, learned_lsh, lsh};
 
 /// The data-independent LSH encoder of a mode (the baseline every trained model must beat).
 pub fn baseline_encoder(mode: Mode) -> Box<dyn Encoder> {
@@ -97,6 +97,9 @@ fn encoder_from_bytes(
                 config::ModelFiles::from_bytes(dir, config, weights)?,
             )?)
         }
+        (Mode::Events, Some(hash_head::ARCHITECTURE)) => {
+            Box::new(head_encoder(dir, config, weights)?)
+        }
         (Mode::Fingerprint, Some(learned_lsh::ARCHITECTURE)) => {
             Box::new(learned_lsh::LearnedLshEncoder::from_files(
                 config::ModelFiles::from_bytes(dir, config, weights)?,
@@ -137,4 +140,33 @@ pub fn default_encoders() -> Vec<(Mode, String, String)> {
             (mode, name, place)
         })
         .collect()
+}
+
+/// A hash head with the installed backbone its config names (a head is never a backbone).
+fn head_encoder(
+    dir: &std::path::Path,
+    config: &[u8],
+    weights: Vec<u8>,
+) -> Result<hash_head::HeadEncoder, config::ModelError> {
+    let files = config::ModelFiles::<hash_head::HashHeadConfig>::from_bytes(dir, config, weights)?;
+    let backbone = &files.config.backbone;
+    let missing = || config::ModelError::MissingBackbone {
+        path: dir.to_path_buf(),
+        backbone: backbone.clone(),
+    };
+    let backbone_dir = config::find_model(backbone).ok_or_else(missing)?;
+    let (backbone_config, backbone_weights) = config::read_folder(&backbone_dir)?;
+    if architecture(&backbone_config).as_deref() == Some(hash_head::ARCHITECTURE) {
+        return Err(config::ModelError::Config {
+            path: dir.join(config::CONFIG_FILE),
+            reason: format!("its backbone {backbone} is a hash head, not a backbone"),
+        });
+    }
+    let backbone = encoder_from_bytes(
+        Mode::Events,
+        &backbone_dir,
+        &backbone_config,
+        backbone_weights,
+    )?;
+    hash_head::HeadEncoder::from_files(files, backbone)
 }

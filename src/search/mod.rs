@@ -21,6 +21,7 @@ mod correlate;
 mod events;
 mod fingerprint;
 mod query;
+pub mod rerank;
 mod verify;
 use query::QuerySegments;
 pub use verify::{FilesOnDisk, LibraryAudio};

