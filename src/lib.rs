@@ -13,6 +13,7 @@ pub mod eval;
 pub mod features;
 pub mod fsutil;
 pub mod index;
+pub mod learn;
 pub mod library;
 pub mod model;
 pub mod projection;

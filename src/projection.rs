@@ -12,7 +12,7 @@ pub const TSNE_THETA: f32 = 0.5;
 /// One code per file: each bit is the majority over the file's segments, so a file lands where
 /// most of it sounds like. Files without segments get `None`.
 pub fn file_codes(data: &ModeIndex, n_files: usize) -> Vec<Option<Vec<u64>>> {
-    let (words, bits) = (data.words(), data.encoder.bits);
+    let (words, bits) = (data.words(), data.bits());
     let mut ones = vec![vec![0u32; bits]; n_files];
     let mut counts = vec![0u32; n_files];
     for (i, s) in data.segments.iter().enumerate() {

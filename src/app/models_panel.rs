@@ -27,9 +27,12 @@ pub fn show(app: &mut EarshotApp, ctx: &egui::Context) {
         .show(ctx, |ui| {
             in_use(app, ui);
             ui.separator();
+            // The list scrolls; the rest of the window must fit a small or scaled screen.
             egui::ScrollArea::vertical()
-                .max_height(320.0)
+                .max_height((ctx.content_rect().height() * 0.25).min(320.0))
                 .show(ui, |ui| found(app, ui, &mut commands));
+            ui.separator();
+            library_codes(app, ui, &mut commands);
             ui.separator();
             import(app, ui, &mut commands);
         });
@@ -87,6 +90,65 @@ fn found(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
             .clicked()
     {
         commands.push(Command::UseEventsModel(None));
+    }
+}
+
+/// The selected library's similar-sounds codes, and learning them from its labels.
+fn library_codes(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+    ui.strong("Codes for this library");
+    let Some((lib, index)) = app.current() else {
+        ui.weak("No library selected.");
+        return;
+    };
+    let section = index.and_then(|i| i.modes.get(&Mode::Events));
+    let (described, learnable) = match section {
+        None => ("Not indexed for similar sounds yet.".to_string(), false),
+        Some(s) if s.encoder.bits > 0 => (
+            format!(
+                "{} gives its own codes: learning from labels needs a backbone's library (BirdNET).",
+                s.encoder.name
+            ),
+            false,
+        ),
+        Some(s) => (describe_code(s), true),
+    };
+    ui.label(described);
+    let learning = app.tasks.learning.as_ref();
+    ui.horizontal(|ui| {
+        let idle = learning.is_none() && app.tasks.indexing.is_none();
+        let button = ui
+            .add_enabled(learnable && idle, egui::Button::new("Learn codes from these labels"))
+            .on_hover_text(format!(
+                "Trains codes on the library's labels (each file's folder name) from the embeddings the index keeps; \
+                 needs {} labels with {} files each. Measures the gain on a fifth of the files held out.",
+                crate::learn::MIN_LABELS,
+                crate::learn::MIN_FILES_PER_LABEL
+            ));
+        if button.clicked() {
+            commands.push(Command::LearnCodes);
+        }
+        if let Some((db, task)) = learning {
+            ui.spinner();
+            let step = task.progress.as_deref().unwrap_or("starting");
+            let whose = if db == &lib.db { "" } else { " (another library)" };
+            ui.weak(format!("{step}{whose}…"));
+        }
+    });
+}
+
+fn describe_code(section: &crate::index::ModeIndex) -> String {
+    use crate::index::library_code::{CodeSource, MIN_SEGMENTS_TO_LEARN};
+    match section.library_code.as_ref().map(|c| (c.bits(), &c.source)) {
+        None => format!(
+            "No codes yet: {} segments are searched exactly; codes are learned from {MIN_SEGMENTS_TO_LEARN} segments on.",
+            section.segments.len()
+        ),
+        Some((bits, CodeSource::Embeddings)) => format!(
+            "{bits}-bit codes learned without labels on the library's own sounds; results are re-ranked by similarity."
+        ),
+        Some((bits, CodeSource::Labels { classes, files })) => {
+            format!("{bits}-bit codes learned from {classes} labels on {files} files.")
+        }
     }
 }
 

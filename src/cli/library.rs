@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::args::IndexModes;
 use super::text::progress_bar;
+use crate::index::library_code::CodeSource;
 use crate::index::{Index, format};
 use crate::library::{self, LabelMap, ScanReport};
 use crate::model::encoder_for;
@@ -157,6 +158,14 @@ pub fn index(
         report.encoded_audio_s / seconds.max(1e-9),
         report.failed.len()
     );
+    for learned in &report.codes_learned {
+        println!(
+            "{}: learned a {}-bit code on this library's {} segments",
+            learned.mode.name(),
+            learned.bits,
+            learned.segments
+        );
+    }
     println!("index: {}", Index::index_path(db).display());
     let indexed = report.added + report.updated + report.relabelled + report.unchanged;
     if indexed == 0 && !report.failed.is_empty() {
@@ -207,7 +216,22 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
             d.input.front_end.name(),
             d.input.sample_rate()
         )?;
-        if d.encoder.bits == 0 {
+        if let Some(code) = &d.library_code {
+            let from = match code.source {
+                CodeSource::Embeddings => "this library's own embeddings".to_string(),
+                CodeSource::Labels { classes, files } => {
+                    format!("this library's labels ({classes} labels on {files} files)")
+                }
+            };
+            writeln!(
+                out,
+                "{:<12} codes: {} bits learned on {from}, {} segments then",
+                "",
+                code.bits(),
+                code.learned_on
+            )?;
+        }
+        if d.bits() == 0 {
             continue;
         }
         let b = crate::index::buckets::BucketIndex::build(&d.codes, d.words()).stats();

@@ -9,6 +9,7 @@ mod eval_esc50;
 mod eval_fingerprint;
 mod heads_bench;
 mod inspect;
+mod learn;
 mod library;
 mod models;
 mod query;
@@ -24,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::model::Mode;
 use crate::search::Engine;
+use crate::session::SearchOptions;
 pub use args::{EngineArg, IndexModes, ModeArg};
 
 #[derive(Debug, Parser)]
@@ -88,6 +90,10 @@ pub enum Command {
         /// Results per clip
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// events: results per file at most, each a different moment of it (every similar
+        /// moment of a long recording, not only its best)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        per_file: u32,
         /// One JSON object per clip, per line
         #[arg(long)]
         json: bool,
@@ -99,6 +105,20 @@ pub enum Command {
         model: Option<PathBuf>,
         #[arg(required = true)]
         clips: Vec<PathBuf>,
+    },
+    /// Learn similar-sounds codes from the library's labels (folders, or a CSV): trains a hash
+    /// head on the embeddings the index keeps, reports its gain on a held-out fifth of the
+    /// files, and codes the index with it (an index built by a backbone, e.g. birdnet-v2.4)
+    Learn {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// CSV of `path,label` rows (paths relative to the CSV); default: each file's label in
+        /// the index (its parent folder's name unless indexed with --labels)
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Show what an index holds: files, segments, hours of audio, size on disk
     Info {
@@ -185,21 +205,30 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             db,
             mode,
             top,
+            per_file,
             json,
             engine,
             model,
             clips,
         } => {
             let mode = Mode::from(mode);
+            let options = SearchOptions {
+                engine: Some(engine.map_or(Engine::default_for(mode), Engine::from)),
+                attention: false,
+                per_file: per_file as usize,
+                ..SearchOptions::top(top)
+            };
             query::query(
                 &db_or_default(db)?,
                 mode,
-                top,
+                &options,
                 json,
-                engine.map_or(Engine::default_for(mode), Engine::from),
                 model.as_deref(),
                 &clips,
             )
+        }
+        Command::Learn { db, labels, json } => {
+            learn::run(&db_or_default(db)?, labels.as_deref(), json)
         }
         Command::Info { db, json } => library::info(&db_or_default(db)?, json),
         Command::Inspect { files, json } => inspect::inspect(&files, json),

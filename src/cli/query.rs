@@ -9,27 +9,21 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::model::{Mode, encoder_for};
-use crate::search::{Engine, Hit};
+use crate::search::Hit;
 use crate::session::{Clip, Encoders, MAX_QUERY_S, OpenLibrary, SearchOptions};
 use crate::text::clock;
 
 pub fn query(
     db: &Path,
     mode: Mode,
-    top: usize,
+    options: &SearchOptions,
     json: bool,
-    engine: Engine,
     model: Option<&Path>,
     clips: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let encoders = Encoders::from([(mode, encoder_for(mode, model)?)]);
     let library = OpenLibrary::open(db, Arc::new(encoders))?;
-    library.prepare(mode, Some(engine))?;
-    let options = SearchOptions {
-        engine: Some(engine),
-        attention: false,
-        ..SearchOptions::top(top)
-    };
+    library.prepare(mode, options.engine)?;
     let mut out = std::io::stdout().lock();
     let mut status = ExitCode::SUCCESS;
     for clip in clips {
@@ -45,7 +39,7 @@ pub fn query(
                         MAX_QUERY_S / 60.0
                     );
                 }
-                Ok(library.search(&query, None, mode, &options)?.hits)
+                Ok(library.search(&query, None, mode, options)?.hits)
             });
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match (result, json) {

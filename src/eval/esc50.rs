@@ -617,7 +617,7 @@ pub fn clip_codes<E>(
     for &i in &ids {
         let mut mean = mean_row(windows.clips[i].as_deref().unwrap_or_default(), dim);
         code(&mut mean, &mut out.codes)?;
-        crate::search::rerank::normalise(&mut mean);
+        crate::index::vector::normalise(&mut mean);
         out.embeddings.extend(mean);
     }
     Ok(out)
@@ -694,41 +694,15 @@ pub fn score_codes(
         Ranking::Hamming => {
             retrieval_scores(&set(db), &labels(db), &set(queries), &labels(queries))
         }
-        Ranking::Reranked => {
-            reranked_scores(&set(db), &labels(db), &set(queries), &labels(queries))
-        }
+        Ranking::Reranked => crate::eval::metrics::reranked_scores(
+            &set(db),
+            &labels(db),
+            &set(queries),
+            &labels(queries),
+        ),
     };
     CodeEvaluation {
         scores,
         queries_per_s: queries.ids.len() as f64 / started.elapsed().as_secs_f64().max(1e-9),
     }
-}
-
-/// Per query: the database ranked by the codes, its best `RERANK_CANDIDATES` re-ranked by
-/// cosine with expansion, the rest after them in code order.
-fn reranked_scores(
-    db: &CodeSet<'_>,
-    db_labels: &[usize],
-    queries: &CodeSet<'_>,
-    query_labels: &[usize],
-) -> RetrievalScores {
-    use crate::search::rerank::{RERANK_CANDIDATES, rerank};
-    let rankings: Vec<Vec<usize>> = (0..queries.len())
-        .map(|q| {
-            let ranked: Vec<usize> =
-                crate::eval::metrics::rank(db, queries.code(q), queries.embedding(q))
-                    .into_iter()
-                    .map(|(i, _)| i)
-                    .collect();
-            let cut = RERANK_CANDIDATES.min(ranked.len());
-            let mut order: Vec<usize> =
-                rerank(queries.embedding(q), &ranked[..cut], |i| db.embedding(i))
-                    .into_iter()
-                    .map(|(i, _)| i)
-                    .collect();
-            order.extend_from_slice(&ranked[cut..]);
-            order
-        })
-        .collect();
-    crate::eval::metrics::scores_of_rankings(&rankings, db_labels, query_labels, db.len())
 }

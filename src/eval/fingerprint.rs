@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::esc50::DataError;
+use super::metrics::percentile;
 use crate::audio::{TARGET_SAMPLE_RATE, decode_file};
 use crate::index::format;
 use crate::model::{Mode, SeededRng};
@@ -365,16 +366,6 @@ fn folder_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `q` quantile (nearest rank) of `values`; 0 when empty.
-pub fn percentile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    values[rank - 1]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,13 +381,5 @@ mod tests {
         }
         // 5 s = 80 000 samples fit only the second track.
         assert!(a.iter().filter(|p| p.seconds == 5.0).all(|p| p.track == 1));
-    }
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&mut v, 0.5), 50.0);
-        assert_eq!(percentile(&mut v, 0.95), 95.0);
-        assert_eq!(percentile(&mut [], 0.5), 0.0);
     }
 }

@@ -150,6 +150,44 @@ pub fn scores_of_rankings(
     s
 }
 
+/// Per query: the database ranked by the codes, its best `RERANK_CANDIDATES` re-ranked by
+/// cosine with expansion, the rest after them in code order.
+pub fn reranked_scores(
+    db: &CodeSet<'_>,
+    db_labels: &[usize],
+    queries: &CodeSet<'_>,
+    query_labels: &[usize],
+) -> RetrievalScores {
+    use crate::search::rerank::{RERANK_CANDIDATES, rerank};
+    let rankings: Vec<Vec<usize>> = (0..queries.len())
+        .map(|q| {
+            let ranked: Vec<usize> = rank(db, queries.code(q), queries.embedding(q))
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect();
+            let cut = RERANK_CANDIDATES.min(ranked.len());
+            let mut order: Vec<usize> =
+                rerank(queries.embedding(q), &ranked[..cut], |i| db.embedding(i))
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .collect();
+            order.extend_from_slice(&ranked[cut..]);
+            order
+        })
+        .collect();
+    scores_of_rankings(&rankings, db_labels, query_labels, db.len())
+}
+
+/// The `q` quantile (nearest rank) of `values`; 0 when empty.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +226,13 @@ mod tests {
         // Ranking 2 (label 3), 1 (7), 0 (7): AP = (1/2 + 2/3) / 2; radius 2 holds items 2 and 1.
         assert!((s.map_all - (0.5 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         assert!((s.p_hamming2 - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.5), 50.0);
+        assert_eq!(percentile(&mut v, 0.95), 95.0);
+        assert_eq!(percentile(&mut [], 0.5), 0.0);
     }
 }

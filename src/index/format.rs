@@ -7,7 +7,9 @@
 //! per mode in manifest order: u64 segment count, u64 run count, segment runs (u32 file,
 //!     u32 first start, u32 frames, u32 step, u32 count), codes (u64 x words), u32 embedding
 //!     dim kept, embeddings in 8 bits (per vector: f32 scale, i8 x dim; see [`super::quantize`];
-//!     format 2: f32 x dim)
+//!     format 2: f32 x dim), then where the manifest describes a library code (format 4): its
+//!     standardiser (f32 x dim means, f32 x dim inverse deviations) and per layer its weights
+//!     (f32 x outputs x inputs) and biases (f32 x outputs)
 //! u32 CRC-32 of everything before it
 //! ```
 //!
@@ -20,15 +22,20 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::library_code::{Dense, LibraryCode};
 use super::{
-    FORMAT_VERSION, Index, IndexError, Manifest, ModeIndex, ModeManifest, SegmentRef, quantize,
+    FORMAT_VERSION, Index, IndexError, LibraryCodeManifest, Manifest, ModeIndex, ModeManifest,
+    SegmentRef, quantize,
 };
 use crate::fsutil;
 use crate::library::FileRecord;
+use crate::model::hash_head::Standardiser;
 
 const MAGIC: &[u8; 8] = b"EARSHOT\0";
 /// The last format before encoders declared their input: same layout, older manifest.
 const FORMAT_2: u32 = 2;
+/// The last format before library codes: the same layout without them.
+const FORMAT_3: u32 = 3;
 /// Stored for a file whose modification time is unknown.
 const NO_MTIME: u32 = u32::MAX;
 /// Bytes read or written at a time for the large arrays (codes, embeddings): the file is
@@ -119,6 +126,15 @@ fn encode(index: &Index, out: &mut dyn Write) -> io::Result<()> {
             quantize::push_vector(vector, &mut stored);
             out.raw(&stored)?;
         }
+        if let Some(code) = &m.library_code {
+            let layers = code.layers.iter().flat_map(|l| [&l.weights, &l.bias]);
+            for values in [&code.standardiser.mean, &code.standardiser.scale]
+                .into_iter()
+                .chain(layers)
+            {
+                out.array(values.iter().map(|v| v.to_le_bytes()))?;
+            }
+        }
     }
     let Writer { out, crc } = out;
     out.write_all(&crc.finalize().to_le_bytes())
@@ -154,7 +170,7 @@ fn read_index(source: impl Read, len: u64, path: &Path, db: &Path) -> Result<Ind
     let Some(version) = r.u32() else {
         return Err(r.error.map_or_else(|| corrupt("cut off in its header"), io));
     };
-    if version != FORMAT_VERSION && version != FORMAT_2 {
+    if ![FORMAT_VERSION, FORMAT_3, FORMAT_2].contains(&version) {
         return Err(IndexError::Version {
             path: path.to_owned(),
             db: db.to_owned(),
@@ -216,6 +232,7 @@ impl From<ManifestV2> for Manifest {
                         segmentation: m.segmentation,
                     },
                     segments: m.segments,
+                    library_code: None,
                 })
                 .collect(),
         }
@@ -277,11 +294,13 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
         })?;
         // The codes must be there before the segments are expanded: a damaged count must not
         // allocate more than the file holds.
-        if (n as u64).checked_mul(8 * mm.encoder.words() as u64)? > r.remaining {
+        let bits = mm.library_code.as_ref().map_or(mm.encoder.bits, |c| c.bits);
+        let words = bits.div_ceil(64);
+        if (n as u64).checked_mul(8 * words as u64)? > r.remaining {
             return None;
         }
         let segments = expand_runs(&runs, n, files.len())?;
-        let codes = r.array(n.checked_mul(mm.encoder.words())?, u64::from_le_bytes)?;
+        let codes = r.array(n.checked_mul(words)?, u64::from_le_bytes)?;
         let dim = r.u32()? as usize;
         if dim != 0 && dim != mm.encoder.embedding_dim {
             return None;
@@ -294,6 +313,10 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
             let stored = r.array(n.checked_mul(quantize::stored_len(dim))?, |b: [u8; 1]| b[0])?;
             quantize::read_vectors(&stored, dim)
         };
+        let library_code = match &mm.library_code {
+            Some(m) => Some(read_library_code(r, m, dim)?),
+            None => None,
+        };
         let index = ModeIndex {
             encoder: mm.encoder.clone(),
             input: mm.input,
@@ -301,6 +324,7 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
             codes,
             embedding_dim: dim,
             embeddings,
+            library_code,
         };
         modes.insert(mm.mode, index);
     }
@@ -309,6 +333,36 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
         files,
         modes,
     })
+}
+
+/// The library code `manifest` describes, over the section's `dim` kept values.
+fn read_library_code(
+    r: &mut Reader<impl Read>,
+    manifest: &LibraryCodeManifest,
+    dim: usize,
+) -> Option<LibraryCode> {
+    let mut floats = |n: usize| r.array(n, f32::from_le_bytes);
+    let standardiser = Standardiser {
+        mean: floats(dim)?,
+        scale: floats(dim)?,
+    };
+    let mut layers = Vec::with_capacity(manifest.layers.len().min(4));
+    for &[inputs, outputs] in &manifest.layers {
+        layers.push(Dense {
+            inputs,
+            outputs,
+            weights: floats(inputs.checked_mul(outputs)?)?,
+            bias: floats(outputs)?,
+        });
+    }
+    let code = LibraryCode {
+        standardiser,
+        layers,
+        sign: manifest.sign,
+        source: manifest.source.clone(),
+        learned_on: manifest.learned_on,
+    };
+    (dim > 0 && code.is_valid() && code.bits() == manifest.bits).then_some(code)
 }
 
 /// Segments of one file at a regular step, as the segment table stores them: a file's
@@ -566,6 +620,65 @@ mod tests {
             (&a.segments, &a.codes, a.embedding_dim),
             (&b.segments, &b.codes, 0)
         );
+    }
+
+    /// A backbone's section: embeddings only from the encoder, codes from the library's own
+    /// code, which is saved with them and codes the files added after loading.
+    #[test]
+    fn a_library_code_round_trips_and_codes_what_is_added_next() {
+        const DIM: usize = 64;
+        let mut index = Index::new();
+        let encoder = EncoderInfo {
+            name: "backbone".into(),
+            weights_hash: "h".into(),
+            bits: 0,
+            embedding_dim: DIM,
+        };
+        let mut events = ModeIndex::new(Mode::Events, encoder, EncoderInput::log_mel(Mode::Events));
+        let mut rng = crate::model::SeededRng::new(5);
+        let n = crate::index::library_code::MIN_SEGMENTS_TO_LEARN;
+        events.segments = (0..n as u32)
+            .map(|i| SegmentRef {
+                file: 0,
+                start_frame: i,
+                n_frames: 1,
+            })
+            .collect();
+        events.embeddings = (0..n * DIM).map(|_| rng.normal() as f32).collect();
+        assert!(events.refresh_library_code().unwrap());
+        assert!(!events.refresh_library_code().unwrap(), "not outgrown yet");
+        assert_eq!((events.bits(), events.codes.len()), (64, n));
+        index.modes.insert(Mode::Events, events);
+        index.files.push(FileRecord {
+            path: "/a.wav".into(),
+            size: 1,
+            modified: None,
+            duration_s: 1.0,
+            label: String::new(),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        save(&index, dir.path()).unwrap();
+        let mut back = load(dir.path()).unwrap();
+        let (a, b) = (&back.modes[&Mode::Events], &index.modes[&Mode::Events]);
+        assert_eq!(a.library_code, b.library_code);
+        assert_eq!(a.codes, b.codes);
+        let embeddings = b.embeddings[..2 * DIM].to_vec();
+        back.add(EncodedFile {
+            record: FileRecord {
+                path: "/b.wav".into(),
+                ..index.files[0].clone()
+            },
+            modes: vec![SegmentEncodings {
+                mode: Mode::Events,
+                segments: vec![(0, 1), (1, 1)],
+                encoded: Encoded {
+                    embeddings,
+                    ..Encoded::default()
+                },
+            }],
+        });
+        let events = &back.modes[&Mode::Events];
+        assert_eq!(events.codes[n..], b.codes[..2], "added segments are coded");
     }
 
     #[test]

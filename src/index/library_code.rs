@@ -1,17 +1,39 @@
-//! Codes for a library without labels, learned on its own embeddings: each dimension
-//! standardised by the library's statistics, projected on its leading principal components,
-//! then rotated by ITQ (iterative quantisation, Gong and Lazebnik, 2011) so that the signs lose
-//! as little as possible. Search reads these codes to find candidates, then re-ranks them by
-//! the cosine of the standardised embeddings (`search::rerank`).
+//! Codes learned on a library, for an encoder that gives embeddings only (a backbone).
+//!
+//! - Without labels (the default): each dimension standardised by the library's statistics,
+//!   projected on its leading principal components, then rotated by ITQ (iterative
+//!   quantisation, Gong and Lazebnik, 2011) so that the signs lose as little as possible.
+//!   Search reads these codes to find candidates, then re-ranks them by the cosine of the
+//!   standardised embeddings (`search::rerank`).
+//! - From the user's labels (`earshot learn`): a trained hash head (standardise, dense, ReLU,
+//!   dense, balanced sign), kept here as plain weights. Search ranks by its codes.
+//!
+//! Both are a standardiser, dense layers and a sign rule, saved with the index section.
 
 use nalgebra::{DMatrix, SymmetricEigen};
+use serde::{Deserialize, Serialize};
 
 use crate::model::SeededRng;
-use crate::model::hash_head::Standardiser;
+use crate::model::hash_head::{HashHead, Standardiser};
 use crate::model::hashing::pack_bits;
 
 /// ITQ's alternating steps (the paper's 50).
 const ITQ_ITERATIONS: usize = 50;
+/// Bits of a library's own code: the design's default code length (64, one word), the length
+/// at which `earshot eval esc50 --unsupervised` measured it.
+pub const LIBRARY_CODE_BITS: usize = 64;
+/// Segments a library needs before a code is learned on it. Below this, search compares every
+/// embedding exactly (as fast as codes at this size), and 64 principal directions of fewer
+/// rows would be mostly noise.
+pub const MIN_SEGMENTS_TO_LEARN: usize = 512;
+/// The code is learned again once the library holds this many times the segments it was
+/// learned on: what it has not seen may by then be most of it.
+pub const RELEARN_GROWTH: usize = 2;
+/// At most this many segments (evenly spaced through the library) are read to learn a code:
+/// enough for 1024 x 1024 covariances, and learning stays within seconds on a large library.
+pub const MAX_LEARNING_SEGMENTS: usize = 20_000;
+/// ITQ's random start, fixed so that the same library gives the same code.
+const LEARNING_SEED: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryCodeError {
@@ -25,13 +47,63 @@ pub enum LibraryCodeError {
     },
 }
 
-/// A learned code: standardisation, then `bits` projections (rows of `dim`), then signs.
+/// One dense layer: `outputs x inputs` weights, row-major, and a bias per output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Dense {
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        self.weights
+            .chunks_exact(self.inputs.max(1))
+            .zip(&self.bias)
+            .map(|(row, b)| row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>() + b)
+            .collect()
+    }
+
+    /// Whether the weights and biases fit the shape.
+    pub fn is_valid(&self) -> bool {
+        self.inputs > 0
+            && self.outputs > 0
+            && self.weights.len() == self.inputs * self.outputs
+            && self.bias.len() == self.outputs
+    }
+}
+
+/// How the last layer's values become bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignRule {
+    /// A bit is set where the value is at least 0 (ITQ).
+    Zero,
+    /// A bit is set where the value is at least the mean of its vector (a hash head's balanced
+    /// sign).
+    VectorMean,
+}
+
+/// What a code was learned from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum CodeSource {
+    /// The library's embeddings alone (PCA + ITQ); search re-ranks its candidates.
+    Embeddings,
+    /// The user's labels: `classes` labels on `files` files.
+    Labels { classes: usize, files: usize },
+}
+
+/// A learned code: standardisation, dense layers (ReLU between them), then signs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LibraryCode {
     pub standardiser: Standardiser,
-    pub bits: usize,
-    /// `bits x dim`, row-major: principal directions times the ITQ rotation.
-    pub projection: Vec<f32>,
+    pub layers: Vec<Dense>,
+    pub sign: SignRule,
+    pub source: CodeSource,
+    /// Segments it was learned on (the library's then, for [`Self::is_outgrown`]).
+    pub learned_on: usize,
 }
 
 impl LibraryCode {
@@ -59,15 +131,110 @@ impl LibraryCode {
         let projected = &data * &pca;
         let rotation = itq_rotation(&projected, bits, seed);
         let directions = pca * rotation;
-        let projection = (0..bits)
+        let weights = (0..bits)
             .flat_map(|b| (0..dim).map(move |d| (b, d)))
             .map(|(b, d)| directions[(d, b)] as f32)
             .collect();
+        let projection = Dense {
+            inputs: dim,
+            outputs: bits,
+            weights,
+            bias: vec![0.0; bits],
+        };
         Ok(Self {
             standardiser,
-            bits,
-            projection,
+            layers: vec![projection],
+            sign: SignRule::Zero,
+            source: CodeSource::Embeddings,
+            learned_on: n,
         })
+    }
+
+    /// A trained hash head's code, as plain weights.
+    pub fn from_head(
+        head: &HashHead,
+        source: CodeSource,
+        learned_on: usize,
+    ) -> candle_core::Result<Self> {
+        let tensors = head.tensors()?;
+        let get = |name: &str| {
+            tensors
+                .get(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("the head has no {name}")))
+        };
+        let dense = |layer: &str| -> candle_core::Result<Dense> {
+            let weight = get(&format!("{layer}.weight"))?;
+            let (outputs, inputs) = weight.dims2()?;
+            Ok(Dense {
+                inputs,
+                outputs,
+                weights: weight.flatten_all()?.to_vec1()?,
+                bias: get(&format!("{layer}.bias"))?.to_vec1()?,
+            })
+        };
+        Ok(Self {
+            standardiser: head.standardiser.clone(),
+            layers: vec![dense("hidden")?, dense("hash")?],
+            sign: SignRule::VectorMean,
+            source,
+            learned_on,
+        })
+    }
+
+    /// A [`LIBRARY_CODE_BITS`]-bit code for a library of `segments` embeddings (`dim` each),
+    /// learned on at most [`MAX_LEARNING_SEGMENTS`] of them, evenly spaced; `learned_on` counts
+    /// the whole library.
+    pub fn learn_for_library(embeddings: &[f32], dim: usize) -> Result<Self, LibraryCodeError> {
+        let segments = embeddings.len() / dim.max(1);
+        let step = segments.div_ceil(MAX_LEARNING_SEGMENTS).max(1);
+        let sample: Vec<f32> = embeddings
+            .chunks_exact(dim.max(1))
+            .step_by(step)
+            .flatten()
+            .copied()
+            .collect();
+        let mut code = Self::learn(&sample, dim, LIBRARY_CODE_BITS, LEARNING_SEED)?;
+        code.learned_on = segments;
+        Ok(code)
+    }
+
+    /// Whether a library of `segments` should learn its code again: a code learned without
+    /// labels, on less than a [`RELEARN_GROWTH`]th of it. (A code learned from labels stays
+    /// until the user learns again.)
+    pub fn is_outgrown(&self, segments: usize) -> bool {
+        self.source == CodeSource::Embeddings
+            && segments >= self.learned_on.saturating_mul(RELEARN_GROWTH)
+    }
+
+    /// Whether search should re-rank this code's candidates by cosine: yes for a code learned
+    /// without labels, no for one learned from labels (its codes know the classes; cosine
+    /// does not, and re-ranking by it costs most of what the labels gave).
+    pub fn reranks(&self) -> bool {
+        self.source == CodeSource::Embeddings
+    }
+
+    pub fn bits(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.outputs)
+    }
+
+    /// Whether the layers chain from the standardiser's width to the code's bits.
+    pub fn is_valid(&self) -> bool {
+        let mut width = self.dim();
+        for layer in &self.layers {
+            if !layer.is_valid() || layer.inputs != width {
+                return false;
+            }
+            width = layer.outputs;
+        }
+        self.standardiser.scale.len() == self.dim() && !self.layers.is_empty()
+    }
+
+    /// `embedding` standardised and scaled to unit length: what re-ranking compares.
+    pub fn comparable(&self, embedding: &[f32]) -> Vec<f32> {
+        let mut x = embedding.to_vec();
+        self.standardiser.apply(&mut x);
+        super::vector::normalise(&mut x);
+        x
     }
 
     pub fn dim(&self) -> usize {
@@ -75,20 +242,25 @@ impl LibraryCode {
     }
 
     pub fn words(&self) -> usize {
-        self.bits.div_ceil(64)
+        self.bits().div_ceil(64)
     }
 
     /// Codes of raw embeddings (`dim` values each), appended to `out`.
     pub fn encode(&self, rows: &[f32], out: &mut Vec<u64>) {
-        let dim = self.dim().max(1);
-        for row in rows.chunks_exact(dim) {
+        for row in rows.chunks_exact(self.dim().max(1)) {
             let mut x = row.to_vec();
             self.standardiser.apply(&mut x);
-            let bits = self
-                .projection
-                .chunks_exact(dim)
-                .map(|p| p.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>() >= 0.0);
-            pack_bits(bits, self.words(), out);
+            for (i, layer) in self.layers.iter().enumerate() {
+                if i > 0 {
+                    x.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                x = layer.apply(&x);
+            }
+            let threshold = match self.sign {
+                SignRule::Zero => 0.0,
+                SignRule::VectorMean => x.iter().sum::<f32>() / x.len().max(1) as f32,
+            };
+            pack_bits(x.iter().map(|&v| v >= threshold), self.words(), out);
         }
     }
 }

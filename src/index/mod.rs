@@ -9,6 +9,7 @@ pub mod hamming;
 pub mod hnsw;
 pub mod library_code;
 pub mod quantize;
+pub mod vector;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,11 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::library::FileRecord;
 use crate::model::{Encoded, Encoder, EncoderInfo, EncoderInput, Mode, Segmentation};
+use library_code::{LibraryCode, LibraryCodeError};
 
-/// Bumped whenever the file layout or the meaning of its contents changes. Format 3 records
-/// each mode's encoder input (front end and segmentation) where format 2 had one log-mel
-/// setting for all, and keeps embeddings in 8 bits; format 2 is still read.
-pub const FORMAT_VERSION: u32 = 3;
+/// Bumped whenever the file layout or the meaning of its contents changes. Format 4 may keep a
+/// code learned on the library (see [`library_code`]) after a section's embeddings; format 3
+/// records each mode's encoder input (front end and segmentation) where format 2 had one
+/// log-mel setting for all, and keeps embeddings in 8 bits. Formats 2 and 3 are still read.
+pub const FORMAT_VERSION: u32 = 4;
 pub const INDEX_FILE_NAME: &str = "index.earshot";
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum IndexError {
     MissingMode { db: PathBuf, mode: &'static str },
     #[error("{}: no index here yet; create one with `earshot index --db {} PATH...`", db.display(), db.display())]
     Missing { db: PathBuf },
+    #[error("cannot learn a code on the library's embeddings: {0}")]
+    LibraryCode(#[from] LibraryCodeError),
 }
 
 /// Human-readable summary stored at the head of the index file.
@@ -74,6 +79,34 @@ pub struct ModeManifest {
     pub encoder: EncoderInfo,
     pub input: EncoderInput,
     pub segments: usize,
+    /// The code learned on the library, where its encoder gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library_code: Option<LibraryCodeManifest>,
+}
+
+/// A library code as the manifest describes it (its numbers follow the section's embeddings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryCodeManifest {
+    pub bits: usize,
+    #[serde(flatten)]
+    pub source: library_code::CodeSource,
+    /// Segments the library held when the code was learned.
+    pub learned_on: usize,
+    pub sign: library_code::SignRule,
+    /// Each dense layer's `[inputs, outputs]`.
+    pub layers: Vec<[usize; 2]>,
+}
+
+impl LibraryCodeManifest {
+    fn of(code: &LibraryCode) -> Self {
+        Self {
+            bits: code.bits(),
+            source: code.source.clone(),
+            learned_on: code.learned_on,
+            sign: code.sign,
+            layers: code.layers.iter().map(|l| [l.inputs, l.outputs]).collect(),
+        }
+    }
 }
 
 /// One segment of a library file.
@@ -98,6 +131,9 @@ pub struct ModeIndex {
     pub embedding_dim: usize,
     /// `segments.len() * embedding_dim` floats.
     pub embeddings: Vec<f32>,
+    /// For an encoder that gives embeddings only (a backbone): the code learned on this
+    /// library's own embeddings, which wrote `codes` (see [`Self::refresh_library_code`]).
+    pub library_code: Option<LibraryCode>,
 }
 
 impl ModeIndex {
@@ -114,11 +150,45 @@ impl ModeIndex {
             codes: Vec::new(),
             embedding_dim,
             embeddings: Vec::new(),
+            library_code: None,
         }
     }
 
+    /// Bits per segment code: the encoder's, or the library code's.
+    pub fn bits(&self) -> usize {
+        self.library_code
+            .as_ref()
+            .map_or(self.encoder.bits, LibraryCode::bits)
+    }
+
     pub fn words(&self) -> usize {
-        self.encoder.words()
+        self.bits().div_ceil(64)
+    }
+
+    /// Learns a code on the library's own embeddings when its encoder gives none and the
+    /// library has reached [`library_code::MIN_SEGMENTS_TO_LEARN`] segments, or has outgrown
+    /// the code it has; then codes every segment again from its stored embedding (no file is
+    /// read). Returns whether it learned one.
+    pub fn refresh_library_code(&mut self) -> Result<bool, LibraryCodeError> {
+        let n = self.segments.len();
+        let wanted = self.encoder.bits == 0
+            && self.embedding_dim >= library_code::LIBRARY_CODE_BITS
+            && n >= library_code::MIN_SEGMENTS_TO_LEARN
+            && self.library_code.as_ref().is_none_or(|c| c.is_outgrown(n));
+        if !wanted {
+            return Ok(false);
+        }
+        let code = LibraryCode::learn_for_library(&self.embeddings, self.embedding_dim)?;
+        self.set_library_code(code);
+        Ok(true)
+    }
+
+    /// Makes `code` this section's code, and codes every segment with it from its stored
+    /// embedding.
+    pub fn set_library_code(&mut self, code: LibraryCode) {
+        self.codes.clear();
+        code.encode(&self.embeddings, &mut self.codes);
+        self.library_code = Some(code);
     }
 
     pub fn segmentation(&self) -> Segmentation {
@@ -171,7 +241,10 @@ impl ModeIndex {
                 start_frame,
                 n_frames,
             }));
-        self.codes.extend_from_slice(&encoded.codes);
+        match &self.library_code {
+            Some(code) => code.encode(&encoded.embeddings, &mut self.codes),
+            None => self.codes.extend_from_slice(&encoded.codes),
+        }
         if self.embedding_dim > 0 {
             self.embeddings.extend_from_slice(&encoded.embeddings);
         }
@@ -324,6 +397,7 @@ impl Index {
                     encoder: m.encoder.clone(),
                     input: m.input,
                     segments: m.segments.len(),
+                    library_code: m.library_code.as_ref().map(LibraryCodeManifest::of),
                 })
                 .collect(),
         }

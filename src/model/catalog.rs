@@ -68,7 +68,7 @@ fn describe(name: String, dir: PathBuf) -> InstalledModel {
     };
     let (kind, license, needs, modes) = match super::architecture(&config).as_deref() {
         Some(birdnet::ARCHITECTURE) => (
-            "BirdNET v2.4 backbone, similar sounds (1024-d embeddings, ranked by cosine)"
+            "BirdNET v2.4 backbone, similar sounds (1024-d embeddings; each library learns 64-bit codes on them, or from its labels)"
                 .to_string(),
             format!(
                 "{} (Cornell Lab of Ornithology, Chemnitz University of Technology; see {})",

@@ -1,21 +1,37 @@
-//! `events` search: each file's best segment by Hamming distance, ties broken by the cosine of
-//! the embeddings.
+//! `events` search: library segments ranked by Hamming distance to the query's codes, then
+//! either re-ranked by cosine (a library code learned on the library's own embeddings: see
+//! [`crate::index::library_code`] and [`super::rerank`]) or with ties broken by cosine (a
+//! trained head's codes); then the best segments per file become hits.
 
 use std::collections::HashMap;
 
 use rayon::prelude::*;
 
 use super::query::QuerySegments;
+use super::rerank::{RERANK_CANDIDATES, rerank};
 use super::{Hit, Searcher};
 use crate::index::hamming;
+use crate::index::library_code::LibraryCode;
+use crate::index::vector::{cosine, normalise};
 
 /// Library segments fetched per query segment when searching by buckets or HNSW, per hit wanted.
 const CANDIDATES_PER_HIT: usize = 20;
 
+/// A library segment as ranked: its distance to the nearest query segment (which one), and
+/// its score (the cosine that ranks it among equal distances, or after re-ranking).
+#[derive(Debug, Clone, Copy)]
+struct ScoredSegment {
+    segment: usize,
+    query_segment: u32,
+    hamming: u32,
+    score: f32,
+}
+
 impl Searcher<'_> {
-    /// An encoder without codes (a backbone's embeddings alone): every library segment is a
-    /// candidate at distance 0, paired with the query segment whose embedding is closest, so
-    /// that the cosine alone ranks them (an exact scan).
+    /// An encoder without codes (a backbone's embeddings alone, in a library too small to
+    /// have learned its own code): every library segment is a candidate at distance 0, paired
+    /// with the query segment whose embedding is closest, so that the cosine alone ranks them
+    /// (an exact scan).
     fn closest_by_cosine(&self, q: &QuerySegments) -> Vec<(u32, u32)> {
         let dim = self.data.embedding_dim;
         let queries: Vec<&[f32]> = q.encoded.embeddings.chunks_exact(dim.max(1)).collect();
@@ -34,68 +50,147 @@ impl Searcher<'_> {
             .collect()
     }
 
+    /// Hits: up to `self.per_file` distinct moments per file, `top` in all, best first.
     pub(super) fn rank_files(&self, q: &QuerySegments, top: usize) -> Vec<Hit> {
-        let dim = self.data.embedding_dim;
-        let query_embedding = |j: usize| &q.encoded.embeddings[j * dim..(j + 1) * dim];
-        // Per library segment: the smallest distance to any query segment, and which one.
-        let best = self.segment_distances(q, top);
-        // Per file: its smallest distance.
-        let mut file_best = vec![u32::MAX; self.index.files.len()];
-        for (i, &(d, _)) in best.iter().enumerate() {
-            let f = &mut file_best[self.data.segments[i].file as usize];
-            *f = (*f).min(d);
-        }
-        // Only files that can still make the top `top` need cosines (for ties).
-        let mut cut: Vec<u32> = file_best
-            .iter()
-            .copied()
-            .filter(|&d| d != u32::MAX)
-            .collect();
-        if cut.is_empty() || top == 0 {
-            return Vec::new();
-        }
-        let nth = (top - 1).min(cut.len() - 1);
-        let cutoff = *cut.select_nth_unstable(nth).1;
-        let mut per_file: HashMap<u32, (u32, f32, usize, u32)> = HashMap::new();
-        for (i, &(d, j)) in best.iter().enumerate() {
-            let file = self.data.segments[i].file;
-            if d > cutoff || d != file_best[file as usize] {
-                continue;
-            }
-            let cos = if dim > 0 {
-                cosine(self.data.embedding(i), query_embedding(j as usize))
-            } else {
-                0.0
-            };
-            let e = per_file.entry(file).or_insert((d, cos, i, j));
-            if cos > e.1 {
-                *e = (d, cos, i, j);
-            }
-        }
-        let mut ranked: Vec<(u32, (u32, f32, usize, u32))> = per_file.into_iter().collect();
-        ranked.sort_by(|a, b| {
-            a.1.0
-                .cmp(&b.1.0)
-                .then(b.1.1.total_cmp(&a.1.1))
-                .then(a.0.cmp(&b.0))
-        });
-        ranked.truncate(top);
-        ranked
+        let distances = self.segment_distances(q, top);
+        let ranked = match &self.data.library_code {
+            Some(code) if code.reranks() => self.reranked(q, &distances, code, top),
+            _ => self.by_distance(q, &distances, top),
+        };
+        self.moments_per_file(&ranked, top)
             .into_iter()
-            .map(|(file, (d, cos, i, j))| {
-                let s = self.data.segments[i];
-                let start_s = f64::from(s.start_frame) * self.frame_s();
-                let mut hit = self.hit(
-                    file,
-                    start_s,
-                    start_s + f64::from(s.n_frames) * self.frame_s(),
-                    d,
-                    cos,
-                );
-                hit.codes = Some(self.matched_codes(q, j as usize, i));
+            .map(|s| {
+                let segment = self.data.segments[s.segment];
+                let start_s = f64::from(segment.start_frame) * self.frame_s();
+                let end_s = start_s + f64::from(segment.n_frames) * self.frame_s();
+                let mut hit = self.hit(segment.file, start_s, end_s, s.hamming, s.score);
+                hit.codes = Some(self.matched_codes(q, s.query_segment as usize, s.segment));
                 hit
             })
             .collect()
+    }
+
+    /// The largest distance a segment may have and still make the hits: the distance of the
+    /// `top`-th file by its nearest segment. Those files' nearest segments are `top` hits
+    /// already, and any segment further away ranks after them.
+    fn cutoff(&self, distances: &[(u32, u32)], top: usize) -> Option<u32> {
+        let mut file_best = vec![u32::MAX; self.index.files.len()];
+        for (i, &(d, _)) in distances.iter().enumerate() {
+            let f = &mut file_best[self.data.segments[i].file as usize];
+            *f = (*f).min(d);
+        }
+        let mut seen: Vec<u32> = file_best.into_iter().filter(|&d| d != u32::MAX).collect();
+        if seen.is_empty() || top == 0 {
+            return None;
+        }
+        let nth = (top - 1).min(seen.len() - 1);
+        Some(*seen.select_nth_unstable(nth).1)
+    }
+
+    /// Codes of a trained head: segments by distance, ties by the cosine with their nearest
+    /// query segment.
+    fn by_distance(
+        &self,
+        q: &QuerySegments,
+        distances: &[(u32, u32)],
+        top: usize,
+    ) -> Vec<ScoredSegment> {
+        let Some(cutoff) = self.cutoff(distances, top) else {
+            return Vec::new();
+        };
+        let dim = self.data.embedding_dim;
+        let mut ranked: Vec<ScoredSegment> = distances
+            .iter()
+            .enumerate()
+            .filter(|(_, (d, _))| *d <= cutoff)
+            .map(|(i, &(d, j))| ScoredSegment {
+                segment: i,
+                query_segment: j,
+                hamming: d,
+                score: match dim {
+                    0 => 0.0,
+                    _ => cosine(
+                        self.data.embedding(i),
+                        &q.encoded.embeddings[j as usize * dim..][..dim],
+                    ),
+                },
+            })
+            .collect();
+        ranked.sort_by(|a, b| {
+            a.hamming
+                .cmp(&b.hamming)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.segment.cmp(&b.segment))
+        });
+        ranked
+    }
+
+    /// A library's own code: its nearest segments by distance (at least
+    /// [`RERANK_CANDIDATES`], and enough for the hits), re-ranked by the cosine of standardised
+    /// embeddings with query expansion. The query is the mean of its segments.
+    fn reranked(
+        &self,
+        q: &QuerySegments,
+        distances: &[(u32, u32)],
+        code: &LibraryCode,
+        top: usize,
+    ) -> Vec<ScoredSegment> {
+        let Some(for_hits) = self.cutoff(distances, top) else {
+            return Vec::new();
+        };
+        let mut sorted: Vec<u32> = distances.iter().map(|d| d.0).collect();
+        let nth = RERANK_CANDIDATES.min(sorted.len()) - 1;
+        let cutoff = for_hits.max(*sorted.select_nth_unstable(nth).1);
+        let candidates: Vec<usize> = (0..distances.len())
+            .filter(|&i| distances[i].0 <= cutoff && distances[i].0 != u32::MAX)
+            .collect();
+        let comparable: HashMap<usize, Vec<f32>> = candidates
+            .iter()
+            .map(|&i| (i, code.comparable(self.data.embedding(i))))
+            .collect();
+        let query = self.mean_query(q, code);
+        rerank(&query, &candidates, |i| &comparable[&i])
+            .into_iter()
+            .map(|(i, score)| ScoredSegment {
+                segment: i,
+                query_segment: distances[i].1,
+                hamming: distances[i].0,
+                score,
+            })
+            .collect()
+    }
+
+    /// The query's segments standardised, scaled to unit length and averaged (unit length).
+    fn mean_query(&self, q: &QuerySegments, code: &LibraryCode) -> Vec<f32> {
+        let dim = self.data.embedding_dim.max(1);
+        let mut mean = vec![0.0f32; dim];
+        for segment in q.encoded.embeddings.chunks_exact(dim) {
+            let x = code.comparable(segment);
+            mean.iter_mut().zip(&x).for_each(|(m, v)| *m += v);
+        }
+        normalise(&mut mean);
+        mean
+    }
+
+    /// The first `top` of `ranked` (best first) keeping at most `self.per_file` per file, none
+    /// overlapping another kept one in time (each a different moment of the file).
+    fn moments_per_file(&self, ranked: &[ScoredSegment], top: usize) -> Vec<ScoredSegment> {
+        let mut kept: Vec<ScoredSegment> = Vec::new();
+        let mut per_file: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
+        for s in ranked {
+            if kept.len() >= top {
+                break;
+            }
+            let segment = self.data.segments[s.segment];
+            let span = (segment.start_frame, segment.start_frame + segment.n_frames);
+            let spans = per_file.entry(segment.file).or_default();
+            let overlaps = spans.iter().any(|&(a, b)| span.0 < b && a < span.1);
+            if spans.len() < self.per_file && !overlaps {
+                spans.push(span);
+                kept.push(*s);
+            }
+        }
+        kept
     }
 
     /// For every library segment, the smallest distance to a query segment and which one
@@ -112,16 +207,14 @@ impl Searcher<'_> {
         if self.tables.buckets.is_none() && self.tables.hnsw.is_none() {
             return hamming::min_distances(codes, words, &q.encoded.codes);
         }
+        let wanted = top * self.per_file * CANDIDATES_PER_HIT;
         let mut best = vec![(u32::MAX, 0u32); self.data.segments.len()];
         for j in 0..q.starts.len() {
             let qcode = &q.encoded.codes[j * words..(j + 1) * words];
             let candidates = match (&self.tables.buckets, &self.tables.hnsw) {
-                (Some(b), _) => b.nearest(codes, qcode, top * CANDIDATES_PER_HIT, 3).hits,
+                (Some(b), _) => b.nearest(codes, qcode, wanted, 3).hits,
                 (_, Some(h)) => h
-                    .nearest(
-                        &q.encoded.embeddings[j * dim..(j + 1) * dim],
-                        top * CANDIDATES_PER_HIT,
-                    )
+                    .nearest(&q.encoded.embeddings[j * dim..(j + 1) * dim], wanted)
                     .into_iter()
                     .map(|(_, i)| (hamming::distance(self.data.code(i), qcode), i))
                     .collect(),
@@ -135,11 +228,4 @@ impl Searcher<'_> {
         }
         best
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm =
-        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 { dot / norm } else { 0.0 }
 }

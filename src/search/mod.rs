@@ -155,6 +155,8 @@ pub struct Searcher<'a> {
     tables: &'a SearchTables,
     /// `fingerprint`: the library's audio, to verify where in a file a match is.
     audio: Option<&'a dyn LibraryAudio>,
+    /// `events`: hits per file at most (distinct moments of it).
+    per_file: usize,
 }
 
 /// What a search cost.
@@ -202,7 +204,15 @@ impl<'a> Searcher<'a> {
             encoder,
             tables,
             audio: None,
+            per_file: 1,
         }
+    }
+
+    /// `events`: how many distinct moments of one file may be hits (at least 1; 1 by default,
+    /// each file's best).
+    pub fn with_per_file(mut self, per_file: usize) -> Self {
+        self.per_file = per_file.max(1);
+        self
     }
 
     /// Where fingerprint matches are verified against the files' audio (see [`verify`]), e.g.
@@ -234,7 +244,7 @@ impl<'a> Searcher<'a> {
         if query.samples.is_empty() {
             return Err(SearchError::EmptyQuery);
         }
-        let q = QuerySegments::encode(&query.frames, &self.data.input, self.encoder)?;
+        let q = QuerySegments::encode(&query.frames, self.data, self.encoder)?;
         let n_query = q.starts.len();
         let (mut hits, compared) = match self.mode {
             Mode::Events => (self.rank_files(&q, top), None),
@@ -262,7 +272,7 @@ impl<'a> Searcher<'a> {
     ) -> MatchedCodes {
         let w = self.data.words();
         MatchedCodes {
-            bits: self.data.encoder.bits,
+            bits: self.data.bits(),
             query: q.encoded.codes[query_segment * w..(query_segment + 1) * w].to_vec(),
             library: self.data.code(segment).to_vec(),
         }

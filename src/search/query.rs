@@ -3,8 +3,9 @@
 use super::SearchError;
 use crate::features::FeatureMatrix;
 use crate::features::segment::segments_of;
+use crate::index::ModeIndex;
 use crate::index::hamming;
-use crate::model::{Encoded, Encoder, EncoderInput};
+use crate::model::{Encoded, Encoder};
 
 /// A query cut into segments and encoded.
 pub(super) struct QuerySegments {
@@ -46,11 +47,14 @@ impl QuerySegments {
 impl QuerySegments {
     /// Cuts `frames` into the encoder's query windows, leaves out silent ones and encodes the
     /// rest.
+    /// `data` is the index section searched: its input says how to cut, and its library code
+    /// (if it has one) codes the embeddings.
     pub fn encode(
         frames: &FeatureMatrix,
-        input: &EncoderInput,
+        data: &ModeIndex,
         encoder: &dyn Encoder,
     ) -> Result<Self, SearchError> {
+        let input = &data.input;
         let seg = input.segmentation;
         let mut segments = segments_of(frames, seg.window, seg.query_hop);
         segments.retain(|s| !input.front_end.is_silent(&s.values));
@@ -60,7 +64,10 @@ impl QuerySegments {
         let values: Vec<&[f32]> = segments.iter().map(|s| s.values.as_slice()).collect();
         let mut encoded = Encoded::default();
         encoder.encode(&values, &mut encoded)?;
-        let bits = encoder.info().bits;
+        if let Some(code) = &data.library_code {
+            code.encode(&encoded.embeddings, &mut encoded.codes);
+        }
+        let bits = data.bits();
         let bit_weights = if encoded.margins.len() == segments.len() * bits {
             bit_weights(&encoded.margins, bits)
         } else {

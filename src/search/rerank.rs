@@ -6,6 +6,8 @@
 //! never on the zero-shot classes 40-49 that the figures in the README report; see
 //! `earshot eval esc50 --unsupervised`.
 
+use crate::index::vector::{dot, normalise};
+
 /// Candidates the codes hand to the exact re-rank.
 pub const RERANK_CANDIDATES: usize = 300;
 /// The query is expanded with its best `EXPANSION_NEIGHBOURS` items, each weighted by its
@@ -39,18 +41,6 @@ pub fn rerank<'a>(
     }
     normalise(&mut expanded);
     score(&expanded)
-}
-
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Scales `v` to unit length (a zero vector stays zero).
-pub fn normalise(v: &mut [f32]) {
-    let norm = dot(v, v).sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
 }
 
 #[cfg(test)]

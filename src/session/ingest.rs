@@ -61,8 +61,18 @@ pub struct BuildReport {
     pub failed: Vec<ScanProblem>,
     pub encoded_audio_s: f64,
     pub checkpoints: usize,
+    /// Sections that learned a code on the library's own embeddings in this run (see
+    /// [`ModeIndex::refresh_library_code`]), with the segments it was learned on.
+    pub codes_learned: Vec<LearnedCode>,
     pub cancelled: bool,
     pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnedCode {
+    pub mode: Mode,
+    pub bits: usize,
+    pub segments: usize,
 }
 
 /// Creates or updates the index in `db` with the audio under `paths` (and the roots it had).
@@ -135,7 +145,15 @@ pub fn build(
         on_event,
         &mut report,
     )?;
-
+    for (&mode, data) in &mut index.modes {
+        if data.refresh_library_code()? {
+            report.codes_learned.push(LearnedCode {
+                mode,
+                bits: data.bits(),
+                segments: data.segments.len(),
+            });
+        }
+    }
     format::save(&index, db)?;
     report.elapsed = started.elapsed();
     Ok(report)

@@ -23,6 +23,8 @@ pub struct SearchOptions {
     /// Say where the encoder looks in the query (for drawing; the command line has no use for
     /// it).
     pub attention: bool,
+    /// `events`: hits per file at most, each a different moment of it.
+    pub per_file: usize,
 }
 
 impl SearchOptions {
@@ -32,6 +34,7 @@ impl SearchOptions {
             engine: None,
             check_audio: true,
             attention: true,
+            per_file: 1,
         }
     }
 }
@@ -97,7 +100,8 @@ impl OpenLibrary {
         let part = clip.query_part(&input, region)?;
         let files = FilesOnDisk;
         let searcher = Searcher::new(&self.index, mode, data, encoder, &tables)
-            .with_audio(options.check_audio.then_some(&files as _));
+            .with_audio(options.check_audio.then_some(&files as _))
+            .with_per_file(options.per_file);
         let (hits, cost) = searcher.search_query(&part.as_query(), options.top)?;
         Ok(SearchOutcome {
             mode,

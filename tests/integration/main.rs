@@ -13,6 +13,7 @@ mod fuzz_regressions;
 mod hostile;
 mod index;
 mod library;
+mod library_codes;
 mod model;
 mod support;
 

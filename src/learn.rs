@@ -1,0 +1,326 @@
+//! Learning codes from a library's own labels (`earshot learn`, and the app's "Learn codes
+//! from these labels"): a hash head is trained on the window embeddings the index already
+//! keeps, its gain is measured on a held-out fifth of the labelled files, and then the head,
+//! trained again on all of them, codes every segment. No audio file is read.
+//!
+//! This sits above the engine: it trains (`train`) and measures (`eval`), then hands the index
+//! a [`LibraryCode`] of plain weights, which the engine searches like any other code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::eval::esc50::mean_row;
+use crate::eval::metrics::{CodeSet, RetrievalScores, reranked_scores, retrieval_scores};
+use crate::index::library_code::{CodeSource, LIBRARY_CODE_BITS, LibraryCode};
+use crate::index::vector::normalise;
+use crate::index::{Index, IndexError, ModeIndex, format};
+use crate::library::LabelMap;
+use crate::model::Mode;
+use crate::model::hash_head::HashHead;
+use crate::train::TrainError;
+use crate::train::hash_head::{HeadOptions, LabelledEmbeddings, train_head};
+
+/// A label needs this many files to be learned (and one of them held out to measure it).
+pub const MIN_FILES_PER_LABEL: usize = 5;
+/// Labels needed: one class alone teaches nothing about telling sounds apart.
+pub const MIN_LABELS: usize = 2;
+/// Every `HELD_OUT_EVERY`th file of each label (by path) is held out to measure the gain.
+const HELD_OUT_EVERY: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(
+        "{}: its similar-sounds codes come from {encoder}, a trained model; codes are learned on a backbone's embeddings: rebuild the index with `earshot index --db {} --rebuild --model birdnet-v2.4 PATH...`",
+        db.display(), db.display()
+    )]
+    NotABackbone { db: PathBuf, encoder: String },
+    #[error(
+        "{}: too few labels to learn from: {reason}. Learning needs at least {MIN_LABELS} labels with at least {MIN_FILES_PER_LABEL} files each: label files by their folders, or pass a CSV with --labels",
+        db.display()
+    )]
+    TooFewLabels { db: PathBuf, reason: String },
+    #[error("training the codes failed: {0}")]
+    Train(#[from] TrainError),
+    #[error("training the codes failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// What learning did and gained.
+#[derive(Debug, Clone)]
+pub struct LearnReport {
+    pub labels: usize,
+    pub files: usize,
+    /// Files held out to measure the gain (trained on the rest, then queried).
+    pub held_out: usize,
+    /// Held-out files searched among the others, by the library's code learned without labels
+    /// (re-ranked by cosine, as search ranks it).
+    pub before: RetrievalScores,
+    /// The same, by the codes learned from the labels.
+    pub after: RetrievalScores,
+    /// Segments coded again.
+    pub segments: usize,
+    pub elapsed: Duration,
+}
+
+/// A labelled file's window embeddings.
+struct LabelledFile<'a> {
+    path: &'a Path,
+    label: usize,
+    windows: &'a [f32],
+}
+
+/// Learns codes from the labels of the files in `db` (`labels` when given, else each file's
+/// own label, its folder's name by default) and saves the index with them.
+pub fn learn(
+    db: &Path,
+    labels: Option<&LabelMap>,
+    on_progress: &dyn Fn(&str),
+) -> Result<LearnReport, LearnError> {
+    let started = Instant::now();
+    let mut index = format::load(db)?;
+    let data = index.mode(Mode::Events, db)?;
+    if data.encoder.bits != 0 || data.embedding_dim == 0 {
+        return Err(LearnError::NotABackbone {
+            db: db.to_owned(),
+            encoder: data.encoder.name.clone(),
+        });
+    }
+    let (code, mut report) = learn_code(db, &index, data, labels, on_progress)?;
+    if let Some(section) = index.modes.get_mut(&Mode::Events) {
+        section.set_library_code(code);
+    }
+    on_progress("saving the index");
+    format::save(&index, db)?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The code learned from the labels of `data`'s files, and how it did on the held-out fifth.
+fn learn_code(
+    db: &Path,
+    index: &Index,
+    data: &ModeIndex,
+    labels: Option<&LabelMap>,
+    on_progress: &dyn Fn(&str),
+) -> Result<(LibraryCode, LearnReport), LearnError> {
+    let (names, files) = labelled_files(index, data, labels);
+    check_labels(db, &names, &files)?;
+    let set = TrainingSet {
+        dim: data.embedding_dim,
+        labels: names.len(),
+        backbone: &data.encoder.name,
+    };
+    let (train, held_out) = split(&files);
+    on_progress("measuring on a held-out fifth");
+    let (before, after) = set.measure(&train, &held_out)?;
+    on_progress("training on all labelled files");
+    let all: Vec<&LabelledFile> = files.iter().collect();
+    let head = set.train(&all)?;
+    let source = CodeSource::Labels {
+        classes: names.len(),
+        files: files.len(),
+    };
+    let code = LibraryCode::from_head(&head, source, data.segments.len())?;
+    let report = LearnReport {
+        labels: names.len(),
+        files: files.len(),
+        held_out: held_out.len(),
+        before,
+        after,
+        segments: data.segments.len(),
+        elapsed: Duration::ZERO,
+    };
+    Ok((code, report))
+}
+
+/// The labels in use (sorted) and every labelled file with segments.
+fn labelled_files<'a>(
+    index: &'a Index,
+    data: &'a ModeIndex,
+    labels: Option<&'a LabelMap>,
+) -> (Vec<String>, Vec<LabelledFile<'a>>) {
+    let dim = data.embedding_dim;
+    let ranges = data.file_segments(index.files.len());
+    let label_of = |f: &'a crate::library::FileRecord| match labels {
+        Some(map) => map.get(&f.path).unwrap_or_default(),
+        None => f.label.as_str(),
+    };
+    let names: Vec<String> = index
+        .files
+        .iter()
+        .map(label_of)
+        .filter(|l| !l.is_empty())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let files = index
+        .files
+        .iter()
+        .zip(&ranges)
+        .filter(|(_, r)| !r.is_empty())
+        .filter_map(|(f, r)| {
+            let label = names
+                .binary_search_by(|n| n.as_str().cmp(label_of(f)))
+                .ok()?;
+            Some(LabelledFile {
+                path: &f.path,
+                label,
+                windows: &data.embeddings[r.start * dim..r.end * dim],
+            })
+        })
+        .collect();
+    (names, files)
+}
+
+/// Refuses too few labels, naming them.
+fn check_labels(db: &Path, names: &[String], files: &[LabelledFile]) -> Result<(), LearnError> {
+    let mut counts = vec![0usize; names.len()];
+    files.iter().for_each(|f| counts[f.label] += 1);
+    let too_few: Vec<String> = names
+        .iter()
+        .zip(&counts)
+        .filter(|(_, n)| **n < MIN_FILES_PER_LABEL)
+        .map(|(name, n)| format!("\"{name}\" has {n}"))
+        .collect();
+    let mut reasons = Vec::new();
+    if names.len() < MIN_LABELS {
+        reasons.push(format!("{} label(s) among the indexed files", names.len()));
+    }
+    if !too_few.is_empty() {
+        reasons.push(format!("{} file(s)", too_few.join(", ")));
+    }
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    let reason = reasons.join("; ");
+    Err(LearnError::TooFewLabels {
+        db: db.to_owned(),
+        reason,
+    })
+}
+
+/// Four fifths to train on and a fifth held out: every [`HELD_OUT_EVERY`]th file of each
+/// label, in path order (the same files every time).
+fn split<'f, 'a>(
+    files: &'f [LabelledFile<'a>],
+) -> (Vec<&'f LabelledFile<'a>>, Vec<&'f LabelledFile<'a>>) {
+    let mut by_label: BTreeMap<usize, Vec<&LabelledFile>> = BTreeMap::new();
+    for f in files {
+        by_label.entry(f.label).or_default().push(f);
+    }
+    let (mut train, mut held_out) = (Vec::new(), Vec::new());
+    for mut group in by_label.into_values() {
+        group.sort_by_key(|f| f.path);
+        for (k, f) in group.into_iter().enumerate() {
+            match k % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 {
+                true => held_out.push(f),
+                false => train.push(f),
+            }
+        }
+    }
+    (train, held_out)
+}
+
+/// What a head is trained on: the backbone's embeddings and the labels.
+struct TrainingSet<'a> {
+    dim: usize,
+    labels: usize,
+    backbone: &'a str,
+}
+
+impl TrainingSet<'_> {
+    fn train(&self, files: &[&LabelledFile]) -> Result<HashHead, LearnError> {
+        let set = LabelledEmbeddings {
+            dim: self.dim,
+            clips: files.iter().map(|f| f.windows).collect(),
+            targets: files.iter().map(|f| f.label).collect(),
+            classes: self.labels,
+        };
+        let (_, head) = train_head(
+            &set,
+            self.backbone,
+            LIBRARY_CODE_BITS,
+            &HeadOptions::default(),
+        )?;
+        Ok(head)
+    }
+
+    /// mAP of `held_out` files searched among `train`: by a code learned without labels on
+    /// `train` and re-ranked (before), and by a head trained on `train`'s labels (after).
+    fn measure(
+        &self,
+        train: &[&LabelledFile],
+        held_out: &[&LabelledFile],
+    ) -> Result<(RetrievalScores, RetrievalScores), LearnError> {
+        let windows: Vec<f32> = train.iter().flat_map(|f| f.windows).copied().collect();
+        let unsupervised = LibraryCode::learn_for_library(&windows, self.dim)
+            .map_err(|e| TrainError::NoData(e.to_string()))?;
+        let before = {
+            let code = |m: &mut Vec<f32>, codes: &mut Vec<u64>| {
+                unsupervised.encode(m, codes);
+                unsupervised.standardiser.apply(m);
+                Ok::<(), LearnError>(())
+            };
+            let (db, queries) = (self.coded(train, code)?, self.coded(held_out, code)?);
+            reranked_scores(&db.set(), &db.labels, &queries.set(), &queries.labels)
+        };
+        let head = self.train(train)?;
+        let after = {
+            let code = |m: &mut Vec<f32>, codes: &mut Vec<u64>| {
+                let mut encoded = crate::model::Encoded::default();
+                head.encode(m, &mut encoded)?;
+                codes.extend(encoded.codes);
+                Ok::<(), LearnError>(())
+            };
+            let (db, queries) = (self.coded(train, code)?, self.coded(held_out, code)?);
+            retrieval_scores(&db.set(), &db.labels, &queries.set(), &queries.labels)
+        };
+        Ok((before, after))
+    }
+
+    /// Each file's mean window embedding, coded by `code` (which standardises it in place),
+    /// then scaled to unit length.
+    fn coded(
+        &self,
+        files: &[&LabelledFile],
+        mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>) -> Result<(), LearnError>,
+    ) -> Result<CodedFiles, LearnError> {
+        let mut out = CodedFiles {
+            dim: self.dim,
+            codes: Vec::new(),
+            embeddings: Vec::new(),
+            labels: Vec::new(),
+        };
+        for f in files {
+            let mut mean = mean_row(f.windows, self.dim);
+            code(&mut mean, &mut out.codes)?;
+            normalise(&mut mean);
+            out.embeddings.extend(mean);
+            out.labels.push(f.label);
+        }
+        Ok(out)
+    }
+}
+
+/// Files as a retrieval test sees them.
+struct CodedFiles {
+    dim: usize,
+    codes: Vec<u64>,
+    embeddings: Vec<f32>,
+    labels: Vec<usize>,
+}
+
+impl CodedFiles {
+    fn set(&self) -> CodeSet<'_> {
+        CodeSet {
+            words: LIBRARY_CODE_BITS.div_ceil(64),
+            codes: &self.codes,
+            embeddings: &self.embeddings,
+            dim: self.dim,
+        }
+    }
+}
