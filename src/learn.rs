@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::eval::esc50::mean_row;
-use crate::eval::metrics::{CodeSet, RetrievalScores, reranked_scores, retrieval_scores};
+use crate::eval::metrics::{CodeSet, Fusion, RetrievalScores, reranked_scores, retrieval_scores};
 use crate::index::library_code::{CodeSource, LIBRARY_CODE_BITS, LibraryCode};
 use crate::index::vector::normalise;
 use crate::index::{Index, IndexError, ModeIndex, format};
@@ -58,7 +58,8 @@ pub struct LearnReport {
     /// Held-out files searched among the others, by the library's code learned without labels
     /// (re-ranked by cosine, as search ranks it).
     pub before: RetrievalScores,
-    /// The same, by the codes learned from the labels.
+    /// The same, by the codes learned from the labels (as search ranks them: by distance,
+    /// ties by cosine).
     pub after: RetrievalScores,
     /// Segments coded again.
     pub segments: usize,
@@ -249,8 +250,9 @@ impl TrainingSet<'_> {
         Ok(head)
     }
 
-    /// mAP of `held_out` files searched among `train`: by a code learned without labels on
-    /// `train` and re-ranked (before), and by a head trained on `train`'s labels (after).
+    /// mAP of `held_out` files searched among `train`, ranked as search ranks them: by a code
+    /// learned without labels on `train` (before), and by a head trained on `train`'s labels
+    /// (after).
     fn measure(
         &self,
         train: &[&LabelledFile],
@@ -266,7 +268,17 @@ impl TrainingSet<'_> {
                 Ok::<(), LearnError>(())
             };
             let (db, queries) = (self.coded(train, code)?, self.coded(held_out, code)?);
-            reranked_scores(&db.set(), &db.labels, &queries.set(), &queries.labels)
+            let plain = Fusion {
+                bits: LIBRARY_CODE_BITS,
+                code_weight: 0.0,
+            };
+            reranked_scores(
+                &db.set(),
+                &db.labels,
+                &queries.set(),
+                &queries.labels,
+                plain,
+            )
         };
         let head = self.train(train)?;
         let after = {

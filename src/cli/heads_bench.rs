@@ -31,10 +31,16 @@ pub fn backbone(name: &str) -> anyhow::Result<Box<dyn Encoder>> {
     Ok(encoder)
 }
 
-/// A head's scores: ranked by its codes, and by its codes then re-ranked by cosine.
+/// Code weights tried when a head's candidates are re-ranked (the engine's
+/// [`crate::search::rerank::CODE_WEIGHT`] was chosen among these on the validation splits).
+pub const FUSION_WEIGHTS: [f32; 7] = [0.1, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0];
+
+/// A head's scores: ranked by its codes; by its codes then re-ranked by cosine; and re-ranked
+/// with each of [`FUSION_WEIGHTS`] for its codes.
 pub struct HeadScores {
     pub hamming: RetrievalScores,
     pub reranked: RetrievalScores,
+    pub fused: Vec<(f32, RetrievalScores)>,
 }
 
 /// One row of a card's ablation or baseline table.
@@ -81,9 +87,14 @@ impl<'a> Bench<'a> {
             esc50::head_codes(head, bits, &self.windows, &db)?,
             esc50::head_codes(head, bits, &self.windows, &queries)?,
         );
+        let score = |code_weight| {
+            let ranking = Ranking::Reranked { code_weight };
+            esc50::score_codes(self.data, &db, &queries, ranking).scores
+        };
         Ok(HeadScores {
             hamming: esc50::score_codes(self.data, &db, &queries, Ranking::Hamming).scores,
-            reranked: esc50::score_codes(self.data, &db, &queries, Ranking::Reranked).scores,
+            reranked: score(0.0),
+            fused: FUSION_WEIGHTS.iter().map(|&w| (w, score(w))).collect(),
         })
     }
 
@@ -166,6 +177,7 @@ impl<'a> Bench<'a> {
             esc50::library_codes(&code, &self.windows, &query_ids),
         );
         let cosine = |c: &esc50::ClipCodes| esc50::ClipCodes {
+            bits: 0,
             words: 0,
             codes: Vec::new(),
             ids: c.ids.clone(),
@@ -186,7 +198,7 @@ impl<'a> Bench<'a> {
             },
             Row {
                 name: format!("PCA + ITQ, {bits} bits, re-ranked by cosine with query expansion"),
-                scores: score(&db, &queries, Ranking::Reranked),
+                scores: score(&db, &queries, Ranking::Reranked { code_weight: 0.0 }),
             },
         ])
     }

@@ -190,7 +190,11 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
         let modes: Vec<serde_json::Value> = index
             .modes
             .iter()
-            .map(|(m, d)| json!({"mode": m.name(), "segments": d.segments.len(), "encoder": d.encoder, "input": d.input}))
+            .map(|(m, d)| {
+                let code = d.library_code.as_ref().map(crate::index::LibraryCodeManifest::of);
+                json!({"mode": m.name(), "segments": d.segments.len(), "encoder": d.encoder, "input": d.input,
+                       "library_code": code})
+            })
             .collect();
         let line = json!({"index": path.to_string_lossy(), "files": index.files.len(), "hours": hours, "bytes": bytes,
                           "mb_per_hour": mb_per_hour, "modes": modes});

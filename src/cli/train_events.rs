@@ -108,6 +108,9 @@ pub enum SplitArg {
     ZeroShot,
     /// Folds 1-3, scored with fold 4 against them: for choosing a recipe (fold 5 unseen).
     Validation,
+    /// Folds 1-3 of classes 0-29, scored on fold 4 of classes 30-39: for choosing how unseen
+    /// classes are ranked (fold 5 and classes 40-49 unseen).
+    ZeroShotValidation,
 }
 
 impl SplitArg {
@@ -117,6 +120,7 @@ impl SplitArg {
             SplitArg::Standard => "",
             SplitArg::ZeroShot => "-zeroshot",
             SplitArg::Validation => "-validation",
+            SplitArg::ZeroShotValidation => "-zeroshot-validation",
         }
     }
 }
@@ -127,6 +131,7 @@ impl From<SplitArg> for SplitName {
             SplitArg::Standard => SplitName::Standard,
             SplitArg::ZeroShot => SplitName::ZeroShot,
             SplitArg::Validation => SplitName::Validation,
+            SplitArg::ZeroShotValidation => SplitName::ZeroShotValidation,
         }
     }
 }
@@ -287,6 +292,7 @@ fn model_card(
         SplitName::Standard => "folds 1-4, all 50 classes (1600 clips)",
         SplitName::ZeroShot => "folds 1-4, classes 0-39 only (1280 clips)",
         SplitName::Validation => "folds 1-3, all 50 classes (1200 clips)",
+        SplitName::ZeroShotValidation => "folds 1-3, classes 0-29 only (720 clips)",
     };
     let _ = writeln!(
         c,
@@ -295,6 +301,9 @@ fn model_card(
         match options.split {
             SplitName::ZeroShot => ", classes 40-49 only",
             SplitName::Validation => " (validation: queries fold 4, database folds 1-3)",
+            SplitName::ZeroShotValidation => {
+                " (validation: queries fold 4, database folds 1-3, classes 30-39 only)"
+            }
             SplitName::Standard => "",
         }
     );

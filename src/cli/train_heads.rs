@@ -106,6 +106,12 @@ pub fn run(args: &TrainEvents) -> anyhow::Result<ExitCode> {
             scores.hamming.map_100,
             scores.hamming.p_at_10,
         );
+        for (weight, s) in &scores.fused {
+            println!(
+                "  re-ranked, code weight {weight}: mAP@all {:.4}, mAP@100 {:.4}, P@10 {:.4}",
+                s.map_all, s.map_100, s.p_at_10
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -151,11 +157,15 @@ impl Card<'_> {
                 SplitArg::Standard => "folds 1-4, all 50 classes",
                 SplitArg::ZeroShot => "folds 1-4 of classes 0-39",
                 SplitArg::Validation => "folds 1-3, all 50 classes",
+                SplitArg::ZeroShotValidation => "folds 1-3 of classes 0-29",
             },
             match args.split {
                 SplitArg::Standard => "",
                 SplitArg::ZeroShot => ", classes 40-49 only",
                 SplitArg::Validation => " (validation split: queries fold 4 against folds 1-3)",
+                SplitArg::ZeroShotValidation => {
+                    " (validation split: queries fold 4 against folds 1-3, classes 30-39 only)"
+                }
             }
         );
         let _ = writeln!(c, "## Training\n\n| setting | value |\n|---|---|");

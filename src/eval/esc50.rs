@@ -65,7 +65,14 @@ pub enum Split {
     ZeroShot,
     /// Folds 1-3 against fold 4, all classes: for choosing a recipe without looking at fold 5.
     Validation,
+    /// Folds 1-3 against fold 4, classes 30-39 only (the model trained on folds 1-3 of classes
+    /// 0-29): for choosing how unseen classes are ranked without looking at fold 5 or at
+    /// classes 40-49.
+    ZeroShotValidation,
 }
+
+/// The first class [`Split::ZeroShotValidation`] leaves unseen.
+pub const ZERO_SHOT_VALIDATION_FIRST_CLASS: usize = 30;
 
 impl Split {
     pub fn in_database(self, c: &Clip) -> bool {
@@ -76,25 +83,32 @@ impl Split {
         c.fold == self.query_fold() && self.class_evaluated(c.target)
     }
 
-    /// Training clips: the database's folds, and for zero-shot only the classes evaluation
-    /// never sees.
+    /// Training clips: the database's folds, and for the zero-shot splits only the classes
+    /// evaluation never sees.
     pub fn is_training(self, c: &Clip) -> bool {
         c.fold < self.query_fold()
             && match self {
                 Split::Standard | Split::Validation => true,
                 Split::ZeroShot => c.target < ZERO_SHOT_FIRST_CLASS,
+                Split::ZeroShotValidation => c.target < ZERO_SHOT_VALIDATION_FIRST_CLASS,
             }
     }
 
     fn query_fold(self) -> u8 {
         match self {
-            Split::Validation => VALIDATION_FOLD,
-            _ => QUERY_FOLD,
+            Split::Validation | Split::ZeroShotValidation => VALIDATION_FOLD,
+            Split::Standard | Split::ZeroShot => QUERY_FOLD,
         }
     }
 
     fn class_evaluated(self, target: usize) -> bool {
-        self == Split::Standard || target >= ZERO_SHOT_FIRST_CLASS
+        match self {
+            Split::Standard | Split::Validation => true,
+            Split::ZeroShot => target >= ZERO_SHOT_FIRST_CLASS,
+            Split::ZeroShotValidation => {
+                (ZERO_SHOT_VALIDATION_FIRST_CLASS..ZERO_SHOT_FIRST_CLASS).contains(&target)
+            }
+        }
     }
 }
 
@@ -575,18 +589,20 @@ pub struct CodeEvaluation {
 }
 
 /// How clip codes and standardised embeddings are ranked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Ranking {
     /// Fewest differing bits, ties by cosine (as the engine ranks codes alone).
     Hamming,
-    /// The codes' best [`crate::search::rerank::RERANK_CANDIDATES`] re-ranked by cosine with query expansion.
-    Reranked,
+    /// The codes' best [`crate::search::rerank::RERANK_CANDIDATES`] re-ranked by cosine with
+    /// query expansion, plus `code_weight` times their code agreement.
+    Reranked { code_weight: f32 },
 }
 
 /// A split's clips as a head encodes them: per clip, its code and its standardised mean
 /// embedding (unit length).
 pub struct ClipCodes {
     pub ids: Vec<usize>,
+    pub bits: usize,
     pub words: usize,
     pub codes: Vec<u64>,
     pub dim: usize,
@@ -598,10 +614,10 @@ pub struct ClipCodes {
 pub fn clip_codes<E>(
     windows: &WindowEmbeddings,
     ids: &[usize],
-    words: usize,
+    bits: usize,
     mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>) -> Result<(), E>,
 ) -> Result<ClipCodes, E> {
-    let dim = windows.dim;
+    let (dim, words) = (windows.dim, bits.div_ceil(64));
     let ids: Vec<usize> = ids
         .iter()
         .copied()
@@ -609,6 +625,7 @@ pub fn clip_codes<E>(
         .collect();
     let mut out = ClipCodes {
         ids: ids.clone(),
+        bits,
         words,
         codes: Vec::with_capacity(ids.len() * words),
         dim,
@@ -643,7 +660,7 @@ pub fn head_codes(
     windows: &WindowEmbeddings,
     ids: &[usize],
 ) -> candle_core::Result<ClipCodes> {
-    clip_codes(windows, ids, bits.div_ceil(64), |mean, codes| {
+    clip_codes(windows, ids, bits, |mean, codes| {
         let mut encoded = crate::model::Encoded::default();
         head.encode(mean, &mut encoded)?;
         codes.extend(encoded.codes);
@@ -653,7 +670,7 @@ pub fn head_codes(
 
 /// The split's clips coded by a code learned on the database's own windows (no labels).
 pub fn library_codes(code: &LibraryCode, windows: &WindowEmbeddings, ids: &[usize]) -> ClipCodes {
-    let coded = clip_codes(windows, ids, code.words(), |mean, codes| {
+    let coded = clip_codes(windows, ids, code.bits(), |mean, codes| {
         code.encode(mean, codes);
         code.standardiser.apply(mean);
         Ok::<(), std::convert::Infallible>(())
@@ -694,11 +711,15 @@ pub fn score_codes(
         Ranking::Hamming => {
             retrieval_scores(&set(db), &labels(db), &set(queries), &labels(queries))
         }
-        Ranking::Reranked => crate::eval::metrics::reranked_scores(
+        Ranking::Reranked { code_weight } => crate::eval::metrics::reranked_scores(
             &set(db),
             &labels(db),
             &set(queries),
             &labels(queries),
+            crate::eval::metrics::Fusion {
+                bits: db.bits,
+                code_weight,
+            },
         ),
     };
     CodeEvaluation {

@@ -157,25 +157,35 @@ pub fn reranked_scores(
     db_labels: &[usize],
     queries: &CodeSet<'_>,
     query_labels: &[usize],
+    fusion: Fusion,
 ) -> RetrievalScores {
-    use crate::search::rerank::{RERANK_CANDIDATES, rerank};
+    use crate::search::rerank::{RERANK_CANDIDATES, agreement, fuse, rerank};
     let rankings: Vec<Vec<usize>> = (0..queries.len())
         .map(|q| {
-            let ranked: Vec<usize> = rank(db, queries.code(q), queries.embedding(q))
-                .into_iter()
-                .map(|(i, _)| i)
-                .collect();
+            let ranked = rank(db, queries.code(q), queries.embedding(q));
             let cut = RERANK_CANDIDATES.min(ranked.len());
-            let mut order: Vec<usize> =
-                rerank(queries.embedding(q), &ranked[..cut], |i| db.embedding(i))
-                    .into_iter()
-                    .map(|(i, _)| i)
-                    .collect();
-            order.extend_from_slice(&ranked[cut..]);
+            let candidates: Vec<usize> = ranked[..cut].iter().map(|&(i, _)| i).collect();
+            let mut scored = rerank(queries.embedding(q), &candidates, |i| db.embedding(i));
+            if fusion.code_weight > 0.0 {
+                let distance: std::collections::HashMap<usize, u32> =
+                    ranked[..cut].iter().copied().collect();
+                let agree = |i: usize| agreement(distance[&i], fusion.bits);
+                fuse(&mut scored, agree, fusion.code_weight);
+            }
+            let mut order: Vec<usize> = scored.into_iter().map(|(i, _)| i).collect();
+            order.extend(ranked[cut..].iter().map(|&(i, _)| i));
             order
         })
         .collect();
     scores_of_rankings(&rankings, db_labels, query_labels, db.len())
+}
+
+/// How re-ranked candidates weigh their codes (see [`crate::search::rerank::fuse`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    pub bits: usize,
+    /// 0: the cosine alone.
+    pub code_weight: f32,
 }
 
 /// The `q` quantile (nearest rank) of `values`; 0 when empty.

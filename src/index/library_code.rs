@@ -206,11 +206,10 @@ impl LibraryCode {
             && segments >= self.learned_on.saturating_mul(RELEARN_GROWTH)
     }
 
-    /// Whether search should re-rank this code's candidates by cosine: yes for a code learned
-    /// without labels, no for one learned from labels (its codes know the classes; cosine
-    /// does not, and re-ranking by it costs most of what the labels gave).
-    pub fn reranks(&self) -> bool {
-        self.source == CodeSource::Embeddings
+    /// Whether it was learned from the library's labels (search then ranks by it; a code
+    /// learned without labels only finds the candidates that cosine ranks).
+    pub fn is_from_labels(&self) -> bool {
+        matches!(self.source, CodeSource::Labels { .. })
     }
 
     pub fn bits(&self) -> usize {

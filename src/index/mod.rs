@@ -98,7 +98,7 @@ pub struct LibraryCodeManifest {
 }
 
 impl LibraryCodeManifest {
-    fn of(code: &LibraryCode) -> Self {
+    pub fn of(code: &LibraryCode) -> Self {
         Self {
             bits: code.bits(),
             source: code.source.clone(),

@@ -289,6 +289,10 @@ impl Encoder for HeadEncoder {
         Ok(())
     }
 
+    fn codes_from_labels_on_backbone(&self) -> bool {
+        true
+    }
+
     fn attention(&self, frames: &[f32]) -> Result<Option<AttentionMap>, EncodeError> {
         self.backbone.attention(frames)
     }

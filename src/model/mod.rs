@@ -186,6 +186,13 @@ pub trait Encoder: Send + Sync {
     /// number of them) to `out`.
     fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError>;
 
+    /// Whether its embeddings are a backbone's, standardised, with codes trained on labels
+    /// (a hash head's): their cosine then judges any kind of sound, the codes only the kinds
+    /// they were trained on, and search weighs the two.
+    fn codes_from_labels_on_backbone(&self) -> bool {
+        false
+    }
+
     /// Where the encoder looks in a clip (frame-major, of the front end's frames), for drawing
     /// over its spectrogram; `None` for encoders without attention.
     fn attention(&self, _frames: &[f32]) -> Result<Option<AttentionMap>, EncodeError> {

@@ -1,17 +1,21 @@
-//! `events` search: library segments ranked by Hamming distance to the query's codes, then
-//! either re-ranked by cosine (a library code learned on the library's own embeddings: see
-//! [`crate::index::library_code`] and [`super::rerank`]) or with ties broken by cosine (a
-//! trained head's codes); then the best segments per file become hits.
+//! `events` search: library segments ranked by Hamming distance to the query's codes, then:
+//! - a code learned on the library's own embeddings ([`crate::index::library_code`]): the
+//!   candidates re-ranked by cosine ([`super::rerank`]);
+//! - a hash head trained elsewhere: re-ranked by cosine and the codes' agreement together
+//!   (the library may hold kinds of sound the head never saw);
+//! - codes learned from the library's own labels, and other encoders' codes: by distance,
+//!   ties broken by cosine.
+//!
+//! Then the best segments per file become hits.
 
 use std::collections::HashMap;
 
 use rayon::prelude::*;
 
 use super::query::QuerySegments;
-use super::rerank::{RERANK_CANDIDATES, rerank};
+use super::rerank::{CODE_WEIGHT, RERANK_CANDIDATES, agreement, fuse, rerank};
 use super::{Hit, Searcher};
 use crate::index::hamming;
-use crate::index::library_code::LibraryCode;
 use crate::index::vector::{cosine, normalise};
 
 /// Library segments fetched per query segment when searching by buckets or HNSW, per hit wanted.
@@ -54,8 +58,22 @@ impl Searcher<'_> {
     pub(super) fn rank_files(&self, q: &QuerySegments, top: usize) -> Vec<Hit> {
         let distances = self.segment_distances(q, top);
         let ranked = match &self.data.library_code {
-            Some(code) if code.reranks() => self.reranked(q, &distances, code, top),
-            _ => self.by_distance(q, &distances, top),
+            // Learned from this library's own labels: they describe what it holds.
+            Some(code) if code.is_from_labels() => self.by_distance(q, &distances, top),
+            Some(code) => {
+                let comparable = |e: &[f32]| code.comparable(e);
+                self.reranked(q, &distances, top, &comparable, 0.0)
+            }
+            // A head's embeddings are its backbone's, standardised by it.
+            None if self.encoder.codes_from_labels_on_backbone() && self.data.embedding_dim > 0 => {
+                let comparable = |e: &[f32]| {
+                    let mut x = e.to_vec();
+                    normalise(&mut x);
+                    x
+                };
+                self.reranked(q, &distances, top, &comparable, CODE_WEIGHT)
+            }
+            None => self.by_distance(q, &distances, top),
         };
         self.moments_per_file(&ranked, top)
             .into_iter()
@@ -125,15 +143,17 @@ impl Searcher<'_> {
         ranked
     }
 
-    /// A library's own code: its nearest segments by distance (at least
-    /// [`RERANK_CANDIDATES`], and enough for the hits), re-ranked by the cosine of standardised
-    /// embeddings with query expansion. The query is the mean of its segments.
+    /// The nearest segments by distance (at least [`RERANK_CANDIDATES`], and enough for the
+    /// hits), re-ranked by the cosine of their `comparable` embeddings (standardised, unit
+    /// length) with query expansion, plus `code_weight` times their code agreement (see
+    /// [`fuse`]). The query is the mean of its segments.
     fn reranked(
         &self,
         q: &QuerySegments,
         distances: &[(u32, u32)],
-        code: &LibraryCode,
         top: usize,
+        comparable: &dyn Fn(&[f32]) -> Vec<f32>,
+        code_weight: f32,
     ) -> Vec<ScoredSegment> {
         let Some(for_hits) = self.cutoff(distances, top) else {
             return Vec::new();
@@ -144,12 +164,21 @@ impl Searcher<'_> {
         let candidates: Vec<usize> = (0..distances.len())
             .filter(|&i| distances[i].0 <= cutoff && distances[i].0 != u32::MAX)
             .collect();
-        let comparable: HashMap<usize, Vec<f32>> = candidates
+        let vectors: HashMap<usize, Vec<f32>> = candidates
             .iter()
-            .map(|&i| (i, code.comparable(self.data.embedding(i))))
+            .map(|&i| (i, comparable(self.data.embedding(i))))
             .collect();
-        let query = self.mean_query(q, code);
-        rerank(&query, &candidates, |i| &comparable[&i])
+        let query = self.mean_query(q, comparable);
+        let mut scored = rerank(&query, &candidates, |i| &vectors[&i]);
+        if code_weight > 0.0 {
+            let bits = self.data.bits();
+            fuse(
+                &mut scored,
+                |i| agreement(distances[i].0, bits),
+                code_weight,
+            );
+        }
+        scored
             .into_iter()
             .map(|(i, score)| ScoredSegment {
                 segment: i,
@@ -161,11 +190,11 @@ impl Searcher<'_> {
     }
 
     /// The query's segments standardised, scaled to unit length and averaged (unit length).
-    fn mean_query(&self, q: &QuerySegments, code: &LibraryCode) -> Vec<f32> {
+    fn mean_query(&self, q: &QuerySegments, comparable: &dyn Fn(&[f32]) -> Vec<f32>) -> Vec<f32> {
         let dim = self.data.embedding_dim.max(1);
         let mut mean = vec![0.0f32; dim];
         for segment in q.encoded.embeddings.chunks_exact(dim) {
-            let x = code.comparable(segment);
+            let x = comparable(segment);
             mean.iter_mut().zip(&x).for_each(|(m, v)| *m += v);
         }
         normalise(&mut mean);

@@ -94,6 +94,8 @@ pub enum SplitName {
     ZeroShot,
     /// Folds 1-3 of every class (fold 4 validates, fold 5 stays unseen).
     Validation,
+    /// Folds 1-3 of classes 0-29 (fold 4 of classes 30-39 validates).
+    ZeroShotValidation,
 }
 
 /// Labelled clips to train on: trimmed frame-major log-mel, and each clip's class.
