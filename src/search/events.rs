@@ -105,7 +105,7 @@ impl Searcher<'_> {
         Some(*seen.select_nth_unstable(nth).1)
     }
 
-    /// Codes of a trained head: segments by distance, ties by the cosine with their nearest
+    /// Segments by distance, ties by the cosine with their nearest
     /// query segment.
     fn by_distance(
         &self,
