@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::eval::esc50::mean_row;
 use crate::eval::metrics::{CodeSet, Fusion, RetrievalScores, reranked_scores, retrieval_scores};
-use crate::index::library_code::{CodeSource, LIBRARY_CODE_BITS, LibraryCode};
+use crate::index::library_code::{
+    CodeSource, LIBRARY_CODE_BITS, LibraryCode, MIN_SEGMENTS_TO_LEARN,
+};
 use crate::index::vector::normalise;
 use crate::index::{Index, IndexError, ModeIndex, format};
 use crate::library::LabelMap;
@@ -55,8 +57,9 @@ pub struct LearnReport {
     pub files: usize,
     /// Files held out to measure the gain (trained on the rest, then queried).
     pub held_out: usize,
-    /// Held-out files searched among the others, by the library's code learned without labels
-    /// (re-ranked by cosine, as search ranks it).
+    /// Held-out files searched among the others as search ranks a library without labels (by
+    /// a code learned on its embeddings, re-ranked by cosine; by cosine alone below
+    /// [`MIN_SEGMENTS_TO_LEARN`] windows).
     pub before: RetrievalScores,
     /// The same, by the codes learned from the labels (as search ranks them: by distance,
     /// ties by cosine).
@@ -258,28 +261,7 @@ impl TrainingSet<'_> {
         train: &[&LabelledFile],
         held_out: &[&LabelledFile],
     ) -> Result<(RetrievalScores, RetrievalScores), LearnError> {
-        let windows: Vec<f32> = train.iter().flat_map(|f| f.windows).copied().collect();
-        let unsupervised = LibraryCode::learn_for_library(&windows, self.dim)
-            .map_err(|e| TrainError::NoData(e.to_string()))?;
-        let before = {
-            let code = |m: &mut Vec<f32>, codes: &mut Vec<u64>| {
-                unsupervised.encode(m, codes);
-                unsupervised.standardiser.apply(m);
-                Ok::<(), LearnError>(())
-            };
-            let (db, queries) = (self.coded(train, code)?, self.coded(held_out, code)?);
-            let plain = Fusion {
-                bits: LIBRARY_CODE_BITS,
-                code_weight: 0.0,
-            };
-            reranked_scores(
-                &db.set(),
-                &db.labels,
-                &queries.set(),
-                &queries.labels,
-                plain,
-            )
-        };
+        let before = self.before(train, held_out)?;
         let head = self.train(train)?;
         let after = {
             let code = |m: &mut Vec<f32>, codes: &mut Vec<u64>| {
@@ -288,10 +270,61 @@ impl TrainingSet<'_> {
                 codes.extend(encoded.codes);
                 Ok::<(), LearnError>(())
             };
-            let (db, queries) = (self.coded(train, code)?, self.coded(held_out, code)?);
+            let words = LIBRARY_CODE_BITS.div_ceil(64);
+            let (db, queries) = (
+                self.coded(train, words, code)?,
+                self.coded(held_out, words, code)?,
+            );
             retrieval_scores(&db.set(), &db.labels, &queries.set(), &queries.labels)
         };
         Ok((before, after))
+    }
+
+    /// `held_out` searched among `train` as search ranks a library without labels: by a code
+    /// learned on its windows, re-ranked by cosine; or, a library too small for a code of its
+    /// own, by cosine alone.
+    fn before(
+        &self,
+        train: &[&LabelledFile],
+        held_out: &[&LabelledFile],
+    ) -> Result<RetrievalScores, LearnError> {
+        let windows: Vec<f32> = train.iter().flat_map(|f| f.windows).copied().collect();
+        if windows.len() / self.dim.max(1) < MIN_SEGMENTS_TO_LEARN {
+            let no_code = |_: &mut Vec<f32>, _: &mut Vec<u64>| Ok(());
+            let (db, queries) = (
+                self.coded(train, 0, no_code)?,
+                self.coded(held_out, 0, no_code)?,
+            );
+            return Ok(retrieval_scores(
+                &db.set(),
+                &db.labels,
+                &queries.set(),
+                &queries.labels,
+            ));
+        }
+        let unsupervised = LibraryCode::learn_for_library(&windows, self.dim)
+            .map_err(|e| TrainError::NoData(e.to_string()))?;
+        let code = |m: &mut Vec<f32>, codes: &mut Vec<u64>| {
+            unsupervised.encode(m, codes);
+            unsupervised.standardiser.apply(m);
+            Ok::<(), LearnError>(())
+        };
+        let words = unsupervised.words();
+        let (db, queries) = (
+            self.coded(train, words, code)?,
+            self.coded(held_out, words, code)?,
+        );
+        let plain = Fusion {
+            bits: unsupervised.bits(),
+            code_weight: 0.0,
+        };
+        Ok(reranked_scores(
+            &db.set(),
+            &db.labels,
+            &queries.set(),
+            &queries.labels,
+            plain,
+        ))
     }
 
     /// Each file's mean window embedding, coded by `code` (which standardises it in place),
@@ -299,9 +332,11 @@ impl TrainingSet<'_> {
     fn coded(
         &self,
         files: &[&LabelledFile],
+        words: usize,
         mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>) -> Result<(), LearnError>,
     ) -> Result<CodedFiles, LearnError> {
         let mut out = CodedFiles {
+            words,
             dim: self.dim,
             codes: Vec::new(),
             embeddings: Vec::new(),
@@ -320,6 +355,7 @@ impl TrainingSet<'_> {
 
 /// Files as a retrieval test sees them.
 struct CodedFiles {
+    words: usize,
     dim: usize,
     codes: Vec<u64>,
     embeddings: Vec<f32>,
@@ -329,7 +365,7 @@ struct CodedFiles {
 impl CodedFiles {
     fn set(&self) -> CodeSet<'_> {
         CodeSet {
-            words: LIBRARY_CODE_BITS.div_ceil(64),
+            words: self.words,
             codes: &self.codes,
             embeddings: &self.embeddings,
             dim: self.dim,

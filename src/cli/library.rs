@@ -110,6 +110,13 @@ pub fn index(
             db.display()
         );
     }
+    if !paths.is_empty() && !format::exists(db) && paths.iter().all(|p| !p.exists()) {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!(
+            "nothing to index: {} does not exist; no index was written",
+            names.join(", ")
+        );
+    }
     let labels = labels.map(LabelMap::from_csv).transpose()?;
     let encoders: Encoders = modes
         .modes()

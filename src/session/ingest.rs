@@ -92,10 +92,11 @@ pub fn build(
     };
     let mut report = BuildReport::default();
     let mode_added = prepare_modes(&mut index, encoders, db)?;
-    add_roots(&mut index, paths);
+    let missing = add_roots(&mut index, paths);
 
     let scan = library::scan(&index.roots, options.labels, &|_| {});
     report.failed = scan.problems;
+    report.failed.extend(missing);
     let mut changes = library::diff(&index.files, &scan.files);
     if mode_added {
         // Files indexed before this mode existed need its segments too: encode everything.
@@ -181,13 +182,24 @@ fn prepare_modes(index: &mut Index, encoders: &Encoders, db: &Path) -> Result<bo
     Ok(added)
 }
 
-fn add_roots(index: &mut Index, paths: &[PathBuf]) {
+/// Adds the folders and files of `paths` that exist to the index's roots; the others are
+/// returned as problems (a mistyped path must not stay a root that every run reports).
+fn add_roots(index: &mut Index, paths: &[PathBuf]) -> Vec<ScanProblem> {
+    let mut missing = Vec::new();
     for p in paths {
+        if !p.exists() {
+            missing.push(ScanProblem {
+                path: p.clone(),
+                reason: "does not exist".into(),
+            });
+            continue;
+        }
         let root = library::canonical_root(p);
         if !index.roots.contains(&root) {
             index.roots.push(root);
         }
     }
+    missing
 }
 
 /// Encodes files on all cores while this thread adds them to the index and saves checkpoints.

@@ -61,6 +61,26 @@ fn scan_of_nothing_readable_fails() {
     assert!(text(&out.stdout).contains("/definitely/not/here: does not exist"));
 }
 
+/// A mistyped folder writes no index, and says which path is missing.
+#[test]
+fn index_of_a_missing_folder_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let out = earshot(&[
+        "index".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "/definitely/not/here".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/definitely/not/here does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!db.exists(), "an index was written");
+}
+
 #[test]
 fn inspect_prints_duration_rates_and_feature_shapes() {
     let dir = TempDir::new().unwrap();
