@@ -30,8 +30,9 @@ pub const MIN_SEGMENTS_TO_LEARN: usize = 512;
 /// learned on: what it has not seen may by then be most of it.
 pub const RELEARN_GROWTH: usize = 2;
 /// At most this many segments (evenly spaced through the library) are read to learn a code:
-/// enough for 1024 x 1024 covariances, and learning stays within seconds on a large library.
-pub const MAX_LEARNING_SEGMENTS: usize = 20_000;
+/// ten times the 1024 dimensions of a backbone's embedding is plenty for its leading 64
+/// directions, and keeps learning to seconds and about 100 MB on any library.
+pub const MAX_LEARNING_SEGMENTS: usize = 10_000;
 /// ITQ's random start, fixed so that the same library gives the same code.
 const LEARNING_SEED: u64 = 1;
 
