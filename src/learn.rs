@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::eval::esc50::mean_row;
-use crate::eval::metrics::{CodeSet, Fusion, RetrievalScores, reranked_scores, retrieval_scores};
+use crate::eval::esc50::{ClipWindows, head_codes, library_codes, uncoded};
+use crate::eval::metrics::{Fusion, RetrievalScores, reranked_scores, retrieval_scores};
 use crate::index::library_code::{
     CodeSource, LIBRARY_CODE_BITS, LibraryCode, MIN_SEGMENTS_TO_LEARN,
 };
-use crate::index::vector::normalise;
 use crate::index::{Index, IndexError, ModeIndex, format};
 use crate::library::LabelMap;
 use crate::model::Mode;
@@ -261,114 +260,65 @@ impl TrainingSet<'_> {
         train: &[&LabelledFile],
         held_out: &[&LabelledFile],
     ) -> Result<(RetrievalScores, RetrievalScores), LearnError> {
-        let before = self.before(train, held_out)?;
+        let (db, queries) = (self.clips(train), self.clips(held_out));
+        let (db_labels, query_labels) = (labels(train), labels(held_out));
+        let before = self.before(train, &db, &queries, &db_labels, &query_labels)?;
         let head = self.train(train)?;
-        let after = {
-            let code = |m: &mut Vec<f32>, codes: &mut Vec<u64>| {
-                let mut encoded = crate::model::Encoded::default();
-                head.encode(m, &mut encoded)?;
-                codes.extend(encoded.codes);
-                Ok::<(), LearnError>(())
-            };
-            let words = LIBRARY_CODE_BITS.div_ceil(64);
-            let (db, queries) = (
-                self.coded(train, words, code)?,
-                self.coded(held_out, words, code)?,
-            );
-            retrieval_scores(&db.set(), &db.labels, &queries.set(), &queries.labels)
-        };
+        let (db, queries) = (
+            head_codes(&head, LIBRARY_CODE_BITS, &db)?,
+            head_codes(&head, LIBRARY_CODE_BITS, &queries)?,
+        );
+        let after = retrieval_scores(&db.set(), &db_labels, &queries.set(), &query_labels);
         Ok((before, after))
     }
 
-    /// `held_out` searched among `train` as search ranks a library without labels: by a code
-    /// learned on its windows, re-ranked by cosine; or, a library too small for a code of its
-    /// own, by cosine alone.
+    /// The held-out clips searched among the training ones as search ranks a library without
+    /// labels: by a code learned on its windows, re-ranked by cosine; or, a library too small
+    /// for a code of its own, by cosine alone.
     fn before(
         &self,
         train: &[&LabelledFile],
-        held_out: &[&LabelledFile],
+        db: &ClipWindows<'_>,
+        queries: &ClipWindows<'_>,
+        db_labels: &[usize],
+        query_labels: &[usize],
     ) -> Result<RetrievalScores, LearnError> {
         let windows: Vec<f32> = train.iter().flat_map(|f| f.windows).copied().collect();
         if windows.len() / self.dim.max(1) < MIN_SEGMENTS_TO_LEARN {
-            let no_code = |_: &mut Vec<f32>, _: &mut Vec<u64>| Ok(());
-            let (db, queries) = (
-                self.coded(train, 0, no_code)?,
-                self.coded(held_out, 0, no_code)?,
-            );
+            let (db, queries) = (uncoded(db), uncoded(queries));
             return Ok(retrieval_scores(
                 &db.set(),
-                &db.labels,
+                db_labels,
                 &queries.set(),
-                &queries.labels,
+                query_labels,
             ));
         }
-        let unsupervised = LibraryCode::learn_for_library(&windows, self.dim)
+        let code = LibraryCode::learn_for_library(&windows, self.dim)
             .map_err(|e| TrainError::NoData(e.to_string()))?;
-        let code = |m: &mut Vec<f32>, codes: &mut Vec<u64>| {
-            unsupervised.encode(m, codes);
-            unsupervised.standardiser.apply(m);
-            Ok::<(), LearnError>(())
-        };
-        let words = unsupervised.words();
-        let (db, queries) = (
-            self.coded(train, words, code)?,
-            self.coded(held_out, words, code)?,
-        );
+        let (db, queries) = (library_codes(&code, db), library_codes(&code, queries));
         let plain = Fusion {
-            bits: unsupervised.bits(),
+            bits: code.bits(),
             code_weight: 0.0,
         };
         Ok(reranked_scores(
             &db.set(),
-            &db.labels,
+            db_labels,
             &queries.set(),
-            &queries.labels,
+            query_labels,
             plain,
         ))
     }
 
-    /// Each file's mean window embedding, coded by `code` (which standardises it in place),
-    /// then scaled to unit length.
-    fn coded(
-        &self,
-        files: &[&LabelledFile],
-        words: usize,
-        mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>) -> Result<(), LearnError>,
-    ) -> Result<CodedFiles, LearnError> {
-        let mut out = CodedFiles {
-            words,
+    /// Files as clips of window embeddings, numbered by position.
+    fn clips<'a>(&self, files: &[&LabelledFile<'a>]) -> ClipWindows<'a> {
+        ClipWindows {
             dim: self.dim,
-            codes: Vec::new(),
-            embeddings: Vec::new(),
-            labels: Vec::new(),
-        };
-        for f in files {
-            let mut mean = mean_row(f.windows, self.dim);
-            code(&mut mean, &mut out.codes)?;
-            normalise(&mut mean);
-            out.embeddings.extend(mean);
-            out.labels.push(f.label);
+            ids: (0..files.len()).collect(),
+            clips: files.iter().map(|f| f.windows).collect(),
         }
-        Ok(out)
     }
 }
 
-/// Files as a retrieval test sees them.
-struct CodedFiles {
-    words: usize,
-    dim: usize,
-    codes: Vec<u64>,
-    embeddings: Vec<f32>,
-    labels: Vec<usize>,
-}
-
-impl CodedFiles {
-    fn set(&self) -> CodeSet<'_> {
-        CodeSet {
-            words: self.words,
-            codes: &self.codes,
-            embeddings: &self.embeddings,
-            dim: self.dim,
-        }
-    }
+fn labels(files: &[&LabelledFile]) -> Vec<usize> {
+    files.iter().map(|f| f.label).collect()
 }

@@ -84,8 +84,8 @@ impl<'a> Bench<'a> {
     pub fn head(&self, head: &HashHead, bits: usize) -> anyhow::Result<HeadScores> {
         let (db, queries) = esc50::split_ids(self.data, self.split);
         let (db, queries) = (
-            esc50::head_codes(head, bits, &self.windows, &db)?,
-            esc50::head_codes(head, bits, &self.windows, &queries)?,
+            esc50::head_codes(head, bits, &self.windows.select(&db))?,
+            esc50::head_codes(head, bits, &self.windows.select(&queries))?,
         );
         let score = |code_weight| {
             let ranking = Ranking::Reranked { code_weight };
@@ -173,8 +173,8 @@ impl<'a> Bench<'a> {
             seed,
         )?;
         let (db, queries) = (
-            esc50::library_codes(&code, &self.windows, &db_ids),
-            esc50::library_codes(&code, &self.windows, &query_ids),
+            esc50::library_codes(&code, &self.windows.select(&db_ids)),
+            esc50::library_codes(&code, &self.windows.select(&query_ids)),
         );
         let cosine = |c: &esc50::ClipCodes| esc50::ClipCodes {
             bits: 0,

@@ -609,35 +609,71 @@ pub struct ClipCodes {
     pub embeddings: Vec<f32>,
 }
 
-/// Encodes `ids`' mean window embeddings with `code` (a trained head or a library code),
-/// which writes each clip's code and standardises its embedding in place.
+impl ClipCodes {
+    /// The clips as the retrieval metrics read them.
+    pub fn set(&self) -> CodeSet<'_> {
+        CodeSet {
+            words: self.words,
+            codes: &self.codes,
+            embeddings: &self.embeddings,
+            dim: self.dim,
+        }
+    }
+}
+
+/// Clips given by their window embeddings (`dim` values each), with an id each (a position in
+/// `Esc50::clips`, or whatever the caller numbers them by).
+pub struct ClipWindows<'a> {
+    pub dim: usize,
+    pub ids: Vec<usize>,
+    pub clips: Vec<&'a [f32]>,
+}
+
+impl WindowEmbeddings {
+    /// The clips `ids` that could be read.
+    pub fn select(&self, ids: &[usize]) -> ClipWindows<'_> {
+        let (ids, clips) = ids
+            .iter()
+            .filter_map(|&i| self.clips[i].as_deref().map(|c| (i, c)))
+            .unzip();
+        ClipWindows {
+            dim: self.dim,
+            ids,
+            clips,
+        }
+    }
+}
+
+/// Encodes each clip's mean window embedding with `code` (a trained head or a library code),
+/// which writes the clip's code and standardises its embedding in place.
 pub fn clip_codes<E>(
-    windows: &WindowEmbeddings,
-    ids: &[usize],
+    clips: &ClipWindows<'_>,
     bits: usize,
     mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>) -> Result<(), E>,
 ) -> Result<ClipCodes, E> {
-    let (dim, words) = (windows.dim, bits.div_ceil(64));
-    let ids: Vec<usize> = ids
-        .iter()
-        .copied()
-        .filter(|&i| windows.clips[i].is_some())
-        .collect();
+    let (dim, words) = (clips.dim, bits.div_ceil(64));
     let mut out = ClipCodes {
-        ids: ids.clone(),
+        ids: clips.ids.clone(),
         bits,
         words,
-        codes: Vec::with_capacity(ids.len() * words),
+        codes: Vec::with_capacity(clips.ids.len() * words),
         dim,
-        embeddings: Vec::with_capacity(ids.len() * dim),
+        embeddings: Vec::with_capacity(clips.ids.len() * dim),
     };
-    for &i in &ids {
-        let mut mean = mean_row(windows.clips[i].as_deref().unwrap_or_default(), dim);
+    for windows in &clips.clips {
+        let mut mean = mean_row(windows, dim);
         code(&mut mean, &mut out.codes)?;
         crate::index::vector::normalise(&mut mean);
         out.embeddings.extend(mean);
     }
     Ok(out)
+}
+
+/// Each clip's mean window embedding at unit length, without codes (ranked by cosine alone).
+pub fn uncoded(clips: &ClipWindows<'_>) -> ClipCodes {
+    match clip_codes(clips, 0, |_, _| Ok::<(), std::convert::Infallible>(())) {
+        Ok(c) => c,
+    }
 }
 
 /// The split's database and query clips (indices into `data.clips`).
@@ -653,14 +689,13 @@ pub fn split_ids(data: &Esc50, split: Split) -> (Vec<usize>, Vec<usize>) {
     )
 }
 
-/// The split's clips coded by a trained head.
+/// Clips coded by a trained head.
 pub fn head_codes(
     head: &HashHead,
     bits: usize,
-    windows: &WindowEmbeddings,
-    ids: &[usize],
+    clips: &ClipWindows<'_>,
 ) -> candle_core::Result<ClipCodes> {
-    clip_codes(windows, ids, bits, |mean, codes| {
+    clip_codes(clips, bits, |mean, codes| {
         let mut encoded = crate::model::Encoded::default();
         head.encode(mean, &mut encoded)?;
         codes.extend(encoded.codes);
@@ -668,9 +703,9 @@ pub fn head_codes(
     })
 }
 
-/// The split's clips coded by a code learned on the database's own windows (no labels).
-pub fn library_codes(code: &LibraryCode, windows: &WindowEmbeddings, ids: &[usize]) -> ClipCodes {
-    let coded = clip_codes(windows, ids, code.bits(), |mean, codes| {
+/// Clips coded by a code learned on a library's own windows (no labels).
+pub fn library_codes(code: &LibraryCode, clips: &ClipWindows<'_>) -> ClipCodes {
+    let coded = clip_codes(clips, code.bits(), |mean, codes| {
         code.encode(mean, codes);
         code.standardiser.apply(mean);
         Ok::<(), std::convert::Infallible>(())
@@ -696,25 +731,17 @@ pub fn score_codes(
     queries: &ClipCodes,
     ranking: Ranking,
 ) -> CodeEvaluation {
-    fn set(c: &ClipCodes) -> CodeSet<'_> {
-        CodeSet {
-            words: c.words,
-            codes: &c.codes,
-            embeddings: &c.embeddings,
-            dim: c.dim,
-        }
-    }
     let labels =
         |c: &ClipCodes| -> Vec<usize> { c.ids.iter().map(|&i| data.clips[i].target).collect() };
     let started = std::time::Instant::now();
     let scores = match ranking {
         Ranking::Hamming => {
-            retrieval_scores(&set(db), &labels(db), &set(queries), &labels(queries))
+            retrieval_scores(&db.set(), &labels(db), &queries.set(), &labels(queries))
         }
         Ranking::Reranked { code_weight } => crate::eval::metrics::reranked_scores(
-            &set(db),
+            &db.set(),
             &labels(db),
-            &set(queries),
+            &queries.set(),
             &labels(queries),
             crate::eval::metrics::Fusion {
                 bits: db.bits,

