@@ -6,19 +6,24 @@
 //! This sits above the engine: it trains (`train`) and measures (`eval`), then hands the index
 //! a [`LibraryCode`] of plain weights, which the engine searches like any other code.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::eval::esc50::{ClipWindows, head_codes, library_codes, uncoded};
-use crate::eval::metrics::{Fusion, RetrievalScores, reranked_scores, retrieval_scores};
+use crate::eval::metrics::{
+    Agreement, Fusion, RetrievalScores, margin_scores, reranked_scores, retrieval_scores,
+};
 use crate::index::library_code::{
-    CodeSource, LIBRARY_CODE_BITS, LibraryCode, MIN_SEGMENTS_TO_LEARN,
+    CodeSource, LIBRARY_CODE_BITS, LibraryCode, MIN_SEGMENTS_TO_LEARN, labels_describe_library,
 };
 use crate::index::{Index, IndexError, ModeIndex, format};
 use crate::library::LabelMap;
+use crate::library::marks::Marks;
 use crate::model::Mode;
 use crate::model::hash_head::HashHead;
+use crate::search::rerank::PARTIAL_LABELS_CODE_WEIGHT;
 use crate::train::TrainError;
 use crate::train::hash_head::{HeadOptions, LabelledEmbeddings, train_head};
 
@@ -39,7 +44,7 @@ pub enum LearnError {
     )]
     NotABackbone { db: PathBuf, encoder: String },
     #[error(
-        "{}: too few labels to learn from: {reason}. Learning needs at least {MIN_LABELS} labels with at least {MIN_FILES_PER_LABEL} files each: label files by their folders, or pass a CSV with --labels",
+        "{}: too few labels to learn from: {reason}. Learning needs at least {MIN_LABELS} labels with at least {MIN_FILES_PER_LABEL} files each: label files by their folders, pass a CSV with --labels, or mark results relevant or not and learn from the marks with --marks",
         db.display()
     )]
     TooFewLabels { db: PathBuf, reason: String },
@@ -60,26 +65,44 @@ pub struct LearnReport {
     /// a code learned on its embeddings, re-ranked by cosine; by cosine alone below
     /// [`MIN_SEGMENTS_TO_LEARN`] windows).
     pub before: RetrievalScores,
-    /// The same, by the codes learned from the labels (as search ranks them: by distance,
-    /// ties by cosine).
+    /// The same, by the codes learned from the labels as search ranks them: by their
+    /// agreement with the query's bit margins (beside cosine when the labels cover a small part
+    /// of the library).
     pub after: RetrievalScores,
     /// Segments coded again.
     pub segments: usize,
+    /// Files in the library.
+    pub library_files: usize,
+    /// Whether the labels cover enough of the library for search to rank by the learned codes
+    /// alone (else beside cosine: see [`LibraryCode::describes_library`]).
+    pub describes_library: bool,
+    /// Labels of marks left out for too few files (with `--marks`), each with its count.
+    pub left_out: Vec<String>,
     pub elapsed: Duration,
 }
 
-/// A labelled file's window embeddings.
+/// A labelled file's window embeddings (all of them, or those of its marked moments).
 struct LabelledFile<'a> {
     path: &'a Path,
     label: usize,
-    windows: &'a [f32],
+    windows: Cow<'a, [f32]>,
 }
 
-/// Learns codes from the labels of the files in `db` (`labels` when given, else each file's
-/// own label, its folder's name by default) and saves the index with them.
+/// Where the labels come from.
+#[derive(Debug, Clone, Copy)]
+pub enum LabelSource<'a> {
+    /// Each file's own label, as indexed (its folder's name by default).
+    Files,
+    /// A `path,label` CSV.
+    Csv(&'a LabelMap),
+    /// The relevant / not-relevant marks set on results.
+    Marks(&'a Marks),
+}
+
+/// Learns codes from the labels of the files in `db` and saves the index with them.
 pub fn learn(
     db: &Path,
-    labels: Option<&LabelMap>,
+    labels: LabelSource<'_>,
     on_progress: &dyn Fn(&str),
 ) -> Result<LearnReport, LearnError> {
     let started = Instant::now();
@@ -106,15 +129,22 @@ fn learn_code(
     db: &Path,
     index: &Index,
     data: &ModeIndex,
-    labels: Option<&LabelMap>,
+    labels: LabelSource<'_>,
     on_progress: &dyn Fn(&str),
 ) -> Result<(LibraryCode, LearnReport), LearnError> {
-    let (names, files) = labelled_files(index, data, labels);
-    check_labels(db, &names, &files)?;
+    let (mut names, mut files) = labelled_files(index, data, &labels);
+    // Marks grow query by query: one whose results hold few relevant moments does not stop
+    // the others from teaching the code.
+    let left_out = match labels {
+        LabelSource::Marks(_) => leave_out_thin_labels(&mut names, &mut files),
+        _ => Vec::new(),
+    };
+    check_labels(db, &names, &files, &left_out)?;
     let set = TrainingSet {
         dim: data.embedding_dim,
         labels: names.len(),
         backbone: &data.encoder.name,
+        describes_library: labels_describe_library(files.len(), index.files.len()),
     };
     let (train, held_out) = split(&files);
     on_progress("measuring on a held-out fifth");
@@ -130,10 +160,13 @@ fn learn_code(
     let report = LearnReport {
         labels: names.len(),
         files: files.len(),
+        describes_library: set.describes_library,
+        library_files: index.files.len(),
         held_out: held_out.len(),
         before,
         after,
         segments: data.segments.len(),
+        left_out,
         elapsed: Duration::ZERO,
     };
     Ok((code, report))
@@ -143,44 +176,127 @@ fn learn_code(
 fn labelled_files<'a>(
     index: &'a Index,
     data: &'a ModeIndex,
-    labels: Option<&'a LabelMap>,
+    labels: &'a LabelSource<'a>,
 ) -> (Vec<String>, Vec<LabelledFile<'a>>) {
-    let dim = data.embedding_dim;
-    let ranges = data.file_segments(index.files.len());
-    let label_of = |f: &'a crate::library::FileRecord| match labels {
-        Some(map) => map.get(&f.path).unwrap_or_default(),
-        None => f.label.as_str(),
+    let examples = match labels {
+        LabelSource::Files => file_examples(index, data, |f| f.label.as_str()),
+        LabelSource::Csv(map) => {
+            file_examples(index, data, |f| map.get(&f.path).unwrap_or_default())
+        }
+        LabelSource::Marks(marks) => marked_examples(index, data, marks),
     };
-    let names: Vec<String> = index
-        .files
+    let names: Vec<String> = examples
         .iter()
-        .map(label_of)
-        .filter(|l| !l.is_empty())
+        .map(|(label, _)| label.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .map(str::to_string)
         .collect();
-    let files = index
-        .files
-        .iter()
-        .zip(&ranges)
-        .filter(|(_, r)| !r.is_empty())
-        .filter_map(|(f, r)| {
-            let label = names
-                .binary_search_by(|n| n.as_str().cmp(label_of(f)))
-                .ok()?;
-            Some(LabelledFile {
-                path: &f.path,
-                label,
-                windows: &data.embeddings[r.start * dim..r.end * dim],
-            })
+    let files = examples
+        .into_iter()
+        .filter_map(|(label, mut file)| {
+            file.label = names.binary_search(&label).ok()?;
+            Some(file)
         })
         .collect();
     (names, files)
 }
 
+/// Each indexed file with segments and a label (`label_of`), its windows the example.
+fn file_examples<'a>(
+    index: &'a Index,
+    data: &'a ModeIndex,
+    label_of: impl Fn(&'a crate::library::FileRecord) -> &'a str,
+) -> Vec<(String, LabelledFile<'a>)> {
+    let dim = data.embedding_dim;
+    let ranges = data.file_segments(index.files.len());
+    index
+        .files
+        .iter()
+        .zip(&ranges)
+        .filter(|(f, r)| !r.is_empty() && !label_of(f).is_empty())
+        .map(|(f, r)| {
+            let windows = &data.embeddings[r.start * dim..r.end * dim];
+            let file = LabelledFile {
+                path: &f.path,
+                label: 0,
+                windows: Cow::Borrowed(windows),
+            };
+            (label_of(f).to_string(), file)
+        })
+        .collect()
+}
+
+/// The marked moments (see [`Marks::labelled_moments`]), one example per file and label: the
+/// windows that overlap its marked moments. Marks of files no longer indexed are left out.
+fn marked_examples<'a>(
+    index: &'a Index,
+    data: &'a ModeIndex,
+    marks: &Marks,
+) -> Vec<(String, LabelledFile<'a>)> {
+    let dim = data.embedding_dim;
+    let frame_s = data.input.frame_s();
+    let ranges = data.file_segments(index.files.len());
+    let position: std::collections::HashMap<&Path, usize> = (index.files.iter().enumerate())
+        .map(|(i, f)| (f.path.as_path(), i))
+        .collect();
+    let mut examples: BTreeMap<(String, usize), Vec<f32>> = BTreeMap::new();
+    for moment in marks.labelled_moments() {
+        let Some(&file) = position.get(moment.path.as_path()) else {
+            continue;
+        };
+        for s in ranges[file].clone() {
+            let segment = &data.segments[s];
+            let start_s = f64::from(segment.start_frame) * frame_s;
+            let end_s = start_s + f64::from(segment.n_frames) * frame_s;
+            if start_s < moment.end_s && moment.start_s < end_s {
+                let windows = examples.entry((moment.label.clone(), file)).or_default();
+                windows.extend_from_slice(&data.embeddings[s * dim..(s + 1) * dim]);
+            }
+        }
+    }
+    examples
+        .into_iter()
+        .map(|((label, file), windows)| {
+            let file = LabelledFile {
+                path: &index.files[file].path,
+                label: 0,
+                windows: Cow::Owned(windows),
+            };
+            (label, file)
+        })
+        .collect()
+}
+
+/// Drops the labels with fewer than [`MIN_FILES_PER_LABEL`] files (renumbering the rest), and
+/// names each with its count.
+fn leave_out_thin_labels(names: &mut Vec<String>, files: &mut Vec<LabelledFile>) -> Vec<String> {
+    let mut counts = vec![0usize; names.len()];
+    files.iter().for_each(|f| counts[f.label] += 1);
+    let kept: Vec<usize> = (0..names.len())
+        .filter(|&l| counts[l] >= MIN_FILES_PER_LABEL)
+        .collect();
+    let left_out = (0..names.len())
+        .filter(|&l| counts[l] < MIN_FILES_PER_LABEL)
+        .map(|l| format!("\"{}\" ({} file(s))", names[l], counts[l]))
+        .collect();
+    files.retain_mut(|f| match kept.binary_search(&f.label) {
+        Ok(new) => {
+            f.label = new;
+            true
+        }
+        Err(_) => false,
+    });
+    *names = kept.iter().map(|&l| names[l].clone()).collect();
+    left_out
+}
+
 /// Refuses too few labels, naming them.
-fn check_labels(db: &Path, names: &[String], files: &[LabelledFile]) -> Result<(), LearnError> {
+fn check_labels(
+    db: &Path,
+    names: &[String],
+    files: &[LabelledFile],
+    left_out: &[String],
+) -> Result<(), LearnError> {
     let mut counts = vec![0usize; names.len()];
     files.iter().for_each(|f| counts[f.label] += 1);
     let too_few: Vec<String> = names
@@ -192,6 +308,9 @@ fn check_labels(db: &Path, names: &[String], files: &[LabelledFile]) -> Result<(
     let mut reasons = Vec::new();
     if names.len() < MIN_LABELS {
         reasons.push(format!("{} label(s) among the indexed files", names.len()));
+        if !left_out.is_empty() {
+            reasons.push(format!("{} left out", left_out.join(", ")));
+        }
     }
     if !too_few.is_empty() {
         reasons.push(format!("{} file(s)", too_few.join(", ")));
@@ -233,13 +352,15 @@ struct TrainingSet<'a> {
     dim: usize,
     labels: usize,
     backbone: &'a str,
+    /// Search will rank by the learned codes alone (else beside cosine).
+    describes_library: bool,
 }
 
 impl TrainingSet<'_> {
     fn train(&self, files: &[&LabelledFile]) -> Result<HashHead, LearnError> {
         let set = LabelledEmbeddings {
             dim: self.dim,
-            clips: files.iter().map(|f| f.windows).collect(),
+            clips: files.iter().map(|f| f.windows.as_ref()).collect(),
             targets: files.iter().map(|f| f.label).collect(),
             classes: self.labels,
         };
@@ -268,7 +389,18 @@ impl TrainingSet<'_> {
             head_codes(&head, LIBRARY_CODE_BITS, &db)?,
             head_codes(&head, LIBRARY_CODE_BITS, &queries)?,
         );
-        let after = retrieval_scores(&db.set(), &db_labels, &queries.set(), &query_labels);
+        let after = match self.describes_library {
+            true => margin_scores(&db.set(), &db_labels, &queries.set(), &query_labels),
+            false => {
+                let beside_cosine = Fusion {
+                    bits: LIBRARY_CODE_BITS,
+                    code_weight: PARTIAL_LABELS_CODE_WEIGHT,
+                    agreement: Agreement::Margins,
+                };
+                let (db, queries) = (db.set(), queries.set());
+                reranked_scores(&db, &db_labels, &queries, &query_labels, beside_cosine)
+            }
+        };
         Ok((before, after))
     }
 
@@ -283,7 +415,11 @@ impl TrainingSet<'_> {
         db_labels: &[usize],
         query_labels: &[usize],
     ) -> Result<RetrievalScores, LearnError> {
-        let windows: Vec<f32> = train.iter().flat_map(|f| f.windows).copied().collect();
+        let windows: Vec<f32> = train
+            .iter()
+            .flat_map(|f| f.windows.iter())
+            .copied()
+            .collect();
         if windows.len() / self.dim.max(1) < MIN_SEGMENTS_TO_LEARN {
             let (db, queries) = (uncoded(db), uncoded(queries));
             return Ok(retrieval_scores(
@@ -299,6 +435,7 @@ impl TrainingSet<'_> {
         let plain = Fusion {
             bits: code.bits(),
             code_weight: 0.0,
+            agreement: Agreement::Bits,
         };
         Ok(reranked_scores(
             &db.set(),
@@ -310,11 +447,11 @@ impl TrainingSet<'_> {
     }
 
     /// Files as clips of window embeddings, numbered by position.
-    fn clips<'a>(&self, files: &[&LabelledFile<'a>]) -> ClipWindows<'a> {
+    fn clips<'f>(&self, files: &[&'f LabelledFile<'_>]) -> ClipWindows<'f> {
         ClipWindows {
             dim: self.dim,
             ids: (0..files.len()).collect(),
-            clips: files.iter().map(|f| f.windows).collect(),
+            clips: files.iter().map(|f| f.windows.as_ref()).collect(),
         }
     }
 }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audio::{AudioError, AudioSource};
 
+pub mod marks;
+
 /// File name extensions taken to be audio. Opus is listed although symphonia cannot decode it, so
 /// such files are reported as unreadable rather than silently ignored.
 pub const AUDIO_EXTENSIONS: &[&str] = &[

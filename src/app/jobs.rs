@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::spectrogram_view::ShownClip;
 use crate::index::{Index, IndexError, format};
+use crate::learn::LabelSource;
+use crate::library::marks::Marks;
 use crate::model::{AttentionMap, Mode};
 use crate::search::Hit;
 use crate::session::ingest::{BuildEvent, BuildOptions, BuildReport};
@@ -52,12 +54,36 @@ pub fn import_birdnet(path: &Path, models_dir: &Path) -> Result<String, String> 
 
 /// Learns the codes of the library in `db` from its labels (see [`crate::learn`]); says what
 /// it gained.
-pub fn learn_codes(db: &Path, on_progress: &dyn Fn(&str)) -> Result<String, String> {
-    let report = crate::learn::learn(db, None, on_progress).map_err(|e| e.to_string())?;
+pub fn learn_codes(
+    db: &Path,
+    from_marks: bool,
+    on_progress: &dyn Fn(&str),
+) -> Result<String, String> {
+    let marks = match from_marks {
+        true => Some(Marks::load(db).map_err(|e| e.to_string())?),
+        false => None,
+    };
+    let source = marks
+        .as_ref()
+        .map_or(LabelSource::Files, LabelSource::Marks);
+    let report = crate::learn::learn(db, source, on_progress).map_err(|e| e.to_string())?;
+    let left_out = match report.left_out.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; left out, with fewer than {} files: {}",
+            crate::learn::MIN_FILES_PER_LABEL,
+            report.left_out.join(", ")
+        ),
+    };
+    let partial = match report.describes_library {
+        true => "",
+        false => " (weighed beside cosine: the labels cover a small part of the library)",
+    };
     Ok(format!(
-        "learned codes from {} labels on {} files in {:.0} s; on a held-out fifth of them, mAP {:.2} before, {:.2} after",
+        "learned codes from {} labels on {} of {} files in {:.0} s{partial}; on a held-out fifth of them, mAP {:.2} before, {:.2} after{left_out}",
         report.labels,
         report.files,
+        report.library_files,
         report.elapsed.as_secs_f64(),
         report.before.map_all,
         report.after.map_all

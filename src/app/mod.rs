@@ -36,6 +36,7 @@ use settings::Settings;
 use task::Task;
 
 use crate::index::Index;
+use crate::library::marks::Marks;
 use crate::search::Hit;
 use crate::session::{Encoders, OpenLibrary};
 use spectrogram_view::ShownClip;
@@ -125,6 +126,8 @@ pub struct LibraryState {
     pub failed: Vec<(PathBuf, String)>,
     pub summary: Option<String>,
     pub loading: Option<Task<(), Result<Option<Arc<Index>>, String>>>,
+    /// The relevant / not-relevant marks set on this library's results (saved in its folder).
+    pub marks: Marks,
 }
 
 /// Work under way in the background, one slot per kind (the map and the sound devices keep
@@ -265,6 +268,11 @@ impl EarshotApp {
     fn start_loading(&mut self, ctx: &egui::Context, db: &Path) {
         let path = db.to_owned();
         let state = self.libraries.entry(db.to_owned()).or_default();
+        // A few kilobytes: read here, so marks are there before the first results.
+        match Marks::load(db) {
+            Ok(marks) => state.marks = marks,
+            Err(e) => state.error = Some(e.to_string()),
+        }
         state.loading = Some(Task::spawn(ctx, "load-index", move |_| {
             jobs::load_index(&path)
         }));
@@ -429,12 +437,18 @@ impl EarshotApp {
             };
             match result {
                 Ok(outcome) => {
+                    let marks = self
+                        .settings
+                        .library()
+                        .and_then(|lib| self.libraries.get(&lib.db))
+                        .map(|state| &state.marks);
                     self.results = outcome
                         .hits
                         .iter()
                         .map(|h| ResultRow {
                             hit: h.clone(),
-                            relevant: None,
+                            relevant: marks
+                                .and_then(|m| m.get(&query.clip.name, &h.path, h.start_s)),
                         })
                         .collect();
                     query.outcome = Some(outcome);

@@ -110,34 +110,55 @@ fn library_codes(app: &EarshotApp, ui: &mut egui::Ui, commands: &mut Vec<Command
             ),
             false,
         ),
-        Some(s) => (describe_code(s), true),
+        Some(s) => (describe_code(s, index.map_or(0, |i| i.files.len())), true),
     };
     ui.label(described);
+    let marks = app.libraries.get(&lib.db).map_or(0, |s| s.marks.len());
     let learning = app.tasks.learning.as_ref();
     ui.horizontal(|ui| {
         let idle = learning.is_none() && app.tasks.indexing.is_none();
-        let button = ui
-            .add_enabled(learnable && idle, egui::Button::new("Learn codes from these labels"))
+        let needs = format!(
+            "needs {} labels with {} files each. Trains on the embeddings the index keeps, \
+             and measures the gain on a fifth of the files held out.",
+            crate::learn::MIN_LABELS,
+            crate::learn::MIN_FILES_PER_LABEL
+        );
+        let from_folders = ui
+            .add_enabled(
+                learnable && idle,
+                egui::Button::new("Learn codes from these labels"),
+            )
+            .on_hover_text(format!("Labels: each file's folder name; {needs}"));
+        if from_folders.clicked() {
+            commands.push(Command::LearnCodes { from_marks: false });
+        }
+        let from_marks = ui
+            .add_enabled(
+                learnable && idle && marks > 0,
+                egui::Button::new(format!("Learn from my marks ({marks})")),
+            )
             .on_hover_text(format!(
-                "Trains codes on the library's labels (each file's folder name) from the embeddings the index keeps; \
-                 needs {} labels with {} files each. Measures the gain on a fifth of the files held out.",
-                crate::learn::MIN_LABELS,
-                crate::learn::MIN_FILES_PER_LABEL
+                "Labels: the results you marked. Moments marked relevant to a query take its name; \
+                 moments only ever marked not relevant are a label of their own; {needs}"
             ));
-        if button.clicked() {
-            commands.push(Command::LearnCodes);
+        if from_marks.clicked() {
+            commands.push(Command::LearnCodes { from_marks: true });
         }
         if let Some((db, task)) = learning {
             ui.spinner();
             let step = task.progress.as_deref().unwrap_or("starting");
-            let whose = if db == &lib.db { "" } else { " (another library)" };
+            let whose = if db == &lib.db {
+                ""
+            } else {
+                " (another library)"
+            };
             ui.weak(format!("{step}{whose}…"));
         }
     });
 }
 
-fn describe_code(section: &crate::index::ModeIndex) -> String {
-    use crate::index::library_code::{CodeSource, MIN_SEGMENTS_TO_LEARN};
+fn describe_code(section: &crate::index::ModeIndex, library_files: usize) -> String {
+    use crate::index::library_code::{CodeSource, MIN_SEGMENTS_TO_LEARN, labels_describe_library};
     match section.library_code.as_ref().map(|c| (c.bits(), &c.source)) {
         None => format!(
             "No codes yet: {} segments are searched exactly; codes are learned from {MIN_SEGMENTS_TO_LEARN} segments on.",
@@ -147,7 +168,15 @@ fn describe_code(section: &crate::index::ModeIndex) -> String {
             "{bits}-bit codes learned without labels on the library's own sounds; results are re-ranked by similarity."
         ),
         Some((bits, CodeSource::Labels { classes, files })) => {
-            format!("{bits}-bit codes learned from {classes} labels on {files} files.")
+            let how = match labels_describe_library(*files, library_files) {
+                true => "results are ranked by them",
+                false => {
+                    "they cover a small part of the library, so results are ranked by them and by similarity together"
+                }
+            };
+            format!(
+                "{bits}-bit codes learned from {classes} labels on {files} of {library_files} files; {how}."
+            )
         }
     }
 }

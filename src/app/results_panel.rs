@@ -16,7 +16,8 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         ui.strong("Results");
         let marked = app.results.iter().filter(|r| r.relevant.is_some()).count();
-        ui.weak(format!("{} shown, {marked} marked", app.results.len()));
+        ui.weak(format!("{} shown, {marked} marked", app.results.len()))
+            .on_hover_text("Marks are kept with the library: they come back when the same query finds the same moments, and the Models window can learn codes from them.");
         if ui
             .add_enabled(!app.results.is_empty(), egui::Button::new("Export CSV"))
             .on_hover_text("Write the table, with your marks, to a CSV file")

@@ -196,14 +196,19 @@ fn eval_head(
     let head = files.build(hash_head::HashHead::load)?;
     let bench = Bench::new(data, &files.config.backbone, split, args.cache.as_deref())?;
     let scores = bench.head(&head, files.config.bits)?;
-    let fused: Vec<(String, &RetrievalScores)> = scores
+    let by_bits = scores
         .fused
         .iter()
+        .map(|(w, s)| (format!("re-ranked, code weight {w}"), s));
+    let by_margins = (scores.fused_by_margins.iter())
+        .map(|(w, s)| (format!("re-ranked, margin agreement weight {w}"), s));
+    let fused: Vec<(String, &RetrievalScores)> = by_bits
+        .chain(by_margins)
         .filter(|_| args.validation.is_some())
-        .map(|(weight, s)| (format!("re-ranked, code weight {weight}"), s))
         .collect();
     let mut rows = vec![
         ("Hamming distance, ties by cosine", &scores.hamming),
+        ("query margins on database bits", &scores.margins),
         ("Hamming candidates re-ranked by cosine", &scores.reranked),
     ];
     rows.extend(fused.iter().map(|(name, s)| (name.as_str(), *s)));

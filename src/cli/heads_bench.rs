@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::eval::esc50::{self, Esc50, Ranking, Split, WindowEmbeddings};
-use crate::eval::metrics::RetrievalScores;
+use crate::eval::metrics::{Agreement, RetrievalScores};
 use crate::index::library_code::LibraryCode;
 use crate::model::hash_head::HashHead;
 use crate::model::{Encoder, Mode};
@@ -39,8 +39,12 @@ pub const FUSION_WEIGHTS: [f32; 7] = [0.1, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0];
 /// with each of [`FUSION_WEIGHTS`] for its codes.
 pub struct HeadScores {
     pub hamming: RetrievalScores,
+    /// Ranked by the query's bit margins on the database's bits.
+    pub margins: RetrievalScores,
     pub reranked: RetrievalScores,
     pub fused: Vec<(f32, RetrievalScores)>,
+    /// As `fused`, with the codes' agreement measured by the query's bit margins.
+    pub fused_by_margins: Vec<(f32, RetrievalScores)>,
 }
 
 /// One row of a card's ablation or baseline table.
@@ -87,14 +91,28 @@ impl<'a> Bench<'a> {
             esc50::head_codes(head, bits, &self.windows.select(&db))?,
             esc50::head_codes(head, bits, &self.windows.select(&queries))?,
         );
-        let score = |code_weight| {
-            let ranking = Ranking::Reranked { code_weight };
-            esc50::score_codes(self.data, &db, &queries, ranking).scores
+        let score = |ranking| esc50::score_codes(self.data, &db, &queries, ranking).scores;
+        let fused = |agreement| {
+            FUSION_WEIGHTS
+                .iter()
+                .map(|&code_weight| {
+                    let ranking = Ranking::Reranked {
+                        code_weight,
+                        agreement,
+                    };
+                    (code_weight, score(ranking))
+                })
+                .collect()
         };
         Ok(HeadScores {
-            hamming: esc50::score_codes(self.data, &db, &queries, Ranking::Hamming).scores,
-            reranked: score(0.0),
-            fused: FUSION_WEIGHTS.iter().map(|&w| (w, score(w))).collect(),
+            hamming: score(Ranking::Hamming),
+            margins: score(Ranking::Margins),
+            reranked: score(Ranking::Reranked {
+                code_weight: 0.0,
+                agreement: Agreement::Bits,
+            }),
+            fused: fused(Agreement::Bits),
+            fused_by_margins: fused(Agreement::Margins),
         })
     }
 
@@ -156,7 +174,7 @@ impl<'a> Bench<'a> {
             let (_, head) = train_head(set, backbone, ABLATED_BITS, &options)?;
             rows.push(Row {
                 name: name.to_string(),
-                scores: self.head(&head, ABLATED_BITS)?.hamming,
+                scores: self.head(&head, ABLATED_BITS)?.margins,
             });
         }
         Ok(rows)
@@ -183,6 +201,7 @@ impl<'a> Bench<'a> {
             ids: c.ids.clone(),
             dim: c.dim,
             embeddings: c.embeddings.clone(),
+            margins: Vec::new(),
         };
         let score = |d: &esc50::ClipCodes, q: &esc50::ClipCodes, r| {
             esc50::score_codes(self.data, d, q, r).scores
@@ -198,7 +217,14 @@ impl<'a> Bench<'a> {
             },
             Row {
                 name: format!("PCA + ITQ, {bits} bits, re-ranked by cosine with query expansion"),
-                scores: score(&db, &queries, Ranking::Reranked { code_weight: 0.0 }),
+                scores: score(
+                    &db,
+                    &queries,
+                    Ranking::Reranked {
+                        code_weight: 0.0,
+                        agreement: Agreement::Bits,
+                    },
+                ),
             },
         ])
     }

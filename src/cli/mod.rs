@@ -106,7 +106,8 @@ pub enum Command {
         #[arg(required = true)]
         clips: Vec<PathBuf>,
     },
-    /// Learn similar-sounds codes from the library's labels (folders, or a CSV): trains a hash
+    /// Learn similar-sounds codes from the library's labels (folders, a CSV, or the marks set on
+    /// results in the app): trains a hash
     /// head on the embeddings the index keeps, reports its gain on a held-out fifth of the
     /// files, and codes the index with it (an index built by a backbone, e.g. birdnet-v2.4)
     Learn {
@@ -114,8 +115,13 @@ pub enum Command {
         db: Option<PathBuf>,
         /// CSV of `path,label` rows (paths relative to the CSV); default: each file's label in
         /// the index (its parent folder's name unless indexed with --labels)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "marks")]
         labels: Option<PathBuf>,
+        /// Learn from the relevant / not-relevant marks set on results in the app (kept in the
+        /// library folder's marks.json): each query's relevant moments are its label, moments
+        /// only ever marked not relevant a label of their own
+        #[arg(long)]
+        marks: bool,
         /// One JSON object instead of text
         #[arg(long)]
         json: bool,
@@ -227,9 +233,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &clips,
             )
         }
-        Command::Learn { db, labels, json } => {
-            learn::run(&db_or_default(db)?, labels.as_deref(), json)
-        }
+        Command::Learn {
+            db,
+            labels,
+            marks,
+            json,
+        } => learn::run(&db_or_default(db)?, labels.as_deref(), marks, json),
         Command::Info { db, json } => library::info(&db_or_default(db)?, json),
         Command::Inspect { files, json } => inspect::inspect(&files, json),
         Command::Models(command) => models::run(command),

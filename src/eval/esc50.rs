@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::eval::metrics::{CodeSet, RetrievalScores, retrieval_scores};
+use crate::eval::metrics::{Agreement, CodeSet, RetrievalScores, retrieval_scores};
 use crate::features::{FrameFeature, LOG_MEL_BANDS, LogMel, LogMelConfig, SAMPLE_RATE};
 use crate::index::library_code::LibraryCode;
 use crate::model::Encoded;
@@ -364,6 +364,7 @@ fn code_set(e: &Encoded, words: usize, dim: usize) -> CodeSet<'_> {
         codes: &e.codes,
         embeddings: &e.embeddings,
         dim,
+        margins: &[],
     }
 }
 
@@ -449,6 +450,7 @@ pub fn evaluate_embeddings(encoders: &Encoders, data: &Esc50, split: Split) -> E
             codes: &[],
             embeddings,
             dim,
+            margins: &[],
         };
         retrieval_scores(&set(db_e), &labels(&db), &set(q_e), &labels(&queries))
     };
@@ -593,9 +595,15 @@ pub struct CodeEvaluation {
 pub enum Ranking {
     /// Fewest differing bits, ties by cosine (as the engine ranks codes alone).
     Hamming,
+    /// By the query's bit margins on the database's bits
+    /// ([`crate::search::rerank::margin_agreement`]; the database keeps only bits).
+    Margins,
     /// The codes' best [`crate::search::rerank::RERANK_CANDIDATES`] re-ranked by cosine with
     /// query expansion, plus `code_weight` times their code agreement.
-    Reranked { code_weight: f32 },
+    Reranked {
+        code_weight: f32,
+        agreement: Agreement,
+    },
 }
 
 /// A split's clips as a head encodes them: per clip, its code and its standardised mean
@@ -607,6 +615,9 @@ pub struct ClipCodes {
     pub codes: Vec<u64>,
     pub dim: usize,
     pub embeddings: Vec<f32>,
+    /// Per clip, each bit's distance from its threshold (`bits` values; empty for codes that
+    /// have none): a query ranked asymmetrically weighs each bit by it.
+    pub margins: Vec<f32>,
 }
 
 impl ClipCodes {
@@ -617,6 +628,7 @@ impl ClipCodes {
             codes: &self.codes,
             embeddings: &self.embeddings,
             dim: self.dim,
+            margins: &self.margins,
         }
     }
 }
@@ -649,7 +661,7 @@ impl WindowEmbeddings {
 pub fn clip_codes<E>(
     clips: &ClipWindows<'_>,
     bits: usize,
-    mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>) -> Result<(), E>,
+    mut code: impl FnMut(&mut Vec<f32>, &mut Vec<u64>, &mut Vec<f32>) -> Result<(), E>,
 ) -> Result<ClipCodes, E> {
     let (dim, words) = (clips.dim, bits.div_ceil(64));
     let mut out = ClipCodes {
@@ -659,10 +671,11 @@ pub fn clip_codes<E>(
         codes: Vec::with_capacity(clips.ids.len() * words),
         dim,
         embeddings: Vec::with_capacity(clips.ids.len() * dim),
+        margins: Vec::new(),
     };
     for windows in &clips.clips {
         let mut mean = mean_row(windows, dim);
-        code(&mut mean, &mut out.codes)?;
+        code(&mut mean, &mut out.codes, &mut out.margins)?;
         crate::index::vector::normalise(&mut mean);
         out.embeddings.extend(mean);
     }
@@ -671,7 +684,7 @@ pub fn clip_codes<E>(
 
 /// Each clip's mean window embedding at unit length, without codes (ranked by cosine alone).
 pub fn uncoded(clips: &ClipWindows<'_>) -> ClipCodes {
-    match clip_codes(clips, 0, |_, _| Ok::<(), std::convert::Infallible>(())) {
+    match clip_codes(clips, 0, |_, _, _| Ok::<(), std::convert::Infallible>(())) {
         Ok(c) => c,
     }
 }
@@ -695,17 +708,18 @@ pub fn head_codes(
     bits: usize,
     clips: &ClipWindows<'_>,
 ) -> candle_core::Result<ClipCodes> {
-    clip_codes(clips, bits, |mean, codes| {
+    clip_codes(clips, bits, |mean, codes, margins| {
         let mut encoded = crate::model::Encoded::default();
         head.encode(mean, &mut encoded)?;
         codes.extend(encoded.codes);
+        margins.extend(encoded.margins);
         Ok(())
     })
 }
 
 /// Clips coded by a code learned on a library's own windows (no labels).
 pub fn library_codes(code: &LibraryCode, clips: &ClipWindows<'_>) -> ClipCodes {
-    let coded = clip_codes(clips, code.bits(), |mean, codes| {
+    let coded = clip_codes(clips, code.bits(), |mean, codes, _| {
         code.encode(mean, codes);
         code.standardiser.apply(mean);
         Ok::<(), std::convert::Infallible>(())
@@ -738,7 +752,16 @@ pub fn score_codes(
         Ranking::Hamming => {
             retrieval_scores(&db.set(), &labels(db), &queries.set(), &labels(queries))
         }
-        Ranking::Reranked { code_weight } => crate::eval::metrics::reranked_scores(
+        Ranking::Margins => crate::eval::metrics::margin_scores(
+            &db.set(),
+            &labels(db),
+            &queries.set(),
+            &labels(queries),
+        ),
+        Ranking::Reranked {
+            code_weight,
+            agreement,
+        } => crate::eval::metrics::reranked_scores(
             &db.set(),
             &labels(db),
             &queries.set(),
@@ -746,6 +769,7 @@ pub fn score_codes(
             crate::eval::metrics::Fusion {
                 bits: db.bits,
                 code_weight,
+                agreement,
             },
         ),
     };

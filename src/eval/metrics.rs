@@ -14,6 +14,9 @@ pub struct CodeSet<'a> {
     pub codes: &'a [u64],
     pub embeddings: &'a [f32],
     pub dim: usize,
+    /// Each item's bit margins (`bits` each; empty for codes that have none): a query ranks by
+    /// them with [`Agreement::Margins`].
+    pub margins: &'a [f32],
 }
 
 impl CodeSet<'_> {
@@ -35,6 +38,11 @@ impl CodeSet<'_> {
 
     pub fn embedding(&self, i: usize) -> &[f32] {
         &self.embeddings[i * self.dim..(i + 1) * self.dim]
+    }
+
+    pub fn margins(&self, i: usize) -> &[f32] {
+        let bits = self.margins.len() / self.len().max(1);
+        &self.margins[i * bits..(i + 1) * bits]
     }
 }
 
@@ -124,6 +132,30 @@ pub fn retrieval_scores(
     s
 }
 
+/// The database ranked for a query given by its bit margins, by
+/// [`crate::search::rerank::margin_agreement`], highest first, ties by position.
+pub fn rank_by_margins(db: &CodeSet<'_>, margins: &[f32]) -> Vec<usize> {
+    use crate::search::rerank::margin_agreement;
+    let mut scored: Vec<(usize, f32)> = (0..db.len())
+        .map(|i| (i, margin_agreement(db.code(i), margins)))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Every query ranked by [`rank_by_margins`].
+pub fn margin_scores(
+    db: &CodeSet<'_>,
+    db_labels: &[usize],
+    queries: &CodeSet<'_>,
+    query_labels: &[usize],
+) -> RetrievalScores {
+    let rankings: Vec<Vec<usize>> = (0..queries.len())
+        .map(|q| rank_by_margins(db, queries.margins(q)))
+        .collect();
+    scores_of_rankings(&rankings, db_labels, query_labels, db.len())
+}
+
 /// Mean figures of rankings made elsewhere (`rankings[q]` orders the database for query `q`);
 /// precision within a Hamming radius does not apply and stays 0.
 pub fn scores_of_rankings(
@@ -159,7 +191,7 @@ pub fn reranked_scores(
     query_labels: &[usize],
     fusion: Fusion,
 ) -> RetrievalScores {
-    use crate::search::rerank::{RERANK_CANDIDATES, agreement, fuse, rerank};
+    use crate::search::rerank::{RERANK_CANDIDATES, agreement, fuse, margin_agreement, rerank};
     let rankings: Vec<Vec<usize>> = (0..queries.len())
         .map(|q| {
             let ranked = rank(db, queries.code(q), queries.embedding(q));
@@ -169,7 +201,10 @@ pub fn reranked_scores(
             if fusion.code_weight > 0.0 {
                 let distance: std::collections::HashMap<usize, u32> =
                     ranked[..cut].iter().copied().collect();
-                let agree = |i: usize| agreement(distance[&i], fusion.bits);
+                let agree = |i: usize| match fusion.agreement {
+                    Agreement::Bits => agreement(distance[&i], fusion.bits),
+                    Agreement::Margins => margin_agreement(db.code(i), queries.margins(q)),
+                };
                 fuse(&mut scored, agree, fusion.code_weight);
             }
             let mut order: Vec<usize> = scored.into_iter().map(|(i, _)| i).collect();
@@ -186,6 +221,16 @@ pub struct Fusion {
     pub bits: usize,
     /// 0: the cosine alone.
     pub code_weight: f32,
+    pub agreement: Agreement,
+}
+
+/// How a code's agreement with the query is measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Agreement {
+    /// By the bits that differ ([`crate::search::rerank::agreement`]).
+    Bits,
+    /// By the query's bit margins ([`crate::search::rerank::margin_agreement`]).
+    Margins,
 }
 
 /// The `q` quantile (nearest rank) of `values`; 0 when empty.
@@ -220,6 +265,7 @@ mod tests {
             codes: &[0b1111, 0b0001, 0b0001],
             embeddings: &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
             dim: 2,
+            margins: &[],
         };
         let order: Vec<usize> = rank(&db, &[0b0001], &[1.0, 0.0])
             .iter()
@@ -231,6 +277,7 @@ mod tests {
             codes: &[0b0001],
             embeddings: &[1.0, 0.0],
             dim: 2,
+            margins: &[],
         };
         let s = retrieval_scores(&db, &[7, 7, 3], &queries, &[7]);
         // Ranking 2 (label 3), 1 (7), 0 (7): AP = (1/2 + 2/3) / 2; radius 2 holds items 2 and 1.

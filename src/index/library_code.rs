@@ -33,6 +33,11 @@ pub const RELEARN_GROWTH: usize = 2;
 /// ten times the 1024 dimensions of a backbone's embedding is plenty for its leading 64
 /// directions, and keeps learning to seconds and about 100 MB on any library.
 pub const MAX_LEARNING_SEGMENTS: usize = 10_000;
+/// Labels on at least this share of a library's files describe it: its code from labels ranks
+/// alone (below it, beside cosine: [`crate::search::rerank::PARTIAL_LABELS_CODE_WEIGHT`]). A
+/// labelled folder tree covers all of a library; a few queries' marks cover a few percent (200
+/// marks on ESC-50's 1,600 files: 11%).
+pub const LABELS_DESCRIBE_LIBRARY: f64 = 0.5;
 /// ITQ's random start, fixed so that the same library gives the same code.
 const LEARNING_SEED: u64 = 1;
 
@@ -94,6 +99,12 @@ pub enum CodeSource {
     Embeddings,
     /// The user's labels: `classes` labels on `files` files.
     Labels { classes: usize, files: usize },
+}
+
+/// Whether labels on `labelled_files` of a library's `library_files` files describe it (see
+/// [`LABELS_DESCRIBE_LIBRARY`]).
+pub fn labels_describe_library(labelled_files: usize, library_files: usize) -> bool {
+    labelled_files as f64 >= LABELS_DESCRIBE_LIBRARY * library_files as f64
 }
 
 /// A learned code: standardisation, dense layers (ReLU between them), then signs.
@@ -207,8 +218,17 @@ impl LibraryCode {
             && segments >= self.learned_on.saturating_mul(RELEARN_GROWTH)
     }
 
-    /// Whether it was learned from the library's labels (search then ranks by it; a code
-    /// learned without labels only finds the candidates that cosine ranks).
+    /// Whether it was learned from labels on at least [`LABELS_DESCRIBE_LIBRARY`] of the
+    /// library's `library_files` files: search then ranks by it alone. Codes learned from fewer
+    /// (a few queries' marks) know the marked sounds only, and a code learned without labels
+    /// only finds the candidates that cosine ranks.
+    pub fn describes_library(&self, library_files: usize) -> bool {
+        match self.source {
+            CodeSource::Labels { files, .. } => labels_describe_library(files, library_files),
+            CodeSource::Embeddings => false,
+        }
+    }
+
     pub fn is_from_labels(&self) -> bool {
         matches!(self.source, CodeSource::Labels { .. })
     }
@@ -247,6 +267,12 @@ impl LibraryCode {
 
     /// Codes of raw embeddings (`dim` values each), appended to `out`.
     pub fn encode(&self, rows: &[f32], out: &mut Vec<u64>) {
+        self.encode_with_margins(rows, out, &mut Vec::new());
+    }
+
+    /// [`Self::encode`], and each bit's value less its threshold appended to `margins` (a
+    /// query's margins weigh its bits: [`crate::search::rerank::margin_agreement`]).
+    pub fn encode_with_margins(&self, rows: &[f32], out: &mut Vec<u64>, margins: &mut Vec<f32>) {
         for row in rows.chunks_exact(self.dim().max(1)) {
             let mut x = row.to_vec();
             self.standardiser.apply(&mut x);
@@ -261,6 +287,7 @@ impl LibraryCode {
                 SignRule::VectorMean => x.iter().sum::<f32>() / x.len().max(1) as f32,
             };
             pack_bits(x.iter().map(|&v| v >= threshold), self.words(), out);
+            margins.extend(x.iter().map(|&v| v - threshold));
         }
     }
 }

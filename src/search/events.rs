@@ -1,10 +1,13 @@
-//! `events` search: library segments ranked by Hamming distance to the query's codes, then:
-//! - a code learned on the library's own embeddings ([`crate::index::library_code`]): the
-//!   candidates re-ranked by cosine ([`super::rerank`]);
-//! - a hash head trained elsewhere: re-ranked by cosine and the codes' agreement together
-//!   (the library may hold kinds of sound the head never saw);
-//! - codes learned from the library's own labels, and other encoders' codes: by distance,
-//!   ties broken by cosine.
+//! `events` search: library segments ranked by Hamming distance to the query's codes, then
+//! the nearest few hundred (the candidates):
+//! - a code learned on the library's own embeddings ([`crate::index::library_code`]):
+//!   re-ranked by cosine ([`super::rerank`]);
+//! - a hash head trained elsewhere: re-ranked by cosine and the codes' agreement with the
+//!   query's bit margins together (the library may hold kinds of sound the head never saw);
+//! - codes learned from labels on most of the library's files: by their agreement with the
+//!   query's bit margins ([`margin_agreement`]); from labels on a few of them (marks):
+//!   re-ranked by cosine and that agreement together;
+//! - other encoders' codes: by distance, ties broken by cosine.
 //!
 //! Then the best segments per file become hits.
 
@@ -13,7 +16,9 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::query::QuerySegments;
-use super::rerank::{CODE_WEIGHT, RERANK_CANDIDATES, agreement, fuse, rerank};
+use super::rerank::{
+    CODE_WEIGHT, PARTIAL_LABELS_CODE_WEIGHT, RERANK_CANDIDATES, fuse, margin_agreement, rerank,
+};
 use super::{Hit, Searcher};
 use crate::index::hamming;
 use crate::index::vector::{cosine, normalise};
@@ -58,11 +63,17 @@ impl Searcher<'_> {
     pub(super) fn rank_files(&self, q: &QuerySegments, top: usize) -> Vec<Hit> {
         let distances = self.segment_distances(q, top);
         let ranked = match &self.data.library_code {
-            // Learned from this library's own labels: they describe what it holds.
-            Some(code) if code.is_from_labels() => self.by_distance(q, &distances, top),
+            // Learned from labels on most of this library: they describe what it holds.
+            Some(code) if code.describes_library(self.index.files.len()) => {
+                self.by_margins(q, &distances, top)
+            }
             Some(code) => {
                 let comparable = |e: &[f32]| code.comparable(e);
-                self.reranked(q, &distances, top, &comparable, 0.0)
+                let weight = match code.is_from_labels() {
+                    true => PARTIAL_LABELS_CODE_WEIGHT,
+                    false => 0.0,
+                };
+                self.reranked(q, &distances, top, &comparable, weight)
             }
             // A head's embeddings are its backbone's, standardised by it.
             None if self.encoder.codes_from_labels_on_backbone() && self.data.embedding_dim > 0 => {
@@ -143,10 +154,40 @@ impl Searcher<'_> {
         ranked
     }
 
-    /// The nearest segments by distance (at least [`RERANK_CANDIDATES`], and enough for the
-    /// hits), re-ranked by the cosine of their `comparable` embeddings (standardised, unit
-    /// length) with query expansion, plus `code_weight` times their code agreement (see
-    /// [`fuse`]). The query is the mean of its segments.
+    /// The nearest segments by distance: at least [`RERANK_CANDIDATES`], and enough for the
+    /// hits (none when the library is empty).
+    fn candidates(&self, distances: &[(u32, u32)], top: usize) -> Vec<usize> {
+        let Some(for_hits) = self.cutoff(distances, top) else {
+            return Vec::new();
+        };
+        let mut sorted: Vec<u32> = distances.iter().map(|d| d.0).collect();
+        let nth = RERANK_CANDIDATES.min(sorted.len()) - 1;
+        let cutoff = for_hits.max(*sorted.select_nth_unstable(nth).1);
+        (0..distances.len())
+            .filter(|&i| distances[i].0 <= cutoff && distances[i].0 != u32::MAX)
+            .collect()
+    }
+
+    /// The candidates by their codes' agreement with the query's mean bit margins, best first.
+    fn by_margins(
+        &self,
+        q: &QuerySegments,
+        distances: &[(u32, u32)],
+        top: usize,
+    ) -> Vec<ScoredSegment> {
+        let margins = self.mean_margins(q);
+        let mut scored: Vec<(usize, f32)> = self
+            .candidates(distances, top)
+            .into_iter()
+            .map(|i| (i, margin_agreement(self.data.code(i), &margins)))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.scored_segments(scored, distances)
+    }
+
+    /// The candidates re-ranked by the cosine of their `comparable` embeddings (standardised,
+    /// unit length) with query expansion, plus `code_weight` times their codes' agreement with
+    /// the query's bit margins (see [`fuse`]). The query is the mean of its segments.
     fn reranked(
         &self,
         q: &QuerySegments,
@@ -155,15 +196,7 @@ impl Searcher<'_> {
         comparable: &dyn Fn(&[f32]) -> Vec<f32>,
         code_weight: f32,
     ) -> Vec<ScoredSegment> {
-        let Some(for_hits) = self.cutoff(distances, top) else {
-            return Vec::new();
-        };
-        let mut sorted: Vec<u32> = distances.iter().map(|d| d.0).collect();
-        let nth = RERANK_CANDIDATES.min(sorted.len()) - 1;
-        let cutoff = for_hits.max(*sorted.select_nth_unstable(nth).1);
-        let candidates: Vec<usize> = (0..distances.len())
-            .filter(|&i| distances[i].0 <= cutoff && distances[i].0 != u32::MAX)
-            .collect();
+        let candidates = self.candidates(distances, top);
         let vectors: HashMap<usize, Vec<f32>> = candidates
             .iter()
             .map(|&i| (i, comparable(self.data.embedding(i))))
@@ -171,13 +204,19 @@ impl Searcher<'_> {
         let query = self.mean_query(q, comparable);
         let mut scored = rerank(&query, &candidates, |i| &vectors[&i]);
         if code_weight > 0.0 {
-            let bits = self.data.bits();
-            fuse(
-                &mut scored,
-                |i| agreement(distances[i].0, bits),
-                code_weight,
-            );
+            let margins = self.mean_margins(q);
+            let agreement = |i| margin_agreement(self.data.code(i), &margins);
+            fuse(&mut scored, agreement, code_weight);
         }
+        self.scored_segments(scored, distances)
+    }
+
+    /// Ranked segments with their distance and nearest query segment.
+    fn scored_segments(
+        &self,
+        scored: Vec<(usize, f32)>,
+        distances: &[(u32, u32)],
+    ) -> Vec<ScoredSegment> {
         scored
             .into_iter()
             .map(|(i, score)| ScoredSegment {
@@ -187,6 +226,18 @@ impl Searcher<'_> {
                 score,
             })
             .collect()
+    }
+
+    /// The mean of the query segments' bit margins (`bits` values; zeros without margins).
+    fn mean_margins(&self, q: &QuerySegments) -> Vec<f32> {
+        let bits = self.data.bits().max(1);
+        let mut mean = vec![0.0f32; bits];
+        let segments = q.encoded.margins.chunks_exact(bits);
+        let n = segments.len().max(1) as f32;
+        for segment in segments {
+            mean.iter_mut().zip(segment).for_each(|(m, v)| *m += v / n);
+        }
+        mean
     }
 
     /// The query's segments standardised, scaled to unit length and averaged (unit length).

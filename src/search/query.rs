@@ -65,7 +65,8 @@ impl QuerySegments {
         let mut encoded = Encoded::default();
         encoder.encode(&values, &mut encoded)?;
         if let Some(code) = &data.library_code {
-            code.encode(&encoded.embeddings, &mut encoded.codes);
+            let (codes, margins) = (&mut encoded.codes, &mut encoded.margins);
+            code.encode_with_margins(&encoded.embeddings, codes, margins);
         }
         let bits = data.bits();
         let bit_weights = if encoded.margins.len() == segments.len() * bits {

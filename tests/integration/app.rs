@@ -142,6 +142,27 @@ fn a_dropped_clip_finds_results_that_the_inspector_and_csv_export_show() {
     h.get_all_by_label("yes").next().unwrap().click();
     h.step();
     assert_eq!(h.state().results[0].relevant, Some(true));
+    // The mark is kept with the library and comes back when the query is searched again.
+    let db = h.state().current().unwrap().0.db.clone();
+    let marks = earshot::library::marks::Marks::load(&db).unwrap();
+    let marked = &h.state().results[0].hit;
+    assert_eq!(
+        marks.get("my-chirp.wav", &marked.path, marked.start_s),
+        Some(true)
+    );
+    h.state_mut().results.clear();
+    h.state_mut().push(earshot::app::Command::Search);
+    wait_for(&mut h, "the search again", |app| !app.results.is_empty());
+    assert_eq!(h.state().results[0].relevant, Some(true));
+    h.get_by_label_contains("1 marked");
+    // The Models window offers to learn from them (disabled: the demo's codes are its own
+    // model's, not a backbone's).
+    h.get_by_label("Models").click();
+    h.run();
+    let learn = h.get_by_label("Learn from my marks (1)");
+    assert!(learn.accesskit_node().is_disabled());
+    h.state_mut().push(earshot::app::Command::ToggleModels);
+    h.run();
     h.get_by_label("Export CSV").click();
     h.step();
     let exports: Vec<PathBuf> = std::fs::read_dir(dir.path().join("exports"))

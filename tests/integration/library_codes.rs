@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use earshot::index::format;
 use earshot::index::library_code::{CodeSource, MIN_SEGMENTS_TO_LEARN};
+use earshot::learn::LabelSource;
+use earshot::library::marks::{Mark, Marks};
 use earshot::model::{EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Mode};
 use earshot::session::ingest::{self, BuildOptions};
 use earshot::session::{Clip, Encoders, OpenLibrary, SearchOptions};
@@ -243,8 +245,9 @@ fn codes_learned_from_folder_labels_search_the_library_and_refuse_too_few_labels
     let dir = tempfile::tempdir().unwrap();
     let (lib, db) = library_in(dir.path());
     build(&db, std::slice::from_ref(&lib));
-    let report = earshot::learn::learn(&db, None, &|_| {}).unwrap();
+    let report = earshot::learn::learn(&db, LabelSource::Files, &|_| {}).unwrap();
     assert_eq!((report.labels, report.files), (5, 5 * FILES_PER_CLASS));
+    assert!(report.describes_library);
     assert_eq!(report.held_out, FILES_PER_CLASS / 5 * 5);
     assert!(report.after.map_all >= 0.9, "{:?}", report.after);
 
@@ -268,11 +271,83 @@ fn codes_learned_from_folder_labels_search_the_library_and_refuse_too_few_labels
         .collect();
     std::fs::write(&csv, format!("path,label\n{rows}")).unwrap();
     let labels = earshot::library::LabelMap::from_csv(&csv).unwrap();
-    let error = earshot::learn::learn(&db, Some(&labels), &|_| {})
+    let error = earshot::learn::learn(&db, LabelSource::Csv(&labels), &|_| {})
         .unwrap_err()
         .to_string();
     assert!(
         error.contains("too few labels") && error.contains("\"dog\" has 3"),
+        "{error}"
+    );
+}
+
+/// Marks as the app keeps them: files `0..n` of `class` judged for the query `query`.
+fn mark_files(marks: &mut Marks, lib: &Path, query: &str, class: usize, n: usize, relevant: bool) {
+    for k in 0..n {
+        marks.set(Mark {
+            query: query.into(),
+            path: lib.join(format!("class{class}/{k:02}.wav")),
+            start_s: 0.0,
+            end_s: FILE_S,
+            relevant,
+        });
+    }
+}
+
+#[test]
+fn codes_learned_from_marks_label_each_query_and_what_was_ruled_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lib, db) = library_in(dir.path());
+    build(&db, std::slice::from_ref(&lib));
+    // One query's results judged: class 3 relevant, classes 0 and 2 not.
+    let mut marks = Marks::default();
+    mark_files(&mut marks, &lib, "whistle", 3, 10, true);
+    mark_files(&mut marks, &lib, "whistle", 0, 5, false);
+    mark_files(&mut marks, &lib, "whistle", 2, 5, false);
+    marks.save(&db).unwrap();
+    let marks = Marks::load(&db).unwrap();
+
+    let report = earshot::learn::learn(&db, LabelSource::Marks(&marks), &|_| {}).unwrap();
+    assert_eq!((report.labels, report.files), (2, 20));
+    // 20 of 120 files: the codes are weighed beside cosine, not alone.
+    assert!(!report.describes_library);
+    assert_eq!(report.held_out, 4);
+    assert!(report.after.map_all >= 0.9, "{:?}", report.after);
+    let source = saved_code(&db).source;
+    assert_eq!(
+        source,
+        CodeSource::Labels {
+            classes: 2,
+            files: 20
+        }
+    );
+    let query = write_query(dir.path(), 3, 500, 2.0);
+    let hits = search(&db, &query, &SearchOptions::top(5));
+    assert!(hits.iter().all(|h| class_of(h) == "class3"), "{hits:#?}");
+    assert!(
+        hits.windows(2).all(|w| w[0].score >= w[1].score),
+        "{hits:#?}"
+    );
+
+    // A query with three relevant marks is left out, and named; the others still teach.
+    let mut more = marks.clone();
+    mark_files(&mut more, &lib, "hum", 1, 3, true);
+    let report = earshot::learn::learn(&db, LabelSource::Marks(&more), &|_| {}).unwrap();
+    assert_eq!(report.labels, 2);
+    assert_eq!(report.left_out, ["\"hum\" (3 file(s))"]);
+
+    // Too few left: refused, naming the label and the count.
+    let mut few = Marks::default();
+    mark_files(&mut few, &lib, "whistle", 3, 3, true);
+    mark_files(&mut few, &lib, "whistle", 0, 6, false);
+    let error = earshot::learn::learn(&db, LabelSource::Marks(&few), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("1 label(s)") && error.contains("--marks"),
+        "{error}"
+    );
+    assert!(
+        error.contains("\"whistle\" (3 file(s)) left out"),
         "{error}"
     );
 }
