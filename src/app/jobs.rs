@@ -172,7 +172,8 @@ pub fn index_library(
 /// A search's outcome with the query it answered.
 pub type SearchOutcome = session::SearchOutcome;
 
-/// Searches `library` with `region` of `clip` (the whole clip when `None`).
+/// Searches `library` with `region` of `clip` (the whole clip when `None`). Exact match lists
+/// every place the clip is found, in every file: where a clip occurs is what it is asked.
 pub fn search(
     library: &OpenLibrary,
     clip: &Clip,
@@ -180,8 +181,12 @@ pub fn search(
     mode: Mode,
     top: usize,
 ) -> Result<SearchOutcome, String> {
+    let options = SearchOptions {
+        every_occurrence: mode == Mode::Fingerprint,
+        ..SearchOptions::top(top)
+    };
     library
-        .search(clip, region, mode, &SearchOptions::top(top))
+        .search(clip, region, mode, &options)
         .map_err(|e| match e {
             SessionError::Index(IndexError::EncoderMismatch { .. }) => {
                 format!("{e} (use \"Rebuild index\" in the library panel)")

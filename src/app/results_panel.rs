@@ -9,6 +9,33 @@ use super::text::{clock, file_name, shown_path};
 use super::{Command, EarshotApp, ResultRow, audio};
 use crate::model::Mode;
 
+/// Exact match's answer in words: where the clip was found, or that it was not.
+fn verdict(app: &EarshotApp, ui: &mut egui::Ui) {
+    let mut found = app.results.iter().filter(|r| r.hit.found == Some(true));
+    let Some(first) = found.next() else {
+        ui.strong("Not found")
+            .on_hover_text("No match is sure enough: the clip is probably not in this library. The closest candidates are below.");
+        ui.weak("The closest candidates:");
+        return;
+    };
+    let name = first
+        .hit
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let more = found.count();
+    let places = match more {
+        0 => String::new(),
+        1 => ", and 1 more place".to_string(),
+        n => format!(", and {n} more places"),
+    };
+    ui.strong(format!(
+        "Found at {} in {name}{places}",
+        clock(first.hit.start_s)
+    ));
+}
+
 pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     if app.query.is_none() {
         return;
@@ -27,6 +54,9 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         }
         ui.weak("up/down: move · space: play");
     });
+    if app.settings.mode == Mode::Fingerprint && !app.results.is_empty() {
+        verdict(app, ui);
+    }
     if app.results.is_empty() {
         if app.tasks.search.is_none() && app.query.as_ref().is_some_and(|q| q.outcome.is_some()) {
             ui.label("No match in this library.");
@@ -94,11 +124,16 @@ fn result_row(
         true => ui.weak("–"),
         false => ui.label(hit.hamming.to_string()),
     };
+    let found = if hit.found == Some(true) {
+        "  found"
+    } else {
+        ""
+    };
     match hit.correlation {
         Some(c) => ui
-            .label(format!("{:.3}  audio {c:.2}", hit.score))
+            .label(format!("{:.3}  audio {c:.2}{found}", hit.score))
             .on_hover_text("Checked against the file's audio: the query's own samples are here, placed to the sample (their correlation)"),
-        None => ui.label(format!("{:.3}", hit.score)),
+        None => ui.label(format!("{:.3}{found}", hit.score)),
     };
     if audio::play_button(app, ui, "play", "Play from the matched time") {
         commands.push(Command::PlayFile(hit.path.clone(), hit.start_s.max(0.0)));

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::eval::fingerprint::{
-    self, BankPart, FingerprintOptions, FingerprintReport, MusicSet, QUERY_SECONDS,
+    self, BankPart, Cell, FingerprintOptions, FingerprintReport, FingerprintSplit, MusicSet,
+    QUERY_SECONDS,
 };
 use crate::model::{Mode, baseline_encoder, encoder_for};
 use crate::session::Encoders;
@@ -30,6 +31,19 @@ pub struct EvalFingerprint {
     /// tracks' audio as `earshot search` and the app do
     #[arg(long)]
     codes_only: bool,
+    /// Negative queries per length, of each kind (tracks not indexed, ESC-50 clips), each
+    /// tried under every condition: audio that must come back "not found"
+    #[arg(long, default_value_t = fingerprint::DEFAULT_NEGATIVES_PER_LENGTH)]
+    negatives_per_length: usize,
+    /// Run on the calibration split instead of the protocol: the training half of the tracks,
+    /// the training noises and rooms, ESC-50 folds 1-4 (what the found / not found thresholds
+    /// are chosen on)
+    #[arg(long)]
+    calibrate: bool,
+    /// Write every query's first hit (score, correlation, found, right) to this file, one JSON
+    /// object per line
+    #[arg(long)]
+    dump: Option<PathBuf>,
     /// Leave out the LSH baseline (by default it is measured first, for comparison)
     #[arg(long)]
     no_baseline: bool,
@@ -39,10 +53,16 @@ pub struct EvalFingerprint {
 }
 
 pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
+    let split = match args.calibrate {
+        true => FingerprintSplit::Calibration,
+        false => FingerprintSplit::Protocol,
+    };
     let options = FingerprintOptions {
         per_length: args.queries_per_length,
+        negatives_per_length: args.negatives_per_length,
         seed: args.seed,
         verify_audio: !args.codes_only,
+        split,
     };
     let reports = evaluate(
         &args.data,
@@ -50,6 +70,17 @@ pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
         !args.no_baseline,
         &options,
     )?;
+    if let Some(path) = &args.dump {
+        let mut lines = String::new();
+        for report in &reports {
+            for record in &report.records {
+                let mut line = serde_json::to_value(record)?;
+                line["encoder"] = report.encoder.clone().into();
+                lines.push_str(&format!("{line}\n"));
+            }
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&reports)?);
     } else {
@@ -69,7 +100,11 @@ pub(super) fn evaluate(
     options: &FingerprintOptions,
 ) -> anyhow::Result<Vec<FingerprintReport>> {
     let music = MusicSet::load(&data.join("music"))?;
-    let (bank, failed) = fingerprint::noise_bank(data, BankPart::Evaluation);
+    let part = match options.split {
+        FingerprintSplit::Protocol => BankPart::Evaluation,
+        FingerprintSplit::Calibration => BankPart::Training,
+    };
+    let (bank, failed) = fingerprint::noise_bank(data, part);
     for (path, reason) in &failed {
         eprintln!("cannot read {}: {reason}; left out", path.display());
     }
@@ -120,7 +155,36 @@ pub(super) fn print_report(r: &FingerprintReport) {
         r.bucket_mean,
         100.0 * r.scanned_fraction
     );
-    print!("{:<22}", "segment (file) hits");
+    println!(
+        "found and right {:.1}% of queries, found but wrong {:.2}% (in another file {:.2}%)",
+        100.0 * r.found_right_rate(),
+        100.0 * r.found_wrong_rate(),
+        100.0 * r.found_wrong_file_rate()
+    );
+    for n in &r.negatives {
+        println!(
+            "negatives ({}s): {} of {} found ({:.2}%)",
+            n.kind,
+            n.found,
+            n.queries,
+            100.0 * n.found as f64 / n.queries.max(1) as f64
+        );
+    }
+    print_cells(r, "found and right", |c| {
+        format!("{:.1}%", 100.0 * c.found_right_rate())
+    });
+    print_cells(r, "segment (file) hits", |c| {
+        format!(
+            "{:.1}% ({:.1}%)",
+            100.0 * c.segment_rate(),
+            100.0 * c.file_rate()
+        )
+    });
+}
+
+/// A table of `what` per condition (rows) and query length (columns).
+fn print_cells(r: &FingerprintReport, what: &str, cell_text: impl Fn(&Cell) -> String) {
+    print!("{what:<22}");
     for s in QUERY_SECONDS {
         print!("{:>16}", format!("{s} s"));
     }
@@ -130,14 +194,7 @@ pub(super) fn print_report(r: &FingerprintReport) {
     for condition in conditions {
         print!("{condition:<22}");
         for cell in r.cells.iter().filter(|c| c.condition == condition) {
-            print!(
-                "{:>16}",
-                format!(
-                    "{:.1}% ({:.1}%)",
-                    100.0 * cell.segment_rate(),
-                    100.0 * cell.file_rate()
-                )
-            );
+            print!("{:>16}", cell_text(cell));
         }
         println!();
     }

@@ -94,6 +94,10 @@ pub enum Command {
         /// moment of a long recording, not only its best)
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         per_file: u32,
+        /// fingerprint: every place the clip is found, in every file, however many (instead of
+        /// each file's best, --top of them); when it is found nowhere, the closest candidates
+        #[arg(long)]
+        all: bool,
         /// One JSON object per clip, per line
         #[arg(long)]
         json: bool,
@@ -212,6 +216,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             mode,
             top,
             per_file,
+            all,
             json,
             engine,
             model,
@@ -222,6 +227,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 engine: Some(engine.map_or(Engine::default_for(mode), Engine::from)),
                 attention: false,
                 per_file: per_file as usize,
+                every_occurrence: all,
                 ..SearchOptions::top(top)
             };
             query::query(

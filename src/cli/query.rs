@@ -70,7 +70,7 @@ fn hits_json(hits: &[Hit]) -> Vec<serde_json::Value> {
         .map(|h| {
             json!({"rank": h.rank, "path": h.path.to_string_lossy(), "label": h.label, "start_s": round3(h.start_s),
                    "end_s": round3(h.end_s), "hamming": h.hamming, "score": round3(f64::from(h.score)),
-                   "correlation": h.correlation.map(|c| round3(f64::from(c)))})
+                   "correlation": h.correlation.map(|c| round3(f64::from(c))), "found": h.found})
         })
         .collect()
 }
@@ -95,6 +95,19 @@ fn print_hits(
     if hits.is_empty() {
         return writeln!(out, "  no match");
     }
+    if mode == Mode::Fingerprint {
+        let found: Vec<&Hit> = hits.iter().filter(|h| h.found == Some(true)).collect();
+        match found.as_slice() {
+            [] => writeln!(out, "  Not found; the closest candidates:")?,
+            [h] => writeln!(
+                out,
+                "  Found at {} in {}",
+                clock(h.start_s),
+                h.path.display()
+            )?,
+            many => writeln!(out, "  Found {} times", many.len())?,
+        }
+    }
     let label_width = hits
         .iter()
         .map(|h| h.label.chars().count())
@@ -104,10 +117,12 @@ fn print_hits(
     // Fingerprint hits the library's audio confirms: their correlation with the query.
     let audio = |h: Option<&Hit>| match (mode, h) {
         (Mode::Events, _) => String::new(),
-        (Mode::Fingerprint, None) => "  audio".into(),
-        (Mode::Fingerprint, Some(h)) => h
-            .correlation
-            .map_or("      -".into(), |c| format!("  {c:>5.3}")),
+        (Mode::Fingerprint, None) => "  audio  found".into(),
+        (Mode::Fingerprint, Some(h)) => {
+            let found = if h.found == Some(true) { "yes" } else { "-" };
+            let audio = h.correlation.map_or("-".into(), |c| format!("{c:.3}"));
+            format!("  {audio:>5}  {found:>5}")
+        }
     };
     writeln!(
         out,

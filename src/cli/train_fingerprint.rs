@@ -109,8 +109,11 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
     };
     let options = fingerprint::FingerprintOptions {
         per_length: args.eval_queries_per_length,
+        // The found / not found thresholds are calibrated for a model after it is trained.
+        negatives_per_length: 0,
         seed: fingerprint::DEFAULT_SEED,
         verify_audio: true,
+        split: fingerprint::FingerprintSplit::Protocol,
     };
     let reports = super::eval_fingerprint::evaluate(&args.data, Some(&out), true, &options)?;
     let card = model_card(

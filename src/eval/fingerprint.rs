@@ -16,13 +16,15 @@ use super::metrics::percentile;
 use crate::audio::{TARGET_SAMPLE_RATE, decode_file};
 use crate::index::format;
 use crate::model::{Mode, SeededRng};
-use crate::search::{Engine, FilesOnDisk, SearchTables, Searcher};
+use crate::search::{AudioCheck, Engine, FilesOnDisk, SearchTables, Searcher};
 use crate::session::Encoders;
 use crate::session::ingest::{self, BuildOptions};
 use crate::train::augment::{Distortion, NoiseBank};
 
 /// Query lengths of the protocol, in seconds.
 pub const QUERY_SECONDS: [f64; 4] = [1.0, 2.0, 3.0, 5.0];
+/// Negative queries per length and kind: 30 x 4 lengths x 9 conditions = 1,080 of each kind.
+pub const DEFAULT_NEGATIVES_PER_LENGTH: usize = 30;
 /// The seed of the protocol's queries and distortions.
 pub const DEFAULT_SEED: u64 = 2026;
 /// A hit's start must be this close to the truth to count as a segment hit.
@@ -57,6 +59,8 @@ pub enum FingerprintEvalError {
 pub struct MusicSet {
     pub root: PathBuf,
     pub tracks: Vec<PathBuf>,
+    /// Per track, its `related_group` (versions of one piece share one; empty for none).
+    pub groups: Vec<String>,
 }
 
 impl MusicSet {
@@ -66,7 +70,7 @@ impl MusicSet {
             path: manifest.clone(),
             reason: e.to_string(),
         })?;
-        let mut tracks = Vec::new();
+        let (mut tracks, mut groups) = (Vec::new(), Vec::new());
         for (i, row) in reader.records().enumerate() {
             let row = row.map_err(|e| DataError::Metadata {
                 path: manifest.clone(),
@@ -75,12 +79,45 @@ impl MusicSet {
             })?;
             if let Some(file) = row.get(0).filter(|f| !f.is_empty()) {
                 tracks.push(root.join(file));
+                groups.push(row.get(3).unwrap_or_default().to_string());
             }
         }
         Ok(Self {
             root: root.to_path_buf(),
             tracks,
+            groups,
         })
+    }
+
+    /// Which tracks a split indexes, cuts positive queries from, and cuts negative queries
+    /// from (tracks not indexed, and with no other version of their piece indexed either).
+    /// - the protocol: every track indexed, queries from the odd positions; negatives from
+    ///   every fourth track (positions 3, 7, ...), searched in a second index without them;
+    /// - calibration: the even positions only (which the fingerprint model may train on), every
+    ///   fourth (0, 4, ...) indexed and queried, negatives from positions 2, 6, ...
+    pub fn split(&self, split: FingerprintSplit) -> TrackSplit {
+        let at = |keep: &dyn Fn(usize) -> bool| -> Vec<PathBuf> {
+            (0..self.tracks.len())
+                .filter(|&i| keep(i))
+                .map(|i| self.tracks[i].clone())
+                .collect()
+        };
+        let alone = |i: usize| self.groups.get(i).is_none_or(String::is_empty);
+        match split {
+            FingerprintSplit::Protocol => TrackSplit {
+                indexed: self.tracks.clone(),
+                queried: self.query_tracks().cloned().collect(),
+                negatives: at(&|i| i % 4 == 3 && alone(i)),
+                negatives_indexed: false,
+            },
+            FingerprintSplit::Calibration => TrackSplit {
+                indexed: at(&|i| i % 4 == 0),
+                queried: at(&|i| i % 4 == 0),
+                negatives: at(&|i| i % 4 == 2 && alone(i)),
+                negatives_indexed: false,
+            },
+        }
+        .check_negatives()
     }
 
     /// Tracks at even positions (0, 2, ...): the fingerprint model may train on these.
@@ -91,6 +128,33 @@ impl MusicSet {
     /// Tracks at odd positions: queries are cut only from these.
     pub fn query_tracks(&self) -> impl Iterator<Item = &PathBuf> {
         self.tracks.iter().skip(1).step_by(2)
+    }
+}
+
+/// The data a fingerprint benchmark runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FingerprintSplit {
+    /// The exact-match protocol of `../shared/data/README.md`: for reporting.
+    Protocol,
+    /// Held out from the protocol (training tracks, noises and rooms; ESC-50 folds 1-4): for
+    /// choosing thresholds.
+    Calibration,
+}
+
+/// Tracks by their role in a benchmark (see [`MusicSet::split`]).
+#[derive(Debug, Clone)]
+pub struct TrackSplit {
+    pub indexed: Vec<PathBuf>,
+    pub queried: Vec<PathBuf>,
+    pub negatives: Vec<PathBuf>,
+    /// Whether a negative track is among `indexed` (then negatives need an index of their own).
+    pub negatives_indexed: bool,
+}
+
+impl TrackSplit {
+    fn check_negatives(mut self) -> Self {
+        self.negatives_indexed = self.negatives.iter().any(|n| self.indexed.contains(n));
+        self
     }
 }
 
@@ -203,6 +267,45 @@ pub struct Cell {
     pub queries: usize,
     pub file_hits: usize,
     pub segment_hits: usize,
+    /// Queries whose first hit is found ([`crate::search::fingerprint::is_found`]) and right:
+    /// the right file, its start within [`TOLERANCE_S`].
+    pub found_right: usize,
+    /// Queries whose first hit is found but wrong (another file, or another place).
+    pub found_wrong: usize,
+    /// ... of which in another file.
+    pub found_wrong_file: usize,
+}
+
+/// What a query's first hit was, for calibrating the found / not found decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryRecord {
+    /// `positive`, `negative track` or `negative clip`.
+    pub kind: &'static str,
+    pub condition: String,
+    pub seconds: f64,
+    /// Query segments the search encoded.
+    pub segments: usize,
+    /// The first hit's score and correlation (none for a query without hits).
+    pub score: Option<f32>,
+    /// The score as the found decision weighs it: times the share of the query within the
+    /// file ([`crate::search::fingerprint::coverage`]).
+    pub evidence: Option<f32>,
+    pub correlation: Option<f32>,
+    /// What checking the first hit's audio showed, confirmed or not.
+    pub audio_check: Option<AudioCheck>,
+    pub found: bool,
+    pub right_file: bool,
+    pub right_place: bool,
+    /// In the right file: where the hit starts less where the query does (seconds).
+    pub error_s: Option<f64>,
+}
+
+/// Negative queries of one kind: how many, and how many were found anyway.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NegativeCell {
+    pub kind: String,
+    pub queries: usize,
+    pub found: usize,
 }
 
 impl Cell {
@@ -212,6 +315,10 @@ impl Cell {
 
     pub fn segment_rate(&self) -> f64 {
         self.segment_hits as f64 / self.queries.max(1) as f64
+    }
+
+    pub fn found_right_rate(&self) -> f64 {
+        self.found_right as f64 / self.queries.max(1) as f64
     }
 }
 
@@ -231,18 +338,49 @@ pub struct FingerprintReport {
     pub bucket_mean: f64,
     /// Mean share of the index's codes compared per query segment.
     pub scanned_fraction: f64,
+    pub split: FingerprintSplit,
+    pub negatives: Vec<NegativeCell>,
+    /// Every query's first hit (positives, then negatives).
+    #[serde(skip)]
+    pub records: Vec<QueryRecord>,
+}
+
+impl FingerprintReport {
+    /// Share of all positive queries answered found and right.
+    pub fn found_right_rate(&self) -> f64 {
+        self.share_of_queries(|c| c.found_right)
+    }
+
+    /// Share of all positive queries answered found but wrong.
+    pub fn found_wrong_rate(&self) -> f64 {
+        self.share_of_queries(|c| c.found_wrong)
+    }
+
+    /// Queries found in a file that does not hold them.
+    pub fn found_wrong_file_rate(&self) -> f64 {
+        self.share_of_queries(|c| c.found_wrong_file)
+    }
+
+    fn share_of_queries(&self, count: impl Fn(&Cell) -> usize) -> f64 {
+        let (n, all) = (self.cells.iter()).fold((0, 0), |(n, a), c| (n + count(c), a + c.queries));
+        n as f64 / all.max(1) as f64
+    }
 }
 
 pub struct FingerprintOptions {
     pub per_length: usize,
+    /// Negative queries per length and kind (tracks not indexed, ESC-50 clips).
+    pub negatives_per_length: usize,
     pub seed: u64,
+    pub split: FingerprintSplit,
     /// Verify matches against the tracks' audio as `earshot search` does (the model card's
     /// figures); without it, the index's codes alone rank files and place the match.
     pub verify_audio: bool,
 }
 
-/// Indexes `music` into `db` with `encoders`' fingerprint encoder, then runs every query under
-/// every condition of [`Distortion::EVALUATION`].
+/// Indexes the split's tracks into `db` with `encoders`' fingerprint encoder, then runs every
+/// query under every condition of [`Distortion::EVALUATION`], and the negative queries (audio
+/// that is not in the index) under each too.
 pub fn evaluate(
     music: &MusicSet,
     bank: &NoiseBank,
@@ -254,20 +392,9 @@ pub fn evaluate(
     let encoder = encoders
         .get(&Mode::Fingerprint)
         .ok_or(FingerprintEvalError::NoEncoder)?;
-    let build_options = BuildOptions {
-        labels: None,
-        rebuild: true,
-        checkpoint_every: std::time::Duration::from_secs(3600),
-        cancel: None,
-    };
+    let tracks = music.split(options.split);
     on_progress("indexing the music tracks");
-    let report = ingest::build(
-        db,
-        std::slice::from_ref(&music.root),
-        encoders,
-        &build_options,
-        &|_| {},
-    )?;
+    let report = build_index(db, &tracks.indexed, encoders)?;
     let index_x_realtime = report.encoded_audio_s / report.elapsed.as_secs_f64().max(1e-9);
     let index = format::load(db)?;
     let data = index.section_for(db, Mode::Fingerprint, encoder.as_ref())?;
@@ -280,10 +407,7 @@ pub fn evaluate(
 
     on_progress("decoding the query tracks");
     let rate = data.input.sample_rate();
-    let sources: Vec<(PathBuf, Vec<f32>)> = music
-        .query_tracks()
-        .filter_map(|p| Some((canonical(p), decode_file(p, rate).ok()?.samples)))
-        .collect();
+    let sources = decode_all(&tracks.queried, rate);
     let lengths: Vec<usize> = sources.iter().map(|(_, s)| s.len()).collect();
     let plans = plan_queries(&lengths, options.per_length, rate, options.seed);
     for seconds in QUERY_SECONDS {
@@ -294,11 +418,8 @@ pub fn evaluate(
             });
         }
     }
-
+    let mut run = Run::over(&searcher, &index, rate, data.segments.len());
     let mut cells: BTreeMap<(usize, usize), Cell> = BTreeMap::new();
-    let mut latencies = Vec::new();
-    let mut scanned = Vec::new();
-    let n_segments = data.segments.len().max(1) as f64;
     for (c, condition) in Distortion::EVALUATION.iter().enumerate() {
         on_progress(&format!("queries: {}", condition.name()));
         for (q, plan) in plans.iter().enumerate() {
@@ -306,9 +427,14 @@ pub fn evaluate(
             let excerpt = &samples[plan.start..plan.start + plan.len];
             let mut rng = SeededRng::new(options.seed ^ ((q as u64) << 8) ^ c as u64);
             let query = condition.apply(excerpt, bank, &mut rng);
-            let started = Instant::now();
-            let result = searcher.search_query(&searcher.query(&query), 1);
-            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            let true_start = plan.start as f64 / f64::from(rate);
+            let asked = Asked {
+                kind: POSITIVE,
+                condition,
+                seconds: plan.seconds,
+                truth: Some((truth, true_start)),
+            };
+            let record = run.search(&query, &asked);
             let li = QUERY_SECONDS
                 .iter()
                 .position(|&s| s == plan.seconds)
@@ -318,19 +444,34 @@ pub fn evaluate(
                 seconds: plan.seconds,
                 ..Cell::default()
             });
-            cell.queries += 1;
-            // A silent or unreadable query is a miss, as it would be for a user.
-            let Ok((hits, cost)) = result else { continue };
-            scanned.push(cost.compared as f64 / (cost.query_segments.max(1) as f64 * n_segments));
-            if let Some(hit) = hits.first().filter(|h| canonical(&h.path) == *truth) {
-                cell.file_hits += 1;
-                let true_start = plan.start as f64 / f64::from(rate);
-                if (hit.start_s - true_start).abs() <= TOLERANCE_S {
-                    cell.segment_hits += 1;
-                }
-            }
+            cell.count(&record);
         }
     }
+    let (mut latencies, scanned) = (std::mem::take(&mut run.latencies), run.scanned.clone());
+    let mut records = std::mem::take(&mut run.records);
+    on_progress("negative queries");
+    let negatives = negative_queries(music, &tracks, options, rate);
+    let negative_records = if tracks.negatives_indexed {
+        let without: Vec<PathBuf> = (tracks.indexed.iter())
+            .filter(|t| !tracks.negatives.contains(t))
+            .cloned()
+            .collect();
+        let db = db.join("without-negatives");
+        build_index(&db, &without, encoders)?;
+        let index = format::load(&db)?;
+        let data = index.section_for(&db, Mode::Fingerprint, encoder.as_ref())?;
+        let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets)?;
+        let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables)
+            .with_audio(options.verify_audio.then_some(&files as _));
+        Run::over(&searcher, &index, rate, data.segments.len()).negatives(
+            &negatives,
+            bank,
+            options.seed,
+        )
+    } else {
+        run.negatives(&negatives, bank, options.seed)
+    };
+    records.extend(negative_records);
     let buckets = tables.bucket_stats();
     Ok(FingerprintReport {
         encoder: data.encoder.name.clone(),
@@ -345,9 +486,239 @@ pub fn evaluate(
         bucket_max: buckets.map_or(0, |b| b.max_bucket),
         bucket_mean: buckets.map_or(0.0, |b| b.mean_non_empty_bucket),
         scanned_fraction: scanned.iter().sum::<f64>() / scanned.len().max(1) as f64,
+        split: options.split,
+        negatives: negative_cells(&records),
+        records,
     })
 }
 
+impl Cell {
+    fn count(&mut self, record: &QueryRecord) {
+        self.queries += 1;
+        self.file_hits += usize::from(record.right_file);
+        self.segment_hits += usize::from(record.right_place);
+        self.found_right += usize::from(record.found && record.right_place);
+        self.found_wrong += usize::from(record.found && !record.right_place);
+        self.found_wrong_file += usize::from(record.found && !record.right_file);
+    }
+}
+
+/// Indexes `tracks` into `db` afresh.
+fn build_index(
+    db: &Path,
+    tracks: &[PathBuf],
+    encoders: &Encoders,
+) -> Result<ingest::BuildReport, FingerprintEvalError> {
+    let build_options = BuildOptions {
+        labels: None,
+        rebuild: true,
+        checkpoint_every: std::time::Duration::from_secs(3600),
+        cancel: None,
+    };
+    Ok(ingest::build(
+        db,
+        tracks,
+        encoders,
+        &build_options,
+        &|_| {},
+    )?)
+}
+
+/// Each readable file's canonical path and samples at `rate`.
+fn decode_all(paths: &[PathBuf], rate: u32) -> Vec<(PathBuf, Vec<f32>)> {
+    paths
+        .iter()
+        .filter_map(|p| Some((canonical(p), decode_file(p, rate).ok()?.samples)))
+        .collect()
+}
+
+/// Audio that is not in the index, by kind: excerpts of the split's negative tracks, and of
+/// ESC-50 clips (fold 5 for the protocol, folds 1-4 for calibration; not the classes used as
+/// noise).
+struct Negatives {
+    kind: &'static str,
+    sources: Vec<(PathBuf, Vec<f32>)>,
+    plans: Vec<QueryPlan>,
+}
+
+fn negative_queries(
+    music: &MusicSet,
+    tracks: &TrackSplit,
+    options: &FingerprintOptions,
+    rate: u32,
+) -> Vec<Negatives> {
+    let n = options.negatives_per_length;
+    let plan = |kind, sources: Vec<(PathBuf, Vec<f32>)>, seed| {
+        let lengths: Vec<usize> = sources.iter().map(|(_, s)| s.len()).collect();
+        let plans = plan_queries(&lengths, n, rate, seed);
+        Negatives {
+            kind,
+            sources,
+            plans,
+        }
+    };
+    let mut out = vec![plan(
+        "negative track",
+        decode_all(&tracks.negatives, rate),
+        options.seed ^ 0x7e6,
+    )];
+    let esc50_root = music.root.parent().map(|d| d.join("esc50"));
+    if let Some(esc50) = esc50_root.and_then(|r| super::esc50::Esc50::load(&r).ok()) {
+        let in_split = |fold: u8| (fold == 5) == (options.split == FingerprintSplit::Protocol);
+        let clips: Vec<PathBuf> = (esc50.clips.iter())
+            .filter(|c| in_split(c.fold))
+            .filter(|c| !NOISY_ESC50_CLASSES.contains(&esc50.labels[c.target].as_str()))
+            .map(|c| c.path.clone())
+            .collect();
+        let mut rng = SeededRng::new(options.seed ^ 0xe5c);
+        let chosen: Vec<PathBuf> = (0..(n * QUERY_SECONDS.len()).min(clips.len()))
+            .map(|_| clips[rng.below(clips.len())].clone())
+            .collect();
+        out.push(plan(
+            "negative clip",
+            decode_all(&chosen, rate),
+            options.seed ^ 0xc11,
+        ));
+    }
+    out
+}
+
+/// Negatives found anyway, by kind.
+fn negative_cells(records: &[QueryRecord]) -> Vec<NegativeCell> {
+    let mut cells: BTreeMap<&str, NegativeCell> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.kind != POSITIVE) {
+        let cell = cells.entry(r.kind).or_insert_with(|| NegativeCell {
+            kind: r.kind.to_string(),
+            ..NegativeCell::default()
+        });
+        cell.queries += 1;
+        cell.found += usize::from(r.found);
+    }
+    cells.into_values().collect()
+}
+
+const POSITIVE: &str = "positive";
+
+/// Queries searched one by one, with what each found and how long it took.
+struct Run<'s, 'a> {
+    searcher: &'s Searcher<'a>,
+    /// Each indexed file's duration (seconds), by canonical path.
+    durations: std::collections::HashMap<PathBuf, f64>,
+    /// The queries' sample rate.
+    rate: u32,
+    /// Segments in the index (for the share of it each query compared).
+    n_segments: f64,
+    records: Vec<QueryRecord>,
+    latencies: Vec<f64>,
+    scanned: Vec<f64>,
+}
+
+/// What a query is: its kind, distortion and length, and where it comes from (none for a
+/// negative): the track and the start in seconds.
+struct Asked<'q> {
+    kind: &'static str,
+    condition: &'q Distortion,
+    seconds: f64,
+    truth: Option<(&'q Path, f64)>,
+}
+
+impl<'s, 'a> Run<'s, 'a> {
+    fn over(
+        searcher: &'s Searcher<'a>,
+        index: &crate::index::Index,
+        rate: u32,
+        segments: usize,
+    ) -> Self {
+        Self {
+            searcher,
+            durations: (index.files.iter())
+                .map(|f| (canonical(&f.path), f.duration_s))
+                .collect(),
+            rate,
+            n_segments: segments.max(1) as f64,
+            records: Vec::new(),
+            latencies: Vec::new(),
+            scanned: Vec::new(),
+        }
+    }
+
+    /// Searches `query` and records its first hit. A silent or unreadable query finds
+    /// nothing, as it would for a user.
+    fn search(&mut self, query: &[f32], asked: &Asked) -> QueryRecord {
+        let started = Instant::now();
+        let result = self.searcher.search_query(&self.searcher.query(query), 1);
+        self.latencies
+            .push(started.elapsed().as_secs_f64() * 1000.0);
+        let mut record = QueryRecord {
+            kind: asked.kind,
+            condition: asked.condition.name(),
+            seconds: asked.seconds,
+            segments: 0,
+            score: None,
+            evidence: None,
+            correlation: None,
+            audio_check: None,
+            found: false,
+            right_file: false,
+            right_place: false,
+            error_s: None,
+        };
+        if let Ok((hits, cost)) = result {
+            let per_segment = cost.query_segments.max(1) as f64 * self.n_segments;
+            self.scanned.push(cost.compared as f64 / per_segment);
+            record.segments = cost.query_segments;
+            if let Some(hit) = hits.first() {
+                record.score = Some(hit.score);
+                let query_s = query.len() as f64 / f64::from(self.rate);
+                let duration_s = self.durations.get(&canonical(&hit.path)).copied();
+                let coverage = crate::search::fingerprint::coverage(
+                    hit.end_s - query_s,
+                    query_s,
+                    duration_s.unwrap_or(0.0),
+                );
+                record.evidence = Some(hit.score * coverage);
+                record.correlation = hit.correlation;
+                record.audio_check = hit.audio_check;
+                record.found = hit.found == Some(true);
+                if let Some((truth, start_s)) = asked.truth {
+                    record.right_file = canonical(&hit.path) == truth;
+                    record.error_s = record.right_file.then_some(hit.start_s - start_s);
+                    record.right_place =
+                        record.right_file && (hit.start_s - start_s).abs() <= TOLERANCE_S;
+                }
+            }
+        }
+        self.records.push(record.clone());
+        record
+    }
+
+    /// Every negative query under every condition.
+    fn negatives(
+        mut self,
+        negatives: &[Negatives],
+        bank: &NoiseBank,
+        seed: u64,
+    ) -> Vec<QueryRecord> {
+        for set in negatives {
+            for (c, condition) in Distortion::EVALUATION.iter().enumerate() {
+                for (q, plan) in set.plans.iter().enumerate() {
+                    let samples = &set.sources[plan.track].1;
+                    let excerpt = &samples[plan.start..plan.start + plan.len];
+                    let mut rng = SeededRng::new(seed ^ 0xbad ^ ((q as u64) << 8) ^ c as u64);
+                    let query = condition.apply(excerpt, bank, &mut rng);
+                    let asked = Asked {
+                        kind: set.kind,
+                        condition,
+                        seconds: plan.seconds,
+                        truth: None,
+                    };
+                    self.search(&query, &asked);
+                }
+            }
+        }
+        self.records
+    }
+}
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }

@@ -19,7 +19,7 @@ use crate::model::{EncodeError, Encoder, Mode};
 
 mod correlate;
 mod events;
-mod fingerprint;
+pub mod fingerprint;
 mod query;
 pub mod rerank;
 mod verify;
@@ -66,10 +66,26 @@ pub struct Hit {
     /// loud as them) when the audio was checked and holds the query's own samples there. Such
     /// hits come first.
     pub correlation: Option<f32>,
+    /// `fingerprint`: whether the query was found here (the match is sure enough to be an
+    /// answer), or is a candidate only (see [`fingerprint::is_found`]). `None` for `events`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+    /// `fingerprint`: what checking the file's audio showed, confirmed or not (for inspection
+    /// and calibration; `None` when the audio was not checked).
+    #[serde(skip)]
+    pub audio_check: Option<AudioCheck>,
     /// The codes of the best-matching query segment and library segment (for inspection; not
     /// part of the command line's output).
     #[serde(skip)]
     pub codes: Option<MatchedCodes>,
+}
+
+/// The best correlation of a query's samples with a file's audio near a match, and how far it
+/// stood above the other lags (see [`fingerprint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AudioCheck {
+    pub correlation: f32,
+    pub prominence: f32,
 }
 
 /// The two codes behind a hit's Hamming distance.
@@ -157,6 +173,9 @@ pub struct Searcher<'a> {
     audio: Option<&'a dyn LibraryAudio>,
     /// `events`: hits per file at most (distinct moments of it).
     per_file: usize,
+    /// `fingerprint`: every place the query is found, in every file, rather than each file's
+    /// best.
+    every_occurrence: bool,
 }
 
 /// What a search cost.
@@ -205,6 +224,7 @@ impl<'a> Searcher<'a> {
             tables,
             audio: None,
             per_file: 1,
+            every_occurrence: false,
         }
     }
 
@@ -212,6 +232,14 @@ impl<'a> Searcher<'a> {
     /// each file's best).
     pub fn with_per_file(mut self, per_file: usize) -> Self {
         self.per_file = per_file.max(1);
+        self
+    }
+
+    /// `fingerprint`: every place of every file where the query is found (all of them, however
+    /// many hits were asked for), instead of each file's best; when none is found, the closest
+    /// candidates as usual.
+    pub fn with_every_occurrence(mut self, every_occurrence: bool) -> Self {
+        self.every_occurrence = every_occurrence;
         self
     }
 
@@ -294,6 +322,8 @@ impl<'a> Searcher<'a> {
             hamming,
             score,
             correlation: None,
+            found: None,
+            audio_check: None,
             codes: None,
         }
     }

@@ -21,6 +21,16 @@ use super::correlate::WhitenedQuery;
 /// Frames decoded before a candidate region: the first frames of a decoded excerpt see the
 /// STFT's zero padding, not the audio before it.
 const LEAD_FRAMES: i64 = 3;
+/// The query's samples are compared this long (seconds) past the last candidate offset: in a
+/// room the codes place a match early (their reflections repeat earlier audio), and the direct
+/// sound, where the query starts, can lie up to 100 ms after the strongest reflection (see
+/// [`correlate`](super::correlate)).
+const ROOM_DELAY_S: f64 = 0.1;
+
+/// [`ROOM_DELAY_S`] in whole frames of `frame_s`.
+fn room_delay_frames(frame_s: f64) -> i64 {
+    (ROOM_DELAY_S / frame_s).ceil() as i64
+}
 
 /// Reads the audio of indexed files again, for verification.
 pub trait LibraryAudio: Sync {
@@ -85,6 +95,9 @@ pub(super) struct Verifier<'a> {
 pub(super) struct SampleMatch {
     pub start_s: f64,
     pub correlation: f32,
+    /// How far the correlation's peak stands above the other lags (see
+    /// [`Peak::prominence`](super::correlate::Peak)).
+    pub prominence: f32,
 }
 
 /// A candidate's stretch of a file, decoded: from frame `from` on.
@@ -109,8 +122,8 @@ impl Verifier<'_> {
         // Segments need LEAD_FRAMES before their first frame; the samples, only the earliest lag.
         let earliest = (*offsets.start()).max(-first);
         let from = (earliest + first - LEAD_FRAMES).min(earliest).max(0);
-        let to = offsets.end() + (last + window).max(query_frames);
         let frame_s = self.input.frame_s();
+        let to = offsets.end() + (last + window).max(query_frames + room_delay_frames(frame_s));
         let samples = self.audio.excerpt(
             file,
             from as f64 * frame_s,
@@ -132,7 +145,8 @@ impl Verifier<'_> {
     ) -> Option<SampleMatch> {
         let per_frame = self.samples_per_frame();
         let first = ((*offsets.start()).max(0) - excerpt.from) as f64 * per_frame;
-        let last = (offsets.end() - excerpt.from) as f64 * per_frame;
+        let last = (offsets.end() - excerpt.from) as f64 * per_frame
+            + ROOM_DELAY_S * f64::from(self.input.sample_rate());
         let (first, last) = (first.round() as usize, last.round() as usize);
         let region = excerpt
             .samples
@@ -142,6 +156,7 @@ impl Verifier<'_> {
         Some(SampleMatch {
             start_s: sample / f64::from(self.input.sample_rate()),
             correlation: peak.correlation,
+            prominence: peak.prominence,
         })
     }
 
@@ -326,6 +341,7 @@ mod tests {
             let SampleMatch {
                 start_s,
                 correlation,
+                ..
             } = by_samples.unwrap();
             assert!(
                 (start_s - start_frame as f64 / 100.0).abs() < 1e-9,

@@ -25,6 +25,9 @@ pub struct SearchOptions {
     pub attention: bool,
     /// `events`: hits per file at most, each a different moment of it.
     pub per_file: usize,
+    /// `fingerprint`: every place the clip is found, in every file (however many that is),
+    /// instead of each file's best.
+    pub every_occurrence: bool,
 }
 
 impl SearchOptions {
@@ -35,6 +38,7 @@ impl SearchOptions {
             check_audio: true,
             attention: true,
             per_file: 1,
+            every_occurrence: false,
         }
     }
 }
@@ -101,7 +105,8 @@ impl OpenLibrary {
         let files = FilesOnDisk;
         let searcher = Searcher::new(&self.index, mode, data, encoder, &tables)
             .with_audio(options.check_audio.then_some(&files as _))
-            .with_per_file(options.per_file);
+            .with_per_file(options.per_file)
+            .with_every_occurrence(options.every_occurrence);
         let (hits, cost) = searcher.search_query(&part.as_query(), options.top)?;
         Ok(SearchOutcome {
             mode,

@@ -89,6 +89,8 @@ fn eval_fingerprint_scores_every_condition_and_length_and_finds_clean_queries() 
         dir.path().as_os_str(),
         "--queries-per-length".as_ref(),
         "4".as_ref(),
+        "--negatives-per-length".as_ref(),
+        "2".as_ref(),
         "--json".as_ref(),
     ]);
     assert!(
@@ -110,6 +112,10 @@ fn eval_fingerprint_scores_every_condition_and_length_and_finds_clean_queries() 
         assert_eq!(cell["segment_hits"], 4, "{cell}");
     }
     assert!(report["index_mb_per_hour"].as_f64().unwrap() > 0.0);
+    // Excerpts of a track left out of a second index are negatives: searched, and counted.
+    let negatives = report["negatives"].as_array().unwrap();
+    assert_eq!(negatives[0]["kind"], "negative track");
+    assert_eq!(negatives[0]["queries"], 9 * 4 * 2);
     assert!(
         report["latency_ms_p95"].as_f64().unwrap() >= report["latency_ms_p50"].as_f64().unwrap()
     );
@@ -305,6 +311,9 @@ fn the_shipped_fingerprint_model_reproduces_its_card() {
         "fingerprint".as_ref(),
         "--json".as_ref(),
         "--no-baseline".as_ref(),
+        // The card's cells are the positives'; negatives are measured on their own.
+        "--negatives-per-length".as_ref(),
+        "0".as_ref(),
         "--data".as_ref(),
         data.as_os_str(),
         "--model".as_ref(),

@@ -1,6 +1,7 @@
 //! The index and search engine from a folder of audio to ranked results, and its crash safety.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -185,6 +186,153 @@ fn the_file_s_audio_confirms_a_noisy_excerpt_to_the_sample_and_no_other_file() {
             "{hits:?}"
         );
     }
+}
+
+/// The found / not found thresholds are calibrated for the shipped fingerprint model: this
+/// searches with it, as `earshot query` does.
+#[test]
+fn a_clip_from_the_library_is_found_and_a_clip_from_elsewhere_is_not() {
+    let dir = TempDir::new().unwrap();
+    let files = make_library(&dir.path().join("lib"), 8);
+    let db = dir.path().join("db");
+    let shipped = || earshot::model::encoder_for(Mode::Fingerprint, None).unwrap();
+    let encoders: Encoders = [(Mode::Fingerprint, shipped())].into_iter().collect();
+    build::build(
+        &db,
+        &[dir.path().join("lib")],
+        &encoders,
+        &options(),
+        &|_| {},
+    )
+    .unwrap();
+    let index = format::load(&db).unwrap();
+    let encoder = shipped();
+    let data = index.modes.get(&Mode::Fingerprint).unwrap();
+    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
+    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables)
+        .with_audio(Some(&FilesOnDisk));
+    let mut rng = SeededRng::new(5);
+    let start = 20_000;
+    let mut clip = melody(2, 6.0)[start..start + 3 * RATE as usize].to_vec();
+    add_white_noise(&mut clip, 10.0, &mut rng);
+    let hits = searcher.search(&clip, 5).unwrap();
+    assert_eq!(&hits[0].path, &files[2]);
+    assert_eq!(hits[0].found, Some(true), "{:?}", hits[0]);
+    // Audio that is in no file: every hit is a candidate only, never found.
+    for (seed, seconds) in [(99, 1.0), (98, 2.0), (97, 3.0), (96, 5.0)] {
+        let hits = searcher.search(&melody(seed, seconds), 5).unwrap();
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|h| h.found == Some(false)), "{hits:?}");
+    }
+}
+
+/// A clip planted twice in one file and once in another: asked for every occurrence, the
+/// search finds the three places within 50 ms, and no other.
+#[test]
+fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let clip = melody(50, 3.0);
+    let planted = |seed: u64, at_s: &[f64]| {
+        let mut audio = melody(seed, 20.0);
+        for &s in at_s {
+            let from = (s * f64::from(RATE)) as usize;
+            audio[from..from + clip.len()].copy_from_slice(&clip);
+        }
+        audio
+    };
+    let twice = lib.join("twice.wav");
+    let once = lib.join("once.wav");
+    write_wav(&twice, RATE, 1, Sample::Int(16), &planted(1, &[4.0, 13.0]));
+    write_wav(&once, RATE, 1, Sample::Int(16), &planted(2, &[7.5]));
+    for i in 3..6 {
+        write_wav(
+            &lib.join(format!("other{i}.wav")),
+            RATE,
+            1,
+            Sample::Int(16),
+            &melody(i, 20.0),
+        );
+    }
+    let db = dir.path().join("db");
+    let shipped = || earshot::model::encoder_for(Mode::Fingerprint, None).unwrap();
+    let encoders: Encoders = [(Mode::Fingerprint, shipped())].into_iter().collect();
+    build::build(&db, &[lib], &encoders, &options(), &|_| {}).unwrap();
+    let index = format::load(&db).unwrap();
+    let encoder = shipped();
+    let data = index.modes.get(&Mode::Fingerprint).unwrap();
+    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
+    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables)
+        .with_audio(Some(&FilesOnDisk))
+        .with_every_occurrence(true);
+    let mut query = clip.clone();
+    add_white_noise(&mut query, 10.0, &mut SeededRng::new(7));
+    let hits = searcher.search(&query, 1).unwrap();
+    let mut found: Vec<(String, f64)> = hits
+        .iter()
+        .filter(|h| h.found == Some(true))
+        .map(|h| {
+            (
+                h.path.file_name().unwrap().to_string_lossy().into_owned(),
+                h.start_s,
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let expected = [("once.wav", 7.5), ("twice.wav", 4.0), ("twice.wav", 13.0)];
+    assert_eq!(found.len(), expected.len(), "{hits:?}");
+    for ((name, start_s), (want_name, want_s)) in found.iter().zip(expected) {
+        assert_eq!(name, want_name);
+        assert!(
+            (start_s - want_s).abs() <= 0.05,
+            "{name} at {start_s}, planted at {want_s}"
+        );
+    }
+    // Each file's best alone, as without asking for every occurrence.
+    let searcher = searcher.with_every_occurrence(false);
+    let firsts = searcher.search(&query, 10).unwrap();
+    assert_eq!(
+        firsts
+            .iter()
+            .filter(|h| h.path.ends_with("twice.wav"))
+            .count(),
+        1
+    );
+
+    // The command line says it in words, and in the JSON.
+    let clip_path = dir.path().join("clip.wav");
+    write_wav(&clip_path, RATE, 1, Sample::Int(16), &query);
+    let elsewhere = dir.path().join("elsewhere.wav");
+    write_wav(&elsewhere, RATE, 1, Sample::Int(16), &melody(60, 3.0));
+    let cli_db = dir.path().join("cli-db");
+    index_with_binary(&cli_db, &dir.path().join("lib"));
+    let query_cli = |clip: &Path, json: bool| {
+        let mut args: Vec<&OsStr> = vec!["query".as_ref(), "--db".as_ref(), cli_db.as_os_str()];
+        args.extend(["--mode", "fingerprint", "--all"].map(OsStr::new));
+        if json {
+            args.push("--json".as_ref());
+        }
+        args.push(clip.as_os_str());
+        let out = earshot(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = query_cli(&clip_path, false);
+    assert!(text.contains("Found 3 times"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(query_cli(&clip_path, true).trim()).unwrap();
+    let hits = json["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3, "{json}");
+    assert!(hits.iter().all(|h| h["found"] == true), "{json}");
+    let text = query_cli(&elsewhere, false);
+    assert!(
+        text.contains("Not found; the closest candidates:"),
+        "{text}"
+    );
 }
 
 #[test]
