@@ -292,29 +292,46 @@ pub fn decode_excerpt(
     duration_s: f64,
     rate: u32,
 ) -> Result<Vec<f32>, AudioError> {
+    let stretch = Stretch {
+        start_s,
+        duration_s,
+    };
+    let mut excerpts = decode_excerpts(path, &[stretch], rate)?;
+    Ok(excerpts.pop().unwrap_or_default())
+}
+
+/// A stretch of a file to decode: where it starts and about how long it is, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stretch {
+    pub start_s: f64,
+    pub duration_s: f64,
+}
+
+/// Each of `stretches` of a file, as [`decode_excerpt`] gives it, in the same order: the file is
+/// opened once (opening costs about as much as decoding a few seconds: Vorbis, for one, builds
+/// its codebooks then) and seeks from one stretch to the next, or is opened again where it
+/// cannot seek.
+pub fn decode_excerpts(
+    path: &Path,
+    stretches: &[Stretch],
+    rate: u32,
+) -> Result<Vec<Vec<f32>>, AudioError> {
     let mut source = AudioSource::open(path)?.resampled_to(rate)?;
-    // Seek a little early: some codecs give no audio for the first packet after a seek.
-    let seeked = start_s > SEEK_LEAD_S && source.seek_before(start_s - SEEK_LEAD_S);
-    let rate = f64::from(rate);
-    let wanted = (duration_s * rate).round() as usize;
-    // Samples to drop before the excerpt: known once the first audio's time is.
-    let mut skip: Option<usize> = None;
-    let mut samples = Vec::new();
-    source.stream_timed(seeked, |chunk, first_audio_s| {
-        let skip = *skip.get_or_insert_with(|| {
-            let at = first_audio_s.filter(|_| seeked).unwrap_or(0.0);
-            ((start_s - at) * rate).round().max(0.0) as usize
-        });
-        samples.extend_from_slice(chunk);
-        if samples.len() >= skip + wanted {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+    let mut fresh = true;
+    let mut excerpts = Vec::with_capacity(stretches.len());
+    for stretch in stretches {
+        // Seek a little early: some codecs give no audio for the first packet after a seek.
+        let seeked =
+            stretch.start_s > SEEK_LEAD_S && source.seek_before(stretch.start_s - SEEK_LEAD_S);
+        if !seeked && !fresh {
+            // Decoded from the start again, as a new opening does: a seek back to the very start
+            // does not always give what that gives (MP3's encoder delay).
+            source = AudioSource::open(path)?.resampled_to(rate)?;
         }
-    })?;
-    samples.drain(..skip.unwrap_or(0).min(samples.len()));
-    samples.truncate(wanted);
-    Ok(samples)
+        excerpts.push(source.excerpt(*stretch, seeked)?);
+        fresh = false;
+    }
+    Ok(excerpts)
 }
 
 /// How far before an excerpt [`decode_excerpt`] seeks to.
@@ -528,10 +545,36 @@ impl AudioSource {
     /// [`Self::output_rate`].
     /// `on_chunk` may return `ControlFlow::Break(())` to stop early (cancellation).
     pub fn stream(
-        self,
+        mut self,
         mut on_chunk: impl FnMut(&[f32]) -> ControlFlow<()>,
     ) -> Result<DecodeStats, AudioError> {
         self.stream_timed(false, |chunk, _| on_chunk(chunk))
+    }
+
+    /// `stretch` from where the source stands (`seeked` to shortly before it, or at the file's
+    /// start): what comes before it is decoded and dropped, and so is the excerpt's end once
+    /// enough is there.
+    fn excerpt(&mut self, stretch: Stretch, seeked: bool) -> Result<Vec<f32>, AudioError> {
+        let rate = f64::from(self.output_rate);
+        let wanted = (stretch.duration_s * rate).round() as usize;
+        // Samples to drop before the excerpt: known once the first audio's time is.
+        let mut skip: Option<usize> = None;
+        let mut samples = Vec::new();
+        self.stream_timed(seeked, |chunk, first_audio_s| {
+            let skip = *skip.get_or_insert_with(|| {
+                let at = first_audio_s.filter(|_| seeked).unwrap_or(0.0);
+                ((stretch.start_s - at) * rate).round().max(0.0) as usize
+            });
+            samples.extend_from_slice(chunk);
+            if samples.len() >= skip + wanted {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        samples.drain(..skip.unwrap_or(0).min(samples.len()));
+        samples.truncate(wanted);
+        Ok(samples)
     }
 
     /// As [`Self::stream`], also telling `on_chunk` where the first decoded audio lies in the
@@ -539,7 +582,7 @@ impl AudioSource {
     /// are dropped up to the first whose time is also an output sample's, so the output holds
     /// the very samples a decode from the file's start gives there, not ones between them.
     fn stream_timed(
-        mut self,
+        &mut self,
         on_grid: bool,
         mut on_chunk: impl FnMut(&[f32], Option<f64>) -> ControlFlow<()>,
     ) -> Result<DecodeStats, AudioError> {
@@ -617,7 +660,7 @@ impl AudioSource {
             stats.missing_s = if missing >= MIN_GAP_S { missing } else { 0.0 };
         }
         if stats.output_samples == 0 && !stats.stopped_early {
-            return Err(health.empty_stream_error(self.path));
+            return Err(health.empty_stream_error(self.path.clone()));
         }
         Ok(stats)
     }

@@ -4,6 +4,6 @@ pub mod decode;
 pub mod resample;
 
 pub use decode::{
-    AudioError, AudioSource, DecodeStats, DecodedAudio, OUTPUT_RATE_RANGE, SourceInfo,
-    TARGET_SAMPLE_RATE, decode_excerpt, decode_file, decode_prefix,
+    AudioError, AudioSource, DecodeStats, DecodedAudio, OUTPUT_RATE_RANGE, SourceInfo, Stretch,
+    TARGET_SAMPLE_RATE, decode_excerpt, decode_excerpts, decode_file, decode_prefix,
 };

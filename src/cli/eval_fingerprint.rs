@@ -142,15 +142,27 @@ fn tempfile_dir() -> anyhow::Result<tempfile::TempDir> {
         .context("creating a temporary index folder")
 }
 
+/// Query latency over all positive queries, then per query length.
+fn latency(r: &FingerprintReport) -> String {
+    let by_length: Vec<String> = (r.latency_by_length.iter())
+        .map(|l| format!("{} s {:.1}/{:.1}", l.seconds, l.p50_ms, l.p95_ms))
+        .collect();
+    format!(
+        "query latency p50 {:.1} ms, p95 {:.1} ms (p50/p95 by length: {})",
+        r.latency_ms_p50,
+        r.latency_ms_p95,
+        by_length.join(", ")
+    )
+}
+
 pub(super) fn print_report(r: &FingerprintReport) {
     println!(
         "\n{}: {} tracks, {:.2} h; index {:.2} MB per hour, built at {:.0}x real time",
         r.encoder, r.tracks, r.indexed_hours, r.index_mb_per_hour, r.index_x_realtime
     );
     println!(
-        "query latency p50 {:.1} ms, p95 {:.1} ms; buckets max {} / mean {:.1}; {:.4}% of the index compared per query segment",
-        r.latency_ms_p50,
-        r.latency_ms_p95,
+        "{}; buckets max {} / mean {:.1}; {:.4}% of the index compared per query segment",
+        latency(r),
         r.bucket_max,
         r.bucket_mean,
         100.0 * r.scanned_fraction
@@ -204,13 +216,12 @@ fn print_cells(r: &FingerprintReport, what: &str, cell_text: impl Fn(&Cell) -> S
 /// and query length.
 pub(super) fn markdown(r: &FingerprintReport) -> String {
     let mut s = format!(
-        "{} tracks ({:.2} h) indexed at {:.0}x real time into {:.2} MB per hour; query latency p50 {:.1} ms, p95 {:.1} ms; buckets max {} / mean {:.1}; {:.4}% of the index compared per query segment.\n\n| condition | {} |\n|---|{}\n",
+        "{} tracks ({:.2} h) indexed at {:.0}x real time into {:.2} MB per hour; {}; buckets max {} / mean {:.1}; {:.4}% of the index compared per query segment.\n\n| condition | {} |\n|---|{}\n",
         r.tracks,
         r.indexed_hours,
         r.index_x_realtime,
         r.index_mb_per_hour,
-        r.latency_ms_p50,
-        r.latency_ms_p95,
+        latency(r),
         r.bucket_max,
         r.bucket_mean,
         100.0 * r.scanned_fraction,

@@ -298,6 +298,16 @@ pub struct QueryRecord {
     pub right_place: bool,
     /// In the right file: where the hit starts less where the query does (seconds).
     pub error_s: Option<f64>,
+    /// How long the search took, encoding and checking included.
+    pub latency_ms: f64,
+}
+
+/// Query latency at one query length (milliseconds).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LengthLatency {
+    pub seconds: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
 }
 
 /// Negative queries of one kind: how many, and how many were found anyway.
@@ -334,6 +344,8 @@ pub struct FingerprintReport {
     pub cells: Vec<Cell>,
     pub latency_ms_p50: f64,
     pub latency_ms_p95: f64,
+    /// The same, per query length.
+    pub latency_by_length: Vec<LengthLatency>,
     pub bucket_max: usize,
     pub bucket_mean: f64,
     /// Mean share of the index's codes compared per query segment.
@@ -483,6 +495,7 @@ pub fn evaluate(
         cells: cells.into_values().collect(),
         latency_ms_p50: percentile(&mut latencies, 0.5),
         latency_ms_p95: percentile(&mut latencies, 0.95),
+        latency_by_length: latency_by_length(&records),
         bucket_max: buckets.map_or(0, |b| b.max_bucket),
         bucket_mean: buckets.map_or(0.0, |b| b.mean_non_empty_bucket),
         scanned_fraction: scanned.iter().sum::<f64>() / scanned.len().max(1) as f64,
@@ -490,6 +503,24 @@ pub fn evaluate(
         negatives: negative_cells(&records),
         records,
     })
+}
+
+/// The positive queries' latency per query length.
+fn latency_by_length(records: &[QueryRecord]) -> Vec<LengthLatency> {
+    QUERY_SECONDS
+        .iter()
+        .map(|&seconds| {
+            let mut ms: Vec<f64> = (records.iter())
+                .filter(|r| r.kind == POSITIVE && r.seconds == seconds)
+                .map(|r| r.latency_ms)
+                .collect();
+            LengthLatency {
+                seconds,
+                p50_ms: percentile(&mut ms, 0.5),
+                p95_ms: percentile(&mut ms, 0.95),
+            }
+        })
+        .collect()
 }
 
 impl Cell {
@@ -647,8 +678,8 @@ impl<'s, 'a> Run<'s, 'a> {
     fn search(&mut self, query: &[f32], asked: &Asked) -> QueryRecord {
         let started = Instant::now();
         let result = self.searcher.search_query(&self.searcher.query(query), 1);
-        self.latencies
-            .push(started.elapsed().as_secs_f64() * 1000.0);
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.latencies.push(latency_ms);
         let mut record = QueryRecord {
             kind: asked.kind,
             condition: asked.condition.name(),
@@ -662,6 +693,7 @@ impl<'s, 'a> Run<'s, 'a> {
             right_file: false,
             right_place: false,
             error_s: None,
+            latency_ms,
         };
         if let Ok((hits, cost)) = result {
             let per_segment = cost.query_segments.max(1) as f64 * self.n_segments;

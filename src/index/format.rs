@@ -5,7 +5,9 @@
 //!     setting for every mode, read as each mode's input)
 //! u32 root count, roots | u32 file count, files
 //! per mode in manifest order: u64 segment count, u64 run count, segment runs (u32 file,
-//!     u32 first start, u32 frames, u32 step, u32 count), codes (u64 x words), u32 embedding
+//!     u32 first start, u32 frames, u32 step, u32 count), codes (format 5: u64 length + raw
+//!     deflate of the codes as u64 x words, each XORed with the code before it; formats 2-4:
+//!     u64 x words as they are), u32 embedding
 //!     dim kept, embeddings in 8 bits (per vector: f32 scale, i8 x dim; see [`super::quantize`];
 //!     format 2: f32 x dim), then where the manifest describes a library code (format 4): its
 //!     standardiser (f32 x dim means, f32 x dim inverse deviations) and per layer its weights
@@ -36,6 +38,8 @@ const MAGIC: &[u8; 8] = b"EARSHOT\0";
 const FORMAT_2: u32 = 2;
 /// The last format before library codes: the same layout without them.
 const FORMAT_3: u32 = 3;
+/// The last format that stored codes as they are, not XORed with the code before and deflated.
+const FORMAT_4: u32 = 4;
 /// Stored for a file whose modification time is unknown.
 const NO_MTIME: u32 = u32::MAX;
 /// Bytes read or written at a time for the large arrays (codes, embeddings): the file is
@@ -84,12 +88,18 @@ pub fn exists(db: &Path) -> bool {
 }
 
 fn encode(index: &Index, out: &mut dyn Write) -> io::Result<()> {
+    encode_as(index, out, FORMAT_VERSION)
+}
+
+/// Writes `index` with the codes laid out as format `version` has them (older formats, for tests
+/// that they still load; the manifest is always today's).
+fn encode_as(index: &Index, out: &mut dyn Write, version: u32) -> io::Result<()> {
     let mut out = Writer {
         out,
         crc: crc32fast::Hasher::new(),
     };
     out.raw(MAGIC)?;
-    out.u32(FORMAT_VERSION)?;
+    out.u32(version)?;
     // A manifest of plain data always serialises.
     let manifest = serde_json::to_vec(&index.manifest()).unwrap_or_default();
     out.bytes(&manifest)?;
@@ -118,7 +128,13 @@ fn encode(index: &Index, out: &mut dyn Write) -> io::Result<()> {
             .iter()
             .flat_map(|r| [r.file, r.start_frame, r.n_frames, r.step, r.count]);
         out.array(words.map(u32::to_le_bytes))?;
-        out.array(m.codes.iter().map(|c| c.to_le_bytes()))?;
+        if version > FORMAT_4 {
+            let packed = pack_codes(&m.codes, m.words())?;
+            out.u64(packed.len() as u64)?;
+            out.raw(&packed)?;
+        } else {
+            out.array(m.codes.iter().map(|c| c.to_le_bytes()))?;
+        }
         out.u32(m.embedding_dim as u32)?;
         let mut stored = Vec::new();
         for vector in m.embeddings.chunks_exact(m.embedding_dim.max(1)) {
@@ -170,7 +186,7 @@ fn read_index(source: impl Read, len: u64, path: &Path, db: &Path) -> Result<Ind
     let Some(version) = r.u32() else {
         return Err(r.error.map_or_else(|| corrupt("cut off in its header"), io));
     };
-    if ![FORMAT_VERSION, FORMAT_3, FORMAT_2].contains(&version) {
+    if ![FORMAT_VERSION, FORMAT_4, FORMAT_3, FORMAT_2].contains(&version) {
         return Err(IndexError::Version {
             path: path.to_owned(),
             db: db.to_owned(),
@@ -296,11 +312,17 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
         // allocate more than the file holds.
         let bits = mm.library_code.as_ref().map_or(mm.encoder.bits, |c| c.bits);
         let words = bits.div_ceil(64);
-        if (n as u64).checked_mul(8 * words as u64)? > r.remaining {
-            return None;
-        }
+        let codes = if version > FORMAT_4 {
+            let packed_len = usize::try_from(r.u64()?).ok()?;
+            let packed = r.array(packed_len, |b: [u8; 1]| b[0])?;
+            unpack_codes(&packed, n.checked_mul(words)?, words)?
+        } else {
+            if (n as u64).checked_mul(8 * words as u64)? > r.remaining {
+                return None;
+            }
+            r.array(n.checked_mul(words)?, u64::from_le_bytes)?
+        };
         let segments = expand_runs(&runs, n, files.len())?;
-        let codes = r.array(n.checked_mul(words)?, u64::from_le_bytes)?;
         let dim = r.u32()? as usize;
         if dim != 0 && dim != mm.encoder.embedding_dim {
             return None;
@@ -427,6 +449,45 @@ fn expand_runs(runs: &[SegmentRun], n: usize, files: usize) -> Option<Vec<Segmen
         }
     }
     Some(segments)
+}
+
+/// `codes` (`words` per code) as stored: each word XORed with the same word of the code before,
+/// then deflated. Neighbouring segments overlap, so their codes share most bits and the XORs are
+/// mostly zeros, which deflate packs into fewer bytes than the codes themselves.
+fn pack_codes(codes: &[u64], words: usize) -> io::Result<Vec<u8>> {
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+    for (i, &word) in codes.iter().enumerate() {
+        let before = i.checked_sub(words).map_or(0, |j| codes[j]);
+        chunk.extend_from_slice(&(word ^ before).to_le_bytes());
+        if chunk.len() + 8 > CHUNK_BYTES {
+            deflate.write_all(&chunk)?;
+            chunk.clear();
+        }
+    }
+    deflate.write_all(&chunk)?;
+    deflate.finish()
+}
+
+/// The `n_words` code words [`pack_codes`] packed into `packed`; `None` unless it inflates to
+/// exactly that many (a damaged stream cannot make it allocate more).
+fn unpack_codes(packed: &[u8], n_words: usize, words: usize) -> Option<Vec<u64>> {
+    let expected = n_words.checked_mul(8)?;
+    let mut bytes = Vec::with_capacity(expected);
+    flate2::read::DeflateDecoder::new(packed)
+        .take(expected as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() != expected {
+        return None;
+    }
+    let mut codes: Vec<u64> = (bytes.chunks_exact(8))
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .collect();
+    for i in words..codes.len() {
+        codes[i] ^= codes[i - words];
+    }
+    Some(codes)
 }
 
 /// Little-endian writing that keeps the running checksum.
@@ -605,6 +666,43 @@ mod tests {
         index
     }
 
+    /// Codes of two words, neighbours sharing most bits as overlapping segments' do, pack into
+    /// fewer bytes than they take and unpack to themselves; a damaged or short stream does not.
+    #[test]
+    fn codes_pack_smaller_and_unpack_exactly() {
+        let mut rng = crate::model::SeededRng::new(3);
+        let mut codes = vec![rng.next_u64(), rng.next_u64()];
+        for i in 2..2_000 {
+            let flip = (0..8).fold(0u64, |m, _| m | 1 << (rng.next_u64() % 64));
+            codes.push(codes[i - 2] ^ flip);
+        }
+        let packed = pack_codes(&codes, 2).unwrap();
+        assert!(
+            packed.len() < codes.len() * 8 * 3 / 4,
+            "{} bytes",
+            packed.len()
+        );
+        assert_eq!(unpack_codes(&packed, codes.len(), 2), Some(codes.clone()));
+        assert_eq!(unpack_codes(&packed, codes.len() + 2, 2), None);
+        assert_eq!(unpack_codes(&packed, codes.len() - 2, 2), None);
+        assert_eq!(
+            unpack_codes(&packed[..packed.len() / 2], codes.len(), 2),
+            None
+        );
+    }
+
+    /// An index written before the codes were packed loads with the same codes.
+    #[test]
+    fn a_format_4_index_loads_its_codes_as_they_are() {
+        let mut bytes = Vec::new();
+        encode_as(&sample_index(), &mut bytes, FORMAT_4).unwrap();
+        let back = from_bytes(&bytes, Path::new("index.earshot"), Path::new("db")).unwrap();
+        assert_eq!(
+            back.modes[&Mode::Events].codes,
+            sample_index().modes[&Mode::Events].codes
+        );
+    }
+
     /// Fingerprint sections keep no embeddings: nothing is stored for them, nothing read back.
     #[test]
     fn a_section_without_embeddings_round_trips() {
@@ -733,7 +831,7 @@ mod tests {
             (events.embedding_dim, events.embeddings) = (0, Vec::new());
         }
         let mut bytes = Vec::new();
-        encode(&index, &mut bytes).unwrap();
+        encode_as(&index, &mut bytes, FORMAT_2).unwrap();
         let at = MAGIC.len() + 4;
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         let mut manifest: serde_json::Value =

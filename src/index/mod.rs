@@ -20,11 +20,12 @@ use crate::library::FileRecord;
 use crate::model::{Encoded, Encoder, EncoderInfo, EncoderInput, Mode, Segmentation};
 use library_code::{LibraryCode, LibraryCodeError};
 
-/// Bumped whenever the file layout or the meaning of its contents changes. Format 4 may keep a
+/// Bumped whenever the file layout or the meaning of its contents changes. Format 5 stores the
+/// codes deflated, each XORed with the one before (see [`format`]). Format 4 may keep a
 /// code learned on the library (see [`library_code`]) after a section's embeddings; format 3
 /// records each mode's encoder input (front end and segmentation) where format 2 had one
 /// log-mel setting for all, and keeps embeddings in 8 bits. Formats 2 and 3 are still read.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 pub const INDEX_FILE_NAME: &str = "index.earshot";
 
 #[derive(Debug, thiserror::Error)]

@@ -48,10 +48,16 @@ const ROOM_CORRELATION: f32 = 0.3;
 /// A query ready to be looked for in library audio.
 pub(super) struct WhitenedQuery {
     samples: Vec<f32>,
-    /// Power per bin of a [`SPECTRUM_FRAME`]-sample frame, floored.
-    power: Vec<f32>,
-    /// The last size of transforms used (a query's regions are mostly one size).
-    transforms: RefCell<Option<Transforms>>,
+    /// The whitening weight per bin of a [`SPECTRUM_FRAME`]-sample frame: the floored power
+    /// there to the power of minus half [`WHITENING`].
+    frame_weights: Vec<f32>,
+    /// Transforms of each size used so far (a query's regions come in a size or two).
+    transforms: RefCell<Vec<Transforms>>,
+}
+
+thread_local! {
+    /// Plans are kept by the planner: a search thread plans each size once, not once a query.
+    static PLANNER: RefCell<RealFftPlanner<f32>> = RefCell::new(RealFftPlanner::new());
 }
 
 /// Transforms of one size, and the query's whitened spectrum at that size.
@@ -113,10 +119,11 @@ pub(super) struct Peak {
 
 impl WhitenedQuery {
     pub fn new(samples: &[f32]) -> Self {
+        let power = floored(welch_power(samples));
         Self {
             samples: samples.to_vec(),
-            power: floored(welch_power(samples)),
-            transforms: RefCell::new(None),
+            frame_weights: power.iter().map(|p| p.powf(-WHITENING / 2.0)).collect(),
+            transforms: RefCell::new(Vec::new()),
         }
     }
 
@@ -135,10 +142,14 @@ impl WhitenedQuery {
         // Lags up to region.len() - m never wrap around: l + i < region.len() <= n.
         let n = region.len().next_power_of_two().max(2);
         let mut cached = self.transforms.borrow_mut();
-        if cached.as_ref().is_none_or(|t| t.n != n) {
-            *cached = Some(self.transforms(n));
-        }
-        let t = cached.as_ref()?;
+        let at = match cached.iter().position(|t| t.n == n) {
+            Some(at) => at,
+            None => {
+                cached.push(self.transforms(n));
+                cached.len() - 1
+            }
+        };
+        let t = &cached[at];
         let r = t.whitened_spectrum(region);
         let cross = t.to_time(r.iter().zip(&t.query).map(|(a, b)| a * b.conj()).collect());
         let region_energy = window_energies(&t.to_time(r)[..region.len()], m);
@@ -175,11 +186,12 @@ impl WhitenedQuery {
     /// What every region of `n`-point transforms shares: the plans, the whitening and the
     /// query's side.
     fn transforms(&self, n: usize) -> Transforms {
-        let mut planner = RealFftPlanner::<f32>::new();
+        let (forward, inverse) =
+            PLANNER.with_borrow_mut(|p| (p.plan_fft_forward(n), p.plan_fft_inverse(n)));
         let mut t = Transforms {
             n,
-            forward: planner.plan_fft_forward(n),
-            inverse: planner.plan_fft_inverse(n),
+            forward,
+            inverse,
             weights: (0..=n / 2).map(|k| self.weight(k, n)).collect(),
             query: Vec::new(),
             query_energy: 0.0,
@@ -197,15 +209,13 @@ impl WhitenedQuery {
     /// the cross-spectrum is divided by the query's power to the [`WHITENING`] exponent).
     fn weight(&self, k: usize, n: usize) -> f32 {
         let bin = (k * SPECTRUM_FRAME + n / 2) / n;
-        let power = self.power[bin.min(self.power.len() - 1)];
-        power.powf(-WHITENING / 2.0)
+        self.frame_weights[bin.min(self.frame_weights.len() - 1)]
     }
 }
 
 /// Mean power per bin over half-overlapping Hann frames (one zero-padded frame for a short signal).
 fn welch_power(samples: &[f32]) -> Vec<f32> {
-    let mut planner = RealFftPlanner::<f32>::new();
-    let fft = planner.plan_fft_forward(SPECTRUM_FRAME);
+    let fft = PLANNER.with_borrow_mut(|p| p.plan_fft_forward(SPECTRUM_FRAME));
     let hann: Vec<f32> = (0..SPECTRUM_FRAME)
         .map(|i| {
             let phase = std::f32::consts::TAU * i as f32 / SPECTRUM_FRAME as f32;

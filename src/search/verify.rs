@@ -12,6 +12,7 @@
 
 use std::ops::RangeInclusive;
 
+use crate::audio::Stretch;
 use crate::features::segment::{Segment, segments_of};
 use crate::library::FileRecord;
 use crate::model::{Encoded, Encoder, EncoderInput};
@@ -34,34 +35,32 @@ fn room_delay_frames(frame_s: f64) -> i64 {
 
 /// Reads the audio of indexed files again, for verification.
 pub trait LibraryAudio: Sync {
-    /// Mono samples at `rate` of `file` from `start_s`, about `duration_s` of them; `None` if
-    /// the file cannot be read or has changed since it was indexed (the match then keeps the
-    /// offset its codes gave).
-    fn excerpt(
+    /// Mono samples at `rate` of each of `stretches` of `file` (each about as long as asked,
+    /// shorter near the file's end), in their order; `None` if the file cannot be read or has
+    /// changed since it was indexed (its matches then keep the offsets their codes gave).
+    fn excerpts(
         &self,
         file: &FileRecord,
-        start_s: f64,
-        duration_s: f64,
+        stretches: &[Stretch],
         rate: u32,
-    ) -> Option<Vec<f32>>;
+    ) -> Option<Vec<Vec<f32>>>;
 }
 
 /// The indexed files where they are on disk, if unchanged since indexing.
 pub struct FilesOnDisk;
 
 impl LibraryAudio for FilesOnDisk {
-    fn excerpt(
+    fn excerpts(
         &self,
         file: &FileRecord,
-        start_s: f64,
-        duration_s: f64,
+        stretches: &[Stretch],
         rate: u32,
-    ) -> Option<Vec<f32>> {
+    ) -> Option<Vec<Vec<f32>>> {
         let now = std::fs::metadata(&file.path).ok()?;
         if now.len() != file.size || now.modified().ok() != file.modified {
             return None;
         }
-        crate::audio::decode_excerpt(&file.path, start_s, duration_s, rate).ok()
+        crate::audio::decode_excerpts(&file.path, stretches, rate).ok()
     }
 }
 
@@ -107,15 +106,34 @@ pub(super) struct Excerpt {
 }
 
 impl Verifier<'_> {
-    /// Decodes what checking the frame offsets `offsets` needs of `file`: every frame a query
-    /// segment can land on, and every sample the query can cover; `None` if its audio cannot
-    /// be read.
-    pub fn excerpt(
+    /// Decodes what checking each range of frame offsets in `groups` needs of `file`: every
+    /// frame a query segment can land on, and every sample the query can cover; one excerpt per
+    /// range, in order. `None` if its audio cannot be read.
+    pub fn excerpts(
         &self,
         q: &QueryProjections,
         file: &FileRecord,
+        groups: &[&RangeInclusive<i64>],
+    ) -> Option<Vec<Excerpt>> {
+        let planned: Vec<(i64, Stretch)> = (groups.iter())
+            .map(|g| self.stretch(q, g))
+            .collect::<Option<_>>()?;
+        let stretches: Vec<Stretch> = planned.iter().map(|&(_, s)| s).collect();
+        let decoded = (self.audio).excerpts(file, &stretches, self.input.sample_rate())?;
+        let excerpts = planned
+            .into_iter()
+            .zip(decoded)
+            .map(|((from, _), samples)| Excerpt { from, samples });
+        Some(excerpts.collect())
+    }
+
+    /// The stretch of a file that checking the frame offsets `offsets` needs (see
+    /// [`Self::excerpts`]), and its first frame.
+    fn stretch(
+        &self,
+        q: &QueryProjections,
         offsets: &RangeInclusive<i64>,
-    ) -> Option<Excerpt> {
+    ) -> Option<(i64, Stretch)> {
         let window = self.input.segmentation.window as i64;
         let (first, last) = (*q.starts.first()? as i64, *q.starts.last()? as i64);
         let query_frames = (q.samples as f64 / self.samples_per_frame()).ceil() as i64;
@@ -124,13 +142,11 @@ impl Verifier<'_> {
         let from = (earliest + first - LEAD_FRAMES).min(earliest).max(0);
         let frame_s = self.input.frame_s();
         let to = offsets.end() + (last + window).max(query_frames + room_delay_frames(frame_s));
-        let samples = self.audio.excerpt(
-            file,
-            from as f64 * frame_s,
-            (to - from) as f64 * frame_s,
-            self.input.sample_rate(),
-        )?;
-        Some(Excerpt { from, samples })
+        let stretch = Stretch {
+            start_s: from as f64 * frame_s,
+            duration_s: (to - from) as f64 * frame_s,
+        };
+        Some((from, stretch))
     }
 
     /// Where from the frame offsets `offsets` on, to the sample, the query's samples agree
@@ -232,16 +248,10 @@ mod tests {
     struct Memory(Vec<f32>);
 
     impl LibraryAudio for Memory {
-        fn excerpt(
-            &self,
-            _: &FileRecord,
-            start_s: f64,
-            duration_s: f64,
-            _: u32,
-        ) -> Option<Vec<f32>> {
-            let from = ((start_s * RATE).round() as usize).min(self.0.len());
-            let to = (((start_s + duration_s) * RATE).round() as usize).min(self.0.len());
-            Some(self.0[from..to].to_vec())
+        fn excerpts(&self, _: &FileRecord, stretches: &[Stretch], _: u32) -> Option<Vec<Vec<f32>>> {
+            let at = |s: f64| ((s * RATE).round() as usize).min(self.0.len());
+            let cut = |s: &Stretch| self.0[at(s.start_s)..at(s.start_s + s.duration_s)].to_vec();
+            Some(stretches.iter().map(cut).collect())
         }
     }
 
@@ -312,7 +322,9 @@ mod tests {
             input: &input,
         };
         let offsets = candidate - 7..=candidate + 7;
-        let Some(excerpt) = verifier.excerpt(&q, &record(), &offsets) else {
+        let Some(excerpt) =
+            (verifier.excerpts(&q, &record(), &[&offsets])).and_then(|mut e| e.pop())
+        else {
             return (None, None);
         };
         let whitened = WhitenedQuery::new(query);

@@ -3,7 +3,10 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use earshot::audio::{AudioError, AudioSource, TARGET_SAMPLE_RATE, decode_excerpt, decode_file};
+use earshot::audio::{
+    AudioError, AudioSource, Stretch, TARGET_SAMPLE_RATE, decode_excerpt, decode_excerpts,
+    decode_file,
+};
 use earshot::features::{FrameFeature, LogMel, LogMelConfig};
 use tempfile::TempDir;
 
@@ -117,8 +120,22 @@ fn an_excerpt_is_the_same_stretch_of_the_whole_file_in_every_format() {
     // At Earshot's own rate, and at the rate a 48 kHz encoder (BirdNET) asks for.
     for (file, rate) in files.iter().flat_map(|f| [(f, RATE), (f, 48_000)]) {
         let whole = decode_file(file, rate).unwrap().samples;
-        for (start_s, duration_s) in [(0.0, 1.0), (7.31, 2.0), (15.5, 10.0)] {
-            let excerpt = decode_excerpt(file, start_s, duration_s, rate).unwrap();
+        // Out of order through one opening of the file: back to its start after a later
+        // stretch, and back from its end.
+        let stretches = [(7.31, 2.0), (0.0, 1.0), (15.5, 10.0), (3.2, 1.5)];
+        let together = decode_excerpts(
+            file,
+            &stretches.map(|(start_s, duration_s)| Stretch {
+                start_s,
+                duration_s,
+            }),
+            rate,
+        )
+        .unwrap();
+        let alone = stretches
+            .map(|(start_s, duration_s)| decode_excerpt(file, start_s, duration_s, rate).unwrap());
+        let decoded = (stretches.iter().zip(alone)).chain(stretches.iter().zip(together));
+        for (&(start_s, duration_s), excerpt) in decoded {
             let from = (start_s * f64::from(rate)).round() as usize;
             let to = (from + (duration_s * f64::from(rate)) as usize).min(whole.len());
             // At the file's end, resampling from a seek may round to one sample more.
