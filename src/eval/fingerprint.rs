@@ -288,7 +288,7 @@ pub struct QueryRecord {
     /// The first hit's score and correlation (none for a query without hits).
     pub score: Option<f32>,
     /// The score as the found decision weighs it: times the share of the query within the
-    /// file ([`crate::search::fingerprint::coverage`]).
+    /// file).
     pub evidence: Option<f32>,
     pub correlation: Option<f32>,
     /// What checking the first hit's audio showed, confirmed or not.
@@ -430,7 +430,7 @@ pub fn evaluate(
             });
         }
     }
-    let mut run = Run::over(&searcher, &index, rate, data.segments.len());
+    let mut run = Run::over(&searcher, rate, data.segments.len());
     let mut cells: BTreeMap<(usize, usize), Cell> = BTreeMap::new();
     for (c, condition) in Distortion::EVALUATION.iter().enumerate() {
         on_progress(&format!("queries: {}", condition.name()));
@@ -475,11 +475,7 @@ pub fn evaluate(
         let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets)?;
         let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables)
             .with_audio(options.verify_audio.then_some(&files as _));
-        Run::over(&searcher, &index, rate, data.segments.len()).negatives(
-            &negatives,
-            bank,
-            options.seed,
-        )
+        Run::over(&searcher, rate, data.segments.len()).negatives(&negatives, bank, options.seed)
     } else {
         run.negatives(&negatives, bank, options.seed)
     };
@@ -633,8 +629,6 @@ const POSITIVE: &str = "positive";
 /// Queries searched one by one, with what each found and how long it took.
 struct Run<'s, 'a> {
     searcher: &'s Searcher<'a>,
-    /// Each indexed file's duration (seconds), by canonical path.
-    durations: std::collections::HashMap<PathBuf, f64>,
     /// The queries' sample rate.
     rate: u32,
     /// Segments in the index (for the share of it each query compared).
@@ -654,17 +648,9 @@ struct Asked<'q> {
 }
 
 impl<'s, 'a> Run<'s, 'a> {
-    fn over(
-        searcher: &'s Searcher<'a>,
-        index: &crate::index::Index,
-        rate: u32,
-        segments: usize,
-    ) -> Self {
+    fn over(searcher: &'s Searcher<'a>, rate: u32, segments: usize) -> Self {
         Self {
             searcher,
-            durations: (index.files.iter())
-                .map(|f| (canonical(&f.path), f.duration_s))
-                .collect(),
             rate,
             n_segments: segments.max(1) as f64,
             records: Vec::new(),
@@ -702,12 +688,8 @@ impl<'s, 'a> Run<'s, 'a> {
             if let Some(hit) = hits.first() {
                 record.score = Some(hit.score);
                 let query_s = query.len() as f64 / f64::from(self.rate);
-                let duration_s = self.durations.get(&canonical(&hit.path)).copied();
-                let coverage = crate::search::fingerprint::coverage(
-                    hit.end_s - query_s,
-                    query_s,
-                    duration_s.unwrap_or(0.0),
-                );
+                // A hit spans the part of the query that lies within the file.
+                let coverage = ((hit.end_s - hit.start_s) / query_s).clamp(0.0, 1.0) as f32;
                 record.evidence = Some(hit.score * coverage);
                 record.correlation = hit.correlation;
                 record.audio_check = hit.audio_check;

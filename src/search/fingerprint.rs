@@ -238,8 +238,13 @@ impl Searcher<'_> {
             .get(file as usize)
             .map_or(0.0, |f| f.duration_s);
         let coverage = coverage(start_s, query.seconds, duration_s);
-        // A query aligned to begin before the file matches from the file's start.
-        let (start_s, end_s) = (start_s.max(0.0), start_s + query.seconds);
+        // A query aligned to begin before the file matches from the file's start, and one
+        // that runs past its end, to its end.
+        let end_s = match duration_s > 0.0 {
+            true => (start_s + query.seconds).min(duration_s),
+            false => start_s + query.seconds,
+        };
+        let start_s = start_s.max(0.0);
         let mut hit = self.hit(file, start_s, end_s, a.closest.distance, a.score);
         hit.correlation = confirmed.map(|c| c.correlation);
         hit.audio_check = by_samples.map(|m| AudioCheck {

@@ -53,7 +53,8 @@ pub struct Hit {
     pub path: PathBuf,
     pub label: String,
     /// `events`: the matched segment. `fingerprint`: where the query's first sample falls in the
-    /// file (or the file's start, for a query aligned to begin before it) to where its last does.
+    /// file (or the file's start, for a query aligned to begin before it) to where its last does
+    /// (or the file's end).
     pub start_s: f64,
     pub end_s: f64,
     pub hamming: u32,

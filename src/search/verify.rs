@@ -154,7 +154,8 @@ impl Verifier<'_> {
 
     /// Where from the frame offsets `offsets` on, to the sample, the query's samples agree
     /// best with the excerpt's (see [`correlate`](super::correlate)): the query's first sample
-    /// in the file, and the correlation there. `None` if the file ends too soon after them.
+    /// in the file, and the correlation there. `None` if less than half the query's length of
+    /// the file is left after them.
     pub fn correlate(
         &self,
         query: &WhitenedQuery,
@@ -167,10 +168,16 @@ impl Verifier<'_> {
         let last = (offsets.end() - excerpt.from) as f64 * per_frame
             + ROOM_DELAY_S * f64::from(self.input.sample_rate());
         let (first, last) = (first.round() as usize, last.round() as usize);
-        let region = excerpt
-            .samples
-            .get(first..(last + q.samples).min(excerpt.samples.len()))?;
-        let peak = query.best_lag(region)?;
+        let file_samples = excerpt.samples.len().checked_sub(first)?;
+        if file_samples < q.samples / 2 {
+            return None;
+        }
+        // A query can run past the file's end (a recording that goes on after the track ends):
+        // the file is followed by silence, so that such lags are compared on the part that
+        // overlaps, and correlate at most the root of that share.
+        let mut region = excerpt.samples[first..].to_vec();
+        region.resize(last + q.samples - first, 0.0);
+        let peak = query.best_lag(&region)?;
         let sample = excerpt.from as f64 * per_frame + (first + peak.lag) as f64;
         Some(SampleMatch {
             start_s: sample / f64::from(self.input.sample_rate()),
@@ -402,8 +409,20 @@ mod tests {
     fn a_candidate_whose_audio_ends_too_soon_is_not_verified() {
         let library = music(3.0, 4);
         let query = library[16_000..48_000].to_vec();
-        // The query would run 1 s past the file's end at this offset and every one near it.
-        let (by_projections, by_samples) = check(library, &query, 200);
+        // The query would run 1.5 s past the file's end at this offset and every one near it.
+        let (by_projections, by_samples) = check(library, &query, 250);
         assert!(by_projections.is_none() && by_samples.is_none());
+    }
+
+    #[test]
+    fn a_query_that_runs_past_the_file_s_end_is_placed_by_the_part_that_overlaps() {
+        // The file's last 1.5 s, then half a second of other audio.
+        let library = music(6.0, 6);
+        let mut query = library[72_000..].to_vec();
+        query.extend(music(0.5, 7));
+        let (_, by_samples) = check(library, &query, 450);
+        let found = by_samples.unwrap();
+        assert!((found.start_s - 4.5).abs() < 1e-3, "{found:?}");
+        assert!(found.correlation > 0.5, "{found:?}");
     }
 }

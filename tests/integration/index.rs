@@ -226,6 +226,49 @@ fn a_clip_from_the_library_is_found_and_a_clip_from_elsewhere_is_not() {
     }
 }
 
+/// Indexes `lib` into `db` for exact match with the shipped model, and hands `search` a searcher
+/// that checks the files' audio.
+fn with_fingerprint_searcher<T>(lib: &Path, db: &Path, search: impl FnOnce(Searcher) -> T) -> T {
+    let shipped = || earshot::model::encoder_for(Mode::Fingerprint, None).unwrap();
+    let encoders: Encoders = [(Mode::Fingerprint, shipped())].into_iter().collect();
+    build::build(db, &[lib.to_owned()], &encoders, &options(), &|_| {}).unwrap();
+    let index = format::load(db).unwrap();
+    let encoder = shipped();
+    let data = index.modes.get(&Mode::Fingerprint).unwrap();
+    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
+    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables);
+    search(searcher.with_audio(Some(&FilesOnDisk)))
+}
+
+/// A query that runs past the end of the file it comes from (the file's last 3.5 s, then a
+/// second and a half of silence, as a recording that goes on after a track) is found where it
+/// starts, and reported to the file's end, not beyond it.
+#[test]
+fn a_query_that_runs_past_the_file_s_end_is_found_and_ends_there() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let file = melody(70, 8.0);
+    write_wav(&lib.join("short.wav"), RATE, 1, Sample::Int(16), &file);
+    write_wav(
+        &lib.join("other.wav"),
+        RATE,
+        1,
+        Sample::Int(16),
+        &melody(71, 20.0),
+    );
+    let mut query = file[RATE as usize * 9 / 2..].to_vec();
+    query.extend(vec![0.0; RATE as usize * 3 / 2]);
+    let hits = with_fingerprint_searcher(&lib, &dir.path().join("db"), |searcher| {
+        searcher.search(&query, 1).unwrap()
+    });
+    let hit = &hits[0];
+    assert!(hit.path.ends_with("short.wav"), "{hits:?}");
+    assert_eq!(hit.found, Some(true), "{hit:?}");
+    assert!((hit.start_s - 4.5).abs() <= 0.05, "{hit:?}");
+    assert!((hit.end_s - 8.0).abs() <= 1e-3, "{hit:?}");
+}
+
 /// A clip planted twice in one file and once in another: asked for every occurrence, the
 /// search finds the three places within 50 ms, and no other.
 #[test]
@@ -255,20 +298,18 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
             &melody(i, 20.0),
         );
     }
-    let db = dir.path().join("db");
-    let shipped = || earshot::model::encoder_for(Mode::Fingerprint, None).unwrap();
-    let encoders: Encoders = [(Mode::Fingerprint, shipped())].into_iter().collect();
-    build::build(&db, &[lib], &encoders, &options(), &|_| {}).unwrap();
-    let index = format::load(&db).unwrap();
-    let encoder = shipped();
-    let data = index.modes.get(&Mode::Fingerprint).unwrap();
-    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
-    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables)
-        .with_audio(Some(&FilesOnDisk))
-        .with_every_occurrence(true);
     let mut query = clip.clone();
     add_white_noise(&mut query, 10.0, &mut SeededRng::new(7));
-    let hits = searcher.search(&query, 1).unwrap();
+    let (hits, firsts) = with_fingerprint_searcher(&lib, &dir.path().join("db"), |searcher| {
+        let every = searcher.with_every_occurrence(true);
+        let hits = every.search(&query, 1).unwrap();
+        // Each file's best alone, as without asking for every occurrence.
+        let firsts = every
+            .with_every_occurrence(false)
+            .search(&query, 10)
+            .unwrap();
+        (hits, firsts)
+    });
     let mut found: Vec<(String, f64)> = hits
         .iter()
         .filter(|h| h.found == Some(true))
@@ -289,9 +330,6 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
             "{name} at {start_s}, planted at {want_s}"
         );
     }
-    // Each file's best alone, as without asking for every occurrence.
-    let searcher = searcher.with_every_occurrence(false);
-    let firsts = searcher.search(&query, 10).unwrap();
     assert_eq!(
         firsts
             .iter()
