@@ -161,20 +161,26 @@ impl Searcher<'_> {
             whitened: self.audio.map(|_| WhitenedQuery::new(samples)),
             seconds: samples.len() as f64 / f64::from(self.data.input.sample_rate()),
         };
+        // With every occurrence asked for and none found, the occurrences checked already
+        // stand for their files among the closest candidates: each file's first is its best.
+        let mut checked_already = Vec::new();
         if self.every_occurrence {
-            let found: Vec<Hit> = (self
-                .every_occurrence_hits(q, &query, ranked.clone())
-                .into_iter())
-            .filter(|h| h.found == Some(true))
-            .collect();
-            if !found.is_empty() {
-                return (confirmed_first(found), compared);
+            let occurrences = self.every_occurrence_hits(q, &query, ranked.clone());
+            if occurrences.iter().any(|h| h.found == Some(true)) {
+                let found = occurrences.into_iter().filter(|h| h.found == Some(true));
+                return (confirmed_first(found.collect()), compared);
             }
+            checked_already = occurrences;
         }
         // The files verified do not depend on how many hits are wanted: nor does the first.
         ranked.truncate(top.max(VERIFIED_FILES));
         let mut hits: Vec<Hit> = Vec::with_capacity(ranked.len());
         for (rank, (file, alignments)) in ranked.into_iter().enumerate() {
+            let path = self.index.files.get(file as usize).map(|f| &f.path);
+            if let Some(at) = checked_already.iter().position(|h| Some(&h.path) == path) {
+                hits.push(checked_already.swap_remove(at));
+                continue;
+            }
             // Checking the next files would cost a decode each (see [`ANSWER_CORRELATION`]).
             let answered = (hits.iter())
                 .any(|h| h.found == Some(true) && h.correlation >= Some(ANSWER_CORRELATION));
