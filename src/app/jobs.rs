@@ -109,6 +109,8 @@ pub struct IndexProgress {
     pub done_audio_s: f64,
     pub elapsed: Duration,
     pub failed: Vec<(PathBuf, String)>,
+    /// Files indexed with problems, and which.
+    pub damaged: Vec<(PathBuf, String)>,
 }
 
 impl IndexProgress {
@@ -144,11 +146,14 @@ pub fn index_library(
                 path,
                 audio_s,
                 error,
+                damage,
             } => {
                 p.done_files += 1;
                 p.done_audio_s += audio_s;
                 if let Some(reason) = error {
                     p.failed.push((path, reason));
+                } else if let Some(reason) = damage {
+                    p.damaged.push((path, reason));
                 }
             }
             BuildEvent::Checkpoint => return,

@@ -135,7 +135,7 @@ fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path
             {
                 app.push(Command::CancelIndexing);
             }
-            failures(ui, &p.failed);
+            file_problems(ui, &p.failed, &p.damaged);
             return;
         }
     }
@@ -160,15 +160,25 @@ fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path
     if let Some(error) = &state.error {
         ui.colored_label(ui.visuals().error_fg_color, drawable(error));
     }
-    failures(ui, &state.failed);
+    file_problems(ui, &state.failed, &state.damaged);
 }
 
-fn failures(ui: &mut egui::Ui, failed: &[(std::path::PathBuf, String)]) {
+/// The files that could not be read, and those indexed with problems, each with why.
+fn file_problems(
+    ui: &mut egui::Ui,
+    failed: &[(std::path::PathBuf, String)],
+    damaged: &[(std::path::PathBuf, String)],
+) {
+    problem_list(ui, "cannot be read", failed);
+    problem_list(ui, "indexed with problems", damaged);
+}
+
+fn problem_list(ui: &mut egui::Ui, what: &str, failed: &[(std::path::PathBuf, String)]) {
     if failed.is_empty() {
         return;
     }
-    egui::CollapsingHeader::new(format!("{} files cannot be read", failed.len()))
-        .id_salt("failures")
+    egui::CollapsingHeader::new(format!("{} files {what}", failed.len()))
+        .id_salt(what)
         .show(ui, |ui| {
             egui::ScrollArea::vertical()
                 .max_height(160.0)

@@ -124,6 +124,8 @@ pub struct LibraryState {
     pub searchable: Option<Arc<OpenLibrary>>,
     pub error: Option<String>,
     pub failed: Vec<(PathBuf, String)>,
+    /// Files indexed with problems (damaged but readable), and which.
+    pub damaged: Vec<(PathBuf, String)>,
     pub summary: Option<String>,
     pub loading: Option<Task<(), Result<Option<Arc<Index>>, String>>>,
     /// The relevant / not-relevant marks set on this library's results (saved in its folder).
@@ -393,11 +395,13 @@ impl EarshotApp {
         };
         match outcome.result {
             Ok(report) => {
-                state.failed = report
-                    .failed
-                    .iter()
-                    .map(|p| (p.path.clone(), p.reason.clone()))
-                    .collect();
+                let listed = |problems: &[crate::library::ScanProblem]| {
+                    (problems.iter())
+                        .map(|p| (p.path.clone(), p.reason.clone()))
+                        .collect()
+                };
+                state.failed = listed(&report.failed);
+                state.damaged = listed(&report.damaged);
                 state.summary = Some(library_panel::summary(&report));
                 state.error = None;
             }

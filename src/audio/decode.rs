@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::text::clock;
+
 use serde::Serialize;
 use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
@@ -145,11 +147,49 @@ pub struct DecodeStats {
     pub truncated: bool,
     /// The callback asked to stop before the end.
     pub stopped_early: bool,
+    /// Where the first hole or sample that was not a number lay (seconds into the audio decoded).
+    pub first_damage_s: Option<f64>,
 }
 
 impl DecodeStats {
     pub fn duration_s(&self) -> f64 {
         self.output_samples as f64 / f64::from(self.output_rate.max(1))
+    }
+
+    /// What was wrong with a stream that could still be decoded, in words, with where; `None`
+    /// for a sound one.
+    pub fn damage(&self) -> Option<String> {
+        let mut found = Vec::new();
+        if self.truncated || self.missing_s > 0.0 {
+            let promised = match self.missing_s > 0.0 {
+                true => format!(
+                    " ({} of audio the header promised are missing)",
+                    clock(self.missing_s)
+                ),
+                false => String::new(),
+            };
+            found.push(format!("cut off at {}{promised}", clock(self.duration_s())));
+        }
+        if self.gaps > 0 {
+            found.push(format!(
+                "{} holes of damaged data ({} in all) filled with silence",
+                self.gaps,
+                clock(self.gap_s)
+            ));
+        }
+        if self.skipped_packets > 0 {
+            found.push(format!("{} damaged packets skipped", self.skipped_packets));
+        }
+        if self.non_finite_samples > 0 {
+            found.push(format!(
+                "{} samples that are not numbers (NaN or infinite) silenced",
+                self.non_finite_samples
+            ));
+        }
+        if let (Some(at_s), false) = (self.first_damage_s, found.is_empty()) {
+            found.push(format!("the first damage near {}", clock(at_s)));
+        }
+        (!found.is_empty()).then(|| found.join("; "))
     }
 }
 
@@ -617,6 +657,10 @@ impl AudioSource {
                 off_grid -= dropped;
             }
             stats.non_finite_samples += non_finite;
+            if non_finite > 0 || gap_s > 0.0 {
+                let at_s = stats.source_frames as f64 / f64::from(rate.max(1));
+                stats.first_damage_s.get_or_insert(at_s);
+            }
             stats.source_frames += mono.len() as u64;
             stats.source_channels = planes.len();
             stats.source_rate = rate;

@@ -153,9 +153,15 @@ pub fn index(
             eprintln!("  {}: {}", p.path.display(), p.reason);
         }
     }
+    if !report.damaged.is_empty() {
+        eprintln!("indexed with problems ({}):", report.damaged.len());
+        for p in &report.damaged {
+            eprintln!("  {}: {}", p.path.display(), p.reason);
+        }
+    }
     let seconds = report.elapsed.as_secs_f64();
     println!(
-        "{} added, {} updated, {} removed, {} relabelled, {} unchanged; {} of audio encoded in {seconds:.1} s ({:.0}x real time); {} cannot be read",
+        "{} added, {} updated, {} removed, {} relabelled, {} unchanged; {} of audio encoded in {seconds:.1} s ({:.0}x real time); {} cannot be read; {} indexed with problems",
         report.added,
         report.updated,
         report.removed,
@@ -163,7 +169,8 @@ pub fn index(
         report.unchanged,
         clock(report.encoded_audio_s),
         report.encoded_audio_s / seconds.max(1e-9),
-        report.failed.len()
+        report.failed.len(),
+        report.damaged.len()
     );
     for learned in &report.codes_learned {
         println!(

@@ -313,9 +313,15 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
         let bits = mm.library_code.as_ref().map_or(mm.encoder.bits, |c| c.bits);
         let words = bits.div_ceil(64);
         let codes = if version > FORMAT_4 {
-            let packed_len = usize::try_from(r.u64()?).ok()?;
-            let packed = r.array(packed_len, |b: [u8; 1]| b[0])?;
-            unpack_codes(&packed, n.checked_mul(words)?, words)?
+            let packed_len = r.u64()?;
+            if packed_len > r.remaining {
+                return None;
+            }
+            let packed = Packed {
+                reader: &mut *r,
+                left: packed_len,
+            };
+            unpack_codes(packed, n.checked_mul(words)?, words)?
         } else {
             if (n as u64).checked_mul(8 * words as u64)? > r.remaining {
                 return None;
@@ -469,25 +475,70 @@ fn pack_codes(codes: &[u64], words: usize) -> io::Result<Vec<u8>> {
     deflate.finish()
 }
 
-/// The `n_words` code words [`pack_codes`] packed into `packed`; `None` unless it inflates to
-/// exactly that many (a damaged stream cannot make it allocate more).
-fn unpack_codes(packed: &[u8], n_words: usize, words: usize) -> Option<Vec<u64>> {
-    let expected = n_words.checked_mul(8)?;
-    let mut bytes = Vec::with_capacity(expected);
-    flate2::read::DeflateDecoder::new(packed)
-        .take(expected as u64 + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    if bytes.len() != expected {
+/// Deflate packs at most this many bytes into one: a count read from the file that would
+/// inflate further is damage, and nothing is allocated for it.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// The `n_words` code words [`pack_codes`] packed into `packed`, inflated as they are read (the
+/// packed bytes are never all in memory); `None` unless they are exactly that many and every
+/// packed byte is used.
+fn unpack_codes(packed: impl Read + PackedLeft, n_words: usize, words: usize) -> Option<Vec<u64>> {
+    let bytes = (n_words as u64).checked_mul(8)?;
+    if bytes > packed.left().saturating_mul(MAX_DEFLATE_RATIO) {
         return None;
     }
-    let mut codes: Vec<u64> = (bytes.chunks_exact(8))
-        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-        .collect();
-    for i in words..codes.len() {
-        codes[i] ^= codes[i - words];
+    let mut inflate = flate2::read::DeflateDecoder::new(packed);
+    let mut codes: Vec<u64> = Vec::with_capacity(n_words);
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    while codes.len() < n_words {
+        let take = (n_words - codes.len()).min(CHUNK_BYTES / 8) * 8;
+        inflate.read_exact(&mut chunk[..take]).ok()?;
+        for b in chunk[..take].chunks_exact(8) {
+            let xored = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            let before = codes.len().checked_sub(words).map_or(0, |i| codes[i]);
+            codes.push(xored ^ before);
+        }
     }
-    Some(codes)
+    let ended = matches!(inflate.read(&mut chunk[..1]), Ok(0));
+    (ended && inflate.into_inner().left() == 0).then_some(codes)
+}
+
+/// How many packed bytes a reader has not yet given.
+trait PackedLeft {
+    fn left(&self) -> u64;
+}
+
+/// The packed codes' bytes of a [`Reader`], `left` of them, read through (and checksummed) as a
+/// stream.
+struct Packed<'r, R: Read> {
+    reader: &'r mut Reader<R>,
+    left: u64,
+}
+
+impl<R: Read> PackedLeft for Packed<'_, R> {
+    fn left(&self) -> u64 {
+        self.left
+    }
+}
+
+impl<R: Read> Read for Packed<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = usize::try_from(self.left).map_or(buf.len(), |left| left.min(buf.len()));
+        if n == 0 {
+            return Ok(0);
+        }
+        self.reader
+            .fill(&mut buf[..n])
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl PackedLeft for &[u8] {
+    fn left(&self) -> u64 {
+        self.len() as u64
+    }
 }
 
 /// Little-endian writing that keeps the running checksum.
@@ -660,6 +711,7 @@ mod tests {
                     segments: vec![(0, 100), (50, 100)],
                     encoded,
                 }],
+                damage: None,
             });
         }
         index.roots = vec!["/a".into()];
@@ -682,9 +734,12 @@ mod tests {
             "{} bytes",
             packed.len()
         );
-        assert_eq!(unpack_codes(&packed, codes.len(), 2), Some(codes.clone()));
-        assert_eq!(unpack_codes(&packed, codes.len() + 2, 2), None);
-        assert_eq!(unpack_codes(&packed, codes.len() - 2, 2), None);
+        assert_eq!(
+            unpack_codes(&packed[..], codes.len(), 2),
+            Some(codes.clone())
+        );
+        assert_eq!(unpack_codes(&packed[..], codes.len() + 2, 2), None);
+        assert_eq!(unpack_codes(&packed[..], codes.len() - 2, 2), None);
         assert_eq!(
             unpack_codes(&packed[..packed.len() / 2], codes.len(), 2),
             None
@@ -774,6 +829,7 @@ mod tests {
                     ..Encoded::default()
                 },
             }],
+            damage: None,
         });
         let events = &back.modes[&Mode::Events];
         assert_eq!(events.codes[n..], b.codes[..2], "added segments are coded");

@@ -287,6 +287,9 @@ pub struct Index {
 pub struct EncodedFile {
     pub record: FileRecord,
     pub modes: Vec<SegmentEncodings>,
+    /// What was wrong with the file, though it could be read (see
+    /// [`DecodeStats::damage`](crate::audio::DecodeStats::damage)); not kept in the index.
+    pub damage: Option<String>,
 }
 
 /// One file's segments for one mode: `(start frame, frame count)` each, and their encodings.

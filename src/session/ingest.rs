@@ -41,11 +41,13 @@ pub enum BuildEvent {
         files: usize,
         audio_s: f64,
     },
-    /// A file was encoded (or failed: `error` says why).
+    /// A file was encoded (or failed: `error` says why; or was indexed with problems:
+    /// `damage` says which).
     FileDone {
         path: PathBuf,
         audio_s: f64,
         error: Option<String>,
+        damage: Option<String>,
     },
     Checkpoint,
 }
@@ -59,6 +61,9 @@ pub struct BuildReport {
     pub unchanged: usize,
     /// Files and folders that could not be read, with the reason.
     pub failed: Vec<ScanProblem>,
+    /// Files indexed with problems: damaged, but readable up to or around the damage (cut off,
+    /// holes, samples that were not numbers), with what and where.
+    pub damaged: Vec<ScanProblem>,
     pub encoded_audio_s: f64,
     pub checkpoints: usize,
     /// Sections that learned a code on the library's own embeddings in this run (see
@@ -237,11 +242,19 @@ fn encode_all(
                     } else {
                         &mut report.added
                     }) += 1;
+                    let damage = file.damage.clone();
+                    if let Some(reason) = &damage {
+                        report.damaged.push(ScanProblem {
+                            path: path.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
                     index.add(file);
                     on_event(BuildEvent::FileDone {
                         path,
                         audio_s,
                         error: None,
+                        damage,
                     });
                 }
                 Err(problem) => {
@@ -249,6 +262,7 @@ fn encode_all(
                         path: problem.path.clone(),
                         audio_s: 0.0,
                         error: Some(problem.reason.clone()),
+                        damage: None,
                     });
                     report.failed.push(problem);
                 }
@@ -281,6 +295,7 @@ pub fn encode_file(
     };
     let mut modes = Vec::new();
     let mut duration_s = None;
+    let mut damage = None;
     for group in by_rate(encoders) {
         let source = AudioSource::open(&record.path)
             .and_then(|s| s.resampled_to(group.rate))
@@ -302,6 +317,7 @@ pub fn encode_file(
             return Err(problem(reason));
         }
         duration_s.get_or_insert(stats.duration_s());
+        damage = damage.or(stats.damage());
         for f in front_ends {
             for m in f.modes {
                 modes.push(m.finish().map_err(problem)?);
@@ -309,7 +325,11 @@ pub fn encode_file(
         }
     }
     record.duration_s = duration_s.unwrap_or(0.0);
-    Ok(EncodedFile { record, modes })
+    Ok(EncodedFile {
+        record,
+        modes,
+        damage,
+    })
 }
 
 /// [`encode_file`] for a file outside any library (no label, nothing known of it yet).
