@@ -111,11 +111,48 @@ pub struct IndexProgress {
     pub failed: Vec<(PathBuf, String)>,
     /// Files indexed with problems, and which.
     pub damaged: Vec<(PathBuf, String)>,
+    /// The files being encoded, and how much of each is decoded so far (seconds).
+    pub decoding: std::collections::HashMap<PathBuf, f64>,
 }
 
 impl IndexProgress {
+    /// Audio encoded so far (seconds), the files under way included.
+    pub fn audio_s(&self) -> f64 {
+        self.done_audio_s + self.decoding.values().sum::<f64>()
+    }
+
     pub fn real_time_factor(&self) -> f64 {
-        self.done_audio_s / self.elapsed.as_secs_f64().max(1e-3)
+        self.audio_s() / self.elapsed.as_secs_f64().max(1e-3)
+    }
+
+    /// Takes in what indexing reported; false if there is nothing new to show.
+    fn record(&mut self, event: BuildEvent) -> bool {
+        match event {
+            BuildEvent::Planned { files, audio_s } => {
+                self.planned_files = files;
+                self.planned_audio_s = audio_s;
+            }
+            BuildEvent::FileDone {
+                path,
+                audio_s,
+                error,
+                damage,
+            } => {
+                self.done_files += 1;
+                self.done_audio_s += audio_s;
+                self.decoding.remove(&path);
+                if let Some(reason) = error {
+                    self.failed.push((path, reason));
+                } else if let Some(reason) = damage {
+                    self.damaged.push((path, reason));
+                }
+            }
+            BuildEvent::Decoding { path, audio_s } => {
+                self.decoding.insert(path, audio_s);
+            }
+            BuildEvent::Checkpoint => return false,
+        }
+        true
     }
 }
 
@@ -137,26 +174,8 @@ pub fn index_library(
     let state = std::sync::Mutex::new(IndexProgress::default());
     let on_event = |event: BuildEvent| {
         let Ok(mut p) = state.lock() else { return };
-        match event {
-            BuildEvent::Planned { files, audio_s } => {
-                p.planned_files = files;
-                p.planned_audio_s = audio_s;
-            }
-            BuildEvent::FileDone {
-                path,
-                audio_s,
-                error,
-                damage,
-            } => {
-                p.done_files += 1;
-                p.done_audio_s += audio_s;
-                if let Some(reason) = error {
-                    p.failed.push((path, reason));
-                } else if let Some(reason) = damage {
-                    p.damaged.push((path, reason));
-                }
-            }
-            BuildEvent::Checkpoint => return,
+        if !p.record(event) {
+            return;
         }
         p.elapsed = started.elapsed();
         progress(p.clone());
@@ -271,4 +290,39 @@ pub fn project(
         .zip(positions)
         .map(|(file, pos)| MapPoint { file, pos })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Half an hour's file under way moves the progress as it is decoded; once done, it counts
+    /// once, as a whole.
+    #[test]
+    fn a_file_under_way_counts_what_is_decoded_of_it_and_then_counts_once() {
+        let mut p = IndexProgress::default();
+        let path = PathBuf::from("/archive/interview.flac");
+        p.record(BuildEvent::Planned {
+            files: 1,
+            audio_s: 1800.0,
+        });
+        p.record(BuildEvent::Decoding {
+            path: path.clone(),
+            audio_s: 600.0,
+        });
+        assert_eq!(p.audio_s(), 600.0);
+        p.record(BuildEvent::Decoding {
+            path: path.clone(),
+            audio_s: 1200.0,
+        });
+        assert_eq!(p.audio_s(), 1200.0);
+        p.record(BuildEvent::FileDone {
+            path,
+            audio_s: 1800.0,
+            error: None,
+            damage: Some("cut off at 30:00.00".into()),
+        });
+        assert_eq!((p.audio_s(), p.done_files, p.damaged.len()), (1800.0, 1, 1));
+        assert!(!p.record(BuildEvent::Checkpoint));
+    }
 }

@@ -104,7 +104,7 @@ fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path
         if indexing_db == db {
             let p = task.progress.clone().unwrap_or_default();
             let fraction = if p.planned_audio_s > 0.0 {
-                (p.done_audio_s / p.planned_audio_s) as f32
+                (p.audio_s() / p.planned_audio_s) as f32
             } else {
                 0.0
             };
@@ -117,7 +117,7 @@ fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path
                 "{} of {} files · {:.2} of {:.2} hours · {:.0}x real time",
                 p.done_files,
                 p.planned_files,
-                p.done_audio_s / 3600.0,
+                p.audio_s() / 3600.0,
                 p.planned_audio_s / 3600.0,
                 p.real_time_factor()
             ));

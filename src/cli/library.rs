@@ -137,11 +137,11 @@ pub fn index(
         BuildEvent::Planned { files, .. } => bar.set_length(files as u64),
         BuildEvent::FileDone { path, .. } => {
             bar.inc(1);
-            bar.set_message(
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
+            bar.set_message(file_name(&path));
+        }
+        // A long recording says how far it has got.
+        BuildEvent::Decoding { path, audio_s } => {
+            bar.set_message(format!("{} {}", file_name(&path), clock(audio_s)));
         }
         BuildEvent::Checkpoint => {}
     };
@@ -273,4 +273,11 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
         writeln!(out, "root         {}", root.display())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A path's last part, as the progress line names the file under way.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

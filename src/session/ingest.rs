@@ -22,6 +22,9 @@ use crate::model::{Encoded, Encoder, EncoderInput, Mode};
 
 /// Segments handed to the encoder at once.
 const ENCODE_BATCH: usize = 64;
+/// Seconds of a file's audio between [`BuildEvent::Decoding`] reports while it is encoded: a
+/// long recording moves the progress as it goes, not only once it is done.
+const PROGRESS_EVERY_S: f64 = 10.0;
 
 pub struct BuildOptions<'a> {
     pub labels: Option<&'a LabelMap>,
@@ -48,6 +51,12 @@ pub enum BuildEvent {
         audio_s: f64,
         error: Option<String>,
         damage: Option<String>,
+    },
+    /// This much of a file being encoded (seconds from its start) is decoded so far; reported
+    /// every [`PROGRESS_EVERY_S`], before the file's [`BuildEvent::FileDone`].
+    Decoding {
+        path: PathBuf,
+        audio_s: f64,
     },
     Checkpoint,
 }
@@ -227,7 +236,13 @@ fn encode_all(
             todo.into_par_iter()
                 .for_each_with(tx, |tx, (record, was_indexed)| {
                     if !cancelled() {
-                        let _ = tx.send((was_indexed, encode_file(record, encoders)));
+                        let path = record.path.clone();
+                        let on_decoded = |audio_s| {
+                            let path = path.clone();
+                            on_event(BuildEvent::Decoding { path, audio_s });
+                        };
+                        let encoded = encode_file_reporting(record, encoders, &on_decoded);
+                        let _ = tx.send((was_indexed, encoded));
                     }
                 });
         });
@@ -285,9 +300,16 @@ fn encode_all(
 /// Decodes one file and encodes its segments for every mode, streaming (memory is bounded by
 /// one batch of segments whatever the file's length). The file is decoded once per sample rate
 /// its encoders read, and each distinct front end runs once for the modes that share it.
-pub fn encode_file(
+pub fn encode_file(record: FileRecord, encoders: &Encoders) -> Result<EncodedFile, ScanProblem> {
+    encode_file_reporting(record, encoders, &|_| {})
+}
+
+/// [`encode_file`], calling `on_decoded` with the seconds decoded so far every
+/// [`PROGRESS_EVERY_S`] of the file's audio.
+fn encode_file_reporting(
     mut record: FileRecord,
     encoders: &Encoders,
+    on_decoded: &dyn Fn(f64),
 ) -> Result<EncodedFile, ScanProblem> {
     let problem = |reason: String| ScanProblem {
         path: record.path.clone(),
@@ -296,16 +318,24 @@ pub fn encode_file(
     let mut modes = Vec::new();
     let mut duration_s = None;
     let mut damage = None;
-    for group in by_rate(encoders) {
+    for (g, group) in by_rate(encoders).into_iter().enumerate() {
         let source = AudioSource::open(&record.path)
             .and_then(|s| s.resampled_to(group.rate))
             .map_err(|e| problem(e.reason()))?;
         let mut front_ends = group.front_ends;
         let mut failure: Option<String> = None;
+        // The first decode reports progress; a second one, at another rate, repeats the file.
+        let mut decoded = (g == 0).then_some(DecodedSoFar {
+            rate: f64::from(group.rate),
+            ..DecodedSoFar::default()
+        });
         let stats = source
             .stream(|chunk| {
                 for f in &mut front_ends {
                     f.push(chunk, &mut failure);
+                }
+                if let Some(d) = &mut decoded {
+                    d.add(chunk.len(), on_decoded);
                 }
                 ControlFlow::Continue(())
             })
@@ -330,6 +360,25 @@ pub fn encode_file(
         modes,
         damage,
     })
+}
+
+/// How much of a file is decoded, for [`BuildEvent::Decoding`].
+#[derive(Default)]
+struct DecodedSoFar {
+    rate: f64,
+    samples: usize,
+    reported_s: f64,
+}
+
+impl DecodedSoFar {
+    fn add(&mut self, samples: usize, on_decoded: &dyn Fn(f64)) {
+        self.samples += samples;
+        let seconds = self.samples as f64 / self.rate.max(1.0);
+        if seconds - self.reported_s >= PROGRESS_EVERY_S {
+            self.reported_s = seconds;
+            on_decoded(seconds);
+        }
+    }
 }
 
 /// [`encode_file`] for a file outside any library (no label, nothing known of it yet).

@@ -226,6 +226,54 @@ fn a_clip_from_the_library_is_found_and_a_clip_from_elsewhere_is_not() {
     }
 }
 
+/// A long recording reports how much of it is decoded as it goes (every 10 s of its audio), each
+/// report further than the last and all before the file is done: progress does not sit at 0%
+/// through a long file.
+#[test]
+fn a_long_file_reports_its_progress_while_it_is_encoded() {
+    use earshot::session::ingest::BuildEvent;
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    write_wav(
+        &lib.join("long.wav"),
+        RATE,
+        1,
+        Sample::Int(16),
+        &melody(80, 45.0),
+    );
+    let encoders: Encoders = [(Mode::Fingerprint, baseline_encoder(Mode::Fingerprint))]
+        .into_iter()
+        .collect();
+    let events = std::sync::Mutex::new(Vec::new());
+    let on_event = |event: BuildEvent| match event {
+        BuildEvent::Decoding { audio_s, .. } => events.lock().unwrap().push(Some(audio_s)),
+        BuildEvent::FileDone { .. } => events.lock().unwrap().push(None),
+        _ => {}
+    };
+    build::build(
+        &dir.path().join("db"),
+        &[lib],
+        &encoders,
+        &options(),
+        &on_event,
+    )
+    .unwrap();
+    let events = events.into_inner().unwrap();
+    let decoded: Vec<f64> = events.iter().map_while(|e| *e).collect();
+    assert_eq!(
+        events.len(),
+        decoded.len() + 1,
+        "reports after the file was done: {events:?}"
+    );
+    assert!(decoded.len() >= 4, "{decoded:?}");
+    assert!(decoded.windows(2).all(|w| w[1] > w[0]), "{decoded:?}");
+    assert!(
+        decoded.iter().all(|&s| (10.0..=45.0).contains(&s)),
+        "{decoded:?}"
+    );
+}
+
 /// Indexes `lib` into `db` for exact match with the shipped model, and hands `search` a searcher
 /// that checks the files' audio.
 fn with_fingerprint_searcher<T>(lib: &Path, db: &Path, search: impl FnOnce(Searcher) -> T) -> T {
