@@ -83,6 +83,10 @@ impl AudioState {
         }
     }
 
+    pub fn is_recording(&self) -> bool {
+        self.recording.is_some()
+    }
+
     pub fn is_playing(&self) -> bool {
         self.playback.as_ref().is_some_and(Playback::is_playing)
     }

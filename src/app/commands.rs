@@ -64,6 +64,11 @@ pub enum Command {
 
 impl EarshotApp {
     pub(super) fn apply(&mut self, ctx: &egui::Context, command: Command) {
+        // Without a sound device, a key or a click that would play or record says why not.
+        if let Some(problem) = self.audio_problem(&command) {
+            self.notify(problem);
+            return;
+        }
         match command {
             Command::Dropped(paths) => self.dropped(paths),
             Command::OpenDialog => self.dialogs.open_clip(ctx),
@@ -132,6 +137,16 @@ impl EarshotApp {
                     self.apply(ctx, Command::QuerySamples("recording".into(), samples));
                 }
             }
+        }
+    }
+
+    /// Why `command` cannot play or record now, if it would.
+    fn audio_problem(&self, command: &Command) -> Option<String> {
+        match command {
+            Command::PlayQuery | Command::PlayFile(..) => self.audio.output_problem(),
+            Command::TogglePlaySelected if !self.audio.is_playing() => self.audio.output_problem(),
+            Command::ToggleRecording if !self.audio.is_recording() => self.audio.input_problem(),
+            _ => None,
         }
     }
 

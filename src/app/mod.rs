@@ -349,6 +349,9 @@ impl EarshotApp {
         }
         self.map.poll();
         self.audio.poll();
+        if let Some(error) = self.audio.error.take() {
+            self.notify(error);
+        }
         match self.dialogs.poll() {
             Some(Ok(command)) => self.commands.push(command),
             Some(Err(e)) => self.notify(e),

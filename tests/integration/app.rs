@@ -462,3 +462,45 @@ fn birdnet_imported_in_the_models_window_is_used_for_similar_sounds_after_a_rebu
     assert!(first.path.ends_with("chirp-up/chirp-up-1.wav"), "{first:?}");
     assert!(first.score > 0.99, "{first:?}");
 }
+
+/// Without a sound device, Space on a result, Ctrl+R and playing a file say why nothing plays or
+/// records, at the bottom of the window, instead of doing nothing.
+#[test]
+fn without_a_sound_device_playing_and_recording_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    open_demo_library(&mut h);
+    h.state_mut().push(earshot::app::Command::QueryFile(
+        demo_file(dir.path(), "chirp-up", 1),
+        None,
+    ));
+    wait_for(&mut h, "results", |app| !app.results.is_empty());
+    h.key_press(egui::Key::Space);
+    h.run();
+    let last =
+        |h: &Harness<'static, EarshotApp>| h.state().notices.last().cloned().unwrap_or_default();
+    assert!(
+        last(&h).starts_with("Playback is off"),
+        "{:?}",
+        h.state().notices
+    );
+    h.get_by_label_contains("Playback is off");
+    h.state_mut().notices.clear();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::R);
+    h.run();
+    assert!(
+        last(&h).starts_with("Recording is off"),
+        "{:?}",
+        h.state().notices
+    );
+    h.state_mut().notices.clear();
+    let file = demo_file(dir.path(), "chirp-up", 2);
+    h.state_mut()
+        .push(earshot::app::Command::PlayFile(file, 0.0));
+    h.run();
+    assert!(
+        last(&h).starts_with("Playback is off"),
+        "{:?}",
+        h.state().notices
+    );
+}
