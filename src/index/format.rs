@@ -317,11 +317,13 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
             if packed_len > r.remaining {
                 return None;
             }
-            let packed = Packed {
+            let mut packed = Packed {
                 reader: &mut *r,
                 left: packed_len,
             };
-            unpack_codes(packed, n.checked_mul(words)?, words)?
+            let codes = unpack_codes(&mut packed, packed_len, n.checked_mul(words)?, words)?;
+            // Every packed byte is used: what follows starts where they end.
+            (packed.left == 0).then_some(codes)?
         } else {
             if (n as u64).checked_mul(8 * words as u64)? > r.remaining {
                 return None;
@@ -479,12 +481,17 @@ fn pack_codes(codes: &[u64], words: usize) -> io::Result<Vec<u8>> {
 /// inflate further is damage, and nothing is allocated for it.
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
-/// The `n_words` code words [`pack_codes`] packed into `packed`, inflated as they are read (the
-/// packed bytes are never all in memory); `None` unless they are exactly that many and every
-/// packed byte is used.
-fn unpack_codes(packed: impl Read + PackedLeft, n_words: usize, words: usize) -> Option<Vec<u64>> {
+/// The `n_words` code words [`pack_codes`] packed into the `packed_len` bytes of `packed`,
+/// inflated as they are read (the packed bytes are never all in memory); `None` unless the
+/// stream holds exactly that many.
+fn unpack_codes(
+    packed: &mut impl Read,
+    packed_len: u64,
+    n_words: usize,
+    words: usize,
+) -> Option<Vec<u64>> {
     let bytes = (n_words as u64).checked_mul(8)?;
-    if bytes > packed.left().saturating_mul(MAX_DEFLATE_RATIO) {
+    if bytes > packed_len.saturating_mul(MAX_DEFLATE_RATIO) {
         return None;
     }
     let mut inflate = flate2::read::DeflateDecoder::new(packed);
@@ -499,13 +506,7 @@ fn unpack_codes(packed: impl Read + PackedLeft, n_words: usize, words: usize) ->
             codes.push(xored ^ before);
         }
     }
-    let ended = matches!(inflate.read(&mut chunk[..1]), Ok(0));
-    (ended && inflate.into_inner().left() == 0).then_some(codes)
-}
-
-/// How many packed bytes a reader has not yet given.
-trait PackedLeft {
-    fn left(&self) -> u64;
+    matches!(inflate.read(&mut chunk[..1]), Ok(0)).then_some(codes)
 }
 
 /// The packed codes' bytes of a [`Reader`], `left` of them, read through (and checksummed) as a
@@ -513,12 +514,6 @@ trait PackedLeft {
 struct Packed<'r, R: Read> {
     reader: &'r mut Reader<R>,
     left: u64,
-}
-
-impl<R: Read> PackedLeft for Packed<'_, R> {
-    fn left(&self) -> u64 {
-        self.left
-    }
 }
 
 impl<R: Read> Read for Packed<'_, R> {
@@ -532,12 +527,6 @@ impl<R: Read> Read for Packed<'_, R> {
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         self.left -= n as u64;
         Ok(n)
-    }
-}
-
-impl PackedLeft for &[u8] {
-    fn left(&self) -> u64 {
-        self.len() as u64
     }
 }
 
@@ -734,16 +723,12 @@ mod tests {
             "{} bytes",
             packed.len()
         );
-        assert_eq!(
-            unpack_codes(&packed[..], codes.len(), 2),
-            Some(codes.clone())
-        );
-        assert_eq!(unpack_codes(&packed[..], codes.len() + 2, 2), None);
-        assert_eq!(unpack_codes(&packed[..], codes.len() - 2, 2), None);
-        assert_eq!(
-            unpack_codes(&packed[..packed.len() / 2], codes.len(), 2),
-            None
-        );
+        let unpack =
+            |bytes: &[u8], n: usize| unpack_codes(&mut &bytes[..], bytes.len() as u64, n, 2);
+        assert_eq!(unpack(&packed, codes.len()), Some(codes.clone()));
+        assert_eq!(unpack(&packed, codes.len() + 2), None);
+        assert_eq!(unpack(&packed, codes.len() - 2), None);
+        assert_eq!(unpack(&packed[..packed.len() / 2], codes.len()), None);
     }
 
     /// An index written before the codes were packed loads with the same codes.

@@ -175,8 +175,16 @@ impl Verifier<'_> {
         // A query can run past the file's end (a recording that goes on after the track ends):
         // the file is followed by silence, so that such lags are compared on the part that
         // overlaps, and correlate at most the root of that share.
-        let mut region = excerpt.samples[first..].to_vec();
-        region.resize(last + q.samples - first, 0.0);
+        let wanted = last + q.samples - first;
+        let in_file = &excerpt.samples[first..];
+        let region: std::borrow::Cow<[f32]> = match in_file.get(..wanted) {
+            Some(region) => region.into(),
+            None => {
+                let mut padded = in_file.to_vec();
+                padded.resize(wanted, 0.0);
+                padded.into()
+            }
+        };
         let peak = query.best_lag(&region)?;
         let sample = excerpt.from as f64 * per_frame + (first + peak.lag) as f64;
         Some(SampleMatch {
