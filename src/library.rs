@@ -81,6 +81,15 @@ pub enum LabelError {
     Row { path: PathBuf, line: u64 },
 }
 
+/// Labels given by path, as the library knows its files (canonical paths).
+impl FromIterator<(PathBuf, String)> for LabelMap {
+    fn from_iter<I: IntoIterator<Item = (PathBuf, String)>>(pairs: I) -> Self {
+        Self {
+            labels: pairs.into_iter().collect(),
+        }
+    }
+}
+
 impl LabelMap {
     pub fn from_csv(csv_path: &Path) -> Result<Self, LabelError> {
         let read_err = |source| LabelError::Read {

@@ -15,9 +15,24 @@ pub fn clock(seconds: f64) -> String {
     }
 }
 
+/// `n` things, in the singular for one: "1 result", "3 results".
+pub fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::clock;
+    use super::{clock, count};
+
+    #[test]
+    fn one_thing_is_singular() {
+        assert_eq!(count(1, "result"), "1 result");
+        assert_eq!(count(0, "result"), "0 results");
+        assert_eq!(count(12, "file"), "12 files");
+    }
 
     #[test]
     fn times_read_as_clocks_with_hours_when_there_are_any() {

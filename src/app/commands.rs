@@ -1,6 +1,6 @@
 //! What the user asked for this frame, applied after the panels have drawn.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use eframe::egui;
 
@@ -9,19 +9,34 @@ use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
 use super::task::Task;
 use super::{EarshotApp, results_panel};
+use crate::library::canonical_root;
 use crate::library::marks::{Mark, MarksError};
 use crate::model::Mode;
 use crate::session::Clip;
 
 #[derive(Debug, Clone)]
 pub enum Command {
-    /// Files or folders dropped on the window: folders join the library, a file is the query.
+    /// Files or folders dropped on the window or named on the command line: folders open as a
+    /// library (see [`Command::OpenFolders`]), a file is the query.
     Dropped(Vec<PathBuf>),
+    /// Selects the library that holds these folders, or makes them a new library of their own:
+    /// never merged into whichever library happens to be selected.
+    OpenFolders(Vec<PathBuf>),
     /// Opens the file dialog for a query clip.
     OpenDialog,
     /// Opens the folder dialog and adds the folder to the library.
     AddFolderDialog,
+    /// Adds folders to the selected library and indexes them.
     AddFolders(Vec<PathBuf>),
+    /// Removes a folder from the selected library; its files leave the index.
+    RemoveFolder(PathBuf),
+    /// Ends renaming the selected library: with its new name, or `None` to keep the old one.
+    RenameLibrary(Option<String>),
+    /// Opens the file dialog for the selected library's labels CSV.
+    LabelsDialog,
+    /// Labels the selected library's files from a `path,label` CSV (`None`: by their folders),
+    /// and updates the index with them.
+    SetLabels(Option<PathBuf>),
     NewLibrary,
     SelectLibrary(usize),
     RemoveLibrary(usize),
@@ -73,7 +88,27 @@ impl EarshotApp {
             Command::Dropped(paths) => self.dropped(paths),
             Command::OpenDialog => self.dialogs.open_clip(ctx),
             Command::AddFolderDialog => self.dialogs.add_folder(ctx),
+            Command::OpenFolders(folders) => self.open_folders(ctx, folders),
             Command::AddFolders(folders) => self.add_folders(ctx, folders),
+            Command::RemoveFolder(folder) => self.remove_folder(ctx, &folder),
+            Command::RenameLibrary(name) => {
+                self.renaming = None;
+                let selected = self.settings.selected_library;
+                if let (Some(lib), Some(name)) = (self.settings.libraries.get_mut(selected), name) {
+                    lib.name = name;
+                }
+            }
+            Command::LabelsDialog => self.dialogs.labels_csv(ctx),
+            Command::SetLabels(csv) => {
+                if let Some(lib) = self
+                    .settings
+                    .libraries
+                    .get_mut(self.settings.selected_library)
+                {
+                    lib.labels = csv;
+                    self.start_indexing(ctx, false);
+                }
+            }
             Command::NewLibrary => {
                 self.new_library(format!("Library {}", self.settings.libraries.len() + 1))
             }
@@ -154,7 +189,7 @@ impl EarshotApp {
         let (folders, files): (Vec<PathBuf>, Vec<PathBuf>) =
             paths.into_iter().partition(|p| p.is_dir());
         if !folders.is_empty() {
-            self.commands.push(Command::AddFolders(folders));
+            self.commands.push(Command::OpenFolders(folders));
         }
         if let Some(file) = files.into_iter().next() {
             self.commands.push(Command::QueryFile(file, None));
@@ -175,6 +210,7 @@ impl EarshotApp {
             name,
             folders: Vec::new(),
             db: id,
+            labels: None,
         });
         self.select_library(self.settings.libraries.len() - 1);
     }
@@ -208,6 +244,44 @@ impl EarshotApp {
             "removed \"{}\" from the list (its files and index stay on disk)",
             lib.name
         ));
+    }
+
+    fn open_folders(&mut self, ctx: &egui::Context, folders: Vec<PathBuf>) {
+        let wanted: Vec<PathBuf> = folders.iter().map(|f| canonical_root(f)).collect();
+        let holds = |lib: &LibrarySettings| {
+            let roots: Vec<PathBuf> = lib.folders.iter().map(|f| canonical_root(f)).collect();
+            wanted
+                .iter()
+                .all(|w| roots.iter().any(|root| w.starts_with(root)))
+        };
+        if let Some(i) = self.settings.libraries.iter().position(holds) {
+            self.select_library(i);
+            let name = self.settings.libraries[i].name.clone();
+            self.notify(format!("opened \"{name}\", the library that holds it"));
+            return;
+        }
+        let name = folders.first().and_then(|f| f.file_name()).map_or_else(
+            || "Library".to_owned(),
+            |n| super::text::drawable(&n.to_string_lossy()),
+        );
+        self.new_library(name);
+        self.add_folders(ctx, folders);
+    }
+
+    fn remove_folder(&mut self, ctx: &egui::Context, folder: &Path) {
+        let Some(lib) = self
+            .settings
+            .libraries
+            .get_mut(self.settings.selected_library)
+        else {
+            return;
+        };
+        // A library keeps at least one folder: removing the library is the way to empty it.
+        if lib.folders.len() < 2 {
+            return;
+        }
+        lib.folders.retain(|f| f != folder);
+        self.start_indexing(ctx, false);
     }
 
     fn add_folders(&mut self, ctx: &egui::Context, folders: Vec<PathBuf>) {
@@ -303,14 +377,9 @@ impl EarshotApp {
         };
         let db = lib.db.clone();
         let task = Task::spawn(ctx, "index", move |r| {
-            jobs::index_library(
-                &lib.db,
-                &lib.folders,
-                &encoders,
-                rebuild,
-                r.cancel_flag(),
-                &|p| r.progress(p),
-            )
+            jobs::index_library(&lib, &encoders, rebuild, r.cancel_flag(), &|p| {
+                r.progress(p)
+            })
         });
         self.tasks.indexing = Some((db, task));
     }
@@ -381,8 +450,8 @@ impl EarshotApp {
         let dir = self.options.data_dir.join("exports");
         match results_panel::export_csv(&dir, &query.clip.name, self.settings.mode, &self.results) {
             Ok(path) => self.notify(format!(
-                "exported {} results to {}",
-                self.results.len(),
+                "exported {} to {}",
+                super::text::count(self.results.len(), "result"),
                 path.display()
             )),
             Err(e) => self.notify(format!("cannot export the results: {e}")),

@@ -150,5 +150,5 @@ fn codes(ui: &mut egui::Ui, hit: &crate::search::Hit) {
             spectrogram_view::bit_grid(ui, &codes.library, &codes.query, bits, BIT_CELL);
         });
     });
-    ui.weak("red: bits that differ");
+    ui.weak("blue, crossed: bits that differ");
 }

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
 use crate::index::{Index, IndexError, format};
 use crate::learn::LabelSource;
+use crate::library::LabelMap;
 use crate::library::marks::Marks;
 use crate::model::{AttentionMap, Mode};
 use crate::search::Hit;
@@ -157,14 +159,16 @@ impl IndexProgress {
 }
 
 pub struct IndexOutcome {
-    pub result: Result<BuildReport, IndexError>,
+    /// The run's report, or why it could not run (the index is as it was).
+    pub result: Result<BuildReport, String>,
     pub index: Result<Option<Arc<Index>>, String>,
 }
 
-/// Creates or updates the index of `folders` in `db`; `progress` is called after every file.
+/// Creates or updates the index of `lib`'s folders (and only those: a folder removed from the
+/// library is forgotten with its files), labelled by its labels CSV if it has one; `progress`
+/// is called after every file.
 pub fn index_library(
-    db: &Path,
-    folders: &[PathBuf],
+    lib: &LibrarySettings,
     encoders: &Encoders,
     rebuild: bool,
     cancel: &std::sync::atomic::AtomicBool,
@@ -180,16 +184,28 @@ pub fn index_library(
         p.elapsed = started.elapsed();
         progress(p.clone());
     };
+    let labels = match lib.labels.as_deref().map(LabelMap::from_csv).transpose() {
+        Ok(labels) => labels,
+        Err(e) => {
+            return IndexOutcome {
+                result: Err(format!(
+                    "{e}; nothing was indexed (choose another labels CSV, or none)"
+                )),
+                index: load_index(&lib.db),
+            };
+        }
+    };
     let options = BuildOptions {
-        labels: None,
+        labels: labels.as_ref(),
         rebuild,
+        only_given_roots: true,
         checkpoint_every: Duration::from_secs(10),
         cancel: Some(cancel),
     };
-    let result = session::ingest::build(db, folders, encoders, &options, &on_event);
+    let result = session::ingest::build(&lib.db, &lib.folders, encoders, &options, &on_event);
     IndexOutcome {
-        result,
-        index: load_index(db),
+        result: result.map_err(|e| e.to_string()),
+        index: load_index(&lib.db),
     }
 }
 

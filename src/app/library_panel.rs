@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-use super::text::{clock, drawable, file_name, shown_path};
+use super::settings::LibrarySettings;
+use super::text::{clock, count, drawable, file_name, shown_path};
 use super::{Command, EarshotApp, audio};
 use crate::index::Index;
 use crate::session::ingest::BuildReport;
 
 pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
+    // Long names are cut to the panel's width (whole on hover) instead of widening it.
+    ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
     ui.add_space(4.0);
     library_picker(app, ui);
     let Some(lib) = app.settings.library().cloned() else {
@@ -21,11 +24,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         }
         return;
     };
-    ui.horizontal_wrapped(|ui| {
-        for f in &lib.folders {
-            ui.weak(format!("folder: {}", shown_path(f)));
-        }
-    });
+    folders(app, ui, &lib);
     ui.horizontal(|ui| {
         if ui
             .button("Add folder…")
@@ -60,6 +59,48 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     file_list(app, ui, &lib.db);
 }
 
+/// The library's folders, each removable while another remains, and where its labels come from.
+fn folders(app: &mut EarshotApp, ui: &mut egui::Ui, lib: &LibrarySettings) {
+    let idle = app.tasks.indexing.is_none();
+    for f in &lib.folders {
+        ui.horizontal(|ui| {
+            let remove = ui
+                .add_enabled(idle && lib.folders.len() > 1, egui::Button::new("×").small())
+                .on_hover_text("Remove this folder from the library: its files leave the index (they stay on disk)")
+                .on_disabled_hover_text("A library keeps at least one folder (remove the library instead), and not while it indexes");
+            if remove.clicked() {
+                app.push(Command::RemoveFolder(f.clone()));
+            }
+            ui.weak(format!("folder: {}", shown_path(f)))
+                .on_hover_text(shown_path(f));
+        });
+    }
+    ui.horizontal(|ui| {
+        let source = match &lib.labels {
+            Some(csv) => format!("labels: {}", file_name(csv)),
+            None => "labels: folder names".to_owned(),
+        };
+        ui.weak(source).on_hover_text(
+            "Each file's label: its folder's name, or its row in a CSV of path,label rows (relative paths are from the CSV's folder)",
+        );
+        if ui
+            .add_enabled(idle, egui::Button::new("CSV…").small())
+            .on_hover_text("Label the files from a CSV of path,label rows")
+            .clicked()
+        {
+            app.push(Command::LabelsDialog);
+        }
+        if lib.labels.is_some()
+            && ui
+                .add_enabled(idle, egui::Button::new("folders").small())
+                .on_hover_text("Label the files by their folders' names again")
+                .clicked()
+        {
+            app.push(Command::SetLabels(None));
+        }
+    });
+}
+
 fn library_picker(app: &mut EarshotApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         let names: Vec<String> = app
@@ -74,8 +115,12 @@ fn library_picker(app: &mut EarshotApp, ui: &mut egui::Ui) {
             .cloned()
             .unwrap_or_else(|| "no library".into());
         let label = ui.strong("Library");
+        if let Some(name) = &mut app.renaming {
+            rename_field(ui, name, &mut app.commands, label.id);
+            return;
+        }
         egui::ComboBox::from_id_salt("library-picker")
-            .selected_text(current)
+            .selected_text(&current)
             .show_ui(ui, |ui| {
                 for (i, name) in names.iter().enumerate() {
                     if ui.selectable_label(i == selected, name).clicked() {
@@ -90,6 +135,14 @@ fn library_picker(app: &mut EarshotApp, ui: &mut egui::Ui) {
         }
         if !names.is_empty()
             && ui
+                .small_button("✏")
+                .on_hover_text("Rename this library")
+                .clicked()
+        {
+            app.renaming = Some(current.clone());
+        }
+        if !names.is_empty()
+            && ui
                 .small_button("−")
                 .on_hover_text("Remove this library from the list (files and index stay on disk)")
                 .clicked()
@@ -97,6 +150,30 @@ fn library_picker(app: &mut EarshotApp, ui: &mut egui::Ui) {
             app.push(Command::RemoveLibrary(selected));
         }
     });
+}
+
+/// The library's name being edited: Enter keeps it, Escape leaves it as it was.
+fn rename_field(
+    ui: &mut egui::Ui,
+    name: &mut String,
+    commands: &mut Vec<Command>,
+    label: egui::Id,
+) {
+    let edit = ui
+        .add(egui::TextEdit::singleline(name).desired_width(160.0))
+        .labelled_by(label);
+    if !edit.has_focus() && !edit.lost_focus() {
+        edit.request_focus();
+        // The whole name selected, so that typing replaces it.
+        let mut state = egui::text_edit::TextEditState::load(ui.ctx(), edit.id).unwrap_or_default();
+        let all = egui::text_selection::CCursorRange::select_all_str(name);
+        state.cursor.set_char_range(Some(all));
+        state.store(ui.ctx(), edit.id);
+    }
+    if edit.lost_focus() {
+        let keep = !ui.input(|i| i.key_pressed(egui::Key::Escape)) && !name.trim().is_empty();
+        commands.push(Command::RenameLibrary(keep.then(|| name.trim().to_owned())));
+    }
 }
 
 fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
@@ -177,7 +254,7 @@ fn problem_list(ui: &mut egui::Ui, what: &str, failed: &[(std::path::PathBuf, St
     if failed.is_empty() {
         return;
     }
-    egui::CollapsingHeader::new(format!("{} files {what}", failed.len()))
+    egui::CollapsingHeader::new(format!("{} {what}", count(failed.len(), "file")))
         .id_salt(what)
         .show(ui, |ui| {
             egui::ScrollArea::vertical()
@@ -217,20 +294,32 @@ fn file_list(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
         .show_rows(ui, row_height, files.len(), |ui, range| {
             for &i in &files[range] {
                 let f = &index.files[i];
-                ui.horizontal(|ui| {
-                    if audio::play_button(app, ui, "play", "Play") {
-                        commands.push(Command::PlayFile(f.path.clone(), 0.0));
-                    }
-                    let is_query = query_path.as_ref() == Some(&f.path);
-                    let response = ui
-                        .selectable_label(is_query, file_name(&f.path))
-                        .on_hover_text(format!("{}\nclick to search with it", shown_path(&f.path)));
-                    if response.clicked() {
-                        commands.push(Command::QueryFile(f.path.clone(), None));
-                    }
-                    ui.weak(&f.label);
-                    ui.weak(clock(f.duration_s));
-                });
+                // The label and length keep their place at the right; the name takes what is left.
+                egui::containers::Sides::new()
+                    .shrink_left()
+                    .truncate()
+                    .show(
+                        ui,
+                        |ui| {
+                            if audio::play_button(app, ui, "play", "Play") {
+                                commands.push(Command::PlayFile(f.path.clone(), 0.0));
+                            }
+                            let is_query = query_path.as_ref() == Some(&f.path);
+                            let response = ui
+                                .selectable_label(is_query, file_name(&f.path))
+                                .on_hover_text(format!(
+                                    "{}\nclick to search with it",
+                                    shown_path(&f.path)
+                                ));
+                            if response.clicked() {
+                                commands.push(Command::QueryFile(f.path.clone(), None));
+                            }
+                        },
+                        |ui| {
+                            ui.weak(clock(f.duration_s));
+                            ui.weak(&f.label);
+                        },
+                    );
             }
         });
     for c in commands {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use eframe::egui::{self, Color32};
-use egui_plot::{Legend, MarkerShape, Plot, PlotPoints, Points};
+use egui_plot::{MarkerShape, Plot, PlotPoints, Points};
 
 use super::jobs::{self, MapPoint, Projection};
 use super::task::{self, Task};
@@ -177,17 +177,23 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         .collect();
     let points = &layout.points;
     let groups = &layout.groups;
+    // Beside the map, not over it: fifty labels would cover the points they name.
+    egui::Panel::right("map-legend")
+        .resizable(true)
+        .default_size(170.0)
+        .show(ui, |ui| legend(ui, groups));
     let response = Plot::new("code-map")
-        .legend(Legend::default())
         .data_aspect(1.0)
         .show_axes(false)
         .show_grid(false)
         .allow_double_click_reset(false)
         .show(ui, |plot| {
             for (g, (label, pts)) in groups.iter().enumerate() {
+                let (colour, shape) = label_style(g);
                 plot.points(
                     Points::new(label.clone(), PlotPoints::from(pts.clone()))
-                        .color(label_colour(g))
+                        .color(colour)
+                        .shape(shape)
                         .radius(2.5)
                         .filled(true),
                 );
@@ -278,8 +284,113 @@ fn label_order(index: &Index) -> Vec<String> {
     labels
 }
 
-/// Distinct colours around the hue circle (golden-angle steps).
-fn label_colour(i: usize) -> Color32 {
-    let hue = (i as f32 * 0.618_034) % 1.0;
-    egui::ecolor::Hsva::new(hue, 0.75, 0.95, 1.0).into()
+/// Label colours: Okabe and Ito's palette (told apart under the common colour blindnesses;
+/// its black is grey here, on a dark background).
+const PALETTE: [Color32; 8] = [
+    Color32::from_rgb(230, 159, 0),
+    Color32::from_rgb(86, 180, 233),
+    Color32::from_rgb(0, 158, 115),
+    Color32::from_rgb(240, 228, 66),
+    Color32::from_rgb(0, 114, 178),
+    Color32::from_rgb(213, 94, 0),
+    Color32::from_rgb(204, 121, 167),
+    Color32::from_rgb(170, 170, 170),
+];
+/// After each round of colours, the next marker shape: 56 labels look different.
+const SHAPES: [MarkerShape; 7] = [
+    MarkerShape::Circle,
+    MarkerShape::Square,
+    MarkerShape::Diamond,
+    MarkerShape::Up,
+    MarkerShape::Down,
+    MarkerShape::Cross,
+    MarkerShape::Plus,
+];
+
+/// The `i`th label's colour and marker.
+fn label_style(i: usize) -> (Color32, MarkerShape) {
+    (
+        PALETTE[i % PALETTE.len()],
+        SHAPES[(i / PALETTE.len()) % SHAPES.len()],
+    )
+}
+
+/// Every label with its marker and number of files, in a list that scrolls.
+fn legend(ui: &mut egui::Ui, groups: &[(String, Vec<[f64; 2]>)]) {
+    ui.strong("labels");
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            for (g, (label, pts)) in groups.iter().enumerate() {
+                ui.horizontal(|ui| {
+                    let size = ui.text_style_height(&egui::TextStyle::Body);
+                    let (rect, _) =
+                        ui.allocate_exact_size(egui::Vec2::splat(size), egui::Sense::hover());
+                    let (colour, shape) = label_style(g);
+                    marker(ui.painter(), rect.shrink(size * 0.2), colour, shape);
+                    ui.add(egui::Label::new(format!("{label} ({})", pts.len())).truncate());
+                });
+            }
+        });
+}
+
+/// A marker as the plot draws it, in `rect`.
+fn marker(painter: &egui::Painter, rect: egui::Rect, colour: Color32, shape: MarkerShape) {
+    use egui::{Pos2, Shape, Stroke};
+    let (c, r) = (rect.center(), rect.width() / 2.0);
+    let stroke = Stroke::new(1.5, colour);
+    let polygon = |points: Vec<Pos2>| Shape::convex_polygon(points, colour, Stroke::NONE);
+    match shape {
+        MarkerShape::Square => {
+            painter.rect_filled(rect, 0.0, colour);
+        }
+        MarkerShape::Diamond => {
+            painter.add(polygon(vec![
+                c - egui::vec2(0.0, r),
+                c + egui::vec2(r, 0.0),
+                c + egui::vec2(0.0, r),
+                c - egui::vec2(r, 0.0),
+            ]));
+        }
+        MarkerShape::Up => {
+            painter.add(polygon(vec![
+                rect.center_top(),
+                rect.right_bottom(),
+                rect.left_bottom(),
+            ]));
+        }
+        MarkerShape::Down => {
+            painter.add(polygon(vec![
+                rect.left_top(),
+                rect.right_top(),
+                rect.center_bottom(),
+            ]));
+        }
+        MarkerShape::Cross => {
+            painter.line_segment([rect.left_top(), rect.right_bottom()], stroke);
+            painter.line_segment([rect.right_top(), rect.left_bottom()], stroke);
+        }
+        MarkerShape::Plus => {
+            painter.line_segment([rect.center_top(), rect.center_bottom()], stroke);
+            painter.line_segment([rect.left_center(), rect.right_center()], stroke);
+        }
+        _ => {
+            painter.circle_filled(c, r, colour);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_style;
+
+    #[test]
+    fn fifty_labels_each_get_a_look_of_their_own() {
+        let styles: Vec<_> = (0..50).map(label_style).collect();
+        for (i, a) in styles.iter().enumerate() {
+            for b in &styles[i + 1..] {
+                assert!(a != b, "{a:?} repeats");
+            }
+        }
+    }
 }

@@ -58,6 +58,8 @@ pub fn run(open: Vec<PathBuf>) -> anyhow::Result<()> {
     }
     let options = eframe::NativeOptions {
         viewport,
+        // The app installs the system's fonts itself (see `EarshotApp::new`).
+        system_font_fallback: false,
         ..Default::default()
     };
     let app_options = AppOptions {
@@ -177,6 +179,10 @@ pub struct EarshotApp {
     pub query: Option<QueryState>,
     pub results: Vec<ResultRow>,
     pub selected: Option<usize>,
+    /// The selected library's name while it is being edited.
+    pub renaming: Option<String>,
+    /// A result the table scrolls to in the next frame (chosen with the arrow keys).
+    pub scroll_results_to: Option<usize>,
     pub inspector: Option<Result<Inspected, String>>,
     inspector_textures: Option<egui::TextureHandle>,
     pub map: map_panel::MapState,
@@ -199,6 +205,10 @@ impl EarshotApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
         let (settings, settings_problem) = Settings::load(&options.data_dir, cc.storage);
         let ctx = &cc.egui_ctx;
+        // File names in any script: a glyph the bundled fonts lack comes from the system's fonts.
+        ctx.add_font_provider(Arc::new(
+            egui_system_font_provider::SystemFontProvider::new(),
+        ));
         let mut app = Self {
             tasks: Tasks {
                 models: None,
@@ -213,6 +223,8 @@ impl EarshotApp {
             query: None,
             results: Vec::new(),
             selected: None,
+            scroll_results_to: None,
+            renaming: None,
             inspector: None,
             inspector_textures: None,
             map: map_panel::MapState::default(),
@@ -510,19 +522,27 @@ impl EarshotApp {
     fn draw(&mut self, ui: &mut egui::Ui) {
         egui::Panel::top("toolbar").show(ui, |ui| toolbar::show(self, ui));
         egui::Panel::bottom("status").show(ui, |ui| status_bar::show(self, ui));
+        // Side panels never take the results' room: at most a share of the window each, however
+        // long a file name is (names are cut short, and shown whole on hover).
+        let width = ui.available_width();
         egui::Panel::left("library")
             .resizable(true)
             .default_size(300.0)
+            .size_range(180.0..=(width * SIDE_PANEL_SHARE).max(180.0))
             .show(ui, |ui| library_panel::show(self, ui));
         if self.settings.show_inspector && self.query.is_some() {
             egui::Panel::right("inspector")
                 .resizable(true)
                 .default_size(360.0)
+                .size_range(200.0..=(width * SIDE_PANEL_SHARE).max(200.0))
                 .show(ui, |ui| {
                     inspector_panel::show(self, ui);
                 });
         }
         egui::CentralPanel::default_margins().show(ui, |ui| {
+            // A long name is cut to the space there is: text wider than the panel would widen
+            // everything below it, the results table too, past the inspector's edge.
+            ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
             if self.settings.libraries.is_empty() && self.query.is_none() {
                 library_panel::empty_state(self, ui);
                 return;
@@ -572,10 +592,15 @@ impl EarshotApp {
             } else {
                 (current + 1).min(n - 1)
             };
+            self.scroll_results_to = Some(next);
             self.push(Command::SelectResult(next));
         }
     }
 }
+
+/// The most of the window's width the library panel, and the inspector, may each take (no less
+/// than their buttons need).
+const SIDE_PANEL_SHARE: f32 = 0.3;
 
 impl eframe::App for EarshotApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
@@ -585,6 +610,9 @@ impl eframe::App for EarshotApp {
         self.draw(ui);
         about_panel::show(self, &ctx);
         models_panel::show(self, &ctx);
+        if let Some(command) = self.dialogs.show_prompt(&ctx) {
+            self.push(command);
+        }
         file_drop_overlay(&ctx);
         for command in std::mem::take(&mut self.commands) {
             self.apply(&ctx, command);
@@ -592,6 +620,10 @@ impl eframe::App for EarshotApp {
         if self.is_busy() {
             // Progress bars and spinners move even when no task reports.
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        } else if self.saved_settings.as_ref() != Some(&self.settings) {
+            // eframe saves only in a frame: an idle window would keep a change unsaved until
+            // it closes, and a crash or a kill before then would lose it.
+            ctx.request_repaint_after(self.auto_save_interval());
         }
     }
 
@@ -626,7 +658,7 @@ fn file_drop_overlay(ctx: &egui::Context) {
     painter.text(
         rect.center(),
         egui::Align2::CENTER_CENTER,
-        "Drop an audio file to search with it, or a folder to add it to the library",
+        "Drop an audio file to search with it, or a folder to open it as a library",
         egui::FontId::proportional(20.0),
         egui::Color32::WHITE,
     );

@@ -18,7 +18,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
                 ui.spinner();
                 ui.label("decoding the query…");
             } else {
-                ui.label("Drop an audio file here, open one (Ctrl+O), record one (Ctrl+R), or click a file in the library to search with it.");
+                ui.add(egui::Label::new("Drop an audio file here, open one (Ctrl+O), record one (Ctrl+R), or click a file in the library to search with it.").wrap());
             }
         });
         return;
@@ -26,8 +26,9 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let duration = query.clip.duration_s();
     let searching = loading || app.tasks.search.is_some();
     let mut commands = Vec::new();
-    ui.horizontal(|ui| {
-        ui.strong(format!("Query: {}", query.clip.name));
+    ui.horizontal_wrapped(|ui| {
+        ui.strong(format!("Query: {}", query.clip.name))
+            .on_hover_text(&query.clip.name);
         ui.weak(format!("{duration:.2} s"));
         if let Some(note) = &query.clip.note() {
             ui.colored_label(ui.visuals().warn_fg_color, note);
@@ -53,8 +54,8 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
             ui.spinner();
         } else if let Some(outcome) = &query.outcome {
             ui.weak(format!(
-                "{} results in {:.0} ms ({} search)",
-                outcome.hits.len(),
+                "{} in {:.0} ms ({} search)",
+                super::text::count(outcome.hits.len(), "result"),
                 outcome.elapsed.as_secs_f64() * 1000.0,
                 outcome.mode.name()
             ));

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use eframe::egui;
+use egui_extras::{Column, TableBuilder, TableRow};
 
 use super::text::{clock, file_name, shown_path};
 use super::{Command, EarshotApp, ResultRow, audio};
@@ -40,7 +41,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     if app.query.is_none() {
         return;
     }
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.strong("Results");
         let marked = app.results.iter().filter(|r| r.relevant.is_some()).count();
         ui.weak(format!("{} shown, {marked} marked", app.results.len()))
@@ -64,66 +65,190 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         return;
     }
     let mut commands = Vec::new();
-    egui::ScrollArea::vertical()
-        .auto_shrink([false, false])
-        .show(ui, |ui| {
-            egui::Grid::new("results")
-                .striped(true)
-                .num_columns(9)
-                .spacing([12.0, 4.0])
-                .show(ui, |ui| {
-                    for h in [
-                        "#",
-                        "file",
-                        "label",
-                        "time",
-                        "hamming",
-                        "score",
-                        "",
-                        "relevant?",
-                        "",
-                    ] {
-                        ui.strong(h);
-                    }
-                    ui.end_row();
-                    for (i, row) in app.results.iter().enumerate() {
-                        result_row(app, ui, i, row, &mut commands);
-                        ui.end_row();
-                    }
-                });
-        });
+    let columns = Columns::for_mode(app.settings.mode);
+    let needed = columns.min_width(ui.spacing().item_spacing.x);
+    // Too narrow (the inspector open, large text): the table scrolls sideways instead of
+    // squeezing its marks and buttons off the edge.
+    if ui.available_width() >= needed {
+        table(app, ui, &columns, Column::remainder(), &mut commands);
+    } else {
+        egui::ScrollArea::horizontal()
+            .id_salt("results-sideways")
+            // In sight, so that the columns past the edge are known to be there.
+            .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysVisible)
+            .show(ui, |ui| {
+                ui.set_width(needed);
+                let file = Column::exact(FILE_COLUMN_MIN);
+                table(app, ui, &columns, file, &mut commands);
+            });
+    }
+    app.scroll_results_to = None;
     for c in commands {
         app.push(c);
     }
 }
 
-fn result_row(
+/// The table's columns: a heading and a width in points (the file name takes what is left).
+struct Columns {
+    fixed: Vec<(&'static str, f32)>,
+}
+
+/// The file name column's narrowest width, in points; its name clips, and shows whole on hover.
+const FILE_COLUMN_MIN: f32 = 130.0;
+/// Where the file column sits among the others.
+const FILE_COLUMN: usize = 1;
+
+impl Columns {
+    fn for_mode(mode: Mode) -> Self {
+        // Exact match's score cell also holds the correlation and "found".
+        let score = match mode {
+            Mode::Fingerprint => 150.0,
+            Mode::Events => 60.0,
+        };
+        Self {
+            // What a row is for first (its time, score, marks and buttons), what the inspector
+            // also shows last: in a narrow window the first ones stay in sight.
+            fixed: vec![
+                ("#", 28.0),
+                ("time", 62.0),
+                ("score", score),
+                ("relevant?", 66.0),
+                ("", 38.0),
+                ("", 46.0),
+                ("label", 100.0),
+                ("hamming", 58.0),
+            ],
+        }
+    }
+
+    fn min_width(&self, spacing: f32) -> f32 {
+        let n = self.fixed.len() + 1;
+        self.fixed.iter().map(|(_, w)| w).sum::<f32>() + FILE_COLUMN_MIN + spacing * n as f32
+    }
+
+    fn headings(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let (before, after) = self.fixed.split_at(FILE_COLUMN);
+        before
+            .iter()
+            .map(|(h, _)| *h)
+            .chain(std::iter::once("file"))
+            .chain(after.iter().map(|(h, _)| *h))
+    }
+}
+
+/// The rows, drawn only where they are visible (a thousand rows cost what a screenful does); the
+/// file column as given (the rest of the width, or its least in a narrow window).
+fn table(
     app: &EarshotApp,
     ui: &mut egui::Ui,
-    i: usize,
-    row: &ResultRow,
+    columns: &Columns,
+    file: Column,
     commands: &mut Vec<Command>,
 ) {
-    let hit = &row.hit;
-    ui.label(hit.rank.to_string());
-    let name = file_name(&hit.path);
-    let selected = app.selected == Some(i);
-    let response = ui
-        .selectable_label(selected, name)
-        .on_hover_text(shown_path(&hit.path));
-    if response.clicked() {
-        commands.push(Command::SelectResult(i));
+    let row_height = ui.spacing().interact_size.y + 2.0;
+    let mut builder = TableBuilder::new(ui)
+        .id_salt("results")
+        .striped(true)
+        .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+        .auto_shrink([false, false]);
+    for (k, (_, width)) in columns.fixed.iter().enumerate() {
+        if k == FILE_COLUMN {
+            builder = builder.column(file.at_least(FILE_COLUMN_MIN).clip(true));
+        }
+        builder = builder.column(Column::exact(*width).clip(true));
     }
-    if selected && response.ctx.memory(|m| m.focused().is_none()) {
-        response.scroll_to_me(None);
+    if let Some(i) = app.scroll_results_to {
+        builder = builder.scroll_to_row(i, None);
     }
-    ui.label(&hit.label);
-    ui.label(format!("{} – {}", clock(hit.start_s), clock(hit.end_s)));
-    // A model without hash codes ranks by cosine alone: no distance to show.
-    match hit.codes.as_ref().is_some_and(|c| c.bits == 0) {
-        true => ui.weak("–"),
-        false => ui.label(hit.hamming.to_string()),
-    };
+    builder
+        .header(row_height, |mut header| {
+            for h in columns.headings() {
+                header.col(|ui| {
+                    ui.strong(h);
+                });
+            }
+        })
+        .body(|body| {
+            body.rows(row_height, app.results.len(), |mut row| {
+                let i = row.index();
+                row.set_selected(app.selected == Some(i));
+                result_row(app, &mut row, i, &app.results[i], commands);
+            });
+        });
+}
+
+fn result_row(
+    app: &EarshotApp,
+    row: &mut TableRow<'_, '_>,
+    i: usize,
+    shown: &ResultRow,
+    commands: &mut Vec<Command>,
+) {
+    let hit = &shown.hit;
+    row.col(|ui| {
+        ui.label(hit.rank.to_string());
+    });
+    row.col(|ui| {
+        let name = file_name(&hit.path);
+        if ui
+            .selectable_label(app.selected == Some(i), name)
+            .on_hover_text(shown_path(&hit.path))
+            .clicked()
+        {
+            commands.push(Command::SelectResult(i));
+        }
+    });
+    row.col(|ui| {
+        ui.label(clock(hit.start_s)).on_hover_text(format!(
+            "{} – {}",
+            clock(hit.start_s),
+            clock(hit.end_s)
+        ));
+    });
+    row.col(|ui| score_cell(ui, hit));
+    row.col(|ui| {
+        // Clicking the active mark again clears it.
+        for (value, text, tip) in [(true, "yes", "Relevant"), (false, "no", "Not relevant")] {
+            let active = shown.relevant == Some(value);
+            if ui
+                .selectable_label(active, text)
+                .on_hover_text(tip)
+                .clicked()
+            {
+                commands.push(Command::Mark(i, (!active).then_some(value)));
+            }
+        }
+    });
+    row.col(|ui| {
+        if audio::play_button(app, ui, "play", "Play from the matched time") {
+            commands.push(Command::PlayFile(hit.path.clone(), hit.start_s.max(0.0)));
+        }
+    });
+    row.col(|ui| {
+        if ui
+            .small_button("query")
+            .on_hover_text("Search with this result's matched part")
+            .clicked()
+        {
+            commands.push(Command::QueryFile(
+                hit.path.clone(),
+                Some((hit.start_s.max(0.0), hit.end_s)),
+            ));
+        }
+    });
+    row.col(|ui| {
+        ui.label(&hit.label).on_hover_text(&hit.label);
+    });
+    row.col(|ui| {
+        // A model without hash codes ranks by cosine alone: no distance to show.
+        match hit.codes.as_ref().is_some_and(|c| c.bits == 0) {
+            true => ui.weak("–"),
+            false => ui.label(hit.hamming.to_string()),
+        };
+    });
+}
+
+fn score_cell(ui: &mut egui::Ui, hit: &crate::search::Hit) {
     let found = if hit.found == Some(true) {
         "  found"
     } else {
@@ -135,32 +260,6 @@ fn result_row(
             .on_hover_text("Checked against the file's audio: the query's own samples are here, placed to the sample (their correlation)"),
         None => ui.label(format!("{:.3}{found}", hit.score)),
     };
-    if audio::play_button(app, ui, "play", "Play from the matched time") {
-        commands.push(Command::PlayFile(hit.path.clone(), hit.start_s.max(0.0)));
-    }
-    ui.horizontal(|ui| {
-        // Clicking the active mark again clears it.
-        for (value, text, tip) in [(true, "yes", "Relevant"), (false, "no", "Not relevant")] {
-            let active = row.relevant == Some(value);
-            if ui
-                .selectable_label(active, text)
-                .on_hover_text(tip)
-                .clicked()
-            {
-                commands.push(Command::Mark(i, (!active).then_some(value)));
-            }
-        }
-    });
-    if ui
-        .small_button("query")
-        .on_hover_text("Search with this result's matched part")
-        .clicked()
-    {
-        commands.push(Command::QueryFile(
-            hit.path.clone(),
-            Some((hit.start_s.max(0.0), hit.end_s)),
-        ));
-    }
 }
 
 /// Writes the results and marks to a new CSV file in `dir`; returns its path.

@@ -107,6 +107,8 @@ pub struct LibrarySettings {
     pub folders: Vec<PathBuf>,
     /// The index folder.
     pub db: PathBuf,
+    /// A `path,label` CSV whose labels the files take instead of their folders' names.
+    pub labels: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -10,8 +10,9 @@ use crate::session::Clip;
 
 /// Highlight for selections and matched regions.
 pub const REGION_COLOUR: Color32 = Color32::from_rgb(80, 200, 255);
-/// Differing bits in the bit grids.
-pub const DIFF_COLOUR: Color32 = Color32::from_rgb(235, 70, 60);
+/// Differing bits in the bit grids: Okabe and Ito's sky blue, told apart from the set bits'
+/// yellow under every common colour blindness (and crossed out, for no colour at all).
+pub const DIFF_COLOUR: Color32 = Color32::from_rgb(86, 180, 233);
 
 /// A clip with its spectrogram image (made on a background thread: it is the slow part).
 #[derive(Clone)]
@@ -203,8 +204,8 @@ pub fn time_at(rect: Rect, duration_s: f64, x: f32) -> f64 {
     f64::from(((x - rect.left()) / rect.width().max(1.0)).clamp(0.0, 1.0)) * duration_s
 }
 
-/// A code as a grid of bits (8 per row): set bits filled, bits that differ from `other`
-/// outlined in red.
+/// A code as a grid of bits (8 per row): set bits filled, bits that differ from `other` blue
+/// and crossed.
 pub fn bit_grid(ui: &mut egui::Ui, code: &[u64], other: &[u64], bits: usize, cell: f32) {
     let rows = bits.div_ceil(8);
     let (rect, _) =
@@ -227,5 +228,11 @@ pub fn bit_grid(ui: &mut egui::Ui, code: &[u64], other: &[u64], bits: usize, cel
             (false, false) => Color32::from_gray(40),
         };
         painter.rect_filled(cell_rect, 1.0, fill);
+        if differs {
+            let stroke = Stroke::new(1.0, Color32::from_gray(20));
+            let inner = cell_rect.shrink(cell * 0.2);
+            painter.line_segment([inner.left_top(), inner.right_bottom()], stroke);
+            painter.line_segment([inner.right_top(), inner.left_bottom()], stroke);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-pub use crate::text::clock;
+pub use crate::text::{clock, count};
 
 /// A file's name, as lists and titles show it.
 pub fn file_name(path: &Path) -> String {

@@ -10,6 +10,7 @@ use super::heads_bench::Bench;
 use crate::eval::esc50::{self, Esc50, Evaluation, Features, Split};
 use crate::eval::esc50_index;
 use crate::eval::metrics::RetrievalScores;
+use crate::learn::{LabelSource, LearnReport};
 use crate::model::config::find_model;
 use crate::model::events::EventsEncoder;
 use crate::model::{birdnet, hash_head};
@@ -40,6 +41,10 @@ pub struct EvalEsc50 {
     /// code), search each query clip as `earshot query` does, and time 3 s queries
     #[arg(long)]
     through_index: bool,
+    /// With `--through-index` and a backbone: learn the library's codes from the database's
+    /// classes (as `earshot learn --labels` does) before searching
+    #[arg(long, requires = "through_index")]
+    learn: bool,
     /// One JSON object instead of a table
     #[arg(long)]
     json: bool,
@@ -80,7 +85,7 @@ pub fn run(args: EvalEsc50) -> anyhow::Result<ExitCode> {
     }
     for dir in &models {
         if args.through_index {
-            let (name, line) = eval_through_index(dir, &data, split, args.json)?;
+            let (name, line) = eval_through_index(dir, &data, split, &args)?;
             results.insert(name, line);
             continue;
         }
@@ -233,21 +238,23 @@ fn eval_unsupervised(
     Ok(report(dir, bits, &rows, args.json))
 }
 
-/// Any events model through the engine (see [`crate::eval::esc50_index`]), in a scratch index.
+/// Any events model through the engine (see [`crate::eval::esc50_index`]), in a scratch index;
+/// with `--learn`, its codes learned from the database's classes first.
 fn eval_through_index(
     dir: &Path,
     data: &Esc50,
     split: Split,
-    json: bool,
+    args: &EvalEsc50,
 ) -> anyhow::Result<(String, serde_json::Value)> {
     let mode = crate::model::Mode::Events;
     let encoders =
         crate::session::Encoders::from([(mode, crate::model::encoder_for(mode, Some(dir))?)]);
     let db = std::env::temp_dir().join(format!("earshot-esc50-index-{}", std::process::id()));
-    let evaluated = esc50_index::evaluate(encoders, data, split, &db);
+    let evaluated = index_learn_search(encoders, data, split, &db, args.learn);
     // A scratch folder: nothing in it is worth keeping, whatever happened.
     let _ = std::fs::remove_dir_all(&db);
-    let e = evaluated?;
+    let (e, learned) = evaluated?;
+    let json = args.json;
     for (path, reason) in &e.failed {
         eprintln!("{}: {reason}; left out", path.display());
     }
@@ -255,7 +262,9 @@ fn eval_through_index(
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     if !json {
-        let code = if e.library_code {
+        let code = if learned.is_some() {
+            "codes learned from its classes"
+        } else if e.library_code {
             "the library's own code"
         } else {
             "the model's codes"
@@ -277,8 +286,46 @@ fn eval_through_index(
             e.encode_3s.p50_ms,
             e.encode_3s.p95_ms
         );
+        if let Some(l) = &learned {
+            println!(
+                "  learned from {} labels on {} files in {:.1} s; held out a fifth: mAP@all {:.4} before, {:.4} after",
+                l.labels,
+                l.files,
+                l.elapsed.as_secs_f64(),
+                l.before.map_all,
+                l.after.map_all
+            );
+        }
     }
-    Ok((name, serde_json::to_value(&e)?))
+    let mut line = serde_json::to_value(&e)?;
+    if let (Some(l), Some(fields)) = (&learned, line.as_object_mut()) {
+        fields.insert(
+            "learned".into(),
+            json!({"labels": l.labels, "files": l.files, "seconds": l.elapsed.as_secs_f64(),
+                   "held_out_map_all_before": l.before.map_all, "held_out_map_all_after": l.after.map_all}),
+        );
+    }
+    Ok((name, line))
+}
+
+/// Indexes the database into `db`, learns its codes from its classes when asked, and searches
+/// the queries.
+fn index_learn_search(
+    encoders: crate::session::Encoders,
+    data: &Esc50,
+    split: Split,
+    db: &Path,
+    learn: bool,
+) -> anyhow::Result<(esc50_index::IndexedEvaluation, Option<LearnReport>)> {
+    let indexed = esc50_index::index_database(encoders, data, split, db)?;
+    let learned = match learn {
+        true => {
+            let labels = indexed.labels(data);
+            Some(crate::learn::learn(db, LabelSource::Csv(&labels), &|_| {})?)
+        }
+        false => None,
+    };
+    Ok((esc50_index::search_queries(indexed, data, db)?, learned))
 }
 
 /// Prints one model's rows (unless `json`), and gives its JSON entry.

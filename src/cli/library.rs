@@ -126,6 +126,7 @@ pub fn index(
     let options = BuildOptions {
         labels: labels.as_ref(),
         rebuild,
+        only_given_roots: false,
         checkpoint_every: Duration::from_secs_f64(checkpoint_secs.max(0.0)),
         cancel: None,
     };

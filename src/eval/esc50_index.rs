@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::esc50::{Esc50, Split, split_ids};
 use super::metrics::{RetrievalScores, percentile, scores_of_rankings};
+use crate::library::LabelMap;
 use crate::model::{Encoded, Mode};
 use crate::session::ingest::{self, BuildOptions};
 use crate::session::{Clip, Encoders, OpenLibrary, SearchOptions, SessionError};
@@ -55,15 +56,39 @@ pub struct IndexedEvaluation {
     pub failed: Vec<(PathBuf, String)>,
 }
 
+/// The protocol's database indexed into a folder, ready to be searched.
+pub struct IndexedDatabase {
+    encoders: Arc<Encoders>,
+    split: Split,
+    /// The database clips that were indexed, by their ids in the protocol.
+    database: Vec<usize>,
+    index_x_realtime: f64,
+    failed: Vec<(PathBuf, String)>,
+}
+
+impl IndexedDatabase {
+    /// Every database clip's class, by the path the library knows it by.
+    pub fn labels(&self, data: &Esc50) -> LabelMap {
+        self.database
+            .iter()
+            .map(|&i| {
+                let clip = &data.clips[i];
+                let path = crate::library::canonical_root(&clip.path);
+                (path, data.labels[clip.target].clone())
+            })
+            .collect()
+    }
+}
+
 /// Indexes `split`'s database clips into `db` (emptied first) with the events encoder in
-/// `encoders`, then searches every query clip.
-pub fn evaluate(
+/// `encoders`.
+pub fn index_database(
     encoders: Encoders,
     data: &Esc50,
     split: Split,
     db: &Path,
-) -> Result<IndexedEvaluation, SessionError> {
-    let (database, queries) = split_ids(data, split);
+) -> Result<IndexedDatabase, SessionError> {
+    let (database, _) = split_ids(data, split);
     let paths: Vec<PathBuf> = database
         .iter()
         .map(|&i| data.clips[i].path.clone())
@@ -71,16 +96,38 @@ pub fn evaluate(
     let options = BuildOptions {
         labels: None,
         rebuild: true,
+        only_given_roots: false,
         checkpoint_every: Duration::from_secs(3600),
         cancel: None,
     };
     let report = ingest::build(db, &paths, &encoders, &options, &|_| {})?;
-    let mut failed: Vec<(PathBuf, String)> = report
-        .failed
-        .iter()
-        .map(|p| (p.path.clone(), p.reason.clone()))
-        .collect();
-    let encoders = Arc::new(encoders);
+    Ok(IndexedDatabase {
+        encoders: Arc::new(encoders),
+        split,
+        database,
+        index_x_realtime: report.encoded_audio_s / report.elapsed.as_secs_f64().max(1e-9),
+        failed: report
+            .failed
+            .iter()
+            .map(|p| (p.path.clone(), p.reason.clone()))
+            .collect(),
+    })
+}
+
+/// Searches every query clip of the split in the index at `db`, as `earshot query` does.
+pub fn search_queries(
+    indexed: IndexedDatabase,
+    data: &Esc50,
+    db: &Path,
+) -> Result<IndexedEvaluation, SessionError> {
+    let IndexedDatabase {
+        encoders,
+        split,
+        database,
+        index_x_realtime,
+        mut failed,
+    } = indexed;
+    let (_, queries) = split_ids(data, split);
     let library = OpenLibrary::open(db, encoders.clone())?;
     let index = library.index().clone();
     let section = index.mode(Mode::Events, db)?;
@@ -130,7 +177,7 @@ pub fn evaluate(
         scores,
         bits: section.bits(),
         library_code: section.library_code.is_some(),
-        index_x_realtime: report.encoded_audio_s / report.elapsed.as_secs_f64().max(1e-9),
+        index_x_realtime,
         mb_per_hour: index_bytes(db) as f64 / 1e6 / hours.max(1e-9),
         query_whole: Latency::of(whole_ms),
         query_3s: Latency::of(short_ms),

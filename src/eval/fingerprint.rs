@@ -539,6 +539,7 @@ fn build_index(
     let build_options = BuildOptions {
         labels: None,
         rebuild: true,
+        only_given_roots: false,
         checkpoint_every: std::time::Duration::from_secs(3600),
         cancel: None,
     };

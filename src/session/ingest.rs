@@ -30,6 +30,9 @@ pub struct BuildOptions<'a> {
     pub labels: Option<&'a LabelMap>,
     /// Start from an empty index instead of updating the existing one.
     pub rebuild: bool,
+    /// The paths given are all the index's roots: a root indexed before and not given again is
+    /// forgotten, with its files (a folder removed from a library). Otherwise they are added.
+    pub only_given_roots: bool,
     /// Longest time between checkpoints.
     pub checkpoint_every: Duration,
     /// Set from another thread to stop after the files under way (the index keeps them).
@@ -106,6 +109,10 @@ pub fn build(
     };
     let mut report = BuildReport::default();
     let mode_added = prepare_modes(&mut index, encoders, db)?;
+    if options.only_given_roots {
+        let given: HashSet<PathBuf> = paths.iter().map(|p| library::canonical_root(p)).collect();
+        index.roots.retain(|root| given.contains(root));
+    }
     let missing = add_roots(&mut index, paths);
 
     let scan = library::scan(&index.roots, options.labels, &|_| {});

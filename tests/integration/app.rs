@@ -15,14 +15,25 @@ use egui_kittest::kittest::{NodeT, Queryable};
 /// Longest wait for background work (indexing the demo library takes about a second).
 const PATIENCE: Duration = Duration::from_secs(120);
 
-fn harness(data_dir: &Path) -> Harness<'static, EarshotApp> {
+pub(crate) fn harness(data_dir: &Path) -> Harness<'static, EarshotApp> {
+    harness_at(data_dir, [1400.0, 900.0], 1.0)
+}
+
+/// The app in a window of `size` points at `scale` pixels per point (1280x800 pixels at 1.5x is
+/// 853x533 points).
+pub(crate) fn harness_at(
+    data_dir: &Path,
+    size: [f32; 2],
+    scale: f32,
+) -> Harness<'static, EarshotApp> {
     let options = AppOptions {
         data_dir: data_dir.to_owned(),
         probe_devices: false,
         open: Vec::new(),
     };
     Harness::builder()
-        .with_size([1400.0, 900.0])
+        .with_size(size)
+        .with_pixels_per_point(scale)
         // 50 ms a frame: a click pressed in one frame and released in the next, twice, is
         // within egui's double-click delay.
         .with_step_dt(0.05)
@@ -30,7 +41,11 @@ fn harness(data_dir: &Path) -> Harness<'static, EarshotApp> {
 }
 
 /// Steps frames until `done` holds and no background task runs.
-fn wait_for(h: &mut Harness<'static, EarshotApp>, what: &str, done: impl Fn(&EarshotApp) -> bool) {
+pub(crate) fn wait_for(
+    h: &mut Harness<'static, EarshotApp>,
+    what: &str,
+    done: impl Fn(&EarshotApp) -> bool,
+) {
     let started = Instant::now();
     loop {
         h.step();
@@ -48,7 +63,7 @@ fn wait_for(h: &mut Harness<'static, EarshotApp>, what: &str, done: impl Fn(&Ear
 }
 
 #[derive(Debug)]
-struct Dropped(PathBuf);
+pub(crate) struct Dropped(pub(crate) PathBuf);
 
 impl egui::DroppedFile for Dropped {
     fn path(&self) -> &Path {
@@ -60,14 +75,14 @@ impl egui::DroppedFile for Dropped {
     }
 }
 
-fn open_demo_library(h: &mut Harness<'static, EarshotApp>) {
+pub(crate) fn open_demo_library(h: &mut Harness<'static, EarshotApp>) {
     h.get_by_label("Try the demo library").click();
     wait_for(h, "the demo library to be indexed", |app| {
         app.current().is_some_and(|(_, index)| index.is_some())
     });
 }
 
-fn demo_file(data_dir: &Path, class: &str, i: usize) -> PathBuf {
+pub(crate) fn demo_file(data_dir: &Path, class: &str, i: usize) -> PathBuf {
     data_dir
         .join("demo-library")
         .join(class)

@@ -75,6 +75,7 @@ fn options() -> BuildOptions<'static> {
     BuildOptions {
         labels: None,
         rebuild: false,
+        only_given_roots: false,
         checkpoint_every: Duration::from_secs(30),
         cancel: None,
     }

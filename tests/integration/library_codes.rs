@@ -136,6 +136,7 @@ fn build(db: &Path, paths: &[PathBuf]) -> ingest::BuildReport {
     let options = BuildOptions {
         labels: None,
         rebuild: false,
+        only_given_roots: false,
         checkpoint_every: Duration::from_secs(3600),
         cancel: None,
     };

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "gui")]
 mod app;
+#[cfg(feature = "gui")]
+mod app_library;
 mod architecture;
 mod birdnet;
 mod cli;

@@ -1,0 +1,196 @@
+//! The app as people use it all day (issue 24): the results table at large text scales, folders
+//! opened as libraries of their own, libraries renamed, shrunk and relabelled, names in any
+//! script, and a map legend for many labels.
+
+use std::path::{Path, PathBuf};
+
+use earshot::app::{Command, EarshotApp};
+use earshot::demo::{DEMO_CLASSES, synthesise, write_wav};
+use earshot::model::SeededRng;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+use crate::app::{harness, harness_at, wait_for};
+
+/// Writes `per_class` synthetic sounds of each class into `folder/<label>/<name>`.
+fn write_sounds(
+    folder: &Path,
+    classes: &[(&str, &str)],
+    per_class: usize,
+    name: impl Fn(&str, usize) -> String,
+) -> Vec<PathBuf> {
+    let mut rng = SeededRng::new(7);
+    let mut paths = Vec::new();
+    for (label, class) in classes {
+        let dir = folder.join(label);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let path = dir.join(name(label, i));
+            write_wav(&path, &synthesise(class, &mut rng)).unwrap();
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+/// Waits until the selected library's index holds `files` files.
+fn wait_for_index(h: &mut Harness<'static, EarshotApp>, files: usize) {
+    wait_for(h, &format!("an index of {files} files"), |app| {
+        app.current()
+            .and_then(|(_, index)| index)
+            .is_some_and(|index| index.files.len() == files)
+    });
+}
+
+#[test]
+fn at_1_5x_with_the_inspector_and_long_names_every_column_of_the_results_can_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("recordings");
+    let classes: Vec<(&str, &str)> = DEMO_CLASSES.iter().take(3).map(|c| (*c, *c)).collect();
+    let long = |label: &str, i: usize| {
+        format!(
+            "{label}-{i}-recorded-at-dawn-on-the-river-bank-with-the-field-recorder-in-its-windshield.wav"
+        )
+    };
+    let files = write_sounds(&folder, &classes, 3, long);
+    // 1280x800 pixels at 1.5 pixels per point.
+    let (width, height) = (853.0, 533.0);
+    let mut h = harness_at(dir.path(), [width, height], 1.5);
+    h.state_mut().push(Command::Dropped(vec![folder.clone()]));
+    wait_for_index(&mut h, files.len());
+    h.state_mut()
+        .push(Command::QueryFile(files[0].clone(), None));
+    wait_for(&mut h, "results and the inspector", |app| {
+        !app.results.is_empty() && app.inspector.is_some()
+    });
+
+    // The library panel keeps to its share of the window: long names are cut, not widened for.
+    let listed = h
+        .get_all_by_label(&long(classes[1].0, 1))
+        .map(|n| n.rect())
+        .min_by(|a, b| a.min.x.total_cmp(&b.min.x))
+        .unwrap();
+    assert!(listed.max.x <= width * 0.3 + 16.0, "{listed:?}");
+
+    // The last column of the first result can be scrolled to and is then on screen.
+    h.get_all_by_label("query").next().unwrap().scroll_to_me();
+    h.run();
+    for label in ["query", "yes", "no"] {
+        let rect = h.get_all_by_label(label).next().unwrap().rect();
+        assert!(
+            rect.min.x >= 0.0 && rect.max.x <= width && rect.max.y <= height,
+            "{label}: {rect:?}"
+        );
+    }
+}
+
+#[test]
+fn a_dropped_folder_opens_as_its_own_library_which_can_be_renamed_shrunk_and_relabelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("dawn"), dir.path().join("dusk"));
+    let name = |label: &str, i: usize| format!("{label}-{i}.wav");
+    let in_a = write_sounds(&a, &[("up", "chirp-up"), ("down", "chirp-down")], 3, name);
+    let in_b = write_sounds(&b, &[("tone", "tone-low")], 3, name);
+    let mut h = harness(dir.path());
+
+    h.state_mut().push(Command::Dropped(vec![a.clone()]));
+    wait_for_index(&mut h, in_a.len());
+    // A second folder is a library of its own, not merged into the one selected.
+    h.state_mut().push(Command::Dropped(vec![b.clone()]));
+    wait_for_index(&mut h, in_b.len());
+    let libraries = &h.state().settings.libraries;
+    assert_eq!(libraries.len(), 2);
+    assert_eq!(libraries[0].folders, [a.clone()]);
+    assert_eq!(
+        (libraries[1].name.as_str(), &libraries[1].folders),
+        ("dusk", &vec![b.clone()])
+    );
+    // Dropping a folder a library holds selects that library.
+    h.state_mut().push(Command::Dropped(vec![a.join("up")]));
+    wait_for(&mut h, "the first library", |app| {
+        app.settings.selected_library == 0
+    });
+    assert_eq!(h.state().settings.libraries.len(), 2);
+
+    // Renamed in place (the name field takes the keyboard at once, the old name selected):
+    // Enter keeps the new name.
+    h.get_by_label("✏").click();
+    h.run();
+    h.input_mut()
+        .events
+        .push(egui::Event::Text("Dawn chorus".into()));
+    h.run();
+    h.key_press(egui::Key::Enter);
+    h.run();
+    assert_eq!(h.state().settings.libraries[0].name, "Dawn chorus");
+
+    // A folder added, then removed: its files leave the index.
+    h.state_mut().push(Command::AddFolders(vec![b.clone()]));
+    wait_for_index(&mut h, in_a.len() + in_b.len());
+    h.get_all_by_label("×").nth(1).unwrap().click();
+    wait_for_index(&mut h, in_a.len());
+    assert_eq!(h.state().settings.libraries[0].folders, [a.clone()]);
+
+    // Labels from a CSV (relative to its folder) replace the folder names.
+    let csv = dir.path().join("labels.csv");
+    let rows: String = in_a
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let relative = p.strip_prefix(dir.path()).unwrap().display();
+            format!("{relative},{}\n", if i % 2 == 0 { "even" } else { "odd" })
+        })
+        .collect();
+    std::fs::write(&csv, format!("path,label\n{rows}")).unwrap();
+    h.state_mut().push(Command::SetLabels(Some(csv)));
+    wait_for(&mut h, "the new labels", |app| {
+        app.current()
+            .and_then(|(_, index)| index)
+            .is_some_and(|index| {
+                index
+                    .files
+                    .iter()
+                    .all(|f| f.label == "even" || f.label == "odd")
+            })
+    });
+    h.get_by_label("labels: labels.csv");
+}
+
+#[test]
+fn names_in_any_script_are_drawn_and_the_map_legend_names_every_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("field");
+    // Ten labels (more than the palette's eight colours), some in scripts the bundled fonts lack.
+    let labels = [
+        "鳥の声",
+        "طيور",
+        "птицы",
+        "🐦 birds",
+        "rain",
+        "wind",
+        "engine",
+        "dog",
+        "crickets",
+        "frogs",
+    ];
+    let classes: Vec<(&str, &str)> = labels
+        .iter()
+        .zip(DEMO_CLASSES.iter().cycle())
+        .map(|(l, c)| (*l, *c))
+        .collect();
+    let files = write_sounds(&folder, &classes, 2, |label, i| {
+        format!("{label} 録音 {i}.wav")
+    });
+    let mut h = harness(dir.path());
+    h.state_mut().push(Command::Dropped(vec![folder]));
+    wait_for_index(&mut h, files.len());
+    // The harness panics on any character no font can draw: reaching here means they all drew.
+    h.get_by_label("鳥の声 録音 0.wav");
+    h.get_by_label("طيور 録音 1.wav");
+
+    h.get_by_label("Map").click();
+    wait_for(&mut h, "the map", |app| !app.map.screen_points.is_empty());
+    for label in labels {
+        h.get_by_label(&format!("{label} (2)"));
+    }
+}
