@@ -4,6 +4,7 @@
 //! - time from dropping a clip on the window to the results table being filled;
 //! - frame time of the map with MAP_POINTS files (a synthetic library of 64-bit codes in 50
 //!   labelled clusters, held in memory: the map does not care where codes come from);
+//! - frame time of the results table with 1,000 rows;
 //! - t-SNE time for TSNE_CODES codes.
 //!
 //!     cargo bench --bench app -- FOLDER [COPIES] [MAP_POINTS] [TSNE_CODES]
@@ -72,6 +73,9 @@ fn linked_library(source: &Path, copies: usize, dir: &Path) -> PathBuf {
     }
     root
 }
+
+/// Rows in the results table whose frame time is measured.
+const RESULT_ROWS: usize = 1000;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -150,6 +154,34 @@ fn main() {
             drops.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
         );
     }
+
+    // The results table with RESULT_ROWS rows (the last search's first hit, repeated), the
+    // pointer moving over it and the table scrolled.
+    let first = h.state().results[0].clone();
+    h.state_mut().results = (0..RESULT_ROWS)
+        .map(|rank| {
+            let mut row = first.clone();
+            row.hit.rank = rank + 1;
+            row
+        })
+        .collect();
+    h.state_mut().settings.central_view = CentralView::Results;
+    let mut table = Vec::new();
+    for i in 0..200 {
+        h.hover_at(egui::pos2(700.0, 500.0 + (i % 20) as f32 * 10.0));
+        h.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Line,
+            delta: egui::vec2(0.0, -3.0),
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+            modifiers: egui::Modifiers::NONE,
+        });
+        table.push(frame(&mut h));
+    }
+    println!(
+        "results table with {RESULT_ROWS} rows, scrolled: frame {}",
+        percentiles(table)
+    );
 
     // t-SNE alone for `tsne_codes` codes of this library.
     let (_, index) = h.state().current().expect("a library");

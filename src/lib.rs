@@ -10,6 +10,7 @@ pub mod audio;
 pub mod cli;
 pub mod demo;
 pub mod eval;
+pub mod export;
 pub mod features;
 pub mod fsutil;
 pub mod index;

@@ -8,7 +8,8 @@ use super::jobs;
 use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
 use super::task::Task;
-use super::{EarshotApp, results_panel};
+use super::{EarshotApp, ExportFormat};
+use crate::export;
 use crate::library::canonical_root;
 use crate::library::marks::{Mark, MarksError};
 use crate::model::Mode;
@@ -55,7 +56,8 @@ pub enum Command {
     SetMode(Mode),
     SelectResult(usize),
     Mark(usize, Option<bool>),
-    ExportCsv,
+    /// Writes the results and marks to a new file (or folder) in the exports folder.
+    Export(ExportFormat),
     /// Plays the query's selection (or all of it).
     PlayQuery,
     /// Plays a file from a time (seconds).
@@ -142,7 +144,7 @@ impl EarshotApp {
             }
             Command::SelectResult(i) => self.select_result(ctx, i),
             Command::Mark(i, mark) => self.mark(i, mark),
-            Command::ExportCsv => self.export_csv(),
+            Command::Export(format) => self.export(format),
             Command::PlayQuery => self.play_query(),
             Command::PlayFile(path, from_s) => self.audio.play_file(ctx, path, from_s),
             Command::TogglePlaySelected => self.toggle_play_selected(ctx),
@@ -443,19 +445,52 @@ impl EarshotApp {
         }));
     }
 
-    fn export_csv(&mut self) {
+    fn export(&mut self, format: ExportFormat) {
         let Some(query) = &self.query else {
             return;
         };
         let dir = self.options.data_dir.join("exports");
-        match results_panel::export_csv(&dir, &query.clip.name, self.settings.mode, &self.results) {
-            Ok(path) => self.notify(format!(
+        let searched = export::Searched {
+            query: &query.clip.name,
+            mode: self.settings.mode,
+        };
+        let rows: Vec<export::ExportRow> = (self.results.iter())
+            .map(|r| export::ExportRow {
+                hit: &r.hit,
+                relevant: r.relevant,
+            })
+            .collect();
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(|source| export::ExportError {
+                path: dir.clone(),
+                source,
+            })
+            .and_then(|()| {
+                let stem = searched.stem();
+                match format {
+                    ExportFormat::Csv => {
+                        let path = export::free_path(&dir, &stem, ".csv");
+                        export::write_csv(&path, searched, &rows).map(|()| path)
+                    }
+                    ExportFormat::Raven => {
+                        let path = export::free_path(&dir, &stem, ".raven.txt");
+                        export::write_raven(&path, searched, &rows).map(|()| path)
+                    }
+                    ExportFormat::Audacity => {
+                        let folder = export::free_path(&dir, &stem, "-audacity");
+                        export::write_audacity(&folder, searched, &rows).map(|_| folder)
+                    }
+                }
+            });
+        let message = match written {
+            Ok(path) => format!(
                 "exported {} to {}",
                 super::text::count(self.results.len(), "result"),
                 path.display()
-            )),
-            Err(e) => self.notify(format!("cannot export the results: {e}")),
-        }
+            ),
+            Err(e) => format!("cannot export the results: {e}"),
+        };
+        self.notify(message);
     }
 
     fn play_query(&mut self) {

@@ -62,6 +62,8 @@ impl Purpose {
 pub struct PathPrompt {
     purpose: Purpose,
     text: String,
+    /// Whether the field has been given the keyboard (once, when the window opens).
+    focused: bool,
 }
 
 struct OpenDialog {
@@ -131,6 +133,7 @@ impl Dialogs {
         self.prompt = Some(PathPrompt {
             purpose,
             text: String::new(),
+            focused: false,
         });
     }
 
@@ -149,6 +152,10 @@ impl Dialogs {
                         .hint_text("/path/to/it")
                         .desired_width(420.0),
                 );
+                if !prompt.focused {
+                    edit.request_focus();
+                    prompt.focused = true;
+                }
                 let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 ui.horizontal(|ui| {
                     given = ui.button("OK").clicked() || entered;

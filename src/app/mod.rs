@@ -101,6 +101,14 @@ impl AppOptions {
 }
 
 /// A result row and the user's judgement of it.
+/// The file formats results are exported in (see [`crate::export`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Raven,
+    Audacity,
+}
+
 #[derive(Debug, Clone)]
 pub struct ResultRow {
     pub hit: Hit,

@@ -1,13 +1,11 @@
 //! The ranked results: select, play from the matched time, mark relevant or not, query with a
 //! result, export the table with the marks.
 
-use std::path::{Path, PathBuf};
-
 use eframe::egui;
 use egui_extras::{Column, TableBuilder, TableRow};
 
 use super::text::{clock, file_name, shown_path};
-use super::{Command, EarshotApp, ResultRow, audio};
+use super::{Command, EarshotApp, ExportFormat, ResultRow, audio};
 use crate::model::Mode;
 
 /// Exact match's answer in words: where the clip was found, or that it was not.
@@ -46,13 +44,21 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         let marked = app.results.iter().filter(|r| r.relevant.is_some()).count();
         ui.weak(format!("{} shown, {marked} marked", app.results.len()))
             .on_hover_text("Marks are kept with the library: they come back when the same query finds the same moments, and the Models window can learn codes from them.");
-        if ui
-            .add_enabled(!app.results.is_empty(), egui::Button::new("Export CSV"))
-            .on_hover_text("Write the table, with your marks, to a CSV file")
-            .clicked()
-        {
-            app.push(Command::ExportCsv);
-        }
+        ui.add_enabled_ui(!app.results.is_empty(), |ui| {
+            ui.menu_button("Export", |ui| {
+                for (format, text, tip) in [
+                    (ExportFormat::Csv, "CSV", "The table, with your marks"),
+                    (ExportFormat::Raven, "Raven selection table", "One selection per result, naming its file (Raven Pro and Lite)"),
+                    (ExportFormat::Audacity, "Audacity labels", "A label track per audio file, its results in time order"),
+                ] {
+                    if ui.button(text).on_hover_text(tip).clicked() {
+                        app.push(Command::Export(format));
+                    }
+                }
+            })
+            .response
+            .on_hover_text("Write the results, with your marks, for a spreadsheet, Raven or Audacity");
+        });
         ui.weak("up/down: move · space: play");
     });
     if app.settings.mode == Mode::Fingerprint && !app.results.is_empty() {
@@ -260,69 +266,4 @@ fn score_cell(ui: &mut egui::Ui, hit: &crate::search::Hit) {
             .on_hover_text("Checked against the file's audio: the query's own samples are here, placed to the sample (their correlation)"),
         None => ui.label(format!("{:.3}{found}", hit.score)),
     };
-}
-
-/// Writes the results and marks to a new CSV file in `dir`; returns its path.
-pub fn export_csv(
-    dir: &Path,
-    query: &str,
-    mode: Mode,
-    rows: &[ResultRow],
-) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let stem: String = query
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = (1..)
-        .map(|n| dir.join(format!("{stem}-{}-{n}.csv", mode.name())))
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| dir.join("results.csv"));
-    let mut out = csv::Writer::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let write = |out: &mut csv::Writer<std::fs::File>| -> Result<(), csv::Error> {
-        out.write_record([
-            "query",
-            "mode",
-            "rank",
-            "path",
-            "label",
-            "start_s",
-            "end_s",
-            "hamming",
-            "score",
-            "correlation",
-            "relevant",
-        ])?;
-        for r in rows {
-            let h = &r.hit;
-            let mark = match r.relevant {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "",
-            };
-            out.write_record([
-                query,
-                mode.name(),
-                &h.rank.to_string(),
-                &h.path.to_string_lossy(),
-                &h.label,
-                &format!("{:.3}", h.start_s),
-                &format!("{:.3}", h.end_s),
-                &h.hamming.to_string(),
-                &format!("{:.4}", h.score),
-                &h.correlation.map_or(String::new(), |c| format!("{c:.4}")),
-                mark,
-            ])?;
-        }
-        out.flush()?;
-        Ok(())
-    };
-    write(&mut out).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
 }

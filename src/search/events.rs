@@ -27,7 +27,8 @@ use crate::index::vector::{cosine, normalise};
 const CANDIDATES_PER_HIT: usize = 20;
 
 /// A library segment as ranked: its distance to the nearest query segment (which one), and
-/// its score (the cosine that ranks it among equal distances, or after re-ranking).
+/// its score, which falls with the rank (the codes' agreement when they rank, the re-ranked
+/// score after re-ranking).
 #[derive(Debug, Clone, Copy)]
 struct ScoredSegment {
     segment: usize,
@@ -116,8 +117,9 @@ impl Searcher<'_> {
         Some(*seen.select_nth_unstable(nth).1)
     }
 
-    /// Segments by distance, ties by the cosine with their nearest
-    /// query segment.
+    /// Segments by distance, ties by the cosine with their nearest query segment. Each is
+    /// scored by its codes' agreement, 1 - distance / bits: a score that falls down the list
+    /// and stays in 0..=1 (the cosine, which only breaks ties, can rise again or go negative).
     fn by_distance(
         &self,
         q: &QuerySegments,
@@ -128,30 +130,35 @@ impl Searcher<'_> {
             return Vec::new();
         };
         let dim = self.data.embedding_dim;
-        let mut ranked: Vec<ScoredSegment> = distances
+        let bits = self.data.bits().max(1) as f32;
+        let mut ranked: Vec<(ScoredSegment, f32)> = distances
             .iter()
             .enumerate()
             .filter(|(_, (d, _))| *d <= cutoff)
-            .map(|(i, &(d, j))| ScoredSegment {
-                segment: i,
-                query_segment: j,
-                hamming: d,
-                score: match dim {
+            .map(|(i, &(d, j))| {
+                let tie = match dim {
                     0 => 0.0,
                     _ => cosine(
                         self.data.embedding(i),
                         &q.encoded.embeddings[j as usize * dim..][..dim],
                     ),
-                },
+                };
+                let segment = ScoredSegment {
+                    segment: i,
+                    query_segment: j,
+                    hamming: d,
+                    score: 1.0 - d as f32 / bits,
+                };
+                (segment, tie)
             })
             .collect();
-        ranked.sort_by(|a, b| {
+        ranked.sort_by(|(a, a_tie), (b, b_tie)| {
             a.hamming
                 .cmp(&b.hamming)
-                .then(b.score.total_cmp(&a.score))
+                .then(b_tie.total_cmp(a_tie))
                 .then(a.segment.cmp(&b.segment))
         });
-        ranked
+        ranked.into_iter().map(|(segment, _)| segment).collect()
     }
 
     /// The nearest segments by distance: at least [`RERANK_CANDIDATES`], and enough for the

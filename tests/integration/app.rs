@@ -178,14 +178,17 @@ fn a_dropped_clip_finds_results_that_the_inspector_and_csv_export_show() {
     assert!(learn.accesskit_node().is_disabled());
     h.state_mut().push(earshot::app::Command::ToggleModels);
     h.run();
-    h.get_by_label("Export CSV").click();
-    h.step();
-    let exports: Vec<PathBuf> = std::fs::read_dir(dir.path().join("exports"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(exports.len(), 1);
-    let csv = std::fs::read_to_string(&exports[0]).unwrap();
+    let export = |h: &mut Harness<'static, EarshotApp>, format: &str| -> PathBuf {
+        h.get_by_label("Export").click();
+        h.run();
+        h.get_by_label(format).click();
+        h.run();
+        let notice = h.state().notices.last().cloned().unwrap_or_default();
+        let path = notice.split(" to ").nth(1).map(PathBuf::from);
+        assert!(path.as_ref().is_some_and(|p| p.exists()), "{notice}");
+        path.unwrap()
+    };
+    let csv = std::fs::read_to_string(export(&mut h, "CSV")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("query,mode,rank,path,label"));
     assert_eq!(lines.len(), h.state().results.len() + 1);
@@ -194,6 +197,14 @@ fn a_dropped_clip_finds_results_that_the_inspector_and_csv_export_show() {
         "{}",
         lines[1]
     );
+    // For Raven: a selection per result; for Audacity: a label file per result's file.
+    let raven = std::fs::read_to_string(export(&mut h, "Raven selection table")).unwrap();
+    assert_eq!(raven.lines().count(), h.state().results.len() + 1);
+    assert!(raven.lines().nth(1).unwrap().ends_with("\tyes"), "{raven}");
+    let audacity = export(&mut h, "Audacity labels");
+    let files: std::collections::HashSet<&PathBuf> =
+        h.state().results.iter().map(|r| &r.hit.path).collect();
+    assert_eq!(std::fs::read_dir(audacity).unwrap().count(), files.len());
 
     // No sound device here: play and record are disabled (their tooltips say why).
     assert!(h.get_by_label("Record").accesskit_node().is_disabled());

@@ -112,6 +112,16 @@ fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
             (hits[0].hamming, hits[0].label.as_str()),
             (0, if i % 2 == 0 { "birds" } else { "frogs" })
         );
+        // Ranked by their codes: scored by them too, so the scores fall down the list and
+        // stay in 0..=1.
+        assert!(
+            hits.windows(2).all(|w| w[0].score >= w[1].score)
+                && hits.iter().all(|h| (0.0..=1.0).contains(&h.score)),
+            "{:?}",
+            hits.iter()
+                .map(|h| (h.hamming, h.score))
+                .collect::<Vec<_>>()
+        );
 
         // A 3 s excerpt starting at an offset off the 100 ms grid.
         let offset_s = 1.0 + 0.37 * (i % 5) as f64;
