@@ -117,9 +117,10 @@ impl Searcher<'_> {
         Some(*seen.select_nth_unstable(nth).1)
     }
 
-    /// Segments by distance, ties by the cosine with their nearest query segment. Each is
-    /// scored by its codes' agreement, 1 - distance / bits: a score that falls down the list
-    /// and stays in 0..=1 (the cosine, which only breaks ties, can rise again or go negative).
+    /// Segments by distance, ties by the cosine with their nearest query segment, and scored
+    /// in that order: 1 - (distance + (1 - cosine) / 2) / bits, the codes' agreement with the
+    /// cosine placing a segment within its distance's step. The score falls down the list and
+    /// stays in 0..=1 (the cosine alone can rise again, or go negative).
     fn by_distance(
         &self,
         q: &QuerySegments,
@@ -147,7 +148,7 @@ impl Searcher<'_> {
                     segment: i,
                     query_segment: j,
                     hamming: d,
-                    score: 1.0 - d as f32 / bits,
+                    score: 1.0 - (d as f32 + (1.0 - tie) / 2.0) / bits,
                 };
                 (segment, tie)
             })

@@ -59,7 +59,7 @@ pub struct Hit {
     pub end_s: f64,
     pub hamming: u32,
     /// `events`: how similar, falling down the list: the codes' agreement (1 - Hamming distance
-    /// / bits) where codes rank, the re-ranked score (cosine of the embeddings, with the codes'
+    /// / bits, less up to one step by the cosine) where codes rank, the re-ranked score (cosine of the embeddings, with the codes'
     /// agreement for a head) where embeddings re-rank, the cosine where there are no codes.
     /// `fingerprint`: how well the whole query agrees with
     /// the file at that offset, 1 - mean Hamming distance / (bits / 2): 1 for identical codes,
