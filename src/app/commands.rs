@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui;
 
+use super::history::PastQuery;
 use super::jobs;
 use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
 use super::task::Task;
-use super::{EarshotApp, ExportFormat};
+use super::{EarshotApp, ExportFormat, Order, SortKey};
 use crate::export;
 use crate::library::canonical_root;
 use crate::library::marks::{Mark, MarksError};
@@ -58,6 +59,13 @@ pub enum Command {
     Mark(usize, Option<bool>),
     /// Writes the results and marks to a new file (or folder) in the exports folder.
     Export(ExportFormat),
+    /// Sorts the results by a column (again: the other way).
+    SortResults(SortKey),
+    /// Results per query; searches again.
+    SetTop(usize),
+    /// The query before (or after) this one in the history.
+    Back,
+    Forward,
     /// Plays the query's selection (or all of it).
     PlayQuery,
     /// Plays a file from a time (seconds).
@@ -123,7 +131,27 @@ impl EarshotApp {
                 }
             }
             Command::CreateDemoLibrary => self.create_demo_library(ctx),
-            Command::QueryFile(path, region) => self.query_file(ctx, path, region),
+            Command::QueryFile(path, region) => {
+                self.history.visit(PastQuery {
+                    path: path.clone(),
+                    region,
+                });
+                self.query_file(ctx, path, region);
+            }
+            Command::Back | Command::Forward => {
+                let past = match command {
+                    Command::Back => self.history.back(),
+                    _ => self.history.forward(),
+                };
+                if let Some(past) = past {
+                    self.query_file(ctx, past.path, past.region);
+                }
+            }
+            Command::SortResults(key) => self.sort_results(key),
+            Command::SetTop(top) => {
+                self.settings.top = top;
+                self.start_search(ctx);
+            }
             Command::QuerySamples(name, samples) => {
                 self.tasks.query = Some(Task::spawn(ctx, "query", move |_| {
                     let clip = Clip::from_samples(name, None, samples, 0.0);
@@ -429,6 +457,41 @@ impl EarshotApp {
             let selection = region.map(|(a, b)| (a - clip.offset_s, b - clip.offset_s));
             Ok((clip, selection))
         }));
+    }
+
+    fn sort_results(&mut self, key: SortKey) {
+        let order = match self.results_sort {
+            Some((k, Order::Ascending)) if k == key => Order::Descending,
+            Some((k, Order::Descending)) if k == key => Order::Ascending,
+            // Best first for scores; a to z, earliest, nearest first for the rest.
+            _ if key == SortKey::Score => Order::Descending,
+            _ => Order::Ascending,
+        };
+        let selected = self
+            .selected
+            .and_then(|i| self.results.get(i))
+            .map(|r| r.hit.rank);
+        self.results.sort_by(|a, b| {
+            let (a, b) = (&a.hit, &b.hit);
+            let by = match key {
+                SortKey::Rank => a.rank.cmp(&b.rank),
+                SortKey::File => a.path.file_name().cmp(&b.path.file_name()),
+                SortKey::Time => a.start_s.total_cmp(&b.start_s),
+                SortKey::Score => a.score.total_cmp(&b.score),
+                SortKey::Label => a.label.cmp(&b.label),
+                SortKey::Hamming => a.hamming.cmp(&b.hamming),
+            };
+            let by = match order {
+                Order::Ascending => by,
+                Order::Descending => by.reverse(),
+            };
+            by.then(a.rank.cmp(&b.rank))
+        });
+        self.results_sort = Some((key, order));
+        // The selected result stays selected, wherever it went.
+        self.selected =
+            selected.and_then(|rank| self.results.iter().position(|r| r.hit.rank == rank));
+        self.scroll_results_to = self.selected;
     }
 
     fn select_result(&mut self, ctx: &egui::Context, i: usize) {

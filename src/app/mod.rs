@@ -10,6 +10,7 @@ mod audio;
 mod commands;
 mod device;
 mod dialogs;
+pub mod history;
 mod inspector_panel;
 pub mod jobs;
 mod library_panel;
@@ -101,6 +102,23 @@ impl AppOptions {
 }
 
 /// A result row and the user's judgement of it.
+/// What the results can be sorted by (a column of the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Rank,
+    File,
+    Time,
+    Score,
+    Label,
+    Hamming,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
 /// The file formats results are exported in (see [`crate::export`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -189,6 +207,11 @@ pub struct EarshotApp {
     pub selected: Option<usize>,
     /// The selected library's name while it is being edited.
     pub renaming: Option<String>,
+    /// The results' order when the user sorted them (by rank otherwise), and which way.
+    pub results_sort: Option<(SortKey, Order)>,
+    /// Only results whose file name or label hold this text are shown.
+    pub results_filter: String,
+    pub history: history::QueryHistory,
     /// A result the table scrolls to in the next frame (chosen with the arrow keys).
     pub scroll_results_to: Option<usize>,
     pub inspector: Option<Result<Inspected, String>>,
@@ -233,6 +256,9 @@ impl EarshotApp {
             selected: None,
             scroll_results_to: None,
             renaming: None,
+            results_sort: None,
+            results_filter: String::new(),
+            history: history::QueryHistory::default(),
             inspector: None,
             inspector_textures: None,
             map: map_panel::MapState::default(),
@@ -480,6 +506,7 @@ impl EarshotApp {
                         .collect();
                     query.outcome = Some(outcome);
                     query.error = None;
+                    self.results_sort = None;
                     self.selected = None;
                     self.inspector = None;
                     if !self.results.is_empty() {
@@ -575,6 +602,18 @@ impl EarshotApp {
                 i.key_pressed(egui::Key::ArrowDown),
             )
         });
+        let (back, forward) = ctx.input_mut(|i| {
+            (
+                i.consume_key(egui::Modifiers::ALT, egui::Key::ArrowLeft),
+                i.consume_key(egui::Modifiers::ALT, egui::Key::ArrowRight),
+            )
+        });
+        if back {
+            self.push(Command::Back);
+        }
+        if forward {
+            self.push(Command::Forward);
+        }
         let paths: Vec<PathBuf> = dropped.iter().map(|f| f.path().to_owned()).collect();
         if !paths.is_empty() {
             self.push(Command::Dropped(paths));
@@ -592,16 +631,19 @@ impl EarshotApp {
         if space {
             self.push(Command::TogglePlaySelected);
         }
-        let n = self.results.len();
-        if n > 0 && (up || down) {
-            let current = self.selected.unwrap_or(0);
-            let next = if up {
-                current.saturating_sub(1)
-            } else {
-                (current + 1).min(n - 1)
+        // Through the rows shown, in the order shown.
+        let shown = results_panel::shown_rows(self);
+        if !shown.is_empty() && (up || down) {
+            let at = self
+                .selected
+                .and_then(|s| shown.iter().position(|&i| i == s));
+            let next = match (at, up) {
+                (None, _) => 0,
+                (Some(k), true) => k.saturating_sub(1),
+                (Some(k), false) => (k + 1).min(shown.len() - 1),
             };
-            self.scroll_results_to = Some(next);
-            self.push(Command::SelectResult(next));
+            self.scroll_results_to = Some(shown[next]);
+            self.push(Command::SelectResult(shown[next]));
         }
     }
 }

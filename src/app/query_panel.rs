@@ -27,6 +27,28 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let searching = loading || app.tasks.search.is_some();
     let mut commands = Vec::new();
     ui.horizontal_wrapped(|ui| {
+        for (enabled, text, tip, command) in [
+            (
+                app.history.can_go_back(),
+                "←",
+                "Back to the query before (Alt+Left)",
+                Command::Back,
+            ),
+            (
+                app.history.can_go_forward(),
+                "→",
+                "Forward to the next query (Alt+Right)",
+                Command::Forward,
+            ),
+        ] {
+            if ui
+                .add_enabled(enabled, egui::Button::new(text).small())
+                .on_hover_text(tip)
+                .clicked()
+            {
+                commands.push(command);
+            }
+        }
         ui.strong(format!("Query: {}", query.clip.name))
             .on_hover_text(&query.clip.name);
         ui.weak(format!("{duration:.2} s"));

@@ -5,7 +5,7 @@ use eframe::egui;
 use egui_extras::{Column, TableBuilder, TableRow};
 
 use super::text::{clock, file_name, shown_path};
-use super::{Command, EarshotApp, ExportFormat, ResultRow, audio};
+use super::{Command, EarshotApp, ExportFormat, Order, ResultRow, SortKey, audio};
 use crate::model::Mode;
 
 /// Exact match's answer in words: where the clip was found, or that it was not.
@@ -42,8 +42,27 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     ui.horizontal_wrapped(|ui| {
         ui.strong("Results");
         let marked = app.results.iter().filter(|r| r.relevant.is_some()).count();
-        ui.weak(format!("{} shown, {marked} marked", app.results.len()))
+        let shown = shown_rows(app).len();
+        let count = match shown == app.results.len() {
+            true => format!("{shown} shown, {marked} marked"),
+            false => format!("{shown} of {} shown, {marked} marked", app.results.len()),
+        };
+        ui.weak(count)
             .on_hover_text("Marks are kept with the library: they come back when the same query finds the same moments, and the Models window can learn codes from them.");
+        let label = ui.label("Filter results");
+        ui.add(
+            egui::TextEdit::singleline(&mut app.results_filter)
+                .hint_text("name or label")
+                .desired_width(110.0),
+        )
+        .labelled_by(label.id);
+        let top = ui
+            .add(egui::DragValue::new(&mut app.settings.top).range(1..=MAX_TOP).prefix("top "))
+            .on_hover_text("Results per query (drag, or click and type)");
+        // Searched again once the number is set, not at every step of a drag.
+        if (top.changed() && !top.dragged()) || top.drag_stopped() {
+            app.push(Command::SetTop(app.settings.top));
+        }
         ui.add_enabled_ui(!app.results.is_empty(), |ui| {
             ui.menu_button("Export", |ui| {
                 for (format, text, tip) in [
@@ -94,9 +113,39 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     }
 }
 
+/// The most results a query asks for in the app.
+const MAX_TOP: usize = 5000;
+
+/// The results shown, by their position in `app.results`: those whose file name or label
+/// holds the filter's text (any case), in the order sorted.
+pub fn shown_rows(app: &EarshotApp) -> Vec<usize> {
+    let needle = app.results_filter.trim().to_lowercase();
+    (0..app.results.len())
+        .filter(|&i| {
+            let hit = &app.results[i].hit;
+            needle.is_empty()
+                || file_name(&hit.path).to_lowercase().contains(&needle)
+                || hit.label.to_lowercase().contains(&needle)
+        })
+        .collect()
+}
+
 /// The table's columns: a heading and a width in points (the file name takes what is left).
 struct Columns {
     fixed: Vec<(&'static str, f32)>,
+}
+
+/// The column a heading sorts by.
+fn sort_key(heading: &str) -> Option<SortKey> {
+    Some(match heading {
+        "#" => SortKey::Rank,
+        "file" => SortKey::File,
+        "time" => SortKey::Time,
+        "score" => SortKey::Score,
+        "label" => SortKey::Label,
+        "hamming" => SortKey::Hamming,
+        _ => return None,
+    })
 }
 
 /// The file name column's narrowest width, in points; its name clips, and shows whole on hover.
@@ -163,24 +212,45 @@ fn table(
         }
         builder = builder.column(Column::exact(*width).clip(true));
     }
-    if let Some(i) = app.scroll_results_to {
-        builder = builder.scroll_to_row(i, None);
+    let shown = shown_rows(app);
+    if let Some(row) = (app.scroll_results_to).and_then(|i| shown.iter().position(|&s| s == i)) {
+        builder = builder.scroll_to_row(row, None);
     }
     builder
         .header(row_height, |mut header| {
             for h in columns.headings() {
-                header.col(|ui| {
-                    ui.strong(h);
-                });
+                header.col(|ui| heading(app, ui, h, commands));
             }
         })
         .body(|body| {
-            body.rows(row_height, app.results.len(), |mut row| {
-                let i = row.index();
+            body.rows(row_height, shown.len(), |mut row| {
+                let i = shown[row.index()];
                 row.set_selected(app.selected == Some(i));
                 result_row(app, &mut row, i, &app.results[i], commands);
             });
         });
+}
+
+/// A column's heading: a button that sorts by it, with the way it is sorted.
+fn heading(app: &EarshotApp, ui: &mut egui::Ui, text: &str, commands: &mut Vec<Command>) {
+    let Some(key) = sort_key(text) else {
+        ui.strong(text);
+        return;
+    };
+    let arrow = match app.results_sort {
+        Some((k, Order::Ascending)) if k == key => " ↑",
+        Some((k, Order::Descending)) if k == key => " ↓",
+        _ => "",
+    };
+    let button =
+        egui::Button::new(egui::RichText::new(format!("{text}{arrow}")).strong()).frame(false);
+    if ui
+        .add(button)
+        .on_hover_text(format!("Sort by {text}"))
+        .clicked()
+    {
+        commands.push(Command::SortResults(key));
+    }
 }
 
 fn result_row(

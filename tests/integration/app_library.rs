@@ -194,3 +194,61 @@ fn names_in_any_script_are_drawn_and_the_map_legend_names_every_label() {
         h.get_by_label(&format!("{label} (2)"));
     }
 }
+
+#[test]
+fn results_can_be_filtered_sorted_cut_to_a_number_and_past_queries_revisited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    crate::app::open_demo_library(&mut h);
+    let chirp = crate::app::demo_file(dir.path(), "chirp-up", 1);
+    let warble = crate::app::demo_file(dir.path(), "warble", 2);
+    h.state_mut().push(Command::QueryFile(chirp.clone(), None));
+    wait_for(&mut h, "results", |app| app.results.len() == 48);
+
+    // Filtered by label: the other rows leave the table, the count says so.
+    h.get_by_label("Filter results").click();
+    h.run();
+    h.get_by_label("Filter results").type_text("warble");
+    h.run();
+    assert_eq!(h.state().results_filter, "warble");
+    h.get_by_label_contains("6 of 48 shown");
+    // One "query" button per row left.
+    assert_eq!(h.query_all_by_label("query").count(), 6);
+    h.state_mut().results_filter.clear();
+
+    // Sorted by a column, then the other way; the selected result stays selected.
+    let selected_rank = h.state().results[h.state().selected.unwrap()].hit.rank;
+    h.get_by_label("label").click();
+    // The table scrolls to the selected result over a few frames.
+    h.run_steps(10);
+    let labels = |h: &Harness<'static, EarshotApp>| -> Vec<String> {
+        h.state()
+            .results
+            .iter()
+            .map(|r| r.hit.label.clone())
+            .collect()
+    };
+    assert!(labels(&h).is_sorted(), "{:?}", labels(&h));
+    let app = h.state();
+    assert_eq!(app.results[app.selected.unwrap()].hit.rank, selected_rank);
+    h.get_by_label("label ↑").click();
+    h.run_steps(10);
+    assert!(labels(&h).iter().rev().is_sorted());
+
+    // Fewer results per query.
+    h.state_mut().push(Command::SetTop(10));
+    wait_for(&mut h, "10 results", |app| app.results.len() == 10);
+    // Back and forward through the queries searched with.
+    h.state_mut().push(Command::QueryFile(warble.clone(), None));
+    let query_is = |path: &Path| {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        move |app: &EarshotApp| {
+            app.query.as_ref().is_some_and(|q| q.clip.name == name) && !app.results.is_empty()
+        }
+    };
+    wait_for(&mut h, "the warble's results", query_is(&warble));
+    h.get_by_label("←").click();
+    wait_for(&mut h, "the chirp again", query_is(&chirp));
+    h.key_press_modifiers(egui::Modifiers::ALT, egui::Key::ArrowRight);
+    wait_for(&mut h, "the warble again", query_is(&warble));
+}
