@@ -87,7 +87,9 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let Some(query) = &mut app.query else {
         return;
     };
-    let size = Vec2::new(ui.available_width(), SPECTROGRAM_HEIGHT);
+    // Shorter in a short window (large text), so that the results keep rows in sight.
+    let height = SPECTROGRAM_HEIGHT.min(ui.available_height() * 0.3);
+    let size = Vec2::new(ui.available_width(), height);
     let attention = query
         .outcome
         .as_ref()

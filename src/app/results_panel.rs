@@ -40,7 +40,8 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         return;
     }
     ui.horizontal_wrapped(|ui| {
-        ui.strong("Results");
+        ui.strong("Results")
+            .on_hover_text("up/down: move through the results · space: play from the matched time");
         let marked = app.results.iter().filter(|r| r.relevant.is_some()).count();
         let shown = shown_rows(app).len();
         let count = match shown == app.results.len() {
@@ -78,7 +79,6 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
             .response
             .on_hover_text("Write the results, with your marks, for a spreadsheet, Raven or Audacity");
         });
-        ui.weak("up/down: move · space: play");
     });
     if app.settings.mode == Mode::Fingerprint && !app.results.is_empty() {
         verdict(app, ui);
