@@ -220,9 +220,11 @@ pub fn search(
     region: Option<(f64, f64)>,
     mode: Mode,
     top: usize,
+    per_file: usize,
 ) -> Result<SearchOutcome, String> {
     let options = SearchOptions {
         every_occurrence: mode == Mode::Fingerprint,
+        per_file,
         ..SearchOptions::top(top)
     };
     library

@@ -536,9 +536,13 @@ impl EarshotApp {
             return;
         };
         let (clip, region) = (query.clip.clip.clone(), query.selection);
-        let (mode, top) = (self.settings.mode, self.settings.top);
+        let (mode, top, per_file) = (
+            self.settings.mode,
+            self.settings.top,
+            self.settings.moments_per_file,
+        );
         self.tasks.search = Some(Task::spawn(ctx, "search", move |_| {
-            jobs::search(&library, &clip, region, mode, top)
+            jobs::search(&library, &clip, region, mode, top, per_file)
         }));
     }
 

@@ -61,8 +61,19 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
             .add(egui::DragValue::new(&mut app.settings.top).range(1..=MAX_TOP).prefix("top "))
             .on_hover_text("Results per query (drag, or click and type)");
         // Searched again once the number is set, not at every step of a drag.
-        if (top.changed() && !top.dragged()) || top.drag_stopped() {
-            app.push(Command::SetTop(app.settings.top));
+        let mut again = (top.changed() && !top.dragged()) || top.drag_stopped();
+        if app.settings.mode == Mode::Events {
+            let moments = ui
+                .add(
+                    egui::DragValue::new(&mut app.settings.moments_per_file)
+                        .range(1..=MAX_MOMENTS_PER_FILE)
+                        .prefix("per file "),
+                )
+                .on_hover_text("The most moments of one file among the results: more than 1 lists every similar moment of a long recording, not only its best");
+            again |= (moments.changed() && !moments.dragged()) || moments.drag_stopped();
+        }
+        if again {
+            app.push(Command::Search);
         }
         ui.add_enabled_ui(!app.results.is_empty(), |ui| {
             ui.menu_button("Export", |ui| {
@@ -115,6 +126,8 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
 
 /// The most results a query asks for in the app.
 const MAX_TOP: usize = 5000;
+/// The most moments of one file the app lists.
+const MAX_MOMENTS_PER_FILE: usize = 100;
 
 /// The results shown, by their position in `app.results`: those whose file name or label
 /// holds the filter's text (any case), in the order sorted.

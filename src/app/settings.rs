@@ -26,6 +26,9 @@ pub struct Settings {
     pub central_view: CentralView,
     /// Results per query.
     pub top: usize,
+    /// Similar sounds: the most moments of one file among the results (every similar moment
+    /// of a long recording, not only its best).
+    pub moments_per_file: usize,
     pub show_inspector: bool,
     /// The similar-sounds model chosen in the Models window (an installed model's name); the
     /// default one when `None`.
@@ -41,6 +44,7 @@ impl Default for Settings {
             show_attention: true,
             central_view: CentralView::Results,
             top: 50,
+            moments_per_file: 1,
             show_inspector: true,
             events_model: None,
         }

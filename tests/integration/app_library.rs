@@ -252,3 +252,48 @@ fn results_can_be_filtered_sorted_cut_to_a_number_and_past_queries_revisited() {
     h.key_press_modifiers(egui::Modifiers::ALT, egui::Key::ArrowRight);
     wait_for(&mut h, "the warble again", query_is(&warble));
 }
+
+#[test]
+fn similar_sounds_list_every_similar_moment_of_a_long_recording_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("field");
+    let classes: Vec<(&str, &str)> = DEMO_CLASSES.iter().map(|c| (*c, *c)).collect();
+    let mut files = write_sounds(&folder, &classes, 2, |label, i| format!("{label}-{i}.wav"));
+    // A long recording: a chirp, hum for a while, then another chirp (further apart than the
+    // encoder's 5 s window).
+    let mut rng = SeededRng::new(11);
+    let mut long = synthesise("chirp-up", &mut rng);
+    for _ in 0..5 {
+        long.extend(synthesise("hum", &mut rng));
+    }
+    long.extend(synthesise("chirp-up", &mut rng));
+    let recording = folder.join("long").join("dawn-recording.wav");
+    std::fs::create_dir_all(recording.parent().unwrap()).unwrap();
+    write_wav(&recording, &long).unwrap();
+    files.push(recording.clone());
+    let mut h = harness(dir.path());
+    h.state_mut().push(Command::Dropped(vec![folder]));
+    wait_for_index(&mut h, files.len());
+    let query = dir.path().join("query.wav");
+    write_wav(&query, &synthesise("chirp-up", &mut SeededRng::new(12))).unwrap();
+    let moments = |app: &EarshotApp| -> Vec<(f64, f64)> {
+        (app.results.iter())
+            .filter(|r| r.hit.path == recording)
+            .map(|r| (r.hit.start_s, r.hit.end_s))
+            .collect()
+    };
+
+    h.state_mut().push(Command::QueryFile(query, None));
+    wait_for(&mut h, "results", |app| !app.results.is_empty());
+    assert_eq!(moments(h.state()).len(), 1);
+    h.state_mut().settings.moments_per_file = 3;
+    h.state_mut().push(Command::Search);
+    wait_for(&mut h, "more moments", |app| moments(app).len() > 1);
+    let mut found = moments(h.state());
+    found.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Moments of their own, not overlapping.
+    assert!(
+        found.windows(2).all(|w| w[0].1 <= w[1].0 + 1e-6),
+        "{found:?}"
+    );
+}
