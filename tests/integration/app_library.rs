@@ -100,7 +100,7 @@ fn a_dropped_folder_opens_as_its_own_library_which_can_be_renamed_shrunk_and_rel
     wait_for_index(&mut h, in_b.len());
     let libraries = &h.state().settings.libraries;
     assert_eq!(libraries.len(), 2);
-    assert_eq!(libraries[0].folders, [a.clone()]);
+    assert_eq!(libraries[0].folders, std::slice::from_ref(&a));
     assert_eq!(
         (libraries[1].name.as_str(), &libraries[1].folders),
         ("dusk", &vec![b.clone()])
@@ -129,7 +129,10 @@ fn a_dropped_folder_opens_as_its_own_library_which_can_be_renamed_shrunk_and_rel
     wait_for_index(&mut h, in_a.len() + in_b.len());
     h.get_all_by_label("×").nth(1).unwrap().click();
     wait_for_index(&mut h, in_a.len());
-    assert_eq!(h.state().settings.libraries[0].folders, [a.clone()]);
+    assert_eq!(
+        h.state().settings.libraries[0].folders,
+        std::slice::from_ref(&a)
+    );
 
     // Labels from a CSV (relative to its folder) replace the folder names.
     let csv = dir.path().join("labels.csv");
