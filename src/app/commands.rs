@@ -61,6 +61,9 @@ pub enum Command {
     Export(ExportFormat),
     /// Sorts the results by a column (again: the other way).
     SortResults(SortKey),
+    /// Exact match: shows (or hides again) every place of a file that holds the clip more than
+    /// once.
+    ExpandFile(PathBuf),
     /// Results per query; searches again.
     SetTop(usize),
     /// The query before (or after) this one in the history.
@@ -148,6 +151,11 @@ impl EarshotApp {
                 }
             }
             Command::SortResults(key) => self.sort_results(key),
+            Command::ExpandFile(path) => {
+                if !self.expanded_files.remove(&path) {
+                    self.expanded_files.insert(path);
+                }
+            }
             Command::SetTop(top) => {
                 self.settings.top = top;
                 self.start_search(ctx);

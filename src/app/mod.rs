@@ -211,6 +211,8 @@ pub struct EarshotApp {
     pub results_sort: Option<(SortKey, Order)>,
     /// Only results whose file name or label hold this text are shown.
     pub results_filter: String,
+    /// Exact match: the files whose every place is listed (otherwise their first only).
+    pub expanded_files: std::collections::HashSet<PathBuf>,
     pub history: history::QueryHistory,
     /// A result the table scrolls to in the next frame (chosen with the arrow keys).
     pub scroll_results_to: Option<usize>,
@@ -258,6 +260,7 @@ impl EarshotApp {
             renaming: None,
             results_sort: None,
             results_filter: String::new(),
+            expanded_files: Default::default(),
             history: history::QueryHistory::default(),
             inspector: None,
             inspector_textures: None,
@@ -507,6 +510,7 @@ impl EarshotApp {
                     query.outcome = Some(outcome);
                     query.error = None;
                     self.results_sort = None;
+                    self.expanded_files.clear();
                     self.selected = None;
                     self.inspector = None;
                     if !self.results.is_empty() {

@@ -130,9 +130,12 @@ const MAX_TOP: usize = 5000;
 const MAX_MOMENTS_PER_FILE: usize = 100;
 
 /// The results shown, by their position in `app.results`: those whose file name or label
-/// holds the filter's text (any case), in the order sorted.
+/// holds the filter's text (any case), in the order sorted. Exact match lists every place a clip
+/// occurs: a file's places after its first show under it only while the file is expanded.
 pub fn shown_rows(app: &EarshotApp) -> Vec<usize> {
     let needle = app.results_filter.trim().to_lowercase();
+    let grouped = app.settings.mode == Mode::Fingerprint;
+    let mut seen = std::collections::HashSet::new();
     (0..app.results.len())
         .filter(|&i| {
             let hit = &app.results[i].hit;
@@ -140,7 +143,23 @@ pub fn shown_rows(app: &EarshotApp) -> Vec<usize> {
                 || file_name(&hit.path).to_lowercase().contains(&needle)
                 || hit.label.to_lowercase().contains(&needle)
         })
+        .filter(|&i| {
+            let path = &app.results[i].hit.path;
+            !grouped || seen.insert(path) || app.expanded_files.contains(path)
+        })
         .collect()
+}
+
+/// For the first of a file's several places (exact match): how many more it has.
+fn more_places(app: &EarshotApp, i: usize) -> usize {
+    let path = &app.results[i].hit.path;
+    let first = app.results.iter().position(|r| &r.hit.path == path);
+    match (app.settings.mode, first) {
+        (Mode::Fingerprint, Some(first)) if first == i => {
+            app.results.iter().filter(|r| &r.hit.path == path).count() - 1
+        }
+        _ => 0,
+    }
 }
 
 /// The table's columns: a heading and a width in points (the file name takes what is left).
@@ -278,6 +297,20 @@ fn result_row(
         ui.label(hit.rank.to_string());
     });
     row.col(|ui| {
+        let more = more_places(app, i);
+        if more > 0 {
+            let open = app.expanded_files.contains(&hit.path);
+            let (text, tip) = match open {
+                true => (format!("−{more}"), "Hide the other places in this file"),
+                false => (
+                    format!("+{more}"),
+                    "The clip occurs here more than once: show every place",
+                ),
+            };
+            if ui.small_button(text).on_hover_text(tip).clicked() {
+                commands.push(Command::ExpandFile(hit.path.clone()));
+            }
+        }
         let name = file_name(&hit.path);
         if ui
             .selectable_label(app.selected == Some(i), name)

@@ -174,8 +174,10 @@ impl Verifier<'_> {
         }
         // A query can run past the file's end (a recording that goes on after the track ends):
         // the file is followed by silence, so that such lags are compared on the part that
-        // overlaps, and correlate at most the root of that share.
-        let wanted = last + q.samples - first;
+        // overlaps, and correlate at most the root of that share. Only lags that leave at least
+        // half the query in the file are looked at.
+        let last_lag = (last - first).min(file_samples - q.samples / 2);
+        let wanted = last_lag + q.samples;
         let in_file = &excerpt.samples[first..];
         let region: std::borrow::Cow<[f32]> = match in_file.get(..wanted) {
             Some(region) => region.into(),

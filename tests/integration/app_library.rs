@@ -300,3 +300,48 @@ fn similar_sounds_list_every_similar_moment_of_a_long_recording_when_asked() {
         "{found:?}"
     );
 }
+
+#[test]
+fn exact_match_groups_every_place_of_a_file_under_its_first_until_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("tapes");
+    let classes: Vec<(&str, &str)> = DEMO_CLASSES.iter().map(|c| (*c, *c)).collect();
+    let mut files = write_sounds(&folder, &classes, 1, |label, i| format!("{label}-{i}.wav"));
+    // A tape where the same warble plays twice, hum between.
+    let mut rng = SeededRng::new(21);
+    let warble = synthesise("warble", &mut rng);
+    let mut tape = warble.clone();
+    for _ in 0..3 {
+        tape.extend(synthesise("hum", &mut rng));
+    }
+    tape.extend(&warble);
+    let recording = folder.join("tape").join("side-a.wav");
+    std::fs::create_dir_all(recording.parent().unwrap()).unwrap();
+    write_wav(&recording, &tape).unwrap();
+    files.push(recording.clone());
+    let query = dir.path().join("warble-query.wav");
+    write_wav(&query, &warble).unwrap();
+
+    let mut h = harness(dir.path());
+    h.state_mut().push(Command::Dropped(vec![folder]));
+    wait_for_index(&mut h, files.len());
+    h.get_by_label("Exact match").click();
+    h.state_mut().push(Command::QueryFile(query, None));
+    let places = |app: &EarshotApp| {
+        (app.results.iter())
+            .filter(|r| r.hit.path == recording && r.hit.found == Some(true))
+            .count()
+    };
+    wait_for(&mut h, "both places", |app| places(app) == 2);
+    h.get_by_label_contains("and 1 more place");
+    // One row in the table, with a button for the other place (the name also shows in the
+    // library's list and the inspector): expanded, a row more; collapsed, as before.
+    let named = |h: &Harness<'static, EarshotApp>| h.query_all_by_label("side-a.wav").count();
+    let collapsed = named(&h);
+    h.get_by_label("+1").click();
+    h.run();
+    assert_eq!(named(&h), collapsed + 1);
+    h.get_by_label("−1").click();
+    h.run();
+    assert_eq!(named(&h), collapsed);
+}
