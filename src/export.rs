@@ -24,8 +24,10 @@ pub struct ExportError {
     pub source: std::io::Error,
 }
 
-/// A hit as exported, with the user's mark.
+/// A hit as exported, with the query that found it and the user's mark.
 pub struct ExportRow<'a> {
+    /// The query's name.
+    pub query: &'a str,
     pub hit: &'a Hit,
     /// Marked relevant, not relevant, or not marked.
     pub relevant: Option<bool>,
@@ -41,18 +43,46 @@ impl ExportRow<'_> {
     }
 }
 
-/// What was searched for: the query's name and the mode.
-#[derive(Clone, Copy)]
-pub struct Searched<'a> {
-    pub query: &'a str,
-    pub mode: Mode,
+/// The formats results are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Raven,
+    Audacity,
 }
 
-impl Searched<'_> {
-    /// A file name stem from the query's name and the mode, safe on every file system.
-    pub fn stem(&self) -> String {
-        format!("{}-{}", safe_stem(self.query), self.mode.name())
+/// `rows` written in `format` to a new file in `dir` (created) named from `stem` (for Audacity, a
+/// new folder of label files); returns where.
+pub fn write_new(
+    dir: &Path,
+    stem: &str,
+    format: Format,
+    mode: Mode,
+    rows: &[ExportRow],
+) -> Result<PathBuf, ExportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExportError {
+        path: dir.to_owned(),
+        source,
+    })?;
+    match format {
+        Format::Csv => {
+            let path = free_path(dir, stem, ".csv");
+            write_csv(&path, mode, rows).map(|()| path)
+        }
+        Format::Raven => {
+            let path = free_path(dir, stem, ".raven.txt");
+            write_raven(&path, rows).map(|()| path)
+        }
+        Format::Audacity => {
+            let folder = free_path(dir, stem, "-audacity");
+            write_audacity(&folder, rows).map(|_| folder)
+        }
     }
+}
+
+/// A file name stem for an export of `query`'s results in `mode`, safe on every file system.
+pub fn stem(query: &str, mode: Mode) -> String {
+    format!("{}-{}", safe_stem(query), mode.name())
 }
 
 /// The first `dir/<stem>-N<suffix>` that does not exist yet (N from 1).
@@ -86,7 +116,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), ExportError> {
 }
 
 /// The hits and marks as a CSV at `path`.
-pub fn write_csv(path: &Path, searched: Searched, rows: &[ExportRow]) -> Result<(), ExportError> {
+pub fn write_csv(path: &Path, mode: Mode, rows: &[ExportRow]) -> Result<(), ExportError> {
     let err = |e: csv::Error| ExportError {
         path: path.to_owned(),
         source: e.into(),
@@ -109,8 +139,8 @@ pub fn write_csv(path: &Path, searched: Searched, rows: &[ExportRow]) -> Result<
     for r in rows {
         let h = r.hit;
         out.write_record([
-            searched.query,
-            searched.mode.name(),
+            r.query,
+            mode.name(),
             &h.rank.to_string(),
             &h.path.to_string_lossy(),
             &h.label,
@@ -135,7 +165,7 @@ fn field(text: &str) -> String {
 }
 
 /// The hits as a Raven selection table at `path` (Raven reads `.txt`).
-pub fn write_raven(path: &Path, searched: Searched, rows: &[ExportRow]) -> Result<(), ExportError> {
+pub fn write_raven(path: &Path, rows: &[ExportRow]) -> Result<(), ExportError> {
     let mut text = String::from(
         "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tBegin Path\tFile Offset (s)\tQuery\tRank\tLabel\tScore\tRelevant\n",
     );
@@ -147,7 +177,7 @@ pub fn write_raven(path: &Path, searched: Searched, rows: &[ExportRow]) -> Resul
             n + 1,
             h.end_s.max(start),
             field(&h.path.to_string_lossy()),
-            field(searched.query),
+            field(r.query),
             h.rank,
             field(&h.label),
             h.score,
@@ -159,11 +189,7 @@ pub fn write_raven(path: &Path, searched: Searched, rows: &[ExportRow]) -> Resul
 
 /// The hits as Audacity label tracks in the folder `dir` (created): one `<file name>.txt` per
 /// audio file, its hits in time order. Returns the label files written.
-pub fn write_audacity(
-    dir: &Path,
-    searched: Searched,
-    rows: &[ExportRow],
-) -> Result<Vec<PathBuf>, ExportError> {
+pub fn write_audacity(dir: &Path, rows: &[ExportRow]) -> Result<Vec<PathBuf>, ExportError> {
     std::fs::create_dir_all(dir).map_err(|source| ExportError {
         path: dir.to_owned(),
         source,
@@ -196,7 +222,7 @@ pub fn write_audacity(
                     h.start_s.max(0.0),
                     h.end_s.max(h.start_s.max(0.0)),
                     h.rank,
-                    field(searched.query),
+                    field(r.query),
                     h.score
                 )
             })
@@ -239,17 +265,13 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, hit)| ExportRow {
+                query: "bark\tclip",
                 hit,
                 relevant: (i == 0).then_some(true),
             })
             .collect();
-        let searched = Searched {
-            query: "bark\tclip",
-            mode: Mode::Events,
-        };
-
         let raven = dir.path().join("table.txt");
-        write_raven(&raven, searched, &rows).unwrap();
+        write_raven(&raven, &rows).unwrap();
         let text = std::fs::read_to_string(&raven).unwrap();
         let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
         assert_eq!(lines.len(), 4);
@@ -263,7 +285,7 @@ mod tests {
         assert_eq!(lines[1][9], "bark clip");
         assert_eq!(lines[1][13], "yes");
 
-        let labels = write_audacity(&dir.path().join("audacity"), searched, &rows).unwrap();
+        let labels = write_audacity(&dir.path().join("audacity"), &rows).unwrap();
         assert_eq!(labels.len(), 2);
         let dawn = std::fs::read_to_string(&labels[0]).unwrap();
         // One label file per audio file, its hits in time order.

@@ -9,7 +9,7 @@ use super::jobs;
 use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
 use super::task::Task;
-use super::{EarshotApp, ExportFormat, Order, SortKey};
+use super::{EarshotApp, Order, SortKey};
 use crate::export;
 use crate::library::canonical_root;
 use crate::library::marks::{Mark, MarksError};
@@ -58,7 +58,7 @@ pub enum Command {
     SelectResult(usize),
     Mark(usize, Option<bool>),
     /// Writes the results and marks to a new file (or folder) in the exports folder.
-    Export(ExportFormat),
+    Export(export::Format),
     /// Sorts the results by a column (again: the other way).
     SortResults(SortKey),
     /// Exact match: shows (or hides again) every place of a file that holds the clip more than
@@ -66,6 +66,10 @@ pub enum Command {
     ExpandFile(PathBuf),
     /// Results per query; searches again.
     SetTop(usize),
+    /// Opens the folder dialog for a batch of query clips.
+    BatchDialog,
+    /// Searches with every clip under a folder; their results go to one table.
+    BatchQuery(PathBuf),
     /// The query before (or after) this one in the history.
     Back,
     Forward,
@@ -151,6 +155,8 @@ impl EarshotApp {
                 }
             }
             Command::SortResults(key) => self.sort_results(key),
+            Command::BatchDialog => self.dialogs.batch_folder(ctx),
+            Command::BatchQuery(folder) => self.start_batch(ctx, folder),
             Command::ExpandFile(path) => {
                 if !self.expanded_files.remove(&path) {
                     self.expanded_files.insert(path);
@@ -467,6 +473,26 @@ impl EarshotApp {
         }));
     }
 
+    fn start_batch(&mut self, ctx: &egui::Context, folder: PathBuf) {
+        if self.tasks.batch.is_some() {
+            self.notify("a batch search is already under way");
+            return;
+        }
+        let Some(library) = self.searchable() else {
+            self.notify("index a library first: the clips are searched in it");
+            return;
+        };
+        let options = jobs::BatchOptions {
+            mode: self.settings.mode,
+            top: self.settings.top,
+            per_file: self.settings.moments_per_file,
+        };
+        let exports = self.options.data_dir.join("exports");
+        self.tasks.batch = Some(Task::spawn(ctx, "batch", move |r| {
+            jobs::batch_search(&library, &folder, options, &exports, &|p| r.progress(p))
+        }));
+    }
+
     fn sort_results(&mut self, key: SortKey) {
         let order = match self.results_sort {
             Some((k, Order::Ascending)) if k == key => Order::Descending,
@@ -516,44 +542,21 @@ impl EarshotApp {
         }));
     }
 
-    fn export(&mut self, format: ExportFormat) {
+    fn export(&mut self, format: export::Format) {
         let Some(query) = &self.query else {
             return;
         };
-        let dir = self.options.data_dir.join("exports");
-        let searched = export::Searched {
-            query: &query.clip.name,
-            mode: self.settings.mode,
-        };
         let rows: Vec<export::ExportRow> = (self.results.iter())
             .map(|r| export::ExportRow {
+                query: &query.clip.name,
                 hit: &r.hit,
                 relevant: r.relevant,
             })
             .collect();
-        let written = std::fs::create_dir_all(&dir)
-            .map_err(|source| export::ExportError {
-                path: dir.clone(),
-                source,
-            })
-            .and_then(|()| {
-                let stem = searched.stem();
-                match format {
-                    ExportFormat::Csv => {
-                        let path = export::free_path(&dir, &stem, ".csv");
-                        export::write_csv(&path, searched, &rows).map(|()| path)
-                    }
-                    ExportFormat::Raven => {
-                        let path = export::free_path(&dir, &stem, ".raven.txt");
-                        export::write_raven(&path, searched, &rows).map(|()| path)
-                    }
-                    ExportFormat::Audacity => {
-                        let folder = export::free_path(&dir, &stem, "-audacity");
-                        export::write_audacity(&folder, searched, &rows).map(|_| folder)
-                    }
-                }
-            });
-        let message = match written {
+        let mode = self.settings.mode;
+        let dir = self.options.data_dir.join("exports");
+        let stem = export::stem(&query.clip.name, mode);
+        let message = match export::write_new(&dir, &stem, format, mode, &rows) {
             Ok(path) => format!(
                 "exported {} to {}",
                 super::text::count(self.results.len(), "result"),

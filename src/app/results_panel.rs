@@ -5,7 +5,8 @@ use eframe::egui;
 use egui_extras::{Column, TableBuilder, TableRow};
 
 use super::text::{clock, file_name, shown_path};
-use super::{Command, EarshotApp, ExportFormat, Order, ResultRow, SortKey, audio};
+use super::{Command, EarshotApp, Order, ResultRow, SortKey, audio};
+use crate::export;
 use crate::model::Mode;
 
 /// Exact match's answer in words: where the clip was found, or that it was not.
@@ -78,9 +79,9 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         ui.add_enabled_ui(!app.results.is_empty(), |ui| {
             ui.menu_button("Export", |ui| {
                 for (format, text, tip) in [
-                    (ExportFormat::Csv, "CSV", "The table, with your marks"),
-                    (ExportFormat::Raven, "Raven selection table", "One selection per result, naming its file (Raven Pro and Lite)"),
-                    (ExportFormat::Audacity, "Audacity labels", "A label track per audio file, its results in time order"),
+                    (export::Format::Csv, "CSV", "The table, with your marks"),
+                    (export::Format::Raven, "Raven selection table", "One selection per result, naming its file (Raven Pro and Lite)"),
+                    (export::Format::Audacity, "Audacity labels", "A label track per audio file, its results in time order"),
                 ] {
                     if ui.button(text).on_hover_text(tip).clicked() {
                         app.push(Command::Export(format));

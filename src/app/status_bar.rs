@@ -19,6 +19,12 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
                 ui.weak("loading models…");
             }
         }
+        if let Some(batch) = &app.tasks.batch {
+            let p = batch.progress.unwrap_or_default();
+            ui.separator();
+            ui.spinner();
+            ui.weak(format!("batch search: {} of {} clips", p.done, p.total));
+        }
         if let Some(last) = app.notices.last().cloned() {
             ui.separator();
             ui.label(&last);

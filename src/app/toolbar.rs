@@ -17,6 +17,14 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         {
             app.push(Command::OpenDialog);
         }
+        let batching = app.tasks.batch.is_some();
+        if ui
+            .add_enabled(!batching, egui::Button::new("Batch…"))
+            .on_hover_text("Search with every clip in a folder: their results in one table (a CSV in the exports folder)")
+            .clicked()
+        {
+            app.push(Command::BatchDialog);
+        }
         audio::record_button(app, ui);
         ui.separator();
         let mut mode = app.settings.mode;

@@ -345,3 +345,49 @@ fn exact_match_groups_every_place_of_a_file_under_its_first_until_expanded() {
     h.run();
     assert_eq!(named(&h), collapsed);
 }
+
+#[test]
+fn a_folder_of_clips_searched_in_a_batch_gives_one_table_and_names_a_clip_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path());
+    crate::app::open_demo_library(&mut h);
+    let clips = dir.path().join("clips");
+    let mut rng = SeededRng::new(31);
+    std::fs::create_dir_all(&clips).unwrap();
+    for class in ["chirp-up", "hum"] {
+        write_wav(
+            &clips.join(format!("my-{class}.wav")),
+            &synthesise(class, &mut rng),
+        )
+        .unwrap();
+    }
+    std::fs::write(clips.join("broken.wav"), b"RIFF not really").unwrap();
+
+    assert!(h.query_by_label("Batch…").is_some());
+    h.state_mut().push(Command::BatchQuery(clips));
+    wait_for(&mut h, "the batch", |app| {
+        app.notices
+            .last()
+            .is_some_and(|n| n.starts_with("searched with"))
+    });
+    let notice = h.state().notices.last().cloned().unwrap();
+    assert!(notice.starts_with("searched with 2 clips"), "{notice}");
+    assert!(notice.contains("broken.wav"), "{notice}");
+    let table = notice
+        .split(", ")
+        .find_map(|part| part.split(';').next().filter(|p| p.ends_with(".csv")))
+        .map(PathBuf::from)
+        .unwrap();
+    let csv = std::fs::read_to_string(table).unwrap();
+    let queries: std::collections::BTreeSet<&str> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(
+        queries.into_iter().collect::<Vec<_>>(),
+        ["my-chirp-up.wav", "my-hum.wav"]
+    );
+    // Every result of both clips: the library's 48 files each.
+    assert_eq!(csv.lines().count(), 1 + 2 * 48);
+}
