@@ -1,6 +1,6 @@
-//! The library: several libraries, each with folders and one index; indexing progress,
-//! cancel, the files that failed and why; the file list with a filter. Clicking a file
-//! searches with it.
+//! The library: several libraries, each with folders and one index (renamed in place, a folder
+//! added or removed, labels from folder names or a CSV); indexing progress, cancel, the files
+//! that failed and why; the file list with a filter. Clicking a file searches with it.
 
 use std::sync::Arc;
 

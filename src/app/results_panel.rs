@@ -1,5 +1,6 @@
 //! The ranked results: select, play from the matched time, mark relevant or not, query with a
-//! result, export the table with the marks.
+//! result; filter by name or label, sort by a column, set how many; exact match's places grouped
+//! per file; export with the marks (CSV, Raven, Audacity).
 
 use eframe::egui;
 use egui_extras::{Column, TableBuilder, TableRow};
