@@ -376,6 +376,8 @@ impl FileListCache {
 
 /// The empty state: what to do first.
 pub fn empty_state(app: &mut EarshotApp, ui: &mut egui::Ui) {
+    // Sentences wrap here (the central panel cuts names short).
+    ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Wrap);
     ui.vertical_centered(|ui| {
         ui.add_space(ui.available_height() / 4.0);
         ui.heading("Explore audio collections by example");
