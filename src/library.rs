@@ -156,7 +156,7 @@ pub fn scan(
 
     let done = AtomicUsize::new(0);
     let total = candidates.len();
-    let probed: Vec<(PathBuf, Result<FileRecord, String>)> = candidates
+    let probed: Vec<(PathBuf, Result<(FileRecord, Option<String>), String>)> = candidates
         .into_par_iter()
         .map(|path| {
             let record = probe_file(&path, labels);
@@ -169,7 +169,13 @@ pub fn scan(
         .collect();
     for (path, result) in probed {
         match result {
-            Ok(record) => {
+            Ok((record, warning)) => {
+                if let Some(reason) = warning {
+                    report.warnings.push(ScanProblem {
+                        path: path.clone(),
+                        reason,
+                    });
+                }
                 if path.to_str().is_none() {
                     let reason =
                         "file name is not valid UTF-8; it is shown with replacement characters"
@@ -227,21 +233,57 @@ fn walk_problem(root: &Path, err: &walkdir::Error) -> ScanProblem {
 }
 
 /// Reads a file's metadata and audio header; the error is the reason, for the report.
-fn probe_file(path: &Path, labels: Option<&LabelMap>) -> Result<FileRecord, String> {
+/// Reads a file's metadata and audio header; the error is the reason, for the report. A warning
+/// comes with the record when the file is plainly damaged (see [`pcm_shortfall`]).
+fn probe_file(
+    path: &Path,
+    labels: Option<&LabelMap>,
+) -> Result<(FileRecord, Option<String>), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     let source = AudioSource::open(path).map_err(|e| e.reason())?;
-    let duration_s = source.duration_s().map_err(|e: AudioError| e.reason())?;
+    let shortfall = pcm_shortfall(source.info(), meta.len());
+    let mut duration_s = source.duration_s().map_err(|e: AudioError| e.reason())?;
+    let warning = shortfall.map(|short| {
+        duration_s = duration_s.min(short.held_s);
+        format!(
+            "cut off: its header promises {} of audio, the file holds at most {} (it is indexed up to where it ends)",
+            crate::text::clock(short.promised_s),
+            crate::text::clock(short.held_s)
+        )
+    });
     let label = labels
         .and_then(|l| l.get(path))
         .map(str::to_string)
         .unwrap_or_else(|| parent_folder_name(path));
-    Ok(FileRecord {
+    let record = FileRecord {
         path: path.to_owned(),
         size: meta.len(),
         modified: meta.modified().ok(),
         duration_s,
         label,
-    })
+    };
+    Ok((record, warning))
+}
+
+/// How much shorter than its header a PCM file is: seen from the header and the file's size
+/// alone, so that `scan` can say it without decoding. Compressed audio's size says nothing of
+/// its length; its damage shows when it is decoded (`index`, `inspect`).
+struct Shortfall {
+    promised_s: f64,
+    /// An upper bound: the whole file as samples (the header takes a few bytes of it).
+    held_s: f64,
+}
+
+fn pcm_shortfall(info: &crate::audio::SourceInfo, file_bytes: u64) -> Option<Shortfall> {
+    if !info.codec.starts_with("pcm_") {
+        return None;
+    }
+    let promised_s = info.header_duration_s?;
+    let bytes_per_s =
+        f64::from(info.sample_rate?) * info.channels? as f64 * f64::from(info.bits_per_sample?)
+            / 8.0;
+    let held_s = file_bytes as f64 / bytes_per_s;
+    (held_s < promised_s).then_some(Shortfall { promised_s, held_s })
 }
 
 /// A root folder as the library keeps it: canonical, so messages read well (no `..`), or absolute
@@ -347,5 +389,35 @@ mod tests {
         assert!(is_audio_path(Path::new("x/Y.WAV")));
         assert!(!is_audio_path(Path::new("x/notes.txt")));
         assert!(!is_audio_path(Path::new("x/wav")));
+    }
+
+    #[test]
+    fn scan_says_a_wav_file_is_cut_off_and_how_much_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples = vec![0.1f32; 2 * crate::demo::DEMO_SAMPLE_RATE as usize];
+        let (whole, cut) = (dir.path().join("whole.wav"), dir.path().join("cut.wav"));
+        crate::demo::write_wav(&whole, &samples).unwrap();
+        crate::demo::write_wav(&cut, &samples).unwrap();
+        let bytes = std::fs::read(&cut).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+
+        let report = scan(&[dir.path().to_owned()], None, &|_| {});
+        assert_eq!(report.files.len(), 2);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        let warning = &report.warnings[0];
+        assert!(warning.path.ends_with("cut.wav"));
+        assert!(
+            warning.reason.starts_with(
+                "cut off: its header promises 0:02.00 of audio, the file holds at most 0:01.0"
+            ),
+            "{}",
+            warning.reason
+        );
+        let held = report
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("cut.wav"))
+            .unwrap();
+        assert!(held.duration_s < 1.05, "{}", held.duration_s);
     }
 }

@@ -80,9 +80,17 @@ fn print_scan_table(out: &mut impl Write, report: &ScanReport) -> std::io::Resul
 
 fn print_scan_json(out: &mut impl Write, report: &ScanReport) -> anyhow::Result<()> {
     for f in &report.files {
-        let line = json!({
+        let mut line = json!({
             "path": f.path.to_string_lossy(), "label": f.label, "duration_s": f.duration_s, "size": f.size,
         });
+        // A file that can be read, with what is wrong with it (cut off, a name that is not UTF-8).
+        let warnings: Vec<&str> = (report.warnings.iter())
+            .filter(|w| w.path == f.path)
+            .map(|w| w.reason.as_str())
+            .collect();
+        if let (false, Some(fields)) = (warnings.is_empty(), line.as_object_mut()) {
+            fields.insert("warning".into(), warnings.join("; ").into());
+        }
         writeln!(out, "{line}")?;
     }
     for p in &report.problems {
