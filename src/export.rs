@@ -1,4 +1,4 @@
-//! Results written for the tools people open them in, by the app and the command line alike:
+//! Results written for the tools people open them in (the app's Export menu and its batch search):
 //!
 //! - a CSV, one row per hit, with the marks;
 //! - a Raven selection table (Cornell's Raven Pro and Lite, bioacoustics' convention): tab-separated,
