@@ -156,8 +156,10 @@ fn main() {
     }
 
     // The results table with RESULT_ROWS rows (the last search's first hit, repeated), the
-    // pointer moving over it and the table scrolled.
+    // pointer moving over it and the table scrolled. In similar sounds' view: exact match would
+    // group the copies (one file) into one row.
     let first = h.state().results[0].clone();
+    h.state_mut().settings.mode = Mode::Events;
     h.state_mut().results = (0..RESULT_ROWS)
         .map(|rank| {
             let mut row = first.clone();
