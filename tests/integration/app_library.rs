@@ -10,7 +10,7 @@ use earshot::model::SeededRng;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-use crate::app::{harness, harness_at, wait_for};
+use crate::app::{Dropped, harness, harness_at, wait_for};
 
 /// Writes `per_class` synthetic sounds of each class into `folder/<label>/<name>`.
 fn write_sounds(
@@ -93,7 +93,10 @@ fn a_dropped_folder_opens_as_its_own_library_which_can_be_renamed_shrunk_and_rel
     let in_b = write_sounds(&b, &[("tone", "tone-low")], 3, name);
     let mut h = harness(dir.path());
 
-    h.state_mut().push(Command::Dropped(vec![a.clone()]));
+    // Dropped on the window, as a file manager drops it.
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(a.clone())));
     wait_for_index(&mut h, in_a.len());
     // A second folder is a library of its own, not merged into the one selected.
     h.state_mut().push(Command::Dropped(vec![b.clone()]));
