@@ -156,7 +156,7 @@ pub fn scan(
 
     let done = AtomicUsize::new(0);
     let total = candidates.len();
-    let probed: Vec<(PathBuf, Result<(FileRecord, Option<String>), String>)> = candidates
+    let probed: Vec<(PathBuf, Result<Probed, String>)> = candidates
         .into_par_iter()
         .map(|path| {
             let record = probe_file(&path, labels);
@@ -169,7 +169,7 @@ pub fn scan(
         .collect();
     for (path, result) in probed {
         match result {
-            Ok((record, warning)) => {
+            Ok(Probed { record, warning }) => {
                 if let Some(reason) = warning {
                     report.warnings.push(ScanProblem {
                         path: path.clone(),
@@ -233,12 +233,15 @@ fn walk_problem(root: &Path, err: &walkdir::Error) -> ScanProblem {
 }
 
 /// Reads a file's metadata and audio header; the error is the reason, for the report.
+/// A file as probed: its record, and what is plainly wrong with it though it can be read.
+struct Probed {
+    record: FileRecord,
+    warning: Option<String>,
+}
+
 /// Reads a file's metadata and audio header; the error is the reason, for the report. A warning
 /// comes with the record when the file is plainly damaged (see [`pcm_shortfall`]).
-fn probe_file(
-    path: &Path,
-    labels: Option<&LabelMap>,
-) -> Result<(FileRecord, Option<String>), String> {
+fn probe_file(path: &Path, labels: Option<&LabelMap>) -> Result<Probed, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     let source = AudioSource::open(path).map_err(|e| e.reason())?;
     let shortfall = pcm_shortfall(source.info(), meta.len());
@@ -262,7 +265,7 @@ fn probe_file(
         duration_s,
         label,
     };
-    Ok((record, warning))
+    Ok(Probed { record, warning })
 }
 
 /// How much shorter than its header a PCM file is: seen from the header and the file's size
