@@ -1,4 +1,5 @@
-//! Results written for the tools people open them in (the app's Export menu and its batch search):
+//! Results written for the tools people open them in (the app's Export menu and batch search,
+//! `earshot query --export`):
 //!
 //! - a CSV, one row per hit, with the marks;
 //! - a Raven selection table (Cornell's Raven Pro and Lite, bioacoustics' convention): tab-separated,

@@ -59,3 +59,23 @@ impl IndexModes {
         }
     }
 }
+
+/// The formats `earshot query --export` writes (see [`crate::export`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportArg {
+    Csv,
+    /// A Raven selection table (tab-separated; one selection per result, naming its file)
+    Raven,
+    /// Audacity label tracks: a label file per audio file, in the folder given
+    Audacity,
+}
+
+impl From<ExportArg> for crate::export::Format {
+    fn from(format: ExportArg) -> Self {
+        match format {
+            ExportArg::Csv => Self::Csv,
+            ExportArg::Raven => Self::Raven,
+            ExportArg::Audacity => Self::Audacity,
+        }
+    }
+}

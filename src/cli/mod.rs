@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use crate::model::Mode;
 use crate::search::Engine;
 use crate::session::SearchOptions;
-pub use args::{EngineArg, IndexModes, ModeArg};
+pub use args::{EngineArg, ExportArg, IndexModes, ModeArg};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -107,6 +107,13 @@ pub enum Command {
         /// Model folder of the mode; must be the one the index was built with
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Also write every clip's results to OUT as one table: a CSV, a Raven selection
+        /// table, or Audacity label tracks (OUT a folder: a label file per audio file)
+        #[arg(long, value_enum, requires = "out")]
+        export: Option<ExportArg>,
+        /// Where --export writes
+        #[arg(long, requires = "export")]
+        out: Option<PathBuf>,
         #[arg(required = true)]
         clips: Vec<PathBuf>,
     },
@@ -220,9 +227,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             engine,
             model,
+            export,
+            out,
             clips,
         } => {
             let mode = Mode::from(mode);
+            let export = export.zip(out).map(|(format, out)| query::Export {
+                format: format.into(),
+                out,
+            });
             let options = SearchOptions {
                 engine: Some(engine.map_or(Engine::default_for(mode), Engine::from)),
                 attention: false,
@@ -237,6 +250,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 json,
                 model.as_deref(),
                 &clips,
+                export.as_ref(),
             )
         }
         Command::Learn {

@@ -13,6 +13,13 @@ use crate::search::Hit;
 use crate::session::{Clip, Encoders, MAX_QUERY_S, OpenLibrary, SearchOptions};
 use crate::text::clock;
 
+/// Where `--export` writes every clip's results, and how.
+pub struct Export {
+    pub format: crate::export::Format,
+    /// A file (a folder for Audacity's label files).
+    pub out: PathBuf,
+}
+
 pub fn query(
     db: &Path,
     mode: Mode,
@@ -20,12 +27,14 @@ pub fn query(
     json: bool,
     model: Option<&Path>,
     clips: &[PathBuf],
+    export: Option<&Export>,
 ) -> anyhow::Result<ExitCode> {
     let encoders = Encoders::from([(mode, encoder_for(mode, model)?)]);
     let library = OpenLibrary::open(db, Arc::new(encoders))?;
     library.prepare(mode, options.engine)?;
     let mut out = std::io::stdout().lock();
     let mut status = ExitCode::SUCCESS;
+    let mut exported: Vec<(String, Hit)> = Vec::new();
     for clip in clips {
         let started = Instant::now();
         let result = Clip::read(clip, None)
@@ -46,8 +55,12 @@ pub fn query(
             (Ok(hits), true) => {
                 let line = json!({"query": clip.to_string_lossy(), "mode": mode.name(), "elapsed_ms": elapsed_ms, "hits": hits_json(&hits)});
                 writeln!(out, "{line}")?;
+                keep_for_export(export, &mut exported, clip, hits);
             }
-            (Ok(hits), false) => print_hits(&mut out, clip, mode, elapsed_ms, &hits)?,
+            (Ok(hits), false) => {
+                print_hits(&mut out, clip, mode, elapsed_ms, &hits)?;
+                keep_for_export(export, &mut exported, clip, hits);
+            }
             (Err(err), true) => {
                 status = ExitCode::FAILURE;
                 writeln!(
@@ -62,7 +75,48 @@ pub fn query(
             }
         }
     }
+    if let Some(export) = export {
+        write_export(export, mode, &exported)?;
+    }
     Ok(status)
+}
+
+fn keep_for_export(
+    export: Option<&Export>,
+    exported: &mut Vec<(String, Hit)>,
+    clip: &Path,
+    hits: Vec<Hit>,
+) {
+    if export.is_some() {
+        let name = clip.to_string_lossy().into_owned();
+        exported.extend(hits.into_iter().map(|h| (name.clone(), h)));
+    }
+}
+
+/// Every clip's results in one table at `export.out`.
+fn write_export(export: &Export, mode: Mode, hits: &[(String, Hit)]) -> anyhow::Result<()> {
+    use crate::export::{ExportRow, Format, write_audacity, write_csv, write_raven};
+    let rows: Vec<ExportRow> = (hits.iter())
+        .map(|(query, hit)| ExportRow {
+            query,
+            hit,
+            relevant: None,
+        })
+        .collect();
+    let out = &export.out;
+    match export.format {
+        Format::Csv => write_csv(out, mode, &rows)?,
+        Format::Raven => write_raven(out, &rows)?,
+        Format::Audacity => {
+            write_audacity(out, &rows)?;
+        }
+    }
+    eprintln!(
+        "exported {} to {}",
+        crate::text::count(rows.len(), "result"),
+        out.display()
+    );
+    Ok(())
 }
 
 fn hits_json(hits: &[Hit]) -> Vec<serde_json::Value> {

@@ -430,6 +430,53 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
         text.contains("Not found; the closest candidates:"),
         "{text}"
     );
+
+    // Both clips' results exported as one Raven table, and as Audacity label tracks.
+    let export = |format: &str, out: &Path| {
+        let mut args: Vec<&OsStr> = vec!["query".as_ref(), "--db".as_ref(), cli_db.as_os_str()];
+        args.extend(
+            [
+                "--mode",
+                "fingerprint",
+                "--all",
+                "--export",
+                format,
+                "--out",
+            ]
+            .map(OsStr::new),
+        );
+        args.extend([
+            out.as_os_str(),
+            clip_path.as_os_str(),
+            elsewhere.as_os_str(),
+        ]);
+        let run = earshot(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    };
+    let raven = dir.path().join("table.txt");
+    export("raven", &raven);
+    let table = std::fs::read_to_string(&raven).unwrap();
+    let queries: std::collections::BTreeSet<&str> = (table.lines().skip(1))
+        .filter_map(|l| l.split('\t').nth(9))
+        .collect();
+    let names = [&clip_path, &elsewhere].map(|p| p.to_str().unwrap());
+    assert_eq!(queries.into_iter().collect::<Vec<_>>(), names);
+    let labels = dir.path().join("labels");
+    export("audacity", &labels);
+    let twice_labels = std::fs::read_to_string(labels.join("twice_wav-1.txt")).unwrap();
+    for planted_s in [4.0, 13.0] {
+        assert!(
+            twice_labels.lines().any(|l| {
+                let start: f64 = l.split('\t').next().unwrap().parse().unwrap();
+                (start - planted_s).abs() <= 0.05 && l.contains("clip.wav")
+            }),
+            "{twice_labels}"
+        );
+    }
 }
 
 #[test]
