@@ -52,6 +52,20 @@ pub enum Format {
     Audacity,
 }
 
+/// `rows` written in `format` at `out`: a file, or for Audacity a folder of label files.
+pub fn write(
+    out: &Path,
+    format: Format,
+    mode: Mode,
+    rows: &[ExportRow],
+) -> Result<(), ExportError> {
+    match format {
+        Format::Csv => write_csv(out, mode, rows),
+        Format::Raven => write_raven(out, rows),
+        Format::Audacity => write_audacity(out, rows).map(|_| ()),
+    }
+}
+
 /// `rows` written in `format` to a new file in `dir` (created) named from `stem` (for Audacity, a
 /// new folder of label files); returns where.
 pub fn write_new(
@@ -65,20 +79,13 @@ pub fn write_new(
         path: dir.to_owned(),
         source,
     })?;
-    match format {
-        Format::Csv => {
-            let path = free_path(dir, stem, ".csv");
-            write_csv(&path, mode, rows).map(|()| path)
-        }
-        Format::Raven => {
-            let path = free_path(dir, stem, ".raven.txt");
-            write_raven(&path, rows).map(|()| path)
-        }
-        Format::Audacity => {
-            let folder = free_path(dir, stem, "-audacity");
-            write_audacity(&folder, rows).map(|_| folder)
-        }
-    }
+    let suffix = match format {
+        Format::Csv => ".csv",
+        Format::Raven => ".raven.txt",
+        Format::Audacity => "-audacity",
+    };
+    let out = free_path(dir, stem, suffix);
+    write(&out, format, mode, rows).map(|()| out)
 }
 
 /// A file name stem for an export of `query`'s results in `mode`, safe on every file system.

@@ -94,6 +94,18 @@ pub enum Command {
     ToggleRecording,
 }
 
+impl Command {
+    /// Plays a result's file from its matched time.
+    pub fn play_match(hit: &crate::search::Hit) -> Self {
+        Self::PlayFile(hit.path.clone(), hit.start_s.max(0.0))
+    }
+
+    /// Searches with a result's matched part.
+    pub fn query_match(hit: &crate::search::Hit) -> Self {
+        Self::QueryFile(hit.path.clone(), Some((hit.start_s.max(0.0), hit.end_s)))
+    }
+}
+
 impl EarshotApp {
     pub(super) fn apply(&mut self, ctx: &egui::Context, command: Command) {
         // Without a sound device, a key or a click that would play or record says why not.

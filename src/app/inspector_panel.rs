@@ -55,17 +55,14 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
             "Play match",
             "Play the result from the matched time",
         ) {
-            commands.push(Command::PlayFile(hit.path.clone(), hit.start_s.max(0.0)));
+            commands.push(Command::play_match(&hit));
         }
         if ui
             .button("Search with it")
             .on_hover_text("Make the matched part the query")
             .clicked()
         {
-            commands.push(Command::QueryFile(
-                hit.path.clone(),
-                Some((hit.start_s.max(0.0), hit.end_s)),
-            ));
+            commands.push(Command::query_match(&hit));
         }
     });
     let width = ui.available_width();

@@ -41,11 +41,12 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     if app.query.is_none() {
         return;
     }
+    let shown = shown_rows(app);
     ui.horizontal_wrapped(|ui| {
         ui.strong("Results")
             .on_hover_text("up/down: move through the results · space: play from the matched time");
         let marked = app.results.iter().filter(|r| r.relevant.is_some()).count();
-        let shown = shown_rows(app).len();
+        let shown = shown.len();
         let count = match shown == app.results.len() {
             true => format!("{shown} shown, {marked} marked"),
             false => format!("{shown} of {} shown, {marked} marked", app.results.len()),
@@ -108,7 +109,14 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     // Too narrow (the inspector open, large text): the table scrolls sideways instead of
     // squeezing its marks and buttons off the edge.
     if ui.available_width() >= needed {
-        table(app, ui, &columns, Column::remainder(), &mut commands);
+        table(
+            app,
+            ui,
+            &columns,
+            &shown,
+            Column::remainder(),
+            &mut commands,
+        );
     } else {
         egui::ScrollArea::horizontal()
             .id_salt("results-sideways")
@@ -117,7 +125,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
             .show(ui, |ui| {
                 ui.set_width(needed);
                 let file = Column::exact(FILE_COLUMN_MIN);
-                table(app, ui, &columns, file, &mut commands);
+                table(app, ui, &columns, &shown, file, &mut commands);
             });
     }
     app.scroll_results_to = None;
@@ -231,6 +239,7 @@ fn table(
     app: &EarshotApp,
     ui: &mut egui::Ui,
     columns: &Columns,
+    shown: &[usize],
     file: Column,
     commands: &mut Vec<Command>,
 ) {
@@ -246,7 +255,6 @@ fn table(
         }
         builder = builder.column(Column::exact(*width).clip(true));
     }
-    let shown = shown_rows(app);
     if let Some(row) = (app.scroll_results_to).and_then(|i| shown.iter().position(|&s| s == i)) {
         builder = builder.scroll_to_row(row, None);
     }
@@ -345,7 +353,7 @@ fn result_row(
     });
     row.col(|ui| {
         if audio::play_button(app, ui, "play", "Play from the matched time") {
-            commands.push(Command::PlayFile(hit.path.clone(), hit.start_s.max(0.0)));
+            commands.push(Command::play_match(hit));
         }
     });
     row.col(|ui| {
@@ -354,10 +362,7 @@ fn result_row(
             .on_hover_text("Search with this result's matched part")
             .clicked()
         {
-            commands.push(Command::QueryFile(
-                hit.path.clone(),
-                Some((hit.start_s.max(0.0), hit.end_s)),
-            ));
+            commands.push(Command::query_match(hit));
         }
     });
     row.col(|ui| {

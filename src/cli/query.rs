@@ -95,7 +95,7 @@ fn keep_for_export(
 
 /// Every clip's results in one table at `export.out`.
 fn write_export(export: &Export, mode: Mode, hits: &[(String, Hit)]) -> anyhow::Result<()> {
-    use crate::export::{ExportRow, Format, write_audacity, write_csv, write_raven};
+    use crate::export::ExportRow;
     let rows: Vec<ExportRow> = (hits.iter())
         .map(|(query, hit)| ExportRow {
             query,
@@ -104,13 +104,7 @@ fn write_export(export: &Export, mode: Mode, hits: &[(String, Hit)]) -> anyhow::
         })
         .collect();
     let out = &export.out;
-    match export.format {
-        Format::Csv => write_csv(out, mode, &rows)?,
-        Format::Raven => write_raven(out, &rows)?,
-        Format::Audacity => {
-            write_audacity(out, &rows)?;
-        }
-    }
+    crate::export::write(out, export.format, mode, &rows)?;
     eprintln!(
         "exported {} to {}",
         crate::text::count(rows.len(), "result"),

@@ -33,6 +33,24 @@ fn write_sounds(
     paths
 }
 
+/// `per_class` sounds of every demo class in `folder`, and `parts` one after another in
+/// `recording`: every file written.
+fn demo_sounds_and(
+    folder: &Path,
+    per_class: usize,
+    recording: &Path,
+    parts: &[Vec<f32>],
+) -> Vec<PathBuf> {
+    let classes: Vec<(&str, &str)> = DEMO_CLASSES.iter().map(|c| (*c, *c)).collect();
+    let mut files = write_sounds(folder, &classes, per_class, |label, i| {
+        format!("{label}-{i}.wav")
+    });
+    std::fs::create_dir_all(recording.parent().unwrap()).unwrap();
+    write_wav(recording, &parts.concat()).unwrap();
+    files.push(recording.to_owned());
+    files
+}
+
 /// Waits until the selected library's index holds `files` files.
 fn wait_for_index(h: &mut Harness<'static, EarshotApp>, files: usize) {
     wait_for(h, &format!("an index of {files} files"), |app| {
@@ -263,20 +281,14 @@ fn results_can_be_filtered_sorted_cut_to_a_number_and_past_queries_revisited() {
 fn similar_sounds_list_every_similar_moment_of_a_long_recording_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("field");
-    let classes: Vec<(&str, &str)> = DEMO_CLASSES.iter().map(|c| (*c, *c)).collect();
-    let mut files = write_sounds(&folder, &classes, 2, |label, i| format!("{label}-{i}.wav"));
     // A long recording: a chirp, hum for a while, then another chirp (further apart than the
     // encoder's 5 s window).
     let mut rng = SeededRng::new(11);
-    let mut long = synthesise("chirp-up", &mut rng);
-    for _ in 0..5 {
-        long.extend(synthesise("hum", &mut rng));
-    }
-    long.extend(synthesise("chirp-up", &mut rng));
+    let mut parts = vec![synthesise("chirp-up", &mut rng)];
+    parts.extend((0..5).map(|_| synthesise("hum", &mut rng)));
+    parts.push(synthesise("chirp-up", &mut rng));
     let recording = folder.join("long").join("dawn-recording.wav");
-    std::fs::create_dir_all(recording.parent().unwrap()).unwrap();
-    write_wav(&recording, &long).unwrap();
-    files.push(recording.clone());
+    let files = demo_sounds_and(&folder, 2, &recording, &parts);
     let mut h = harness(dir.path());
     h.state_mut().push(Command::Dropped(vec![folder]));
     wait_for_index(&mut h, files.len());
@@ -308,20 +320,14 @@ fn similar_sounds_list_every_similar_moment_of_a_long_recording_when_asked() {
 fn exact_match_groups_every_place_of_a_file_under_its_first_until_expanded() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("tapes");
-    let classes: Vec<(&str, &str)> = DEMO_CLASSES.iter().map(|c| (*c, *c)).collect();
-    let mut files = write_sounds(&folder, &classes, 1, |label, i| format!("{label}-{i}.wav"));
     // A tape where the same warble plays twice, hum between.
     let mut rng = SeededRng::new(21);
     let warble = synthesise("warble", &mut rng);
-    let mut tape = warble.clone();
-    for _ in 0..3 {
-        tape.extend(synthesise("hum", &mut rng));
-    }
-    tape.extend(&warble);
+    let mut parts = vec![warble.clone()];
+    parts.extend((0..3).map(|_| synthesise("hum", &mut rng)));
+    parts.push(warble.clone());
     let recording = folder.join("tape").join("side-a.wav");
-    std::fs::create_dir_all(recording.parent().unwrap()).unwrap();
-    write_wav(&recording, &tape).unwrap();
-    files.push(recording.clone());
+    let files = demo_sounds_and(&folder, 1, &recording, &parts);
     let query = dir.path().join("warble-query.wav");
     write_wav(&query, &warble).unwrap();
 
