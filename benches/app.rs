@@ -270,6 +270,7 @@ fn synthetic_index(files: usize) -> Index {
             modified: None,
             duration_s: 5.0,
             label: format!("label-{label}"),
+            damage: None,
         });
     }
     index.modes.insert(Mode::Events, data);

@@ -148,6 +148,7 @@ fn index_of_100_hours(mode: Mode, encoder: &dyn Encoder, real: &EncodedFile) -> 
             modified: None,
             duration_s: FILE_S,
             label: "synthetic".into(),
+            damage: None,
         });
         for s in 0..per_file {
             data.segments.push(earshot::index::SegmentRef {
@@ -207,6 +208,7 @@ fn query_100_hours(c: &mut Criterion) {
             modified: None,
             duration_s: 60.0,
             label: "real".into(),
+            damage: None,
         };
         let real = encode_file(record, &encoders).expect("encode the real file");
         let encoder = default_encoder();

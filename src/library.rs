@@ -40,6 +40,11 @@ pub struct FileRecord {
     /// From the header, or by walking the packets when the header has none.
     pub duration_s: f64,
     pub label: String,
+    /// What was wrong with the file, though it could be read (see
+    /// [`DecodeStats::damage`](crate::audio::DecodeStats::damage)): set when it is encoded, kept
+    /// in the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damage: Option<String>,
 }
 
 /// A path the scan could not use, and why.
@@ -246,14 +251,16 @@ fn probe_file(path: &Path, labels: Option<&LabelMap>) -> Result<Probed, String> 
     let source = AudioSource::open(path).map_err(|e| e.reason())?;
     let shortfall = pcm_shortfall(source.info(), meta.len());
     let mut duration_s = source.duration_s().map_err(|e: AudioError| e.reason())?;
-    let warning = shortfall.map(|short| {
-        duration_s = duration_s.min(short.held_s);
-        format!(
-            "cut off: its header promises {} of audio, the file holds at most {} (it is indexed up to where it ends)",
-            crate::text::clock(short.promised_s),
-            crate::text::clock(short.held_s)
-        )
-    });
+    let warning = shortfall
+        .map(|short| {
+            duration_s = duration_s.min(short.held_s);
+            format!(
+                "cut off: its header promises {} of audio, the file holds at most {} (it is indexed up to where it ends)",
+                crate::text::clock(short.promised_s),
+                crate::text::clock(short.held_s)
+            )
+        })
+        .or_else(|| ogg_cut_off(path, meta.len()));
     let label = labels
         .and_then(|l| l.get(path))
         .map(str::to_string)
@@ -264,6 +271,7 @@ fn probe_file(path: &Path, labels: Option<&LabelMap>) -> Result<Probed, String> 
         modified: meta.modified().ok(),
         duration_s,
         label,
+        damage: None,
     };
     Ok(Probed { record, warning })
 }
@@ -287,6 +295,55 @@ fn pcm_shortfall(info: &crate::audio::SourceInfo, file_bytes: u64) -> Option<Sho
             / 8.0;
     let held_s = file_bytes as f64 / bytes_per_s;
     (held_s < promised_s).then_some(Shortfall { promised_s, held_s })
+}
+
+/// Bytes read from an Ogg file's end to find its last page: first a few (pages are usually a
+/// few kilobytes), then, where no page starts in them, the most a page can take (255 segments
+/// of 255 bytes after a header of at most 282; RFC 3533, section 6).
+const OGG_TAIL_BYTES: [u64; 2] = [8_192, 65_025 + 282];
+
+/// Why an Ogg file (Vorbis, Opus, FLAC in Ogg) is plainly cut off, from its last page alone: a
+/// whole stream ends with a complete page marked end-of-stream (RFC 3533, section 6); a file cut
+/// short ends inside a page, or after a page without that mark. `None` for other files, and for
+/// an Ogg file whose end is whole.
+fn ogg_cut_off(path: &Path, file_bytes: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CAPTURE: &[u8; 4] = b"OggS";
+    const END_OF_STREAM: u8 = 0x04;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).ok()?;
+    if &magic != CAPTURE {
+        return None;
+    }
+    let (from, tail, start) = OGG_TAIL_BYTES.iter().find_map(|&window| {
+        let from = file_bytes.saturating_sub(window);
+        file.seek(SeekFrom::Start(from)).ok()?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail).ok()?;
+        // The last capture pattern that starts a page header (version 0).
+        let start = (0..tail.len().saturating_sub(27))
+            .rev()
+            .find(|&i| &tail[i..i + 4] == CAPTURE && tail[i + 4] == 0)?;
+        Some((from, tail, start))
+    })?;
+    let page = &tail[start..];
+    let segments = usize::from(page[26]);
+    let lacing = page.get(27..27 + segments);
+    let page_bytes =
+        lacing.map(|l| 27 + segments + l.iter().map(|&b| usize::from(b)).sum::<usize>());
+    let whole = page_bytes.is_some_and(|n| n <= page.len());
+    let ends = page[5] & END_OF_STREAM != 0;
+    let at = from + start as u64;
+    match (whole, ends) {
+        (true, true) => None,
+        (false, _) => Some(format!(
+            "cut off: the file ends inside an Ogg page (the last begins at byte {at}); it is indexed up to where it ends"
+        )),
+        (true, false) => Some(format!(
+            "cut off: the last Ogg page (at byte {at}) does not end the stream; it is indexed up to where it ends"
+        )),
+    }
 }
 
 /// A root folder as the library keeps it: canonical, so messages read well (no `..`), or absolute
@@ -362,6 +419,7 @@ mod tests {
             modified: None,
             duration_s: 1.0,
             label: label.into(),
+            damage: None,
         }
     }
 

@@ -545,13 +545,9 @@ impl EarshotApp {
             return;
         };
         self.selected = Some(i);
-        let Some(encoders) = self.encoders.clone() else {
-            return;
-        };
-        let (hit, mode) = (row.hit.clone(), self.settings.mode);
-        self.tasks.inspect = Some(Task::spawn(ctx, "inspect", move |_| {
-            jobs::inspect(hit, mode, &encoders)
-        }));
+        let hit = row.hit.clone();
+        self.file_view.open(ctx, &hit.path);
+        self.tasks.inspect = Some(Task::spawn(ctx, "inspect", move |_| jobs::inspect(hit)));
     }
 
     fn export(&mut self, format: export::Format) {

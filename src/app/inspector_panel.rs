@@ -1,5 +1,6 @@
 //! The selected result beside the query: both spectrograms with their attention, the matched
-//! region marked, and the two hash codes as bit grids with the differing bits highlighted.
+//! region marked, the result's whole file with every result in it, and the two hash codes as bit
+//! grids with the differing bits highlighted.
 
 use eframe::egui::{self, Vec2};
 
@@ -71,7 +72,11 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let Some(Ok(inspected)) = &app.inspector else {
         return;
     };
-    let attention = inspected.attention.as_ref().filter(|_| show_attention);
+    let attention = inspected
+        .attention
+        .as_ref()
+        .and_then(Option::as_ref)
+        .filter(|_| show_attention);
     let (_, rect) = spectrogram_view::show(
         ui,
         &inspected.clip,
@@ -79,23 +84,20 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         Vec2::new(width, SPECTROGRAM_HEIGHT),
         attention,
     );
-    let matched = (
-        hit.start_s - inspected.clip.offset_s,
-        hit.end_s - inspected.clip.offset_s,
-    );
     spectrogram_view::draw_region(
         &ui.painter_at(rect),
         rect,
         inspected.clip.duration_s(),
-        matched,
+        inspected.matched,
         false,
     );
+    super::file_view::show(app, ui, &hit.path);
     if let Some(query) = &mut app.query {
         ui.label("Query");
         let attention = query
-            .outcome
+            .attention
             .as_ref()
-            .and_then(|o| o.attention.as_ref())
+            .and_then(Option::as_ref)
             .filter(|_| show_attention);
         let (_, rect) = spectrogram_view::show(
             ui,

@@ -237,19 +237,36 @@ pub fn search(
         })
 }
 
+/// Where the encoder of `mode` looks in `region` of `clip` (see [`session::attention`]).
+pub fn attention(
+    encoders: &Encoders,
+    mode: Mode,
+    clip: &Clip,
+    region: (f64, f64),
+) -> Result<Option<AttentionMap>, String> {
+    let Some(encoder) = encoders.get(&mode) else {
+        return Ok(None);
+    };
+    session::attention(clip, encoder.as_ref(), region).map_err(|e| e.to_string())
+}
+
 /// A result decoded for the inspector, with its spectrogram drawn.
 pub struct Inspected {
     pub hit: Hit,
     pub clip: ShownClip,
-    pub attention: Option<AttentionMap>,
+    /// The match, in seconds from the clip's start.
+    pub matched: (f64, f64),
+    /// Where the encoder looks in the match, once found (`Some(None)`: it does not say).
+    pub attention: Option<Option<AttentionMap>>,
 }
 
-pub fn inspect(hit: Hit, mode: Mode, encoders: &Encoders) -> Result<Inspected, String> {
-    let found = session::inspect(hit, mode, encoders).map_err(|e| e.to_string())?;
+pub fn inspect(hit: Hit) -> Result<Inspected, String> {
+    let found = session::inspect(hit).map_err(|e| e.to_string())?;
     Ok(Inspected {
+        matched: found.matched(),
         hit: found.hit,
         clip: ShownClip::new(found.clip),
-        attention: found.attention,
+        attention: None,
     })
 }
 
@@ -361,7 +378,7 @@ pub fn batch_search(
     options: BatchOptions,
     exports: &Path,
     progress: &dyn Fn(BatchProgress),
-) -> Result<String, String> {
+) -> Result<BatchTable, String> {
     let mut clips: Vec<PathBuf> = walkdir::WalkDir::new(folder)
         .into_iter()
         .flatten()
@@ -375,7 +392,7 @@ pub fn batch_search(
             folder.display()
         ));
     }
-    let mut found: Vec<(String, Hit)> = Vec::new();
+    let mut found: Vec<BatchRow> = Vec::new();
     let mut failed = Vec::new();
     for (done, path) in clips.iter().enumerate() {
         let name = path
@@ -395,7 +412,11 @@ pub fn batch_search(
                     options.per_file,
                 )
             }) {
-            Ok(outcome) => found.extend(outcome.hits.into_iter().map(|h| (name.clone(), h))),
+            Ok(outcome) => found.extend(outcome.hits.into_iter().map(|hit| BatchRow {
+                query: path.clone(),
+                query_name: name.clone(),
+                hit,
+            })),
             Err(e) => failed.push(format!("{name}: {e}")),
         }
         progress(BatchProgress {
@@ -404,9 +425,9 @@ pub fn batch_search(
         });
     }
     let rows: Vec<crate::export::ExportRow> = (found.iter())
-        .map(|(query, hit)| crate::export::ExportRow {
-            query,
-            hit,
+        .map(|row| crate::export::ExportRow {
+            query: &row.query_name,
+            hit: &row.hit,
             relevant: None,
         })
         .collect();
@@ -427,7 +448,29 @@ pub fn batch_search(
     if !failed.is_empty() {
         message.push_str(&format!("; could not search with {}", failed.join("; ")));
     }
-    Ok(message)
+    Ok(BatchTable {
+        folder: folder.to_owned(),
+        mode: options.mode,
+        rows: found,
+        summary: message,
+    })
+}
+
+/// A batch's results, as the app shows them (and the CSV it wrote holds).
+pub struct BatchTable {
+    pub folder: PathBuf,
+    pub mode: Mode,
+    pub rows: Vec<BatchRow>,
+    /// What was searched, how many results, where the table was written, and what failed.
+    pub summary: String,
+}
+
+/// One result of one clip of a batch.
+pub struct BatchRow {
+    pub query: PathBuf,
+    /// The clip's path within the batch's folder.
+    pub query_name: String,
+    pub hit: Hit,
 }
 
 /// How a batch searches each clip.

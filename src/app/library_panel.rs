@@ -318,6 +318,10 @@ fn file_list(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
                         |ui| {
                             ui.weak(clock(f.duration_s));
                             ui.weak(&f.label);
+                            if let Some(damage) = &f.damage {
+                                ui.colored_label(ui.visuals().warn_fg_color, "⚠")
+                                    .on_hover_text(format!("indexed with problems: {damage}"));
+                            }
                         },
                     );
             }

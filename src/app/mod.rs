@@ -7,9 +7,11 @@
 
 mod about_panel;
 mod audio;
+mod batch_panel;
 mod commands;
 mod device;
 mod dialogs;
+mod file_view;
 pub mod history;
 mod inspector_panel;
 pub mod jobs;
@@ -38,8 +40,9 @@ use task::Task;
 
 use crate::index::Index;
 use crate::library::marks::Marks;
+use crate::model::AttentionMap;
 use crate::search::Hit;
-use crate::session::{Encoders, OpenLibrary};
+use crate::session::{Clip, Encoders, OpenLibrary};
 use spectrogram_view::ShownClip;
 
 /// The window icon (the same drawing as the desktop entry's, `assets/icons/earshot.svg`).
@@ -132,6 +135,9 @@ pub struct QueryState {
     /// Seconds from the clip's start.
     pub selection: Option<(f64, f64)>,
     pub outcome: Option<SearchOutcome>,
+    /// Where the encoder looks in the searched region, once found (`Some(None)`: it does not
+    /// say); see [`EarshotApp::start_attention`].
+    pub attention: Option<Option<AttentionMap>>,
     pub error: Option<String>,
 }
 
@@ -144,12 +150,38 @@ pub struct LibraryState {
     pub searchable: Option<Arc<OpenLibrary>>,
     pub error: Option<String>,
     pub failed: Vec<(PathBuf, String)>,
-    /// Files indexed with problems (damaged but readable), and which.
+    /// Files the index holds that were indexed with problems (damaged but readable), and which.
     pub damaged: Vec<(PathBuf, String)>,
     pub summary: Option<String>,
     pub loading: Option<Task<(), Result<Option<Arc<Index>>, String>>>,
     /// The relevant / not-relevant marks set on this library's results (saved in its folder).
     pub marks: Marks,
+}
+
+impl LibraryState {
+    /// Takes in a newly loaded or built index (`None`: there is none yet).
+    fn set_index(&mut self, index: Option<Arc<Index>>) {
+        self.damaged = (index.iter().flat_map(|i| &i.files))
+            .filter_map(|f| Some((f.path.clone(), f.damage.clone()?)))
+            .collect();
+        (self.index, self.searchable) = (index, None);
+    }
+}
+
+/// What an attention map is made for: the query (its samples' address, which no other clip
+/// shares while it is shown) and its searched region, or the inspected result (its file and
+/// start).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttentionFor {
+    Query(usize, (f64, f64)),
+    Result(PathBuf, f64),
+}
+
+/// Making an attention map: `None` when the encoder has none to give.
+type AttentionTask = Task<(), Result<Option<AttentionMap>, String>>;
+
+fn clip_id(clip: &ShownClip) -> usize {
+    Arc::as_ptr(clip.samples()) as usize
 }
 
 /// Work under way in the background, one slot per kind (the map and the sound devices keep
@@ -165,6 +197,9 @@ pub struct Tasks {
     pub query: Option<Task<(), Result<(ShownClip, Option<(f64, f64)>), String>>>,
     pub search: Option<Task<(), Result<SearchOutcome, String>>>,
     pub inspect: Option<Task<(), Result<Inspected, String>>>,
+    /// Where the encoder looks in the query or the inspected result (one at a time: each
+    /// encodes its clip once per cell of the map), and which it is for.
+    pub attention: Option<(AttentionFor, AttentionTask)>,
     pub demo: Option<Task<(), Result<(PathBuf, usize), String>>>,
     /// Importing an outside model file: what to tell the user when it is done.
     pub import: Option<Task<(), Result<String, String>>>,
@@ -172,7 +207,7 @@ pub struct Tasks {
     /// its step).
     pub learning: Option<(PathBuf, Task<String, Result<String, String>>)>,
     /// Searching with every clip of a folder, into one table.
-    pub batch: Option<Task<jobs::BatchProgress, Result<String, String>>>,
+    pub batch: Option<Task<jobs::BatchProgress, Result<jobs::BatchTable, String>>>,
 }
 
 impl Tasks {
@@ -183,6 +218,7 @@ impl Tasks {
             || self.query.is_some()
             || self.search.is_some()
             || self.inspect.is_some()
+            || self.attention.is_some()
             || self.batch.is_some()
             || self.demo.is_some()
             || self.import.is_some()
@@ -213,6 +249,10 @@ pub struct EarshotApp {
     pub scroll_results_to: Option<usize>,
     pub inspector: Option<Result<Inspected, String>>,
     inspector_textures: Option<egui::TextureHandle>,
+    /// The last batch search's results, shown in a window of their own until it is closed.
+    pub batch_table: Option<jobs::BatchTable>,
+    /// The selected result's whole file, outlined.
+    pub file_view: file_view::FileView,
     pub map: map_panel::MapState,
     pub audio: audio::AudioState,
     dialogs: dialogs::Dialogs,
@@ -259,6 +299,8 @@ impl EarshotApp {
             history: history::QueryHistory::default(),
             inspector: None,
             inspector_textures: None,
+            file_view: file_view::FileView::default(),
+            batch_table: None,
             map: map_panel::MapState::default(),
             dialogs: dialogs::Dialogs::default(),
             file_filter: String::new(),
@@ -308,6 +350,7 @@ impl EarshotApp {
         self.tasks.any()
             || self.libraries.values().any(|l| l.loading.is_some())
             || self.map.is_busy()
+            || self.file_view.is_busy()
             || self.audio.is_busy()
     }
 
@@ -360,7 +403,8 @@ impl EarshotApp {
             if let Some(result) = task::finished_flat(&mut state.loading) {
                 match result {
                     Ok(index) => {
-                        (state.index, state.searchable, state.error) = (index, None, None);
+                        state.set_index(index);
+                        state.error = None;
                         reloaded = true;
                     }
                     Err(e) => state.error = Some(e),
@@ -388,7 +432,10 @@ impl EarshotApp {
         }
         self.poll_learning(ctx);
         match task::finished_flat(&mut self.tasks.batch) {
-            Some(Ok(done)) => self.notify(done),
+            Some(Ok(table)) => {
+                self.notify(table.summary.clone());
+                self.batch_table = Some(table);
+            }
             Some(Err(e)) => self.notify(format!("batch search: {e}")),
             None => {}
         }
@@ -396,6 +443,9 @@ impl EarshotApp {
             self.inspector_textures = None;
             self.inspector = Some(result);
         }
+        // After the query and the inspector have taken in their results, for which it starts.
+        self.poll_attention(ctx);
+        self.file_view.poll();
         self.map.poll();
         self.audio.poll();
         if let Some(error) = self.audio.error.take() {
@@ -405,6 +455,75 @@ impl EarshotApp {
             Some(Ok(command)) => self.commands.push(command),
             Some(Err(e)) => self.notify(e),
             None => {}
+        }
+    }
+
+    /// Takes in a finished attention map where it is still wanted, then starts the next one
+    /// the window shows: the query's first, then the inspected result's. One runs at a time, so
+    /// that moving quickly through the results leaves at most one stale map being made.
+    fn poll_attention(&mut self, ctx: &egui::Context) {
+        if let Some((done_for, task)) = &mut self.tasks.attention
+            && let Some(result) = task.poll()
+        {
+            let done_for = done_for.clone();
+            self.tasks.attention = None;
+            let map = result.and_then(|r| r).unwrap_or_else(|e| {
+                self.notify(format!("cannot draw where the encoder looks: {e}"));
+                None
+            });
+            match self.attention_slot(&done_for) {
+                Some(slot) => *slot = Some(map),
+                None => ctx.request_repaint(), // stale: the next frame starts the one wanted
+            }
+        }
+        if self.tasks.attention.is_some() || !self.settings.show_attention {
+            return;
+        }
+        let Some((wanted, clip, span)) = self.wanted_attention() else {
+            return;
+        };
+        let (Some(encoders), mode) = (self.encoders.clone(), self.settings.mode) else {
+            return;
+        };
+        let task = Task::spawn(ctx, "attention", move |_| {
+            jobs::attention(&encoders, mode, &clip, span)
+        });
+        self.tasks.attention = Some((wanted, task));
+    }
+
+    /// The attention map shown and not yet made: what it is for, its clip and the span of it.
+    fn wanted_attention(&self) -> Option<(AttentionFor, Clip, (f64, f64))> {
+        if let Some(q) = &self.query
+            && let (Some(outcome), None) = (&q.outcome, &q.attention)
+        {
+            let wanted = AttentionFor::Query(clip_id(&q.clip), outcome.region);
+            return Some((wanted, q.clip.clip.clone(), outcome.region));
+        }
+        let Some(Ok(inspected)) = &self.inspector else {
+            return None;
+        };
+        let hit = &inspected.hit;
+        let wanted = AttentionFor::Result(hit.path.clone(), hit.start_s);
+        let unmade = inspected.attention.is_none();
+        unmade.then(|| (wanted, inspected.clip.clip.clone(), inspected.matched))
+    }
+
+    /// Where a map made for `target` goes, if that is still shown.
+    fn attention_slot(
+        &mut self,
+        target: &AttentionFor,
+    ) -> Option<&mut Option<Option<AttentionMap>>> {
+        match target {
+            AttentionFor::Query(clip, region) => (self.query.as_mut())
+                .filter(|q| clip_id(&q.clip) == *clip)
+                .filter(|q| q.outcome.as_ref().map(|o| o.region) == Some(*region))
+                .map(|q| &mut q.attention),
+            AttentionFor::Result(path, start_s) => match &mut self.inspector {
+                Some(Ok(i)) if i.hit.path == *path && i.hit.start_s == *start_s => {
+                    Some(&mut i.attention)
+                }
+                _ => None,
+            },
         }
     }
 
@@ -447,21 +566,16 @@ impl EarshotApp {
         };
         match outcome.result {
             Ok(report) => {
-                let listed = |problems: &[crate::library::ScanProblem]| {
-                    (problems.iter())
-                        .map(|p| (p.path.clone(), p.reason.clone()))
-                        .collect()
-                };
-                state.failed = listed(&report.failed);
-                state.damaged = listed(&report.damaged);
+                state.failed = (report.failed.iter())
+                    .map(|p| (p.path.clone(), p.reason.clone()))
+                    .collect();
                 state.summary = Some(library_panel::summary(&report));
                 state.error = None;
             }
             Err(e) => state.error = Some(e.to_string()),
         }
-        state.searchable = None;
         match outcome.index {
-            Ok(index) => state.index = index,
+            Ok(index) => state.set_index(index),
             Err(e) => state.error = Some(e),
         }
         self.map.invalidate();
@@ -480,6 +594,7 @@ impl EarshotApp {
                         texture: None,
                         selection,
                         outcome: None,
+                        attention: None,
                         error: None,
                     });
                     self.start_search(ctx);
@@ -509,6 +624,7 @@ impl EarshotApp {
                         .collect();
                     query.outcome = Some(outcome);
                     query.error = None;
+                    query.attention = None;
                     self.results_sort = None;
                     self.expanded_files.clear();
                     self.selected = None;
@@ -668,6 +784,7 @@ impl eframe::App for EarshotApp {
         self.draw(ui);
         about_panel::show(self, &ctx);
         models_panel::show(self, &ctx);
+        batch_panel::show(self, &ctx);
         if let Some(command) = self.dialogs.show_prompt(&ctx) {
             self.push(command);
         }

@@ -91,9 +91,9 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let height = SPECTROGRAM_HEIGHT.min(ui.available_height() * 0.3);
     let size = Vec2::new(ui.available_width(), height);
     let attention = query
-        .outcome
+        .attention
         .as_ref()
-        .and_then(|o| o.attention.as_ref())
+        .and_then(Option::as_ref)
         .filter(|_| show_attention);
     let (response, rect) =
         spectrogram_view::show(ui, &query.clip, &mut query.texture, size, attention);

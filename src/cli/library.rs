@@ -219,8 +219,13 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
                        "library_code": code})
             })
             .collect();
+        let damaged: Vec<serde_json::Value> = (index.files.iter())
+            .filter_map(|f| {
+                Some(json!({"path": f.path.to_string_lossy(), "reason": f.damage.as_ref()?}))
+            })
+            .collect();
         let line = json!({"index": path.to_string_lossy(), "files": index.files.len(), "hours": hours, "bytes": bytes,
-                          "mb_per_hour": mb_per_hour, "modes": modes});
+                          "mb_per_hour": mb_per_hour, "modes": modes, "damaged": damaged});
         writeln!(out, "{line}")?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -280,6 +285,11 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
     )?;
     for root in &index.roots {
         writeln!(out, "root         {}", root.display())?;
+    }
+    for f in &index.files {
+        if let Some(damage) = &f.damage {
+            writeln!(out, "damaged      {}: {damage}", f.path.display())?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

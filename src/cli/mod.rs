@@ -238,7 +238,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             });
             let options = SearchOptions {
                 engine: Some(engine.map_or(Engine::default_for(mode), Engine::from)),
-                attention: false,
                 per_file: per_file as usize,
                 every_occurrence: all,
                 ..SearchOptions::top(top)

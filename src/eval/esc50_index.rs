@@ -139,7 +139,6 @@ pub fn search_queries(
         .collect();
     let db_labels: Vec<usize> = database.iter().map(|&i| data.clips[i].target).collect();
     let all = SearchOptions {
-        attention: false,
         ..SearchOptions::top(index.files.len())
     };
     let mut rankings = Vec::new();

@@ -251,6 +251,7 @@ impl From<ManifestV2> for Manifest {
                     library_code: None,
                 })
                 .collect(),
+            damaged: Vec::new(),
         }
     }
 }
@@ -289,7 +290,11 @@ fn read_body(r: &mut Reader<impl Read>, version: u32) -> Option<Index> {
             modified,
             duration_s,
             label,
+            damage: None,
         });
+    }
+    for d in &manifest.damaged {
+        files.get_mut(d.file as usize)?.damage = Some(d.reason.clone());
     }
     let mut modes = std::collections::BTreeMap::new();
     for mm in &manifest.modes {
@@ -687,6 +692,8 @@ mod tests {
                 modified: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 5)),
                 duration_s: 1.5,
                 label: "lbl".into(),
+                // The second file was indexed with problems: the reason is kept.
+                damage: (i == 1).then(|| "cut off at 0:01.50".to_string()),
             };
             let encoded = Encoded {
                 codes: vec![i as u64, 7],
@@ -700,7 +707,6 @@ mod tests {
                     segments: vec![(0, 100), (50, 100)],
                     encoded,
                 }],
-                damage: None,
             });
         }
         index.roots = vec!["/a".into()];
@@ -793,6 +799,7 @@ mod tests {
             modified: None,
             duration_s: 1.0,
             label: String::new(),
+            damage: None,
         });
         let dir = tempfile::tempdir().unwrap();
         save(&index, dir.path()).unwrap();
@@ -814,7 +821,6 @@ mod tests {
                     ..Encoded::default()
                 },
             }],
-            damage: None,
         });
         let events = &back.modes[&Mode::Events];
         assert_eq!(events.codes[n..], b.codes[..2], "added segments are coded");

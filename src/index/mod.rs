@@ -72,6 +72,19 @@ pub struct Manifest {
     pub earshot_version: String,
     /// Per mode, in the order of the binary sections.
     pub modes: Vec<ModeManifest>,
+    /// The files indexed with problems (an addition within format 5: older readers pass over it,
+    /// and an index without it has none recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<DamagedFile>,
+}
+
+/// A file indexed with problems, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedFile {
+    /// Position in [`Index::files`].
+    pub file: u32,
+    /// What was wrong, and where (see [`FileRecord::damage`]).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,9 +300,6 @@ pub struct Index {
 pub struct EncodedFile {
     pub record: FileRecord,
     pub modes: Vec<SegmentEncodings>,
-    /// What was wrong with the file, though it could be read (see
-    /// [`DecodeStats::damage`](crate::audio::DecodeStats::damage)); not kept in the index.
-    pub damage: Option<String>,
 }
 
 /// One file's segments for one mode: `(start frame, frame count)` each, and their encodings.
@@ -402,6 +412,15 @@ impl Index {
                     input: m.input,
                     segments: m.segments.len(),
                     library_code: m.library_code.as_ref().map(LibraryCodeManifest::of),
+                })
+                .collect(),
+            damaged: (self.files.iter().enumerate())
+                .filter_map(|(i, f)| {
+                    let reason = f.damage.clone()?;
+                    Some(DamagedFile {
+                        file: i as u32,
+                        reason,
+                    })
                 })
                 .collect(),
         }

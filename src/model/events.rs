@@ -440,11 +440,14 @@ impl Encoder for EventsEncoder {
         Ok(())
     }
 
+    /// Where hiding a part of the clip moves its embedding most ([`super::occlusion`]), over
+    /// the clip without its leading and trailing silence. The network's own attention mask
+    /// ([`EventsEncoder::attention_map`]) favours the same bands whatever it hears.
     fn attention(&self, log_mel: &[f32]) -> std::result::Result<Option<AttentionMap>, EncodeError> {
         if log_mel.len() < MIN_FRAMES * LOG_MEL_BANDS {
             return Ok(None);
         }
-        Ok(Some(self.attention_map(log_mel)?))
+        super::occlusion::occlusion_map(self, log_mel, LOG_MEL_BANDS, loud_frames(log_mel))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod hash_head;
 pub mod hashing;
 pub mod learned_lsh;
 pub mod lsh;
+pub mod occlusion;
 mod rng;
 mod select;
 pub mod tflite;

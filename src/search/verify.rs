@@ -298,6 +298,7 @@ mod tests {
             modified: None,
             duration_s: 0.0,
             label: String::new(),
+            damage: None,
         }
     }
 

@@ -264,7 +264,7 @@ fn encode_all(
                     } else {
                         &mut report.added
                     }) += 1;
-                    let damage = file.damage.clone();
+                    let damage = file.record.damage.clone();
                     if let Some(reason) = &damage {
                         report.damaged.push(ScanProblem {
                             path: path.clone(),
@@ -362,11 +362,8 @@ fn encode_file_reporting(
         }
     }
     record.duration_s = duration_s.unwrap_or(0.0);
-    Ok(EncodedFile {
-        record,
-        modes,
-        damage,
-    })
+    record.damage = damage;
+    Ok(EncodedFile { record, modes })
 }
 
 /// How much of a file is decoded, for [`BuildEvent::Decoding`].
@@ -396,6 +393,7 @@ pub fn encode_path(path: &Path, encoders: &Encoders) -> Result<EncodedFile, Scan
         modified: None,
         duration_s: 0.0,
         label: String::new(),
+        damage: None,
     };
     encode_file(record, encoders)
 }

@@ -20,9 +20,6 @@ pub struct SearchOptions {
     pub engine: Option<Engine>,
     /// Check fingerprint matches against the files' audio on disk (see [`crate::search`]).
     pub check_audio: bool,
-    /// Say where the encoder looks in the query (for drawing; the command line has no use for
-    /// it).
-    pub attention: bool,
     /// `events`: hits per file at most, each a different moment of it.
     pub per_file: usize,
     /// `fingerprint`: every place the clip is found, in every file (however many that is),
@@ -36,7 +33,6 @@ impl SearchOptions {
             top,
             engine: None,
             check_audio: true,
-            attention: true,
             per_file: 1,
             every_occurrence: false,
         }
@@ -48,8 +44,6 @@ pub struct SearchOutcome {
     pub mode: Mode,
     pub hits: Vec<Hit>,
     pub cost: SearchCost,
-    /// Where the encoder looked in the searched region, frames counted from the clip's start.
-    pub attention: Option<AttentionMap>,
     pub elapsed: Duration,
     /// The region searched, seconds from the clip's start.
     pub region: (f64, f64),
@@ -112,10 +106,6 @@ impl OpenLibrary {
             mode,
             hits,
             cost,
-            attention: match options.attention {
-                true => attention(clip, encoder, region)?,
-                false => None,
-            },
             elapsed: started.elapsed(),
             region,
         })

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 pub use clip::{Clip, MAX_QUERY_S};
 pub use library::{OpenLibrary, SearchOptions, SearchOutcome, attention};
 
-use crate::model::{AttentionMap, Encoder, Mode};
+use crate::model::{Encoder, Mode};
 use crate::search::Hit;
 
 /// The encoders of the modes to index or search with, by mode.
@@ -60,32 +60,28 @@ pub fn encoders(chosen: &BTreeMap<Mode, std::path::PathBuf>) -> Result<Encoders,
         .collect()
 }
 
-/// A result as the inspector shows it: the file around the match, with its attention.
+/// A result as the inspector shows it: the file around the match.
 pub struct Inspected {
     pub hit: Hit,
     pub clip: Clip,
-    pub attention: Option<AttentionMap>,
 }
 
-/// Decodes the stretch of `hit`'s file around the match ([`INSPECT_CONTEXT_S`] either side),
-/// and where `mode`'s encoder looks in the match.
-pub fn inspect(hit: Hit, mode: Mode, encoders: &Encoders) -> Result<Inspected, SessionError> {
+impl Inspected {
+    /// The match, in seconds from the clip's start.
+    pub fn matched(&self) -> (f64, f64) {
+        (
+            (self.hit.start_s - self.clip.offset_s).max(0.0),
+            self.hit.end_s - self.clip.offset_s,
+        )
+    }
+}
+
+/// Decodes the stretch of `hit`'s file around the match ([`INSPECT_CONTEXT_S`] either side).
+pub fn inspect(hit: Hit) -> Result<Inspected, SessionError> {
     let window = (
         (hit.start_s - INSPECT_CONTEXT_S).max(0.0),
         hit.end_s + INSPECT_CONTEXT_S,
     );
     let clip = Clip::read(&hit.path, Some(window))?;
-    let matched = (
-        (hit.start_s - clip.offset_s).max(0.0),
-        hit.end_s - clip.offset_s,
-    );
-    let attention = match encoders.get(&mode) {
-        Some(encoder) => attention(&clip, encoder.as_ref(), matched)?,
-        None => None,
-    };
-    Ok(Inspected {
-        hit,
-        clip,
-        attention,
-    })
+    Ok(Inspected { hit, clip })
 }

@@ -380,8 +380,9 @@ fn the_app_lists_every_file_of_the_broken_corpus_it_cannot_read() {
         .iter()
         .map(|f| f.path.clone())
         .collect();
-    let failed = h.state().libraries[&lib.db].failed.clone();
-    let damaged = h.state().libraries[&lib.db].damaged.clone();
+    let db = lib.db.clone();
+    let failed = h.state().libraries[&db].failed.clone();
+    let damaged = h.state().libraries[&db].damaged.clone();
     // The tests run as root in CI, and root reads a file without read permission.
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -420,6 +421,19 @@ fn the_app_lists_every_file_of_the_broken_corpus_it_cannot_read() {
     let good = corpus.root.join("wav/good.wav");
     h.input_mut().dropped_files.push(Arc::new(Dropped(good)));
     wait_for(&mut h, "results", |app| !app.results.is_empty());
+
+    // Opened again, the app lists the damaged files from the index, reasons and all.
+    h.state().settings.save(&dir.path().join("data")).unwrap();
+    let mut reopened = harness(&dir.path().join("data"));
+    wait_for(&mut reopened, "the index opened again", |app| {
+        app.current().is_some_and(|(_, index)| index.is_some())
+    });
+    let mut again = reopened.state().libraries[&db].damaged.clone();
+    let mut before = damaged.clone();
+    again.sort();
+    before.sort();
+    assert_eq!(again, before);
+    reopened.get_by_label(&format!("{} files indexed with problems", damaged.len()));
 }
 
 /// The Models window says what each mode uses and explains BirdNET's license; BirdNET imported

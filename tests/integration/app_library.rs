@@ -314,6 +314,51 @@ fn similar_sounds_list_every_similar_moment_of_a_long_recording_when_asked() {
         found.windows(2).all(|w| w[0].1 <= w[1].0 + 1e-6),
         "{found:?}"
     );
+
+    // The inspector outlines the whole recording with each of its moments marked; a click on
+    // a mark selects that result.
+    let in_recording: Vec<usize> = (h.state().results.iter().enumerate())
+        .filter(|(_, r)| r.hit.path == recording)
+        .map(|(i, _)| i)
+        .collect();
+    h.state_mut().push(Command::SelectResult(in_recording[0]));
+    wait_for(&mut h, "the whole file outlined", |app| {
+        app.inspector.is_some()
+    });
+    // Where the encoder looks, in the query and in the result, made in the background.
+    let query_map = h.state().query.as_ref().and_then(|q| q.attention.clone());
+    assert!(
+        query_map
+            .flatten()
+            .is_some_and(|m| m.rows * m.columns == m.values.len())
+    );
+    let Some(Ok(inspected)) = &h.state().inspector else {
+        panic!("the result is inspected")
+    };
+    assert!(matches!(inspected.attention, Some(Some(_))));
+    h.get_by_label_contains(&format!("{} results here", in_recording.len()));
+    let outline = h.get_by_label("the whole file").rect();
+    let duration_s: f64 = parts.iter().map(Vec::len).sum::<usize>() as f64
+        / f64::from(earshot::demo::DEMO_SAMPLE_RATE);
+    let last = &h.state().results[in_recording[in_recording.len() - 1]].hit;
+    let share = ((last.start_s + last.end_s) / 2.0 / duration_s) as f32;
+    let at = egui::pos2(outline.left() + outline.width() * share, outline.center().y);
+    h.input_mut().events.push(egui::Event::PointerMoved(at));
+    h.step();
+    for pressed in [true, false] {
+        h.input_mut().events.push(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+        h.step();
+    }
+    h.run_steps(2);
+    assert_eq!(
+        h.state().selected,
+        Some(in_recording[in_recording.len() - 1])
+    );
 }
 
 #[test]
@@ -399,4 +444,24 @@ fn a_folder_of_clips_searched_in_a_batch_gives_one_table_and_names_a_clip_it_can
     );
     // Every result of both clips: the library's 48 files each.
     assert_eq!(csv.lines().count(), 1 + 2 * 48);
+
+    // The same table in a window; a clip's name there searches with it.
+    let table = h
+        .state()
+        .batch_table
+        .as_ref()
+        .expect("the batch's table is shown");
+    assert_eq!(table.rows.len(), 2 * 48);
+    h.run();
+    h.get_by_label_contains("Batch results: clips");
+    h.get_all_by_label("my-chirp-up.wav")
+        .next()
+        .unwrap()
+        .click();
+    wait_for(&mut h, "the clip searched", |app| {
+        app.query
+            .as_ref()
+            .is_some_and(|q| q.clip.name == "my-chirp-up.wav")
+            && !app.results.is_empty()
+    });
 }

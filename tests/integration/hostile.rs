@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use earshot::index::format;
 
-use crate::support::{Sample, ffmpeg_available, ffmpeg_encode, tone, write_aiff, write_wav};
+use crate::support::{
+    Sample, earshot, ffmpeg_available, ffmpeg_encode, tone, write_aiff, write_wav,
+};
 
 /// A run that takes longer than this is a hang.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
@@ -350,12 +352,8 @@ fn every_broken_file_is_reported_once_and_the_rest_indexed() {
     let run = index(&db, &corpus.root);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(run.success, "exit status not 0:\n{}", run.stderr);
-    let indexed: Vec<PathBuf> = format::load(&db)
-        .expect("the index loads")
-        .files
-        .into_iter()
-        .map(|f| f.path)
-        .collect();
+    let records = format::load(&db).expect("the index loads").files;
+    let indexed: Vec<PathBuf> = records.iter().map(|f| f.path.clone()).collect();
     let mut outcome = Vec::new();
     let (mut unreadable, mut damaged) = (Vec::new(), Vec::new());
     let mut section = &mut unreadable;
@@ -386,6 +384,14 @@ fn every_broken_file_is_reported_once_and_the_rest_indexed() {
         for r in unreadable.iter().chain(&damaged) {
             assert!(r.len() > shown.len() + 5, "no reason given: {r}");
         }
+        // The index keeps the reason, for the app and `info` to show later.
+        let kept = records.iter().find(|f| f.path == *path).map(|f| &f.damage);
+        assert_eq!(
+            kept.is_some_and(Option::is_some),
+            !damaged.is_empty(),
+            "{}: the index keeps its damage exactly when it was named",
+            path.display()
+        );
         outcome.push(match (is_indexed, damaged.is_empty()) {
             (false, _) => "reported",
             (true, false) => "indexed with problems",
@@ -395,6 +401,15 @@ fn every_broken_file_is_reported_once_and_the_rest_indexed() {
     assert!(
         run.stderr.contains("folder-loop"),
         "the folder loop is reported"
+    );
+    let info = earshot(&[OsStr::new("info"), OsStr::new("--db"), db.as_os_str()]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    let listed = info.lines().filter(|l| l.starts_with("damaged ")).count();
+    let flagged = outcome.iter().filter(|o| **o == "indexed with problems");
+    assert_eq!(
+        listed,
+        flagged.count(),
+        "`info` lists the damaged files:\n{info}"
     );
     let unnamed: Vec<String> = (corpus.cases.iter().zip(&outcome))
         .filter(|((_, expect), o)| **o == "indexed" && *expect != Expect::Indexed)
@@ -495,6 +510,7 @@ fn an_index_of_ten_million_segments_opens_in_memory_the_size_of_its_contents() {
             modified: None,
             duration_s: 400.0,
             label: String::new(),
+            damage: None,
         })
         .collect();
     index.modes.insert(Mode::Fingerprint, data);

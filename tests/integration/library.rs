@@ -199,3 +199,38 @@ fn rescans_report_new_changed_and_removed_files() {
     assert_eq!(changes.unchanged, 1);
     assert!(library::diff(&after.files, &after.files).is_empty());
 }
+
+/// An Ogg file cut short (mid-page, or after a page that does not end the stream) is named by
+/// `scan` from its last page, without decoding; whole Ogg files and other formats are not.
+#[test]
+fn scan_says_an_ogg_file_is_cut_off() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let source = dir.path().join("work/tone.wav");
+    wav(&source, 20.0);
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let whole = ffmpeg_encode(&source, &lib.join("whole.ogg"), &["-c:a", "libvorbis"]);
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(lib.join("cut-in-a-page.ogg"), &bytes[..bytes.len() * 2 / 3]).unwrap();
+    // Cut where a page begins: whole pages, the last of which does not end the stream.
+    let last_page = (4..bytes.len() - 4)
+        .rev()
+        .find(|&i| &bytes[i..i + 4] == b"OggS")
+        .unwrap();
+    std::fs::write(lib.join("cut-between-pages.ogg"), &bytes[..last_page]).unwrap();
+    let report = scan(&[lib], None);
+    assert_eq!(report.files.len(), 3, "{:?}", report.problems);
+    let mut warned: Vec<String> = report
+        .warnings
+        .iter()
+        .map(|w| {
+            assert!(w.reason.starts_with("cut off: "), "{}", w.reason);
+            w.path.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    warned.sort();
+    assert_eq!(warned, ["cut-between-pages.ogg", "cut-in-a-page.ogg"]);
+}

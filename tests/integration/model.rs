@@ -104,6 +104,33 @@ fn the_events_attention_map_spans_the_clip_without_its_silent_ends() {
     );
 }
 
+/// The overlay follows the sound: a tone low in the spectrum and one high up are each strongest
+/// in the rows of their own bands (the network's attention mask favours the same bands for
+/// every sound; the occlusion map does not).
+#[test]
+fn the_events_attention_is_strongest_where_the_sound_is() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-64");
+    let encoder = EventsEncoder::load(&shipped).unwrap();
+    let strongest_row = |hz: f64| {
+        let signal: Vec<f32> = (0..48_000)
+            .map(|i| (0.3 * (std::f64::consts::TAU * hz * i as f64 / 16_000.0).sin()) as f32)
+            .collect();
+        let log_mel = LogMel::new(&LogMelConfig::default()).compute(&signal).data;
+        let map = encoder.attention(&log_mel).unwrap().unwrap();
+        let row_sum = |r: usize| {
+            map.values[r * map.columns..(r + 1) * map.columns]
+                .iter()
+                .sum::<f32>()
+        };
+        (0..map.rows)
+            .max_by(|&a, &b| row_sum(a).total_cmp(&row_sum(b)))
+            .unwrap()
+    };
+    let (low, high) = (strongest_row(250.0), strongest_row(5_000.0));
+    assert!(low <= 3, "a 250 Hz tone is strongest in row {low}");
+    assert!(high >= 10, "a 5 kHz tone is strongest in row {high}");
+}
+
 #[test]
 fn saved_weights_load_back_to_identical_codes_and_embeddings() {
     let (config, varmap, net) = seeded_net(32);
