@@ -6,6 +6,7 @@
 //! Everything slow (decoding, inference, disk) runs in a [`task::Task`].
 
 mod about_panel;
+mod attention;
 mod audio;
 mod batch_panel;
 mod commands;
@@ -42,7 +43,7 @@ use crate::index::Index;
 use crate::library::marks::Marks;
 use crate::model::AttentionMap;
 use crate::search::Hit;
-use crate::session::{Clip, Encoders, OpenLibrary};
+use crate::session::{Encoders, OpenLibrary};
 use spectrogram_view::ShownClip;
 
 /// The window icon (the same drawing as the desktop entry's, `assets/icons/earshot.svg`).
@@ -136,7 +137,7 @@ pub struct QueryState {
     pub selection: Option<(f64, f64)>,
     pub outcome: Option<SearchOutcome>,
     /// Where the encoder looks in the searched region, once found (`Some(None)`: it does not
-    /// say); see [`EarshotApp::start_attention`].
+    /// say); see [`EarshotApp::poll_attention`].
     pub attention: Option<Option<AttentionMap>>,
     pub error: Option<String>,
 }
@@ -168,22 +169,6 @@ impl LibraryState {
     }
 }
 
-/// What an attention map is made for: the query (its samples' address, which no other clip
-/// shares while it is shown) and its searched region, or the inspected result (its file and
-/// start).
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttentionFor {
-    Query(usize, (f64, f64)),
-    Result(PathBuf, f64),
-}
-
-/// Making an attention map: `None` when the encoder has none to give.
-type AttentionTask = Task<(), Result<Option<AttentionMap>, String>>;
-
-fn clip_id(clip: &ShownClip) -> usize {
-    Arc::as_ptr(clip.samples()) as usize
-}
-
 /// Work under way in the background, one slot per kind (the map and the sound devices keep
 /// their own).
 #[derive(Default)]
@@ -199,7 +184,7 @@ pub struct Tasks {
     pub inspect: Option<Task<(), Result<Inspected, String>>>,
     /// Where the encoder looks in the query or the inspected result (one at a time: each
     /// encodes its clip once per cell of the map), and which it is for.
-    pub attention: Option<(AttentionFor, AttentionTask)>,
+    pub attention: Option<(attention::AttentionFor, attention::AttentionTask)>,
     pub demo: Option<Task<(), Result<(PathBuf, usize), String>>>,
     /// Importing an outside model file: what to tell the user when it is done.
     pub import: Option<Task<(), Result<String, String>>>,
@@ -455,75 +440,6 @@ impl EarshotApp {
             Some(Ok(command)) => self.commands.push(command),
             Some(Err(e)) => self.notify(e),
             None => {}
-        }
-    }
-
-    /// Takes in a finished attention map where it is still wanted, then starts the next one
-    /// the window shows: the query's first, then the inspected result's. One runs at a time, so
-    /// that moving quickly through the results leaves at most one stale map being made.
-    fn poll_attention(&mut self, ctx: &egui::Context) {
-        if let Some((done_for, task)) = &mut self.tasks.attention
-            && let Some(result) = task.poll()
-        {
-            let done_for = done_for.clone();
-            self.tasks.attention = None;
-            let map = result.and_then(|r| r).unwrap_or_else(|e| {
-                self.notify(format!("cannot draw where the encoder looks: {e}"));
-                None
-            });
-            match self.attention_slot(&done_for) {
-                Some(slot) => *slot = Some(map),
-                None => ctx.request_repaint(), // stale: the next frame starts the one wanted
-            }
-        }
-        if self.tasks.attention.is_some() || !self.settings.show_attention {
-            return;
-        }
-        let Some((wanted, clip, span)) = self.wanted_attention() else {
-            return;
-        };
-        let (Some(encoders), mode) = (self.encoders.clone(), self.settings.mode) else {
-            return;
-        };
-        let task = Task::spawn(ctx, "attention", move |_| {
-            jobs::attention(&encoders, mode, &clip, span)
-        });
-        self.tasks.attention = Some((wanted, task));
-    }
-
-    /// The attention map shown and not yet made: what it is for, its clip and the span of it.
-    fn wanted_attention(&self) -> Option<(AttentionFor, Clip, (f64, f64))> {
-        if let Some(q) = &self.query
-            && let (Some(outcome), None) = (&q.outcome, &q.attention)
-        {
-            let wanted = AttentionFor::Query(clip_id(&q.clip), outcome.region);
-            return Some((wanted, q.clip.clip.clone(), outcome.region));
-        }
-        let Some(Ok(inspected)) = &self.inspector else {
-            return None;
-        };
-        let hit = &inspected.hit;
-        let wanted = AttentionFor::Result(hit.path.clone(), hit.start_s);
-        let unmade = inspected.attention.is_none();
-        unmade.then(|| (wanted, inspected.clip.clip.clone(), inspected.matched))
-    }
-
-    /// Where a map made for `target` goes, if that is still shown.
-    fn attention_slot(
-        &mut self,
-        target: &AttentionFor,
-    ) -> Option<&mut Option<Option<AttentionMap>>> {
-        match target {
-            AttentionFor::Query(clip, region) => (self.query.as_mut())
-                .filter(|q| clip_id(&q.clip) == *clip)
-                .filter(|q| q.outcome.as_ref().map(|o| o.region) == Some(*region))
-                .map(|q| &mut q.attention),
-            AttentionFor::Result(path, start_s) => match &mut self.inspector {
-                Some(Ok(i)) if i.hit.path == *path && i.hit.start_s == *start_s => {
-                    Some(&mut i.attention)
-                }
-                _ => None,
-            },
         }
     }
 

@@ -49,6 +49,18 @@ const MIN_GAP_S: f64 = 0.002;
 pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// After this many packets in a row fail, the rest of the stream is taken to be garbage.
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 200;
+/// Equal bins of |sample| over the full scale, counted over a whole stream (each channel's
+/// samples as decoded, before mixing and resampling change their spread).
+pub const LEVEL_BINS: usize = 4;
+/// Random bytes read as PCM spread evenly over the full scale: each bin holds a quarter of the
+/// samples, give or take this share. Sound never does: its quiet bins hold most of it (over
+/// ESC-50's 2,000 clips and the music of `../shared/data`, see the README).
+const RANDOM_DATA_BIN_TOLERANCE: f64 = 0.05;
+/// Random bytes are also unrelated from one sample to the next (correlation near 0); a full-scale
+/// triangle or sawtooth, which spreads as evenly, is not (near 1).
+const RANDOM_DATA_MAX_CORRELATION: f64 = 0.2;
+/// Samples (all channels) a stream needs before its spread is judged.
+const RANDOM_DATA_MIN_SAMPLES: u64 = 8_000;
 
 /// Why a file could not be decoded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +152,13 @@ pub struct DecodeStats {
     /// locate it, or a cut-off file).
     pub missing_s: f64,
     pub non_finite_samples: u64,
+    /// How many decoded samples fall in each of [`LEVEL_BINS`] equal bins of |sample|, quietest
+    /// first (a full-scale sample counts in the last).
+    pub levels: [u64; LEVEL_BINS],
+    /// Sums over each channel of every sample times the one before it, and of every sample
+    /// squared: their ratio is how alike neighbouring samples are.
+    pub neighbour_products: f64,
+    pub power: f64,
     /// Where the first audio delivered lies in the file (seconds), from its packet's timestamp:
     /// 0 when decoding from the start, later after a seek.
     pub first_audio_s: Option<f64>,
@@ -189,7 +208,22 @@ impl DecodeStats {
         if let (Some(at_s), false) = (self.first_damage_s, found.is_empty()) {
             found.push(format!("the first damage near {}", clock(at_s)));
         }
+        if self.looks_like_random_data() {
+            found.push("its samples spread evenly over the whole range, as random data does and sound does not: it probably holds junk in place of audio".into());
+        }
         (!found.is_empty()).then(|| found.join("; "))
+    }
+
+    /// Whether the samples spread over the full scale as random bytes do (see
+    /// [`RANDOM_DATA_BIN_TOLERANCE`]).
+    pub fn looks_like_random_data(&self) -> bool {
+        let total: u64 = self.levels.iter().sum();
+        let even = 1.0 / LEVEL_BINS as f64;
+        let correlation = self.neighbour_products / self.power.max(f64::MIN_POSITIVE);
+        total >= RANDOM_DATA_MIN_SAMPLES
+            && correlation.abs() <= RANDOM_DATA_MAX_CORRELATION
+            && (self.levels.iter())
+                .all(|&n| (n as f64 / total as f64 - even).abs() <= RANDOM_DATA_BIN_TOLERANCE)
     }
 }
 
@@ -639,11 +673,17 @@ impl AudioSource {
 
         while let Some(packet) = self.next_packet(&mut health)? {
             let gap_s = self.gap_before(&packet, &mut next_ts);
-            let Some((rate, non_finite)) =
+            let Some((rate, counted)) =
                 self.decode_packet(&packet, &mut health, &mut planes, &mut mono)?
             else {
                 continue;
             };
+            let non_finite = counted.non_finite;
+            for (total, n) in stats.levels.iter_mut().zip(counted.levels) {
+                *total += n;
+            }
+            stats.neighbour_products += counted.neighbour_products;
+            stats.power += counted.power;
             if stats.first_audio_s.is_none() {
                 let at = self.seconds_per_tick.map(|t| packet.pts.get() as f64 * t);
                 if let Some(at_s) = at.filter(|_| on_grid) {
@@ -763,7 +803,7 @@ impl AudioSource {
         health: &mut PacketHealth,
         planes: &mut Vec<Vec<f32>>,
         mono: &mut Vec<f32>,
-    ) -> Result<Option<(u32, u64)>, AudioError> {
+    ) -> Result<Option<(u32, Counted)>, AudioError> {
         let decoded = match self.decoder.decode(packet) {
             Ok(decoded) => decoded,
             Err(SymphoniaError::Unsupported(detail)) => {
@@ -953,18 +993,36 @@ fn map_probe_error(path: &Path, err: SymphoniaError) -> AudioError {
     }
 }
 
-/// Averages the channels of one decoded buffer into `mono`; returns how many non-finite
-/// samples were replaced by 0.
-fn downmix(planes: &[Vec<f32>], frames: usize, mono: &mut Vec<f32>) -> u64 {
+/// What [`downmix`] counted in one decoded buffer.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Counted {
+    /// Samples that were not numbers, replaced by 0.
+    non_finite: u64,
+    /// See [`DecodeStats::levels`].
+    levels: [u64; LEVEL_BINS],
+    /// See [`DecodeStats::neighbour_products`] (within the buffer).
+    neighbour_products: f64,
+    power: f64,
+}
+
+/// Averages the channels of one decoded buffer into `mono`, counting the samples that are not
+/// numbers (replaced by 0) and the spread of the rest.
+fn downmix(planes: &[Vec<f32>], frames: usize, mono: &mut Vec<f32>) -> Counted {
     mono.clear();
     mono.resize(frames, 0.0);
-    let mut non_finite = 0u64;
+    let mut counted = Counted::default();
     for plane in planes {
+        let mut previous = 0.0f32;
         for (acc, &x) in mono.iter_mut().zip(&plane[..frames.min(plane.len())]) {
             if x.is_finite() {
                 *acc += x;
+                let bin = (x.abs() * LEVEL_BINS as f32) as usize;
+                counted.levels[bin.min(LEVEL_BINS - 1)] += 1;
+                counted.neighbour_products += f64::from(x * previous);
+                counted.power += f64::from(x * x);
+                previous = x;
             } else {
-                non_finite += 1;
+                counted.non_finite += 1;
             }
         }
     }
@@ -972,7 +1030,7 @@ fn downmix(planes: &[Vec<f32>], frames: usize, mono: &mut Vec<f32>) -> u64 {
         let scale = 1.0 / planes.len() as f32;
         mono.iter_mut().for_each(|x| *x *= scale);
     }
-    non_finite
+    counted
 }
 
 #[cfg(test)]
@@ -983,9 +1041,50 @@ mod tests {
     fn downmix_averages_and_counts_nan() {
         let planes = vec![vec![1.0, f32::NAN, 0.5], vec![0.0, 1.0, f32::INFINITY]];
         let mut mono = Vec::new();
-        let bad = downmix(&planes, 3, &mut mono);
-        assert_eq!(bad, 2);
+        let counted = downmix(&planes, 3, &mut mono);
+        assert_eq!(counted.non_finite, 2);
+        assert_eq!(counted.levels, [1, 0, 1, 2]);
         assert_eq!(mono, vec![0.5, 0.5, 0.25]);
+    }
+
+    /// Random bytes spread evenly over the scale and are named; sound, however loud, is not.
+    #[test]
+    fn random_data_is_told_from_sound_by_its_spread() {
+        let judged = |samples: &[f32]| {
+            let mut mono = Vec::new();
+            let counted = downmix(&[samples.to_vec()], samples.len(), &mut mono);
+            let stats = DecodeStats {
+                levels: counted.levels,
+                neighbour_products: counted.neighbour_products,
+                power: counted.power,
+                ..DecodeStats::default()
+            };
+            (stats.looks_like_random_data(), stats.damage())
+        };
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let random: Vec<f32> = (0..16_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 48) as u16 as i16 as f32 / 32_768.0
+            })
+            .collect();
+        let (random_data, damage) = judged(&random);
+        assert!(random_data);
+        assert!(damage.is_some_and(|d| d.contains("junk in place of audio")));
+        // A full-scale sine spends most of its time near its peaks; a clipped one at them.
+        let sine: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.05).sin()).collect();
+        assert!(!judged(&sine).0);
+        let clipped: Vec<f32> = sine.iter().map(|x| (3.0 * x).clamp(-1.0, 1.0)).collect();
+        assert!(!judged(&clipped).0);
+        // A full-scale triangle spreads as evenly as random data, but changes smoothly.
+        let triangle: Vec<f32> = (0..16_000)
+            .map(|i| (i % 200) as f32 / 50.0 - 2.0)
+            .map(|x| 1.0 - x.abs())
+            .collect();
+        assert!(!judged(&triangle).0);
+        assert!(!judged(&random[..4_000]).0, "too short to judge");
     }
 
     #[test]

@@ -431,6 +431,15 @@ fn every_broken_file_is_reported_once_and_the_rest_indexed() {
         run.elapsed.as_secs_f64(),
         run.peak_rss as f64 / 1e6
     );
+    let broken = (corpus.cases.iter())
+        .filter(|(_, e)| *e != Expect::Indexed)
+        .count();
+    eprintln!(
+        "of {broken} broken files, {} named in `earshot index`'s output ({} unreadable, {} indexed with problems)",
+        reported + count("indexed with problems"),
+        reported,
+        count("indexed with problems"),
+    );
     assert!(corpus.cases.len() >= 30);
 }
 
