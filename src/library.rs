@@ -302,7 +302,7 @@ fn pcm_shortfall(info: &crate::audio::SourceInfo, file_bytes: u64) -> Option<Sho
 /// of 255 bytes after a header of at most 282; RFC 3533, section 6).
 const OGG_TAIL_BYTES: [u64; 2] = [8_192, 65_025 + 282];
 
-/// Why an Ogg file (Vorbis, Opus, FLAC in Ogg) is plainly cut off, from its last page alone: a
+/// Why an Ogg file (whatever its codec) is plainly cut off, from its last page alone: a
 /// whole stream ends with a complete page marked end-of-stream (RFC 3533, section 6); a file cut
 /// short ends inside a page, or after a page without that mark. `None` for other files, and for
 /// an Ogg file whose end is whole.

@@ -336,7 +336,7 @@ fn similar_sounds_list_every_similar_moment_of_a_long_recording_when_asked() {
         panic!("the result is inspected")
     };
     assert!(matches!(inspected.attention, Some(Some(_))));
-    h.get_by_label_contains(&format!("{} results here", in_recording.len()));
+    h.get_by_label_contains(&format!("{} results marked", in_recording.len()));
     let outline = h.get_by_label("the whole file").rect();
     let duration_s: f64 = parts.iter().map(Vec::len).sum::<usize>() as f64
         / f64::from(earshot::demo::DEMO_SAMPLE_RATE);
