@@ -305,6 +305,93 @@ fn a_tiny_training_run_on_generated_sounds_lowers_its_loss_and_resumes_exactly()
     }
 }
 
+/// The overlay follows real sounds: over one ESC-50 clip per class (fold 1), each map's band
+/// profile (its mean over time, row by row) correlates with the clip's own band energy, where
+/// the network's attention mask did not. Prints both, and how alike different clips' maps are.
+#[test]
+fn on_esc50_the_events_attention_follows_each_clip_s_band_energy() {
+    let Some(dir) = esc50() else {
+        return;
+    };
+    let data = Esc50::load(&dir).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/events-64");
+    let encoder = EventsEncoder::load(&shipped).unwrap();
+    let mut first_of_class = std::collections::BTreeMap::new();
+    for clip in data.clips.iter().filter(|c| c.fold == 1) {
+        first_of_class.entry(clip.target).or_insert(&clip.path);
+    }
+    let (mut occlusion, mut mask, mut energy) = (Vec::new(), Vec::new(), Vec::new());
+    for path in first_of_class.values() {
+        let clip = earshot::session::Clip::read(path, None).unwrap();
+        let log_mel = clip.log_mel();
+        let map = encoder.attention(&log_mel.data).unwrap().unwrap();
+        let raw = encoder.attention_map(&log_mel.data).unwrap();
+        let per_row = LOG_MEL_BANDS / map.rows;
+        let band_energy: Vec<f64> = (0..map.rows)
+            .map(|r| {
+                map.frames
+                    .clone()
+                    .flat_map(|f| {
+                        let frame = &log_mel.data[f * LOG_MEL_BANDS..(f + 1) * LOG_MEL_BANDS];
+                        frame[r * per_row..(r + 1) * per_row]
+                            .iter()
+                            .map(|&x| f64::from(x))
+                    })
+                    .sum()
+            })
+            .collect();
+        occlusion.push(row_profile(&map));
+        mask.push(row_profile(&raw));
+        energy.push(band_energy);
+    }
+    let with_own = |maps: &[Vec<f64>]| mean(maps.iter().zip(&energy).map(|(m, e)| pearson(m, e)));
+    let between = |maps: &[Vec<f64>]| {
+        mean(
+            (0..maps.len())
+                .flat_map(|i| (i + 1..maps.len()).map(move |j| (i, j)))
+                .map(|(i, j)| pearson(&maps[i], &maps[j])),
+        )
+    };
+    let (follows, mask_follows) = (with_own(&occlusion), with_own(&mask));
+    eprintln!(
+        "{} clips: band profile against the clip's own band energy: occlusion {follows:.3}, mask {mask_follows:.3}; between clips: occlusion {:.3}, mask {:.3}, band energies {:.3}",
+        occlusion.len(),
+        between(&occlusion),
+        between(&mask),
+        between(&energy)
+    );
+    assert_eq!(occlusion.len(), 50);
+    assert!(
+        follows >= 0.4 && follows >= mask_follows + 0.3,
+        "{follows} against {mask_follows}"
+    );
+}
+
+/// A map's mean over time, row by row.
+fn row_profile(map: &earshot::model::AttentionMap) -> Vec<f64> {
+    (map.values.chunks(map.columns))
+        .map(|row| row.iter().map(|&v| f64::from(v)).sum::<f64>() / row.len() as f64)
+        .collect()
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    sum / n.max(1) as f64
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let (ma, mb) = (mean(a.iter().copied()), mean(b.iter().copied()));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        (ab, aa, bb) = (
+            ab + (x - ma) * (y - mb),
+            aa + (x - ma).powi(2),
+            bb + (y - mb).powi(2),
+        );
+    }
+    ab / (aa * bb).sqrt().max(f64::MIN_POSITIVE)
+}
+
 /// The ESC-50 folder of `../shared/data`, when it is there.
 fn esc50() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/esc50");
