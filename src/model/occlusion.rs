@@ -5,7 +5,8 @@
 //! per class), the events encoder's map, averaged over time, correlates 0.57 with the clip's own
 //! band energy, where the network's attention mask correlated -0.08 (the mask favours the same
 //! bands whatever it hears, so every clip looked alike). Maps of different clips correlate 0.46,
-//! as their band energies do (0.50). (Test `on_esc50_the_events_attention_follows_each_clip_s_band_energy`.)
+//! as their band energies do (0.50); see the test
+//! `on_esc50_the_events_attention_follows_each_clip_s_band_energy`.
 
 use super::{AttentionMap, EncodeError, Encoded, Encoder};
 
