@@ -57,11 +57,9 @@ impl Envelope {
         };
         let (mut low, mut high, mut filled, mut samples) = (f32::MAX, f32::MIN, 0usize, 0usize);
         source.stream(|chunk| {
+            // The stream's samples are numbers (it silences those that are not).
             for &x in chunk {
-                // Damaged samples (NaN) are left out of the outline.
-                if x.is_finite() {
-                    (low, high) = (low.min(x), high.max(x));
-                }
+                (low, high) = (low.min(x), high.max(x));
                 filled += 1;
                 if filled == per_stretch {
                     finest.push(low, high);
@@ -88,7 +86,7 @@ impl Envelope {
     /// `columns` equal columns from `from_s` to `to_s`, each the range of the samples under it,
     /// taken from the coarsest level that still gives every column [`STRETCHES_PER_COLUMN`]
     /// (or from the finest, when zoomed in further). `None`
-    /// for a column outside the recording or over silence that was never heard (no samples).
+    /// for a column outside the recording.
     pub fn columns(&self, from_s: f64, to_s: f64, columns: usize) -> Vec<Option<Column>> {
         let span = to_s - from_s;
         if columns == 0 || span <= 0.0 {
@@ -148,7 +146,7 @@ impl Level {
             return None;
         }
         let (low, high) = self.fold(stretches);
-        (low <= high).then_some(Column { low, high })
+        Some(Column { low, high })
     }
 }
 

@@ -74,6 +74,7 @@ fn floor(values: &[f32]) -> f32 {
     *sorted.select_nth_unstable_by(at, f32::total_cmp).1
 }
 
+/// As `index::vector::cosine`, which the encoders, upstream of the store, do not import.
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
     for (x, y) in a.iter().zip(b) {

@@ -201,7 +201,7 @@ fn rescans_report_new_changed_and_removed_files() {
 }
 
 /// An Ogg file cut short (mid-page, or after a page that does not end the stream) is named by
-/// `scan` from its last page, without decoding; whole Ogg files and other formats are not.
+/// `scan` from its last page, without decoding; a whole one is not.
 #[test]
 fn scan_says_an_ogg_file_is_cut_off() {
     if !ffmpeg_available() {
