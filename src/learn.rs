@@ -44,6 +44,11 @@ pub enum LearnError {
     )]
     NotABackbone { db: PathBuf, encoder: String },
     #[error(
+        "{}: learning codes reads every embedding of the index, which a Milvus server keeps to itself; learn on a local index (`earshot index --db DIR ...`, then `earshot learn --db DIR`)",
+        db.display()
+    )]
+    OnServer { db: PathBuf },
+    #[error(
         "{}: too few labels to learn from: {reason}. Learning needs at least {MIN_LABELS} labels with at least {MIN_FILES_PER_LABEL} files each: label files by their folders, pass a CSV with --labels, or mark results relevant or not and learn from the marks with --marks",
         db.display()
     )]
@@ -106,6 +111,9 @@ pub fn learn(
     on_progress: &dyn Fn(&str),
 ) -> Result<LearnReport, LearnError> {
     let started = Instant::now();
+    if crate::index::store::is_remote(db) {
+        return Err(LearnError::OnServer { db: db.to_owned() });
+    }
     let mut index = format::load(db)?;
     let data = index.mode(Mode::Events, db)?;
     if data.encoder.bits != 0 || data.embedding_dim == 0 {

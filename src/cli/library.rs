@@ -9,8 +9,9 @@ use serde_json::json;
 
 use super::args::IndexModes;
 use super::text::progress_bar;
+use crate::index::Index;
 use crate::index::library_code::CodeSource;
-use crate::index::{Index, format};
+use crate::index::store;
 use crate::library::{self, LabelMap, ScanReport};
 use crate::model::encoder_for;
 use crate::session::Encoders;
@@ -112,13 +113,14 @@ pub fn index(
     model: Option<&Path>,
     paths: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    if paths.is_empty() && !format::exists(db) {
+    let exists = store::open(db)?.exists()?;
+    if paths.is_empty() && !exists {
         anyhow::bail!(
             "nothing to index: give the folders to add, e.g. `earshot index --db {} ~/Music`",
             db.display()
         );
     }
-    if !paths.is_empty() && !format::exists(db) && paths.iter().all(|p| !p.exists()) {
+    if !paths.is_empty() && !exists && paths.iter().all(|p| !p.exists()) {
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         anyhow::bail!(
             "nothing to index: {} does not exist; no index was written",
@@ -189,7 +191,11 @@ pub fn index(
             learned.segments
         );
     }
-    println!("index: {}", Index::index_path(db).display());
+    if store::is_remote(db) {
+        println!("index: {}", db.display());
+    } else {
+        println!("index: {}", Index::index_path(db).display());
+    }
     let indexed = report.added + report.updated + report.relabelled + report.unchanged;
     if indexed == 0 && !report.failed.is_empty() {
         eprintln!("error: none of the audio files could be indexed");
@@ -199,23 +205,36 @@ pub fn index(
 }
 
 pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let index = format::load(db)?;
-    let path = Index::index_path(db);
-    let mut out = std::io::stdout().lock();
-    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let hours = index.total_duration_s() / 3600.0;
-    let mb_per_hour = if hours > 0.0 {
-        bytes as f64 / 1e6 / hours
+    let store = store::open(db)?;
+    let index = store.load()?;
+    let remote = store::is_remote(db);
+    let path = if remote {
+        db.to_owned()
     } else {
-        0.0
+        Index::index_path(db)
     };
+    let segments: Vec<usize> = (index.modes.keys())
+        .map(|&m| store.segment_count(&index, m))
+        .collect::<Result<_, _>>()?;
+    let mut out = std::io::stdout().lock();
+    // A server's storage is its own; only a local index's bytes are Earshot's to report.
+    let bytes = (!remote).then(|| std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
+    let hours = index.total_duration_s() / 3600.0;
+    let mb_per_hour = bytes.map(|b| {
+        if hours > 0.0 {
+            b as f64 / 1e6 / hours
+        } else {
+            0.0
+        }
+    });
     if json {
         let modes: Vec<serde_json::Value> = index
             .modes
             .iter()
-            .map(|(m, d)| {
+            .zip(&segments)
+            .map(|((m, d), segments)| {
                 let code = d.library_code.as_ref().map(crate::index::LibraryCodeManifest::of);
-                json!({"mode": m.name(), "segments": d.segments.len(), "encoder": d.encoder, "input": d.input,
+                json!({"mode": m.name(), "segments": segments, "encoder": d.encoder, "input": d.input,
                        "library_code": code})
             })
             .collect();
@@ -236,12 +255,12 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
         index.files.len(),
         clock(index.total_duration_s())
     )?;
-    for (mode, d) in &index.modes {
+    for ((mode, d), segments) in index.modes.iter().zip(&segments) {
         writeln!(
             out,
             "{:<12} {} segments; encoder {} ({} bits, {}-d embeddings) reading {} frames at {} Hz",
             mode.name(),
-            d.segments.len(),
+            segments,
             d.encoder.name,
             d.encoder.bits,
             d.encoder.embedding_dim,
@@ -263,7 +282,7 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 code.learned_on
             )?;
         }
-        if d.bits() == 0 {
+        if d.bits() == 0 || remote {
             continue;
         }
         let b = crate::index::buckets::BucketIndex::build(&d.codes, d.words()).stats();
@@ -278,11 +297,14 @@ pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
             b.mean_non_empty_bucket
         )?;
     }
-    writeln!(
-        out,
-        "size         {:.2} MB on disk, {mb_per_hour:.2} MB per hour of audio",
-        bytes as f64 / 1e6
-    )?;
+    match (bytes, mb_per_hour) {
+        (Some(bytes), Some(per_hour)) => writeln!(
+            out,
+            "size         {:.2} MB on disk, {per_hour:.2} MB per hour of audio",
+            bytes as f64 / 1e6
+        )?,
+        _ => writeln!(out, "size         kept by the Milvus server")?,
+    }
     for root in &index.roots {
         writeln!(out, "root         {}", root.display())?;
     }

@@ -60,7 +60,8 @@ pub enum Command {
     },
     /// Create or update an index of the audio under folders (unchanged files are skipped)
     Index {
-        /// Index folder (default: Earshot's folder in the platform data directory)
+        /// Index folder, or milvus://HOST:PORT[/PREFIX] for an index on a Milvus server (default:
+        /// Earshot's folder in the platform data directory)
         #[arg(long)]
         db: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = IndexModes::Both)]
@@ -83,6 +84,7 @@ pub enum Command {
     },
     /// Search an index with audio clips; one result list (or JSON line) per clip
     Query {
+        /// Index folder, or milvus://HOST:PORT[/PREFIX] (default: Earshot's own folder)
         #[arg(long)]
         db: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = ModeArg::Events)]
@@ -139,6 +141,7 @@ pub enum Command {
     },
     /// Show what an index holds: files, segments, hours of audio, size on disk
     Info {
+        /// Index folder, or milvus://HOST:PORT[/PREFIX] (default: Earshot's own folder)
         #[arg(long)]
         db: Option<PathBuf>,
         #[arg(long)]

@@ -8,7 +8,7 @@
 use super::hamming::distances_to;
 
 /// Bits per substring: one table of 65,536 buckets per 16 bits of code.
-const SUBSTRING_BITS: usize = 16;
+pub const SUBSTRING_BITS: usize = 16;
 const BUCKETS: usize = 1 << SUBSTRING_BITS;
 
 /// One table in compressed sparse rows: bucket `b` holds `ids[offsets[b]..offsets[b + 1]]`.
@@ -136,20 +136,11 @@ impl BucketIndex {
         certainty: &[f32],
         unsure: usize,
     ) -> BucketSearch {
-        let unsure = unsure.min(SUBSTRING_BITS);
         let mut ids = Vec::new();
-        for (t, table) in self.tables.iter().enumerate() {
-            let first = t * SUBSTRING_BITS;
-            let mut order: Vec<usize> = (0..SUBSTRING_BITS).collect();
-            if let Some(c) = certainty.get(first..first + SUBSTRING_BITS) {
-                order.sort_by(|&a, &b| c[a].total_cmp(&c[b]));
-            }
-            let key = substring(query, t);
-            for subset in 0..1usize << unsure {
-                let flips = (0..unsure)
-                    .filter(|i| subset >> i & 1 == 1)
-                    .fold(0, |m, i| m | 1 << order[i]);
-                ids.extend_from_slice(table.bucket(key ^ flips));
+        let keys = unsure_keys(query, certainty, unsure, self.tables.len());
+        for (table, keys) in self.tables.iter().zip(keys) {
+            for key in keys {
+                ids.extend_from_slice(table.bucket(key));
             }
         }
         self.rank(codes, query, ids)
@@ -213,8 +204,58 @@ impl BucketIndex {
     }
 }
 
+/// The buckets [`BucketIndex::probe_unsure`] reads in each of `tables` tables: the query's
+/// substring with every subset of its `unsure` least sure bits (by `certainty`, one value per
+/// bit; in bit order without it) flipped. A store that keeps the substrings elsewhere (see
+/// [`super::milvus`]) finds the same codes with these keys.
+pub fn unsure_keys(
+    query: &[u64],
+    certainty: &[f32],
+    unsure: usize,
+    tables: usize,
+) -> Vec<Vec<usize>> {
+    let unsure = unsure.min(SUBSTRING_BITS);
+    (0..tables)
+        .map(|t| {
+            let first = t * SUBSTRING_BITS;
+            let mut order: Vec<usize> = (0..SUBSTRING_BITS).collect();
+            if let Some(c) = certainty.get(first..first + SUBSTRING_BITS) {
+                order.sort_by(|&a, &b| c[a].total_cmp(&c[b]));
+            }
+            let key = substring(query, t);
+            (0..1usize << unsure)
+                .map(|subset| {
+                    let flips = (0..unsure)
+                        .filter(|i| subset >> i & 1 == 1)
+                        .fold(0, |m, i| m | 1 << order[i]);
+                    key ^ flips
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The buckets [`BucketIndex::probe`] reads in each of `tables` tables: every key within
+/// `max_rho` bits of the query's substring.
+pub fn keys_within(query: &[u64], max_rho: u32, tables: usize) -> Vec<Vec<usize>> {
+    (0..tables)
+        .map(|t| {
+            let mut keys = Vec::new();
+            for rho in 0..=max_rho.min(SUBSTRING_BITS as u32) {
+                for_each_at_distance(substring(query, t), rho, |key| keys.push(key));
+            }
+            keys
+        })
+        .collect()
+}
+
+/// Tables a code of `bits` is cut into.
+pub fn tables_for(bits: usize) -> usize {
+    bits.div_ceil(64) * 64 / SUBSTRING_BITS
+}
+
 /// Substring `t` (16 bits) of a packed code.
-fn substring(code: &[u64], t: usize) -> usize {
+pub fn substring(code: &[u64], t: usize) -> usize {
     let bit = t * SUBSTRING_BITS;
     ((code[bit / 64] >> (bit % 64)) & (BUCKETS as u64 - 1)) as usize
 }

@@ -8,7 +8,9 @@ pub mod format;
 pub mod hamming;
 pub mod hnsw;
 pub mod library_code;
+pub mod milvus;
 pub mod quantize;
+pub mod store;
 pub mod vector;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -61,6 +63,12 @@ pub enum IndexError {
     MissingMode { db: PathBuf, mode: &'static str },
     #[error("{}: no index here yet; create one with `earshot index --db {} PATH...`", db.display(), db.display())]
     Missing { db: PathBuf },
+    #[error(
+        "{address}: not a Milvus address: {why} (write milvus://HOST:PORT or milvus://HOST:PORT/PREFIX)"
+    )]
+    BadAddress { address: String, why: String },
+    #[error(transparent)]
+    Milvus(#[from] milvus::MilvusError),
     #[error("cannot learn a code on the library's embeddings: {0}")]
     LibraryCode(#[from] LibraryCodeError),
 }
@@ -246,6 +254,15 @@ impl ModeIndex {
     pub fn embedding(&self, i: usize) -> &[f32] {
         let d = self.embedding_dim;
         &self.embeddings[i * d..(i + 1) * d]
+    }
+
+    /// Appends one segment as a store kept it (after the file's earlier segments).
+    pub fn push_stored(&mut self, segment: SegmentRef, code: &[u64], embedding: &[f32]) {
+        self.segments.push(segment);
+        self.codes.extend_from_slice(code);
+        if self.embedding_dim > 0 {
+            self.embeddings.extend_from_slice(embedding);
+        }
     }
 
     fn push(&mut self, file: u32, segments: &[(u32, u32)], encoded: &Encoded) {

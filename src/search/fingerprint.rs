@@ -9,6 +9,7 @@ use super::query::QuerySegments;
 use super::verify::{Excerpt, QueryProjections, SampleMatch, Verifier};
 use super::{AudioCheck, Hit, Searcher};
 use crate::index::hamming;
+use crate::index::store::VotePlan;
 
 /// Fingerprint voting: neighbours per query segment by full scan; by buckets, every code in the
 /// buckets reached by flipping any of the query segment's least sure bits in each 16-bit
@@ -132,10 +133,7 @@ impl Searcher<'_> {
     pub(super) fn vote(&self, q: &QuerySegments, samples: &[f32], top: usize) -> (Vec<Hit>, usize) {
         let (votes, compared) = self.collect_votes(q);
         let hop = self.data.segmentation().hop as i64;
-        let wanted = match self.every_occurrence {
-            true => EVERY_OCCURRENCE_CANDIDATES,
-            false => VERIFY_CANDIDATES.max(2 * top),
-        };
+        let wanted = self.verified_candidates(top);
         let candidates = strongest_offsets(votes, hop, wanted, &self.tables.path_rank);
         let mut per_file: HashMap<u32, Vec<Alignment>> = HashMap::new();
         for (file, offset) in candidates {
@@ -324,10 +322,35 @@ impl Searcher<'_> {
         }
     }
 
+    /// How many of the heaviest (file, offset) votes are verified.
+    fn verified_candidates(&self, top: usize) -> usize {
+        match self.every_occurrence {
+            true => EVERY_OCCURRENCE_CANDIDATES,
+            false => VERIFY_CANDIDATES.max(2 * top),
+        }
+    }
+
+    /// How this search votes, for a store that finds the neighbours itself.
+    pub(super) fn vote_plan<'q>(&self, q: &'q QuerySegments, top: usize) -> VotePlan<'q> {
+        VotePlan {
+            certainty: &q.bit_weights,
+            unsure_bits: unsure_bits(q.starts.len()),
+            substring_radius: FINGERPRINT_SUBSTRING_RADIUS,
+            max_distance: self.max_vote_distance(),
+            candidates: self.verified_candidates(top),
+            hop: self.data.segmentation().hop as i64,
+        }
+    }
+
+    /// A neighbour farther than this many bits is noise, not a vote.
+    fn max_vote_distance(&self) -> u32 {
+        (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32
+    }
+
     /// Vote weight per (file, offset in frames), and the number of library codes compared.
     fn collect_votes(&self, q: &QuerySegments) -> (HashMap<(u32, i64), f32>, usize) {
         let words = self.data.words();
-        let max_distance = (FINGERPRINT_MAX_VOTE_DISTANCE * self.data.encoder.bits as f64) as u32;
+        let max_distance = self.max_vote_distance();
         let mut votes: HashMap<(u32, i64), f32> = HashMap::new();
         let mut compared = 0;
         let unsure = unsure_bits(q.starts.len());

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::features::FeatureMatrix;
 use crate::index::buckets::{BucketIndex, BucketStats};
 use crate::index::hnsw::EmbeddingIndex;
+use crate::index::store::QueryCodes;
 use crate::index::{Index, ModeIndex};
 use crate::model::{EncodeError, Encoder, Mode};
 
@@ -198,6 +199,14 @@ pub struct QueryAudio<'q> {
     pub frames: std::borrow::Cow<'q, FeatureMatrix>,
 }
 
+/// A query cut into segments and encoded, ready to search (see [`Searcher::encode`]).
+pub struct EncodedQuery(QuerySegments);
+
+/// Files a store that searches segments itself hands events search at least (see
+/// [`crate::index::store::Store::shortlist`]): the ranking re-scores each file's segments, so
+/// it is given more files than it will show.
+const SHORTLIST_MIN_FILES: usize = 32;
+
 /// Each file's rank when the index's files are sorted by path.
 fn path_ranks(index: &Index) -> Vec<u32> {
     let mut by_path: Vec<usize> = (0..index.files.len()).collect();
@@ -273,15 +282,50 @@ impl<'a> Searcher<'a> {
         query: &QueryAudio<'_>,
         top: usize,
     ) -> Result<(Vec<Hit>, SearchCost), SearchError> {
+        let encoded = self.encode(query)?;
+        Ok(self.search_encoded(&encoded, query.samples, top))
+    }
+
+    /// The query cut into the section's query windows and encoded (the silent ones left out).
+    pub fn encode(&self, query: &QueryAudio<'_>) -> Result<EncodedQuery, SearchError> {
         if query.samples.is_empty() {
             return Err(SearchError::EmptyQuery);
         }
-        let q = QuerySegments::encode(&query.frames, self.data, self.encoder)?;
+        QuerySegments::encode(&query.frames, self.data, self.encoder).map(EncodedQuery)
+    }
+
+    /// `query` as a store sees it, for `top` hits searched as this searcher searches.
+    pub fn store_query<'q>(&self, query: &'q EncodedQuery, top: usize) -> QueryCodes<'q> {
+        let q = &query.0;
+        let (files, votes) = match self.mode {
+            Mode::Events => (top.saturating_mul(2).max(SHORTLIST_MIN_FILES), None),
+            Mode::Fingerprint => {
+                let plan = self.vote_plan(q, top);
+                (plan.candidates, Some(plan))
+            }
+        };
+        QueryCodes {
+            starts: &q.starts,
+            encoded: &q.encoded,
+            files,
+            votes,
+        }
+    }
+
+    /// Ranked hits for a query [`Self::encode`]d by a searcher of the same encoder and code
+    /// (`samples` are its samples, for checking fingerprint matches against the audio).
+    pub fn search_encoded(
+        &self,
+        query: &EncodedQuery,
+        samples: &[f32],
+        top: usize,
+    ) -> (Vec<Hit>, SearchCost) {
+        let q = &query.0;
         let n_query = q.starts.len();
         let (mut hits, compared) = match self.mode {
-            Mode::Events => (self.rank_files(&q, top), None),
+            Mode::Events => (self.rank_files(q, top), None),
             Mode::Fingerprint => {
-                let (hits, compared) = self.vote(&q, query.samples, top);
+                let (hits, compared) = self.vote(q, samples, top);
                 (hits, Some(compared))
             }
         };
@@ -293,7 +337,7 @@ impl<'a> Searcher<'a> {
             query_segments: n_query,
             compared: compared.unwrap_or(scanned),
         };
-        Ok((hits, cost))
+        (hits, cost)
     }
 
     fn matched_codes(

@@ -16,7 +16,8 @@ use super::Encoders;
 use crate::audio::AudioSource;
 use crate::features::segment::{Segment, SegmentStream};
 use crate::features::{FrameFeature, FrontEnd};
-use crate::index::{EncodedFile, Index, IndexError, ModeIndex, SegmentEncodings, format};
+use crate::index::store::{self, Store};
+use crate::index::{EncodedFile, Index, IndexError, ModeIndex, SegmentEncodings};
 use crate::library::{self, FileRecord, LabelMap, ScanProblem};
 use crate::model::{Encoded, Encoder, EncoderInput, Mode};
 
@@ -101,12 +102,15 @@ pub fn build(
     on_event: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildReport, IndexError> {
     let started = Instant::now();
-    format::remove_stale_temp_files(db);
-    let mut index = if format::exists(db) && !options.rebuild {
-        format::load(db)?
+    let mut store = store::open(db)?;
+    let mut index = if store.exists()? && !options.rebuild {
+        store.load()?
     } else {
         Index::new()
     };
+    if options.rebuild {
+        store.clear(&mut index)?;
+    }
     let mut report = BuildReport::default();
     let mode_added = prepare_modes(&mut index, encoders, db)?;
     if options.only_given_roots {
@@ -140,8 +144,8 @@ pub fn build(
         .cloned()
         .chain(changes.changed.iter().map(|r| r.path.clone()))
         .collect();
-    index.remove(&drop);
-    index.relabel(&changes.relabelled);
+    store.remove(&mut index, &drop)?;
+    store.relabel(&mut index, &changes.relabelled)?;
     (report.removed, report.relabelled, report.unchanged) = (
         changes.removed.len(),
         changes.relabelled.len(),
@@ -160,14 +164,15 @@ pub fn build(
     });
     encode_all(
         &mut index,
-        db,
+        store.as_mut(),
         todo,
         encoders,
         options,
         on_event,
         &mut report,
     )?;
-    for (&mode, data) in &mut index.modes {
+    let learning = store.learns_library_codes();
+    for (&mode, data) in index.modes.iter_mut().filter(|_| learning) {
         if data.refresh_library_code()? {
             report.codes_learned.push(LearnedCode {
                 mode,
@@ -176,7 +181,7 @@ pub fn build(
             });
         }
     }
-    format::save(&index, db)?;
+    store.checkpoint(&index)?;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -226,7 +231,7 @@ fn add_roots(index: &mut Index, paths: &[PathBuf]) -> Vec<ScanProblem> {
 /// Encodes files on all cores while this thread adds them to the index and saves checkpoints.
 fn encode_all(
     index: &mut Index,
-    db: &Path,
+    store: &mut dyn Store,
     todo: Vec<(FileRecord, bool)>,
     encoders: &Encoders,
     options: &BuildOptions<'_>,
@@ -271,7 +276,10 @@ fn encode_all(
                             reason: reason.clone(),
                         });
                     }
-                    index.add(file);
+                    if let Err(e) = store.add(index, file) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
                     on_event(BuildEvent::FileDone {
                         path,
                         audio_s,
@@ -290,7 +298,7 @@ fn encode_all(
                 }
             }
             if last_checkpoint.elapsed() >= options.checkpoint_every {
-                if let Err(e) = format::save(index, db) {
+                if let Err(e) = store.checkpoint(index) {
                     stop.store(true, Ordering::Relaxed);
                     return Err(e);
                 }

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::clip::Clip;
 use super::{Encoders, SessionError};
-use crate::index::{Index, ModeIndex, format};
+use crate::index::store::{self, FolderStore, Store};
+use crate::index::{Index, ModeIndex};
 use crate::model::{AttentionMap, Encoder, Mode};
-use crate::search::{Engine, FilesOnDisk, Hit, SearchCost, SearchTables, Searcher};
+use crate::search::{Engine, FilesOnDisk, Hit, LibraryAudio, SearchCost, SearchTables, Searcher};
 
 /// How a query is searched.
 #[derive(Debug, Clone, Copy)]
@@ -51,22 +52,39 @@ pub struct SearchOutcome {
 
 pub struct OpenLibrary {
     db: PathBuf,
+    store: Arc<dyn Store>,
+    /// All of it for a folder; for a server, the catalog: roots, files and sections without
+    /// their segments (each query fetches the ones it needs, see [`Store::shortlist`]).
     index: Arc<Index>,
     encoders: Arc<Encoders>,
     tables: Mutex<HashMap<(Mode, Engine), Arc<SearchTables>>>,
 }
 
 impl OpenLibrary {
-    /// Loads the index in `db`.
+    /// Loads the index `db` names (a folder, or a Milvus server).
     pub fn open(db: &Path, encoders: Arc<Encoders>) -> Result<Self, SessionError> {
-        let index = Arc::new(format::load(db)?);
-        Ok(Self::new(db, index, encoders))
+        let store: Arc<dyn Store> = store::open(db)?.into();
+        let index = Arc::new(store.load()?);
+        Ok(Self::with_store(db, store, index, encoders))
     }
 
-    /// An index already loaded (nothing is read or built until the first search).
+    /// The index in folder `db`, already loaded (nothing is read or built until the first
+    /// search).
     pub fn new(db: &Path, index: Arc<Index>, encoders: Arc<Encoders>) -> Self {
+        let store = Arc::new(FolderStore::new(db));
+        Self::with_store(db, store, index, encoders)
+    }
+
+    /// `index` as loaded from `store`.
+    pub fn with_store(
+        db: &Path,
+        store: Arc<dyn Store>,
+        index: Arc<Index>,
+        encoders: Arc<Encoders>,
+    ) -> Self {
         Self {
             db: db.to_owned(),
+            store,
             index,
             encoders,
             tables: Mutex::default(),
@@ -92,16 +110,31 @@ impl OpenLibrary {
     ) -> Result<SearchOutcome, SessionError> {
         let started = Instant::now();
         let (encoder, data) = self.section(mode)?;
-        let tables = self.tables(mode, options.engine)?;
         let region = region.unwrap_or((0.0, clip.duration_s()));
-        let input = encoder.input();
-        let part = clip.query_part(&input, region)?;
+        let part = clip.query_part(&encoder.input(), region)?;
+        let query = part.as_query();
         let files = FilesOnDisk;
-        let searcher = Searcher::new(&self.index, mode, data, encoder, &tables)
-            .with_audio(options.check_audio.then_some(&files as _))
-            .with_per_file(options.per_file)
-            .with_every_occurrence(options.every_occurrence);
-        let (hits, cost) = searcher.search_query(&part.as_query(), options.top)?;
+        let audio = options.check_audio.then_some(&files as &dyn LibraryAudio);
+        let tables = self.tables(mode, options.engine)?;
+        let whole = Searcher::new(&self.index, mode, data, encoder, &tables);
+        let whole = configured(whole, audio, options);
+        let encoded = whole.encode(&query)?;
+        let wanted = whole.store_query(&encoded, options.top);
+        // A store that searches segments itself gives the files the query needs: the same
+        // search runs on them.
+        let (hits, cost) = match (self.store).shortlist(&self.index, mode, &wanted)? {
+            None => whole.search_encoded(&encoded, query.samples, options.top),
+            Some(near) => {
+                let data = near.mode(mode, &self.db)?;
+                let tables = SearchTables::build(&near, mode, data, tables.engine())?;
+                let searcher = Searcher::new(&near, mode, data, encoder, &tables);
+                configured(searcher, audio, options).search_encoded(
+                    &encoded,
+                    query.samples,
+                    options.top,
+                )
+            }
+        };
         Ok(SearchOutcome {
             mode,
             hits,
@@ -145,6 +178,18 @@ impl OpenLibrary {
         kept.insert((mode, engine), built.clone());
         Ok(built)
     }
+}
+
+/// `searcher` set as `options` ask.
+fn configured<'a>(
+    searcher: Searcher<'a>,
+    audio: Option<&'a dyn LibraryAudio>,
+    options: &SearchOptions,
+) -> Searcher<'a> {
+    searcher
+        .with_audio(audio)
+        .with_per_file(options.per_file)
+        .with_every_occurrence(options.every_occurrence)
 }
 
 /// Where `encoder` looks in `span` of `clip` (seconds from its start), its columns placed on the

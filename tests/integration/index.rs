@@ -19,7 +19,7 @@ use crate::support::*;
 const RATE: u32 = 16_000;
 
 /// A sequence of 150 ms notes at random pitches: distinct per seed, and different at every moment.
-fn melody(seed: u64, seconds: f64) -> Vec<f32> {
+pub fn melody(seed: u64, seconds: f64) -> Vec<f32> {
     let mut rng = SeededRng::new(seed);
     let note = (0.15 * f64::from(RATE)) as usize;
     let n = (seconds * f64::from(RATE)) as usize;
@@ -36,7 +36,7 @@ fn melody(seed: u64, seconds: f64) -> Vec<f32> {
 }
 
 /// `count` melody files of 6 s in two labelled folders.
-fn make_library(root: &Path, count: u64) -> Vec<PathBuf> {
+pub fn make_library(root: &Path, count: u64) -> Vec<PathBuf> {
     (0..count)
         .map(|i| {
             let folder = root.join(if i % 2 == 0 { "birds" } else { "frogs" });

@@ -16,6 +16,7 @@ mod hostile;
 mod index;
 mod library;
 mod library_codes;
+mod milvus;
 mod model;
 mod support;
 
