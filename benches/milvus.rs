@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use earshot::index::buckets::BucketIndex;
 use earshot::index::hamming::top_k;
 use earshot::index::milvus::{Address, Milvus};
-use earshot::index::store::{self, Store};
+use earshot::index::store::Store;
 use earshot::index::{EncodedFile, Index, ModeIndex, SegmentEncodings};
 use earshot::library::FileRecord;
 use earshot::model::{Encoded, Mode, SeededRng, encoder_for};
@@ -63,11 +63,11 @@ fn run(n: usize, db: &Path) {
 
     let folder = tempfile::TempDir::new().expect("temporary folder");
     let local_rate = insert(
-        &mut *store::open(folder.path()).expect("folder"),
+        &mut *earshot::index::open_store(folder.path()).expect("folder"),
         &codes,
         &section,
     );
-    let local = store::open(folder.path())
+    let local = earshot::index::open_store(folder.path())
         .expect("folder")
         .load()
         .expect("local index");
@@ -78,7 +78,7 @@ fn run(n: usize, db: &Path) {
         "milvus://{}:{}/earshot_bench_{n}",
         server.host, server.port
     ));
-    let mut remote = store::open(&remote_db).expect("server");
+    let mut remote = earshot::index::open_store(&remote_db).expect("server");
     remote.clear(&mut Index::new()).expect("clear");
     let remote_rate = insert(&mut *remote, &codes, &section);
     println!(

@@ -111,7 +111,7 @@ pub fn learn(
     on_progress: &dyn Fn(&str),
 ) -> Result<LearnReport, LearnError> {
     let started = Instant::now();
-    if crate::index::store::is_remote(db) {
+    if crate::index::is_remote(db) {
         return Err(LearnError::OnServer { db: db.to_owned() });
     }
     let mut index = format::load(db)?;

@@ -11,7 +11,6 @@ use super::args::IndexModes;
 use super::text::progress_bar;
 use crate::index::Index;
 use crate::index::library_code::CodeSource;
-use crate::index::store;
 use crate::library::{self, LabelMap, ScanReport};
 use crate::model::encoder_for;
 use crate::session::Encoders;
@@ -113,7 +112,7 @@ pub fn index(
     model: Option<&Path>,
     paths: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    let exists = store::open(db)?.exists()?;
+    let exists = crate::index::open_store(db)?.exists()?;
     if paths.is_empty() && !exists {
         anyhow::bail!(
             "nothing to index: give the folders to add, e.g. `earshot index --db {} ~/Music`",
@@ -191,7 +190,7 @@ pub fn index(
             learned.segments
         );
     }
-    if store::is_remote(db) {
+    if crate::index::is_remote(db) {
         println!("index: {}", db.display());
     } else {
         println!("index: {}", Index::index_path(db).display());
@@ -205,9 +204,9 @@ pub fn index(
 }
 
 pub fn info(db: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let store = store::open(db)?;
+    let store = crate::index::open_store(db)?;
     let index = store.load()?;
-    let remote = store::is_remote(db);
+    let remote = crate::index::is_remote(db);
     let path = if remote {
         db.to_owned()
     } else {

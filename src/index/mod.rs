@@ -444,6 +444,20 @@ impl Index {
     }
 }
 
+/// Opens the store `db` names: a Milvus server for `milvus://HOST:PORT[/PREFIX]`, else a
+/// folder.
+pub fn open_store(db: &Path) -> Result<Box<dyn store::Store>, IndexError> {
+    match milvus::Address::parse(db)? {
+        Some(address) => Ok(Box::new(milvus::MilvusStore::connect(&address)?)),
+        None => Ok(Box::new(store::FolderStore::new(db))),
+    }
+}
+
+/// Whether `db` names a Milvus server rather than a folder.
+pub fn is_remote(db: &Path) -> bool {
+    db.to_str().is_some_and(|s| s.starts_with(milvus::SCHEME))
+}
+
 impl IndexError {
     /// An index section built by another encoder (or from another input) than `expected`.
     fn encoder_mismatch(db: &Path, mode: Mode, found: &ModeIndex, expected: &dyn Encoder) -> Self {

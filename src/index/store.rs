@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{EncodedFile, Index, IndexError, format, milvus};
+use super::{EncodedFile, Index, IndexError, format};
 use crate::library::FileRecord;
 use crate::model::{Encoded, Mode};
 
@@ -87,19 +87,6 @@ pub struct VotePlan<'a> {
     /// The heaviest (file, offset) votes verified, at most one per `hop` frames of a file.
     pub candidates: usize,
     pub hop: i64,
-}
-
-/// Opens the store `db` names: a Milvus server for `milvus://...`, else a folder.
-pub fn open(db: &Path) -> Result<Box<dyn Store>, IndexError> {
-    match milvus::Address::parse(db)? {
-        Some(address) => Ok(Box::new(milvus::MilvusStore::connect(&address)?)),
-        None => Ok(Box::new(FolderStore::new(db))),
-    }
-}
-
-/// Whether `db` names a Milvus server rather than a folder.
-pub fn is_remote(db: &Path) -> bool {
-    db.to_str().is_some_and(|s| s.starts_with(milvus::SCHEME))
 }
 
 /// An index kept in one file, `index.earshot`, in a folder (see [`format`]): loaded whole,

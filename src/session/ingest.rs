@@ -16,7 +16,7 @@ use super::Encoders;
 use crate::audio::AudioSource;
 use crate::features::segment::{Segment, SegmentStream};
 use crate::features::{FrameFeature, FrontEnd};
-use crate::index::store::{self, Store};
+use crate::index::store::Store;
 use crate::index::{EncodedFile, Index, IndexError, ModeIndex, SegmentEncodings};
 use crate::library::{self, FileRecord, LabelMap, ScanProblem};
 use crate::model::{Encoded, Encoder, EncoderInput, Mode};
@@ -102,7 +102,7 @@ pub fn build(
     on_event: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildReport, IndexError> {
     let started = Instant::now();
-    let mut store = store::open(db)?;
+    let mut store = crate::index::open_store(db)?;
     let mut index = if store.exists()? && !options.rebuild {
         store.load()?
     } else {

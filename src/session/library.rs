@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::clip::Clip;
 use super::{Encoders, SessionError};
-use crate::index::store::{self, FolderStore, Store};
+use crate::index::store::{FolderStore, Store};
 use crate::index::{Index, ModeIndex};
 use crate::model::{AttentionMap, Encoder, Mode};
 use crate::search::{Engine, FilesOnDisk, Hit, LibraryAudio, SearchCost, SearchTables, Searcher};
@@ -63,7 +63,7 @@ pub struct OpenLibrary {
 impl OpenLibrary {
     /// Loads the index `db` names (a folder, or a Milvus server).
     pub fn open(db: &Path, encoders: Arc<Encoders>) -> Result<Self, SessionError> {
-        let store: Arc<dyn Store> = store::open(db)?.into();
+        let store: Arc<dyn Store> = crate::index::open_store(db)?.into();
         let index = Arc::new(store.load()?);
         Ok(Self::with_store(db, store, index, encoders))
     }

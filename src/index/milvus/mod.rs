@@ -512,7 +512,10 @@ impl Store for MilvusStore {
 
     fn load(&self) -> Result<Index, IndexError> {
         let catalog = match self.exists()? {
-            true => self.read_catalog()?,
+            true => {
+                self.check_schema(None)?;
+                self.read_catalog()?
+            }
             false => None,
         };
         let Some(catalog) = catalog else {
