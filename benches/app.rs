@@ -217,7 +217,7 @@ fn main() {
         name: "synthetic".into(),
         folders: Vec::new(),
         db: db.clone(),
-        labels: None,
+        ..LibrarySettings::default()
     });
     h.state_mut().settings.selected_library = 1;
     h.state_mut().libraries.entry(db).or_default().index =

@@ -34,6 +34,8 @@ pub enum Command {
     RemoveFolder(PathBuf),
     /// Ends renaming the selected library: with its new name, or `None` to keep the old one.
     RenameLibrary(Option<String>),
+    /// Keeps the selected library's index on this Milvus server (`None`: in its own folder).
+    SetServer(Option<PathBuf>),
     /// Opens the file dialog for the selected library's labels CSV.
     LabelsDialog,
     /// Labels the selected library's files from a `path,label` CSV (`None`: by their folders),
@@ -127,6 +129,7 @@ impl EarshotApp {
                     lib.name = name;
                 }
             }
+            Command::SetServer(server) => self.set_server(ctx, server),
             Command::LabelsDialog => self.dialogs.labels_csv(ctx),
             Command::SetLabels(csv) => {
                 if let Some(lib) = self
@@ -267,6 +270,7 @@ impl EarshotApp {
             folders: Vec::new(),
             db: id,
             labels: None,
+            server: None,
         });
         self.select_library(self.settings.libraries.len() - 1);
     }
@@ -282,6 +286,29 @@ impl EarshotApp {
         } else if i < self.settings.libraries.len() {
             self.settings.selected_library = i;
         }
+    }
+
+    /// Moves the selected library's index to `server` (or back to its folder): the index there
+    /// is opened (filled by the next "Update index"); the one left behind stays as it is.
+    fn set_server(&mut self, ctx: &egui::Context, server: Option<PathBuf>) {
+        self.editing_server = None;
+        if let Some(Err(e)) = server.as_deref().map(crate::index::milvus::Address::parse) {
+            self.notify(e.to_string());
+            return;
+        }
+        let selected = self.settings.selected_library;
+        let Some(lib) = self.settings.libraries.get_mut(selected) else {
+            return;
+        };
+        if lib.server == server {
+            return;
+        }
+        lib.server = server;
+        let db = lib.db.clone();
+        self.libraries.remove(&db);
+        self.results.clear();
+        self.map.invalidate();
+        self.start_loading(ctx, &db);
     }
 
     fn remove_library(&mut self, i: usize) {

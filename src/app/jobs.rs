@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
-use crate::index::{Index, IndexError, format};
+use crate::index::store::Store;
+use crate::index::{Index, IndexError};
 use crate::learn::LabelSource;
 use crate::library::LabelMap;
 use crate::library::marks::Marks;
@@ -92,14 +93,25 @@ pub fn learn_codes(
     ))
 }
 
-/// The index in `db`, or `None` when nothing was indexed there yet.
-pub fn load_index(db: &Path) -> Result<Option<Arc<Index>>, String> {
-    if !format::exists(db) {
+/// An index as the app holds it: where it is kept (a folder, or a Milvus server), and what it
+/// holds (for a server, its catalog: the files, not their segments).
+#[derive(Clone)]
+pub struct OpenedIndex {
+    pub store: Arc<dyn Store>,
+    pub index: Arc<Index>,
+}
+
+/// The index `db` names, or `None` when nothing was indexed there yet.
+pub fn load_index(db: &Path) -> Result<Option<OpenedIndex>, String> {
+    let store = crate::index::open_store(db).map_err(|e| e.to_string())?;
+    if !store.exists().map_err(|e| e.to_string())? {
         return Ok(None);
     }
-    format::load(db)
-        .map(|i| Some(Arc::new(i)))
-        .map_err(|e| e.to_string())
+    let index = store.load().map_err(|e| e.to_string())?;
+    Ok(Some(OpenedIndex {
+        store: store.into(),
+        index: Arc::new(index),
+    }))
 }
 
 /// Indexing progress, as the library panel shows it.
@@ -161,7 +173,7 @@ impl IndexProgress {
 pub struct IndexOutcome {
     /// The run's report, or why it could not run (the index is as it was).
     pub result: Result<BuildReport, String>,
-    pub index: Result<Option<Arc<Index>>, String>,
+    pub index: Result<Option<OpenedIndex>, String>,
 }
 
 /// Creates or updates the index of `lib`'s folders (and only those: a folder removed from the
@@ -191,7 +203,7 @@ pub fn index_library(
                 result: Err(format!(
                     "{e}; nothing was indexed (choose another labels CSV, or none)"
                 )),
-                index: load_index(&lib.db),
+                index: load_index(lib.index_db()),
             };
         }
     };
@@ -202,10 +214,11 @@ pub fn index_library(
         checkpoint_every: Duration::from_secs(10),
         cancel: Some(cancel),
     };
-    let result = session::ingest::build(&lib.db, &lib.folders, encoders, &options, &on_event);
+    let result =
+        session::ingest::build(lib.index_db(), &lib.folders, encoders, &options, &on_event);
     IndexOutcome {
         result: result.map_err(|e| e.to_string()),
-        index: load_index(&lib.db),
+        index: load_index(lib.index_db()),
     }
 }
 

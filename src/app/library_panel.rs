@@ -25,6 +25,7 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         return;
     };
     folders(app, ui, &lib);
+    index_location(app, ui, &lib);
     ui.horizontal(|ui| {
         if ui
             .button("Add folder…")
@@ -148,6 +149,56 @@ fn library_picker(app: &mut EarshotApp, ui: &mut egui::Ui) {
                 .clicked()
         {
             app.push(Command::RemoveLibrary(selected));
+        }
+    });
+}
+
+/// Where the library's index is kept: its own folder, or a Milvus server (typed in place:
+/// Enter uses it, Escape leaves it as it was).
+fn index_location(app: &mut EarshotApp, ui: &mut egui::Ui, lib: &LibrarySettings) {
+    let idle = app.tasks.indexing.is_none();
+    ui.horizontal(|ui| {
+        if let Some(address) = &mut app.editing_server {
+            let label = ui.weak("index on");
+            let edit = ui
+                .add(
+                    egui::TextEdit::singleline(address)
+                        .hint_text("milvus://HOST:PORT/PREFIX")
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id);
+            if !edit.has_focus() && !edit.lost_focus() {
+                edit.request_focus();
+            }
+            if edit.lost_focus() {
+                let keep = !ui.input(|i| i.key_pressed(egui::Key::Escape));
+                let address = address.trim();
+                if keep {
+                    let server = (!address.is_empty()).then(|| address.into());
+                    app.commands.push(Command::SetServer(server));
+                } else {
+                    app.editing_server = None;
+                }
+            }
+            return;
+        }
+        let (place, hover) = match &lib.server {
+            Some(server) => (
+                format!("index: {}", server.display()),
+                "The index is kept on this Milvus server",
+            ),
+            None => (
+                "index: on this computer".to_owned(),
+                "The index is kept in the library's folder",
+            ),
+        };
+        ui.weak(place).on_hover_text(hover);
+        let change = ui
+            .add_enabled(idle, egui::Button::new("Server…").small())
+            .on_hover_text("Keep the index on a Milvus server (empty: on this computer)");
+        if change.clicked() {
+            let current = lib.server.as_ref().map(|s| s.display().to_string());
+            app.editing_server = Some(current.unwrap_or_default());
         }
     });
 }

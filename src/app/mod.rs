@@ -35,11 +35,12 @@ use std::sync::Arc;
 use eframe::egui;
 
 pub use commands::Command;
-use jobs::{IndexOutcome, IndexProgress, Inspected, SearchOutcome};
+use jobs::{IndexOutcome, IndexProgress, Inspected, OpenedIndex, SearchOutcome};
 use settings::Settings;
 use task::Task;
 
 use crate::index::Index;
+use crate::index::store::Store;
 use crate::library::marks::Marks;
 use crate::model::AttentionMap;
 use crate::search::Hit;
@@ -146,6 +147,8 @@ pub struct QueryState {
 #[derive(Default)]
 pub struct LibraryState {
     pub index: Option<Arc<Index>>,
+    /// Where `index` is kept (a folder or a Milvus server), for searching it.
+    pub store: Option<Arc<dyn Store>>,
     /// The index opened for searching with the loaded models (its search tables are kept
     /// between queries); made on the first search after the index or the models load.
     pub searchable: Option<Arc<OpenLibrary>>,
@@ -154,17 +157,19 @@ pub struct LibraryState {
     /// Files the index holds that were indexed with problems (damaged but readable), and which.
     pub damaged: Vec<(PathBuf, String)>,
     pub summary: Option<String>,
-    pub loading: Option<Task<(), Result<Option<Arc<Index>>, String>>>,
+    pub loading: Option<Task<(), Result<Option<OpenedIndex>, String>>>,
     /// The relevant / not-relevant marks set on this library's results (saved in its folder).
     pub marks: Marks,
 }
 
 impl LibraryState {
     /// Takes in a newly loaded or built index (`None`: there is none yet).
-    fn set_index(&mut self, index: Option<Arc<Index>>) {
+    fn set_index(&mut self, opened: Option<OpenedIndex>) {
+        let index = opened.as_ref().map(|o| o.index.clone());
         self.damaged = (index.iter().flat_map(|i| &i.files))
             .filter_map(|f| Some((f.path.clone(), f.damage.clone()?)))
             .collect();
+        self.store = opened.map(|o| o.store);
         (self.index, self.searchable) = (index, None);
     }
 }
@@ -223,6 +228,8 @@ pub struct EarshotApp {
     pub selected: Option<usize>,
     /// The selected library's name while it is being edited.
     pub renaming: Option<String>,
+    /// The selected library's Milvus address while it is being typed.
+    pub editing_server: Option<String>,
     /// The results' order when the user sorted them (by rank otherwise), and which way.
     pub results_sort: Option<(SortKey, Order)>,
     /// Only results whose file name or label hold this text are shown.
@@ -278,6 +285,7 @@ impl EarshotApp {
             selected: None,
             scroll_results_to: None,
             renaming: None,
+            editing_server: None,
             results_sort: None,
             results_filter: String::new(),
             expanded_files: Default::default(),
@@ -340,7 +348,11 @@ impl EarshotApp {
     }
 
     fn start_loading(&mut self, ctx: &egui::Context, db: &Path) {
-        let path = db.to_owned();
+        // The index is where the library keeps it (its folder, or a server).
+        let path = (self.settings.libraries.iter())
+            .find(|l| l.db == db)
+            .map_or(db, |l| l.index_db())
+            .to_owned();
         let state = self.libraries.entry(db.to_owned()).or_default();
         // A few kilobytes: read here, so marks are there before the first results.
         match Marks::load(db) {
@@ -585,12 +597,13 @@ impl EarshotApp {
     /// The selected library opened for searching, once its index and the models are loaded.
     fn searchable(&mut self) -> Option<Arc<OpenLibrary>> {
         let encoders = self.encoders.clone()?;
-        let db = self.settings.library()?.db.clone();
+        let lib = self.settings.library()?;
+        let (db, index_db) = (lib.db.clone(), lib.index_db().to_owned());
         let state = self.libraries.get_mut(&db)?;
-        let index = state.index.clone()?;
-        let open = state
-            .searchable
-            .get_or_insert_with(|| Arc::new(OpenLibrary::new(&db, index, encoders)));
+        let (index, store) = (state.index.clone()?, state.store.clone()?);
+        let open = (state.searchable).get_or_insert_with(|| {
+            Arc::new(OpenLibrary::with_store(&index_db, store, index, encoders))
+        });
         Some(open.clone())
     }
 

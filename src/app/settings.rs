@@ -109,10 +109,19 @@ pub fn settings_path(data_dir: &Path) -> PathBuf {
 pub struct LibrarySettings {
     pub name: String,
     pub folders: Vec<PathBuf>,
-    /// The index folder.
+    /// The library's own folder: its index, unless `server` keeps it, and its marks.
     pub db: PathBuf,
     /// A `path,label` CSV whose labels the files take instead of their folders' names.
     pub labels: Option<PathBuf>,
+    /// `milvus://HOST:PORT[/PREFIX]`: the index is kept on that Milvus server instead.
+    pub server: Option<PathBuf>,
+}
+
+impl LibrarySettings {
+    /// Where the index is: the server when one is set, else the library's folder.
+    pub fn index_db(&self) -> &Path {
+        self.server.as_deref().unwrap_or(&self.db)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -496,3 +496,54 @@ fn without_a_file_chooser_a_typed_path_adds_the_folder() {
     h.get_by_label("OK").click();
     wait_for_index(&mut h, files.len());
 }
+
+/// A library moved to a Milvus server: typed in place, indexed there by "Update index", and
+/// searched with the same results as its own folder gave.
+#[test]
+fn a_library_kept_on_a_milvus_server_is_indexed_and_searched_there_alike() {
+    let Some(server) = crate::milvus::LiteServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("sounds");
+    let classes: Vec<(&str, &str)> = DEMO_CLASSES.iter().take(3).map(|c| (*c, *c)).collect();
+    let files = write_sounds(&folder, &classes, 3, |label, i| format!("{label}-{i}.wav"));
+    let mut h = harness(dir.path());
+    h.state_mut().push(Command::Dropped(vec![folder.clone()]));
+    wait_for_index(&mut h, files.len());
+    let hits = |h: &mut Harness<'static, EarshotApp>| {
+        h.state_mut()
+            .push(Command::QueryFile(files[0].clone(), None));
+        wait_for(h, "results", |app| {
+            !app.results.is_empty() && app.query.is_some()
+        });
+        let app = h.state();
+        (app.results.iter())
+            .map(|r| (r.hit.path.clone(), r.hit.score))
+            .collect::<Vec<_>>()
+    };
+    let here = hits(&mut h);
+    h.get_by_label_contains("index: on this computer");
+
+    h.get_by_label("Server…").click();
+    h.run();
+    let address = server.db("app");
+    h.get_by_label("index on")
+        .type_text(&address.to_string_lossy());
+    h.run();
+    h.key_press(egui::Key::Enter);
+    wait_for(&mut h, "the empty server opened", |app| {
+        app.libraries.values().all(|l| l.loading.is_none())
+    });
+    let shown = format!("index: {}", address.display());
+    h.get_by_label_contains(&shown);
+    assert_eq!(
+        h.state().settings.library().unwrap().server.as_ref(),
+        Some(&address)
+    );
+    h.get_by_label("Update index").click();
+    wait_for_index(&mut h, files.len());
+    h.state_mut().results.clear();
+    h.state_mut().query = None;
+    assert_eq!(hits(&mut h), here);
+}

@@ -101,7 +101,7 @@ fn killing_the_app_while_it_saves_its_settings_loses_nothing() {
         name: format!("library {n}"),
         folders: vec![PathBuf::from(format!("/data/{n}"))],
         db: PathBuf::from(format!("/db/{n}")),
-        labels: None,
+        ..LibrarySettings::default()
     };
     if let Some(dir) = std::env::var_os("EARSHOT_SETTINGS_WRITER") {
         // The child: save ever-growing settings until killed.
