@@ -192,10 +192,11 @@ fn index_location(app: &mut EarshotApp, ui: &mut egui::Ui, lib: &LibrarySettings
                 "The index is kept in the library's folder",
             ),
         };
-        ui.weak(place).on_hover_text(hover);
+        // The button first: a long address is cut at the panel's edge, never the button.
         let change = ui
             .add_enabled(idle, egui::Button::new("Server…").small())
             .on_hover_text("Keep the index on a Milvus server (empty: on this computer)");
+        ui.weak(place).on_hover_text(hover);
         if change.clicked() {
             let current = lib.server.as_ref().map(|s| s.display().to_string());
             app.editing_server = Some(current.unwrap_or_default());

@@ -156,6 +156,15 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         ui.label("Index a library to see its map.");
         return;
     };
+    if let Some(server) = &lib.server {
+        ui.label(format!(
+            "The map places every file by its codes, and this library's index keeps them on {}: \
+             keep the index on this computer (\"Server…\" in the library panel, left empty) to see \
+             its map.",
+            server.display()
+        ));
+        return;
+    }
     let mode = app.settings.mode;
     app.map.ensure(ui.ctx(), &lib.db, &index, mode);
     header(app, ui);

@@ -601,9 +601,8 @@ impl EarshotApp {
         let (db, index_db) = (lib.db.clone(), lib.index_db().to_owned());
         let state = self.libraries.get_mut(&db)?;
         let (index, store) = (state.index.clone()?, state.store.clone()?);
-        let open = (state.searchable).get_or_insert_with(|| {
-            Arc::new(OpenLibrary::with_store(&index_db, store, index, encoders))
-        });
+        let open = (state.searchable)
+            .get_or_insert_with(|| Arc::new(OpenLibrary::new(&index_db, store, index, encoders)));
         Some(open.clone())
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::clip::Clip;
 use super::{Encoders, SessionError};
-use crate::index::store::{FolderStore, Store};
+use crate::index::store::Store;
 use crate::index::{Index, ModeIndex};
 use crate::model::{AttentionMap, Encoder, Mode};
 use crate::search::{Engine, FilesOnDisk, Hit, LibraryAudio, SearchCost, SearchTables, Searcher};
@@ -65,18 +65,11 @@ impl OpenLibrary {
     pub fn open(db: &Path, encoders: Arc<Encoders>) -> Result<Self, SessionError> {
         let store: Arc<dyn Store> = crate::index::open_store(db)?.into();
         let index = Arc::new(store.load()?);
-        Ok(Self::with_store(db, store, index, encoders))
+        Ok(Self::new(db, store, index, encoders))
     }
 
-    /// The index in folder `db`, already loaded (nothing is read or built until the first
-    /// search).
-    pub fn new(db: &Path, index: Arc<Index>, encoders: Arc<Encoders>) -> Self {
-        let store = Arc::new(FolderStore::new(db));
-        Self::with_store(db, store, index, encoders)
-    }
-
-    /// `index` as loaded from `store`.
-    pub fn with_store(
+    /// `index` as loaded from `store` (nothing is read or built until the first search).
+    pub fn new(
         db: &Path,
         store: Arc<dyn Store>,
         index: Arc<Index>,

@@ -50,6 +50,12 @@ use milvus::v2::prelude::{
 };
 pub use milvus::v2::{ConsistencyLevel, IndexType, MetricType};
 
+/// The credentials sent: `EARSHOT_MILVUS_TOKEN` (`user:password`, or an API key), else Milvus's
+/// default user.
+fn token() -> String {
+    std::env::var("EARSHOT_MILVUS_TOKEN").unwrap_or_else(|_| "root:Milvus".into())
+}
+
 /// How long [`Milvus::connect`] may take before giving up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-attempt RPC deadline (large inserts / flushes on a slow disk can take a while).
@@ -784,7 +790,7 @@ impl Milvus {
             .map_err(|e| unreachable(e.into()))?;
         let config = ConnectConfig::new()
             .uri(uri.as_str())
-            .token("root:Milvus")
+            .token(token().as_str())
             .connect_timeout(CONNECT_TIMEOUT)
             .rpc_timeout(RPC_TIMEOUT)
             .retry(RetryConfig::new().max_retry_timeout(RETRY_BUDGET))
