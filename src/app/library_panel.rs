@@ -185,11 +185,14 @@ fn index_location(app: &mut EarshotApp, ui: &mut egui::Ui, lib: &LibrarySettings
         let (place, hover) = match &lib.server {
             Some(server) => (
                 format!("index: {}", server.display()),
-                "The index is kept on this Milvus server",
+                format!(
+                    "The index is kept on the Milvus server {}",
+                    server.display()
+                ),
             ),
             None => (
                 "index: on this computer".to_owned(),
-                "The index is kept in the library's folder",
+                format!("The index is kept in {}", shown_path(&lib.db)),
             ),
         };
         // The button first: a long address is cut at the panel's edge, never the button.

@@ -157,12 +157,13 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
         return;
     };
     if let Some(server) = &lib.server {
-        ui.label(format!(
+        let why = format!(
             "The map places every file by its codes, and this library's index keeps them on {}: \
              keep the index on this computer (\"Server…\" in the library panel, left empty) to see \
              its map.",
             server.display()
-        ));
+        );
+        ui.add(egui::Label::new(why).wrap());
         return;
     }
     let mode = app.settings.mode;

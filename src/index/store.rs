@@ -107,7 +107,6 @@ impl Store for FolderStore {
     }
 
     fn load(&self) -> Result<Index, IndexError> {
-        format::remove_stale_temp_files(&self.db);
         format::load(&self.db)
     }
 
@@ -132,6 +131,8 @@ impl Store for FolderStore {
     }
 
     fn checkpoint(&mut self, index: &Index) -> Result<(), IndexError> {
+        // What runs killed mid-save left (their processes are gone).
+        format::remove_stale_temp_files(&self.db);
         format::save(index, &self.db)
     }
 

@@ -446,12 +446,15 @@ impl MilvusStore {
             modes: BTreeMap::new(),
         };
         let mut section = ModeIndex::new(mode, data.encoder.clone(), data.input);
-        let ids: Vec<i64> = (files.iter())
-            .filter_map(|&f| self.ids.get(&index.files[f].path).copied())
+        // Each server id's position in `part.files`.
+        let position: HashMap<i64, u32> = (files.iter().enumerate())
+            .filter_map(|(i, &f)| Some((*self.ids.get(&index.files[f].path)?, i as u32)))
             .collect();
-        let position: HashMap<i64, u32> = (ids.iter().enumerate())
-            .map(|(i, &id)| (id, i as u32))
-            .collect();
+        if position.is_empty() {
+            part.modes.insert(mode, section);
+            return Ok(part);
+        }
+        let ids: Vec<i64> = position.keys().copied().collect();
         let mut fields = vec!["file", "start_frame", "n_frames"];
         let (bits, dim) = (data.bits(), data.embedding_dim);
         if bits > 0 {
