@@ -9,8 +9,10 @@
 //! - `files`: a row per file: its id, its record as JSON (path, size, mtime, duration, label,
 //!   damage), and whether its segments are all stored (`complete`);
 //! - one per mode (`events`, `fingerprint`): a row per segment: file id, start and length in
-//!   frames, the code as a binary vector (Hamming), and for `events` the embedding as a float
-//!   vector (cosine).
+//!   frames, the code as a binary vector (Hamming); for `events` the embedding as a float vector
+//!   (cosine), as the index file would give it back (8 bits, see [`quantize`]); for
+//!   `fingerprint` the code's 16-bit substrings as integers, by which the server finds the codes
+//!   in the buckets exact-match search probes (see [`buckets`]).
 //!
 //! Consistency: a file's row is written `complete = false` before its segments, and set
 //! `complete = true` only after they are flushed; search and ingest see complete files only,
