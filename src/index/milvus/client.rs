@@ -9,7 +9,7 @@
 //! * [`Milvus::connect`] with a bounded connect time (fails fast when nothing listens).
 //! * Collections described by an explicit field list ([`Field`] / [`FieldKind`]), created with
 //!   one index per vector field ([`VectorIndex`]) and loaded; [`Milvus::describe`] +
-//!   [`schema_mismatch`] / [`Milvus::ensure_collection`] to detect a collection with the wrong
+//!   [`schema_mismatch`] to detect a collection with the wrong
 //!   schema.
 //! * Column-oriented insert / upsert / delete / flush ([`Column`], [`Columns`]); `flush` also
 //!   waits until the writes are visible to queries (see below).
@@ -23,9 +23,8 @@
 //! distance (smaller is better, hits ascending); `COSINE` and `IP` give a similarity (larger is
 //! better, hits descending; an exact self-match scores ~1.0 for COSINE).
 //!
-//! Consistency / read-your-writes: searches use `Bounded` by default, queries and counts use
-//! `Session` ([`Milvus::set_consistency`] changes both). milvus-lite 2.5 applies writes
-//! asynchronously, so right after an insert/upsert/delete returns, a query or search can miss
+//! Consistency / read-your-writes: searches use `Bounded`, queries and counts `Session`.
+//! milvus-lite 2.5 applies writes asynchronously, so right after an insert/upsert/delete returns, a query or search can miss
 //! it for ~1-12 ms at *any* consistency level (Strong included). [`Milvus::flush`] (or
 //! [`Milvus::wait_visible`]) therefore waits until this connection's latest writes read back;
 //! after `insert` + `flush`, every later query sees the rows. On a real Milvus server `Session`
@@ -55,6 +54,12 @@ pub use milvus::v2::{ConsistencyLevel, IndexType, MetricType};
 fn token() -> String {
     std::env::var("EARSHOT_MILVUS_TOKEN").unwrap_or_else(|_| "root:Milvus".into())
 }
+
+/// Queries and counts read this process's own writes (with [`Milvus::flush`]'s wait on lite);
+/// searches may miss the last moments' writes, for speed (Strong cost 310 ms a query on a
+/// standalone server, see issue 25).
+const QUERY_CONSISTENCY: ConsistencyLevel = ConsistencyLevel::Session;
+const SEARCH_CONSISTENCY: ConsistencyLevel = ConsistencyLevel::Bounded;
 
 /// How long [`Milvus::connect`] may take before giving up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -132,6 +137,18 @@ fn server_err(what: impl Into<String>) -> impl FnOnce(SdkError) -> MilvusError {
     move |source| MilvusError::Server {
         what,
         source: Box::new(source),
+    }
+}
+
+/// The rows of `columns`, written to collection `name`: every column must have as many.
+fn rows_of(name: &str, columns: &Columns) -> Result<usize, MilvusError> {
+    let rows = columns.len();
+    match columns.cols.iter().find(|(_, c)| c.len() != rows) {
+        Some((n, c)) => Err(MilvusError::Schema {
+            collection: name.into(),
+            detail: format!("column {n} has {} rows, expected {rows}", c.len()),
+        }),
+        None => Ok(rows),
     }
 }
 
@@ -620,11 +637,6 @@ impl Columns {
             )
         })
     }
-    /// Takes the column called `name` out of the set (avoids a copy).
-    pub fn take(&mut self, name: &str) -> Option<Column> {
-        let i = self.cols.iter().position(|(n, _)| n == name)?;
-        Some(self.cols.remove(i).1)
-    }
 
     getter!(
         /// Int64 column values.
@@ -716,12 +728,12 @@ pub struct Hits {
 pub struct Milvus {
     rt: tokio::runtime::Runtime,
     client: ClientV2,
-    uri: String,
-    query_consistency: ConsistencyLevel,
-    search_consistency: ConsistencyLevel,
     search_params: HashMap<String, String>,
     /// Per collection: writes not yet confirmed visible (see [`Milvus::wait_visible`]).
     pending: Mutex<HashMap<String, Pending>>,
+    /// Each collection's fields as last described: every query and search needs them (its
+    /// primary key, its reply's size), and they change only when it is dropped.
+    schemas: Mutex<HashMap<String, Vec<Field>>>,
 }
 
 /// Kind of write; milvus-lite may apply writes of different kinds out of order.
@@ -746,8 +758,6 @@ enum Probe {
     Row(Columns),
     /// No row may match this filter any more.
     Gone(String),
-    /// None of these primary keys may exist any more.
-    GoneIds(Vec<i64>),
 }
 
 impl Milvus {
@@ -808,24 +818,10 @@ impl Milvus {
         Ok(Milvus {
             rt,
             client,
-            uri,
-            query_consistency: ConsistencyLevel::Session,
-            search_consistency: ConsistencyLevel::Bounded,
             search_params: HashMap::new(),
             pending: Mutex::new(HashMap::new()),
+            schemas: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// `http://host:port` of the server.
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
-    /// Consistency used by [`Self::query`]/[`Self::count`] (default `Session`) and by searches
-    /// (default `Bounded`).
-    pub fn set_consistency(&mut self, query: ConsistencyLevel, search: ConsistencyLevel) {
-        self.query_consistency = query;
-        self.search_consistency = search;
     }
 
     /// Search parameters sent with every search, e.g. `[("nprobe", "16")]` for IVF indexes.
@@ -917,30 +913,6 @@ impl Milvus {
         self.load(name)
     }
 
-    /// Creates the collection if absent (see [`Self::create_collection`]); otherwise checks its
-    /// schema against `fields` ([`MilvusError::Schema`] on mismatch) and loads it.
-    /// Returns `true` when it was created.
-    pub fn ensure_collection(
-        &self,
-        name: &str,
-        fields: &[Field],
-        indexes: &[VectorIndex],
-    ) -> Result<bool, MilvusError> {
-        if !self.has_collection(name)? {
-            self.create_collection(name, fields, indexes)?;
-            return Ok(true);
-        }
-        let found = self.describe(name)?;
-        if let Some(detail) = schema_mismatch(fields, &found) {
-            return Err(MilvusError::Schema {
-                collection: name.into(),
-                detail,
-            });
-        }
-        self.load(name)?;
-        Ok(false)
-    }
-
     /// The fields of collection `name` (user fields only, in schema order).
     pub fn describe(&self, name: &str) -> Result<Vec<Field>, MilvusError> {
         let what = format!("describe collection {name}");
@@ -965,6 +937,9 @@ impl Milvus {
     pub fn drop_collection(&self, name: &str) -> Result<(), MilvusError> {
         if let Ok(mut p) = self.pending.lock() {
             p.remove(name);
+        }
+        if let Ok(mut s) = self.schemas.lock() {
+            s.remove(name);
         }
         if !self.has_collection(name)? {
             return Ok(());
@@ -999,15 +974,7 @@ impl Milvus {
     /// about 16 MiB. Returns the number of rows inserted.
     pub fn insert(&self, name: &str, columns: &Columns) -> Result<usize, MilvusError> {
         let what = format!("insert into {name}");
-        let rows = columns.len();
-        for (n, c) in &columns.cols {
-            if c.len() != rows {
-                return Err(MilvusError::Schema {
-                    collection: name.into(),
-                    detail: format!("insert column {n} has {} rows, expected {rows}", c.len()),
-                });
-            }
-        }
+        let rows = rows_of(name, columns)?;
         if rows == 0 {
             return Ok(0);
         }
@@ -1050,13 +1017,7 @@ impl Milvus {
     /// delete + insert in one call). Same column rules as [`Self::insert`]. Returns the row count.
     pub fn upsert(&self, name: &str, columns: &Columns) -> Result<usize, MilvusError> {
         let what = format!("upsert into {name}");
-        let rows = columns.len();
-        if let Some((n, c)) = columns.cols.iter().find(|(_, c)| c.len() != rows) {
-            return Err(MilvusError::Schema {
-                collection: name.into(),
-                detail: format!("upsert column {n} has {} rows, expected {rows}", c.len()),
-            });
-        }
+        let rows = rows_of(name, columns)?;
         if rows == 0 {
             return Ok(0);
         }
@@ -1099,27 +1060,6 @@ impl Milvus {
             .block_on(self.client.delete(req))
             .map_err(server_err(what))?;
         self.note(name, WriteKind::Delete, Probe::Gone(filter.to_string()));
-        Ok(r.delete_count())
-    }
-
-    /// Deletes rows by primary key.
-    pub fn delete_ids(&self, name: &str, ids: &[i64]) -> Result<i64, MilvusError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let what = format!("delete {} ids from {name}", ids.len());
-        self.before_write(name, WriteKind::Delete)?;
-        let req = DeleteRequest::builder()
-            .collection_name(name)
-            .ids(Ids::Int64(ids.to_vec()))
-            .build()
-            .map_err(server_err(&what))?;
-        let r = self
-            .rt
-            .block_on(self.client.delete(req))
-            .map_err(server_err(what))?;
-        let tail = &ids[ids.len().saturating_sub(100)..];
-        self.note(name, WriteKind::Delete, Probe::GoneIds(tail.to_vec()));
         Ok(r.delete_count())
     }
 
@@ -1167,14 +1107,6 @@ impl Milvus {
             loop {
                 let visible = match probe {
                     Probe::Gone(filter) => self.count(name, filter)? == 0,
-                    Probe::GoneIds(ids) => {
-                        let list = ids
-                            .iter()
-                            .map(i64::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        self.count(name, &format!("{pk} in [{list}]"))? == 0
-                    }
                     Probe::Row(row) => {
                         let id = row.i64(&pk)?[0];
                         let names: Vec<&str> = row.names().filter(|n| *n != pk).collect();
@@ -1251,9 +1183,21 @@ impl Milvus {
         self.note(name, kind, Probe::Row(probe));
     }
 
+    /// The fields of collection `name`, described once (see [`Self::describe`]).
+    fn fields(&self, name: &str) -> Result<Vec<Field>, MilvusError> {
+        if let Some(fields) = self.schemas.lock().ok().and_then(|s| s.get(name).cloned()) {
+            return Ok(fields);
+        }
+        let fields = self.describe(name)?;
+        if let Ok(mut s) = self.schemas.lock() {
+            s.insert(name.to_owned(), fields.clone());
+        }
+        Ok(fields)
+    }
+
     fn primary_key(&self, name: &str) -> Result<String, MilvusError> {
         Ok(self
-            .describe(name)?
+            .fields(name)?
             .into_iter()
             .find(|f| f.kind == FieldKind::Int64 { primary: true })
             .ok_or_else(|| MilvusError::Schema {
@@ -1277,7 +1221,7 @@ impl Milvus {
             .filter(filter)
             .output_fields(output_fields.iter().copied())
             .limit(limit as i64)
-            .consistency_level(self.query_consistency)
+            .consistency_level(QUERY_CONSISTENCY)
             .build()
             .map_err(server_err(what))?;
         let r = self
@@ -1294,7 +1238,7 @@ impl Milvus {
             .collection_name(name)
             .filter(filter)
             .output_fields(["count(*)"])
-            .consistency_level(self.query_consistency)
+            .consistency_level(QUERY_CONSISTENCY)
             .build()
             .map_err(server_err(&what))?;
         let r = self
@@ -1330,7 +1274,7 @@ impl Milvus {
         output_fields: &[&str],
     ) -> Result<Columns, MilvusError> {
         let what = format!("query {name} where {filter}");
-        let fields = self.describe(name)?;
+        let fields = self.fields(name)?;
         let pk = fields
             .iter()
             .find(|f| f.kind == FieldKind::Int64 { primary: true })
@@ -1474,7 +1418,7 @@ impl Milvus {
         let per_hit = if output_fields.is_empty() {
             16 // id (varint) + score (f32) + slack
         } else {
-            4 + reply_row_bytes(&self.describe(name)?, output_fields)
+            4 + reply_row_bytes(&self.fields(name)?, output_fields)
         };
         let per_query = per_hit * k;
         if per_query > MAX_REPLY_BYTES {
@@ -1506,7 +1450,7 @@ impl Milvus {
             .vectors(vectors)
             .limit(k as i64)
             .output_fields(output_fields.iter().copied())
-            .consistency_level(self.search_consistency);
+            .consistency_level(SEARCH_CONSISTENCY);
         if let Some(f) = filter.filter(|f| !f.trim().is_empty()) {
             b = b.filter(f);
         }
