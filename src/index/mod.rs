@@ -64,7 +64,7 @@ pub enum IndexError {
     #[error("{}: no index here yet; create one with `earshot index --db {} PATH...`", db.display(), db.display())]
     Missing { db: PathBuf },
     #[error(
-        "{address}: not a Milvus address: {why} (write milvus://HOST:PORT or milvus://HOST:PORT/PREFIX)"
+        "{address}: not a Milvus address: {why} (write milvus://HOST:PORT, milvus://HOST:PORT/PREFIX, or either with ?nlist=N&nprobe=P)"
     )]
     BadAddress { address: String, why: String },
     #[error(transparent)]

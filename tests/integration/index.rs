@@ -4,16 +4,19 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use earshot::index::{Index, IndexError, format};
 use earshot::model::lsh::LshEncoder;
 use earshot::model::{Mode, SeededRng, baseline_encoder};
-use earshot::search::{Engine, FilesOnDisk, SearchTables, Searcher};
-use earshot::session::Encoders;
+use earshot::search::{Engine, Hit, SearchTables, Searcher};
+use earshot::session::clip::Clip;
 use earshot::session::ingest::{self as build, BuildOptions, BuildReport};
+use earshot::session::{Encoders, OpenLibrary, SearchOptions};
 use tempfile::TempDir;
 
+use crate::milvus::LiteServer;
 use crate::support::*;
 
 const RATE: u32 = 16_000;
@@ -48,11 +51,46 @@ pub fn make_library(root: &Path, count: u64) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `count` melody files under `dir/lib`, indexed into `dir/db`.
-fn indexed_library(dir: &Path, count: u64) -> (Vec<PathBuf>, Index) {
+/// Runs `test` with the `--db` of an index in a folder under `dir`, then with one kept on a
+/// milvus-lite server (when one can be started, see [`LiteServer::start`]): the engine's index
+/// tests hold on both backends, searched as `earshot query` searches them.
+fn on_each_backend(dir: &Path, mut test: impl FnMut(&Path)) {
+    eprintln!("backend: a folder");
+    test(&dir.join("db"));
+    if let Some(server) = LiteServer::start() {
+        eprintln!("backend: a milvus-lite server");
+        test(&server.db("test"));
+    }
+}
+
+/// `count` melody files under `dir/lib`, indexed into `db` and opened for search.
+fn indexed_library(dir: &Path, db: &Path, count: u64) -> (Vec<PathBuf>, OpenLibrary) {
     let files = make_library(&dir.join("lib"), count);
-    build(&dir.join("db"), &[dir.join("lib")]);
-    (files, format::load(&dir.join("db")).unwrap())
+    build(db, &[dir.join("lib")]);
+    (files, open(db, encoders()))
+}
+
+/// The index `db` names (a folder or a server), opened as `earshot query` opens it.
+fn open(db: &Path, encoders: Encoders) -> OpenLibrary {
+    OpenLibrary::open(db, Arc::new(encoders)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The best `options.top` hits for `samples` (at [`RATE`]).
+fn search_with(
+    library: &OpenLibrary,
+    mode: Mode,
+    samples: &[f32],
+    options: SearchOptions,
+) -> Vec<Hit> {
+    let clip = Clip::from_samples("query".into(), None, samples.to_vec(), 0.0);
+    (library.search(&clip, None, mode, &options))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .hits
+}
+
+/// The best 5 hits, checked against the files' audio (as `earshot query` does by default).
+fn search(library: &OpenLibrary, mode: Mode, samples: &[f32]) -> Vec<Hit> {
+    search_with(library, mode, samples, SearchOptions::top(5))
 }
 
 /// Uniform white noise `snr_db` below the clip's power.
@@ -85,28 +123,22 @@ fn build(db: &Path, paths: &[PathBuf]) -> BuildReport {
     build::build(db, paths, &encoders(), &options(), &|_| {}).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn search(index: &Index, mode: Mode, samples: &[f32]) -> Vec<earshot::search::Hit> {
-    let encoder = baseline_encoder(mode);
-    let data = index.modes.get(&mode).unwrap();
-    let tables = SearchTables::build(index, mode, data, Engine::default_for(mode)).unwrap();
-    Searcher::new(index, mode, data, encoder.as_ref(), &tables)
-        .with_audio(Some(&FilesOnDisk))
-        .search(samples, 5)
-        .unwrap()
-}
-
 #[test]
 fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
     let dir = TempDir::new().unwrap();
     let files = make_library(&dir.path().join("lib"), 12);
-    let db = dir.path().join("db");
-    let report = build(&db, &[dir.path().join("lib")]);
-    assert_eq!((report.added, report.failed.len()), (12, 0));
-    let index = format::load(&db).unwrap();
+    on_each_backend(dir.path(), |db| {
+        let report = build(db, &[dir.path().join("lib")]);
+        assert_eq!((report.added, report.failed.len()), (12, 0));
+        let library = open(db, encoders());
+        each_file_finds_itself(&library, &files);
+    });
+}
 
+fn each_file_finds_itself(library: &OpenLibrary, files: &[PathBuf]) {
     for (i, path) in files.iter().enumerate() {
         let clip = melody(i as u64, 6.0);
-        let hits = search(&index, Mode::Events, &clip);
+        let hits = search(library, Mode::Events, &clip);
         assert_eq!(&hits[0].path, path, "events: {} not first", path.display());
         assert_eq!(
             (hits[0].hamming, hits[0].label.as_str()),
@@ -127,7 +159,7 @@ fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
         let offset_s = 1.0 + 0.37 * (i % 5) as f64;
         let start = (offset_s * f64::from(RATE)) as usize;
         let hits = search(
-            &index,
+            library,
             Mode::Fingerprint,
             &clip[start..start + 3 * RATE as usize],
         );
@@ -149,14 +181,20 @@ fn every_file_finds_itself_first_and_excerpts_find_their_offset() {
 #[test]
 fn noisy_excerpts_are_found_at_their_place_and_score_well_above_other_files() {
     let dir = TempDir::new().unwrap();
-    let (files, index) = indexed_library(dir.path(), 8);
+    on_each_backend(dir.path(), |db| {
+        let (files, library) = indexed_library(dir.path(), db, 8);
+        noisy_excerpts_are_found(&library, &files);
+    });
+}
+
+fn noisy_excerpts_are_found(library: &OpenLibrary, files: &[PathBuf]) {
     let mut rng = SeededRng::new(7);
     for (i, path) in files.iter().enumerate() {
         let offset_s = 0.83 + 0.41 * i as f64;
         let start = (offset_s * f64::from(RATE)) as usize;
         let mut clip = melody(i as u64, 6.0)[start..start + 2 * RATE as usize].to_vec();
         add_white_noise(&mut clip, 10.0, &mut rng);
-        let hits = search(&index, Mode::Fingerprint, &clip);
+        let hits = search(library, Mode::Fingerprint, &clip);
         assert_eq!(&hits[0].path, path);
         assert!(
             (hits[0].start_s - offset_s).abs() <= 0.05,
@@ -174,14 +212,20 @@ fn noisy_excerpts_are_found_at_their_place_and_score_well_above_other_files() {
 #[test]
 fn the_file_s_audio_confirms_a_noisy_excerpt_to_the_sample_and_no_other_file() {
     let dir = TempDir::new().unwrap();
-    let (files, index) = indexed_library(dir.path(), 8);
+    on_each_backend(dir.path(), |db| {
+        let (files, library) = indexed_library(dir.path(), db, 8);
+        the_audio_confirms_noisy_excerpts(&library, &files);
+    });
+}
+
+fn the_audio_confirms_noisy_excerpts(library: &OpenLibrary, files: &[PathBuf]) {
     let mut rng = SeededRng::new(11);
     for (i, path) in files.iter().enumerate().step_by(3) {
         // Off the 10 ms frame grid, under white noise 3 dB below the excerpt.
         let start = 17_123 + 2_711 * i;
         let mut clip = melody(i as u64, 6.0)[start..start + 2 * RATE as usize].to_vec();
         add_white_noise(&mut clip, 3.0, &mut rng);
-        let hits = search(&index, Mode::Fingerprint, &clip);
+        let hits = search(library, Mode::Fingerprint, &clip);
         assert_eq!(&hits[0].path, path);
         let correlation = hits[0].correlation.unwrap_or(0.0);
         // Confirmed (0.15), by far: unrelated audio stays near 0.05. Whitening counts the
@@ -205,33 +249,23 @@ fn the_file_s_audio_confirms_a_noisy_excerpt_to_the_sample_and_no_other_file() {
 fn a_clip_from_the_library_is_found_and_a_clip_from_elsewhere_is_not() {
     let dir = TempDir::new().unwrap();
     let files = make_library(&dir.path().join("lib"), 8);
-    let db = dir.path().join("db");
-    let shipped = || earshot::model::encoder_for(Mode::Fingerprint, None).unwrap();
-    let encoders: Encoders = [(Mode::Fingerprint, shipped())].into_iter().collect();
-    build::build(
-        &db,
-        &[dir.path().join("lib")],
-        &encoders,
-        &options(),
-        &|_| {},
-    )
-    .unwrap();
-    let index = format::load(&db).unwrap();
-    let encoder = shipped();
-    let data = index.modes.get(&Mode::Fingerprint).unwrap();
-    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
-    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables)
-        .with_audio(Some(&FilesOnDisk));
+    on_each_backend(dir.path(), |db| {
+        let library = fingerprint_library(&dir.path().join("lib"), db);
+        found_or_not(&library, &files);
+    });
+}
+
+fn found_or_not(library: &OpenLibrary, files: &[PathBuf]) {
     let mut rng = SeededRng::new(5);
     let start = 20_000;
     let mut clip = melody(2, 6.0)[start..start + 3 * RATE as usize].to_vec();
     add_white_noise(&mut clip, 10.0, &mut rng);
-    let hits = searcher.search(&clip, 5).unwrap();
+    let hits = search(library, Mode::Fingerprint, &clip);
     assert_eq!(&hits[0].path, &files[2]);
     assert_eq!(hits[0].found, Some(true), "{:?}", hits[0]);
     // Audio that is in no file: every hit is a candidate only, never found.
     for (seed, seconds) in [(99, 1.0), (98, 2.0), (97, 3.0), (96, 5.0)] {
-        let hits = searcher.search(&melody(seed, seconds), 5).unwrap();
+        let hits = search(library, Mode::Fingerprint, &melody(seed, seconds));
         assert!(!hits.is_empty());
         assert!(hits.iter().all(|h| h.found == Some(false)), "{hits:?}");
     }
@@ -285,18 +319,21 @@ fn a_long_file_reports_its_progress_while_it_is_encoded() {
     );
 }
 
-/// Indexes `lib` into `db` for exact match with the shipped model, and hands `search` a searcher
-/// that checks the files' audio.
-fn with_fingerprint_searcher<T>(lib: &Path, db: &Path, search: impl FnOnce(Searcher) -> T) -> T {
+/// Indexes `lib` into `db` for exact match with the shipped model (the found / not found
+/// thresholds are calibrated for it), and opens it for search.
+fn fingerprint_library(lib: &Path, db: &Path) -> OpenLibrary {
     let shipped = || earshot::model::encoder_for(Mode::Fingerprint, None).unwrap();
-    let encoders: Encoders = [(Mode::Fingerprint, shipped())].into_iter().collect();
-    build::build(db, &[lib.to_owned()], &encoders, &options(), &|_| {}).unwrap();
-    let index = format::load(db).unwrap();
-    let encoder = shipped();
-    let data = index.modes.get(&Mode::Fingerprint).unwrap();
-    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
-    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables);
-    search(searcher.with_audio(Some(&FilesOnDisk)))
+    let encoders = || -> Encoders { [(Mode::Fingerprint, shipped())].into_iter().collect() };
+    build::build(db, &[lib.to_owned()], &encoders(), &options(), &|_| {}).unwrap();
+    open(db, encoders())
+}
+
+/// Every place the clip is found in every file, as `--all` asks.
+fn every_occurrence() -> SearchOptions {
+    SearchOptions {
+        every_occurrence: true,
+        ..SearchOptions::top(1)
+    }
 }
 
 /// A query that runs past the end of the file it comes from (the file's last 3.5 s, then a
@@ -318,14 +355,15 @@ fn a_query_that_runs_past_the_file_s_end_is_found_and_ends_there() {
     );
     let mut query = file[RATE as usize * 9 / 2..].to_vec();
     query.extend(vec![0.0; RATE as usize * 3 / 2]);
-    let hits = with_fingerprint_searcher(&lib, &dir.path().join("db"), |searcher| {
-        searcher.search(&query, 1).unwrap()
+    on_each_backend(dir.path(), |db| {
+        let library = fingerprint_library(&lib, db);
+        let hits = search_with(&library, Mode::Fingerprint, &query, SearchOptions::top(1));
+        let hit = &hits[0];
+        assert!(hit.path.ends_with("short.wav"), "{hits:?}");
+        assert_eq!(hit.found, Some(true), "{hit:?}");
+        assert!((hit.start_s - 4.5).abs() <= 0.05, "{hit:?}");
+        assert!((hit.end_s - 8.0).abs() <= 1e-3, "{hit:?}");
     });
-    let hit = &hits[0];
-    assert!(hit.path.ends_with("short.wav"), "{hits:?}");
-    assert_eq!(hit.found, Some(true), "{hit:?}");
-    assert!((hit.start_s - 4.5).abs() <= 0.05, "{hit:?}");
-    assert!((hit.end_s - 8.0).abs() <= 1e-3, "{hit:?}");
 }
 
 /// A clip planted twice in one file and once in another: asked for every occurrence, the
@@ -359,16 +397,19 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
     }
     let mut query = clip.clone();
     add_white_noise(&mut query, 10.0, &mut SeededRng::new(7));
-    let (hits, firsts) = with_fingerprint_searcher(&lib, &dir.path().join("db"), |searcher| {
-        let every = searcher.with_every_occurrence(true);
-        let hits = every.search(&query, 1).unwrap();
+    on_each_backend(dir.path(), |db| {
+        let library = fingerprint_library(&lib, db);
+        let hits = search_with(&library, Mode::Fingerprint, &query, every_occurrence());
         // Each file's best alone, as without asking for every occurrence.
-        let firsts = every
-            .with_every_occurrence(false)
-            .search(&query, 10)
-            .unwrap();
-        (hits, firsts)
+        let firsts = search_with(&library, Mode::Fingerprint, &query, SearchOptions::top(10));
+        three_places_found(&hits, &firsts);
     });
+    the_command_line_says_every_place(dir.path(), &query);
+}
+
+/// `hits`: the clip's every occurrence (planted once in once.wav, twice in twice.wav); `firsts`:
+/// each file's best.
+fn three_places_found(hits: &[Hit], firsts: &[Hit]) {
     let mut found: Vec<(String, f64)> = hits
         .iter()
         .filter(|h| h.found == Some(true))
@@ -396,14 +437,17 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
             .count(),
         1
     );
+}
 
-    // The command line says it in words, and in the JSON.
-    let clip_path = dir.path().join("clip.wav");
-    write_wav(&clip_path, RATE, 1, Sample::Int(16), &query);
-    let elsewhere = dir.path().join("elsewhere.wav");
+/// The command line says every place `query` is found in `dir/lib` in words and in the JSON,
+/// and exports them.
+fn the_command_line_says_every_place(dir: &Path, query: &[f32]) {
+    let clip_path = dir.join("clip.wav");
+    write_wav(&clip_path, RATE, 1, Sample::Int(16), query);
+    let elsewhere = dir.join("elsewhere.wav");
     write_wav(&elsewhere, RATE, 1, Sample::Int(16), &melody(60, 3.0));
-    let cli_db = dir.path().join("cli-db");
-    index_with_binary(&cli_db, &dir.path().join("lib"));
+    let cli_db = dir.join("cli-db");
+    index_with_binary(&cli_db, &dir.join("lib"));
     let query_cli = |clip: &Path, json: bool| {
         let mut args: Vec<&OsStr> = vec!["query".as_ref(), "--db".as_ref(), cli_db.as_os_str()];
         args.extend(["--mode", "fingerprint", "--all"].map(OsStr::new));
@@ -457,7 +501,7 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
             String::from_utf8_lossy(&run.stderr)
         );
     };
-    let raven = dir.path().join("table.txt");
+    let raven = dir.join("table.txt");
     export("raven", &raven);
     let table = std::fs::read_to_string(&raven).unwrap();
     let queries: std::collections::BTreeSet<&str> = (table.lines().skip(1))
@@ -465,7 +509,7 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
         .collect();
     let names = [&clip_path, &elsewhere].map(|p| p.to_str().unwrap());
     assert_eq!(queries.into_iter().collect::<Vec<_>>(), names);
-    let labels = dir.path().join("labels");
+    let labels = dir.join("labels");
     export("audacity", &labels);
     let twice_labels = std::fs::read_to_string(labels.join("twice_wav-1.txt")).unwrap();
     for planted_s in [4.0, 13.0] {
@@ -482,47 +526,49 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
 #[test]
 fn a_query_that_begins_before_a_file_matches_from_the_file_s_start() {
     let dir = TempDir::new().unwrap();
-    let (files, index) = indexed_library(dir.path(), 4);
     // Half a second of a melody from outside the library, then the first 2 s of a file.
     let mut clip = melody(99, 0.5);
     clip.extend_from_slice(&melody(2, 6.0)[..2 * RATE as usize]);
-    // By the codes alone: the check against the audio needs the whole query inside the file.
-    let encoder = baseline_encoder(Mode::Fingerprint);
-    let data = index.modes.get(&Mode::Fingerprint).unwrap();
-    let tables = SearchTables::build(&index, Mode::Fingerprint, data, Engine::Buckets).unwrap();
-    let searcher = Searcher::new(&index, Mode::Fingerprint, data, encoder.as_ref(), &tables);
-    let hits = searcher.search(&clip, 5).unwrap();
-    assert_eq!(hits[0].path, files[2]);
-    assert_eq!(hits[0].start_s, 0.0, "{:?}", hits[0]);
-    assert!((hits[0].end_s - 2.0).abs() <= 0.05, "{:?}", hits[0]);
-    assert!(
-        hits.iter().all(|h| h.start_s >= 0.0 && h.end_s > h.start_s),
-        "{hits:?}"
-    );
+    on_each_backend(dir.path(), |db| {
+        let (files, library) = indexed_library(dir.path(), db, 4);
+        // By the codes alone: the check against the audio needs the whole query inside the
+        // file.
+        let by_codes = SearchOptions {
+            check_audio: false,
+            ..SearchOptions::top(5)
+        };
+        let hits = search_with(&library, Mode::Fingerprint, &clip, by_codes);
+        assert_eq!(hits[0].path, files[2]);
+        assert_eq!(hits[0].start_s, 0.0, "{:?}", hits[0]);
+        assert!((hits[0].end_s - 2.0).abs() <= 0.05, "{:?}", hits[0]);
+        assert!(
+            hits.iter().all(|h| h.start_s >= 0.0 && h.end_s > h.start_s),
+            "{hits:?}"
+        );
+    });
 }
 
 #[test]
 fn every_hit_carries_the_two_codes_behind_its_hamming_distance() {
     let dir = TempDir::new().unwrap();
-    make_library(&dir.path().join("lib"), 4);
-    let db = dir.path().join("db");
-    build(&db, &[dir.path().join("lib")]);
-    let index = format::load(&db).unwrap();
-    for mode in Mode::ALL {
-        let hits = search(&index, mode, &melody(1, 4.0));
-        assert!(!hits.is_empty());
-        for hit in &hits {
-            let codes = hit.codes.as_ref().expect("codes");
-            let differing: u32 = codes
-                .query
-                .iter()
-                .zip(&codes.library)
-                .map(|(a, b)| (a ^ b).count_ones())
-                .sum();
-            let bits = index.modes[&mode].encoder.bits;
-            assert_eq!((differing, codes.bits), (hit.hamming, bits), "{mode:?}");
+    on_each_backend(dir.path(), |db| {
+        let (_, library) = indexed_library(dir.path(), db, 4);
+        for mode in Mode::ALL {
+            let hits = search(&library, mode, &melody(1, 4.0));
+            assert!(!hits.is_empty());
+            for hit in &hits {
+                let codes = hit.codes.as_ref().expect("codes");
+                let differing: u32 = codes
+                    .query
+                    .iter()
+                    .zip(&codes.library)
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum();
+                let bits = library.index().modes[&mode].encoder.bits;
+                assert_eq!((differing, codes.bits), (hit.hamming, bits), "{mode:?}");
+            }
         }
-    }
+    });
 }
 
 #[test]
@@ -549,57 +595,60 @@ fn every_engine_agrees_on_the_best_match() {
 fn reindexing_skips_unchanged_updates_changed_and_drops_removed() {
     let dir = TempDir::new().unwrap();
     let lib = dir.path().join("lib");
-    let files = make_library(&lib, 6);
-    let db = dir.path().join("db");
-    build(&db, std::slice::from_ref(&lib));
-
-    let again = build(&db, &[]);
-    assert_eq!(
-        (again.added, again.updated, again.removed, again.unchanged),
-        (0, 0, 0, 6)
-    );
-
-    write_wav(&files[0], RATE, 1, Sample::Int(16), &melody(100, 4.0));
-    std::fs::remove_file(&files[1]).unwrap();
-    let extra = lib.join("birds/new.wav");
-    write_wav(&extra, RATE, 1, Sample::Int(16), &melody(200, 5.0));
-    let update = build(&db, &[]);
-    assert_eq!(
-        (
-            update.added,
-            update.updated,
-            update.removed,
-            update.unchanged
-        ),
-        (1, 1, 1, 4)
-    );
-
-    let index = format::load(&db).unwrap();
-    assert_eq!(index.files.len(), 6);
-    assert!(index.files.iter().all(|f| f.path != files[1]));
-    assert_eq!(
-        search(&index, Mode::Events, &melody(100, 4.0))[0].path,
-        files[0]
-    );
-    assert_eq!(
-        search(&index, Mode::Events, &melody(200, 5.0))[0].path,
-        extra
-    );
-    assert!(
-        search(&index, Mode::Events, &melody(1, 6.0))
-            .iter()
-            .all(|h| h.path != files[1])
-    );
-    // Segment counts stay consistent with the file table.
-    for (mode, data) in &index.modes {
-        assert!(
-            data.segments
-                .iter()
-                .all(|s| (s.file as usize) < index.files.len()),
-            "{mode:?}"
+    let mut segments = Vec::new();
+    on_each_backend(dir.path(), |db| {
+        // Each backend starts from the same library (the run before changed it).
+        let _ = std::fs::remove_dir_all(&lib);
+        let files = make_library(&lib, 6);
+        build(db, std::slice::from_ref(&lib));
+        let again = build(db, &[]);
+        assert_eq!(
+            (again.added, again.updated, again.removed, again.unchanged),
+            (0, 0, 0, 6)
         );
-        assert_eq!(data.codes.len(), data.segments.len() * data.words());
-    }
+
+        write_wav(&files[0], RATE, 1, Sample::Int(16), &melody(100, 4.0));
+        std::fs::remove_file(&files[1]).unwrap();
+        let extra = lib.join("birds/new.wav");
+        write_wav(&extra, RATE, 1, Sample::Int(16), &melody(200, 5.0));
+        let update = build(db, &[]);
+        assert_eq!(
+            (
+                update.added,
+                update.updated,
+                update.removed,
+                update.unchanged
+            ),
+            (1, 1, 1, 4)
+        );
+
+        let library = open(db, encoders());
+        let index = library.index();
+        assert_eq!(index.files.len(), 6);
+        assert!(index.files.iter().all(|f| f.path != files[1]));
+        let first = |clip: &[f32]| search(&library, Mode::Events, clip)[0].path.clone();
+        assert_eq!(first(&melody(100, 4.0)), files[0]);
+        assert_eq!(first(&melody(200, 5.0)), extra);
+        assert!(
+            search(&library, Mode::Events, &melody(1, 6.0))
+                .iter()
+                .all(|h| h.path != files[1])
+        );
+        let store = earshot::index::open_store(db).unwrap();
+        segments.push(Mode::ALL.map(|m| store.segment_count(index, m).unwrap()));
+        if !earshot::index::is_remote(db) {
+            // Segments stay consistent with the file table.
+            for (mode, data) in &index.modes {
+                assert!(
+                    (data.segments.iter()).all(|s| (s.file as usize) < index.files.len()),
+                    "{mode:?}"
+                );
+                assert_eq!(data.codes.len(), data.segments.len() * data.words());
+            }
+        }
+    });
+    // A server keeps the segments a folder keeps.
+    assert!(segments.windows(2).all(|w| w[0] == w[1]), "{segments:?}");
 }
 
 #[test]
@@ -608,10 +657,12 @@ fn an_unreadable_file_is_reported_and_skipped() {
     let lib = dir.path().join("lib");
     make_library(&lib, 3);
     std::fs::write(lib.join("birds/broken.wav"), "RIFF, but only in name").unwrap();
-    let report = build(&dir.path().join("db"), &[lib]);
-    assert_eq!(report.added, 3);
-    assert_eq!(report.failed.len(), 1);
-    assert!(report.failed[0].path.ends_with("broken.wav"));
+    on_each_backend(dir.path(), |db| {
+        let report = build(db, std::slice::from_ref(&lib));
+        assert_eq!(report.added, 3);
+        assert_eq!(report.failed.len(), 1);
+        assert!(report.failed[0].path.ends_with("broken.wav"));
+    });
 }
 
 #[test]
@@ -619,30 +670,25 @@ fn an_index_from_another_encoder_is_refused_with_the_fix() {
     let dir = TempDir::new().unwrap();
     let lib = dir.path().join("lib");
     make_library(&lib, 2);
-    let db = dir.path().join("db");
     let other: Encoders = [(
         Mode::Events,
         Box::new(LshEncoder::new(Mode::Events, 64, 1)) as _,
     )]
     .into_iter()
     .collect();
-    build::build(&db, std::slice::from_ref(&lib), &other, &options(), &|_| {}).unwrap();
-    let err = build::build(
-        &db,
-        std::slice::from_ref(&lib),
-        &encoders(),
-        &options(),
-        &|_| {},
-    )
-    .unwrap_err();
-    assert!(matches!(err, IndexError::EncoderMismatch { .. }), "{err}");
-    assert!(err.to_string().contains("--rebuild"), "{err}");
-    let rebuilt = BuildOptions {
-        rebuild: true,
-        ..options()
-    };
-    let report = build::build(&db, &[lib], &encoders(), &rebuilt, &|_| {}).unwrap();
-    assert_eq!(report.added, 2);
+    let libs = std::slice::from_ref(&lib);
+    on_each_backend(dir.path(), |db| {
+        build::build(db, libs, &other, &options(), &|_| {}).unwrap();
+        let err = build::build(db, libs, &encoders(), &options(), &|_| {}).unwrap_err();
+        assert!(matches!(err, IndexError::EncoderMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("--rebuild"), "{err}");
+        let rebuilt = BuildOptions {
+            rebuild: true,
+            ..options()
+        };
+        let report = build::build(db, libs, &encoders(), &rebuilt, &|_| {}).unwrap();
+        assert_eq!(report.added, 2);
+    });
 }
 
 #[test]
@@ -872,20 +918,18 @@ fn a_repeating_clip_at_a_file_s_end_is_found_there_once() {
     for name in ["chirp-up-1", "clicks-2"] {
         write_demo(&lib.join(format!("{name}.wav")), &demo[name]).unwrap();
     }
-    let hits = with_fingerprint_searcher(&lib, &dir.path().join("db"), |searcher| {
-        searcher
-            .with_every_occurrence(true)
-            .search(&warble, 1)
-            .unwrap()
+    on_each_backend(dir.path(), |db| {
+        let library = fingerprint_library(&lib, db);
+        let hits = search_with(&library, Mode::Fingerprint, &warble, every_occurrence());
+        let mut found: Vec<f64> = (hits.iter())
+            .filter(|h| h.found == Some(true))
+            .map(|h| h.start_s)
+            .collect();
+        found.sort_by(f64::total_cmp);
+        assert_eq!(found.len(), 2, "{hits:?}");
+        assert!(
+            found[0].abs() <= 0.05 && (found[1] - second_s).abs() <= 0.05,
+            "{found:?}"
+        );
     });
-    let mut found: Vec<f64> = (hits.iter())
-        .filter(|h| h.found == Some(true))
-        .map(|h| h.start_s)
-        .collect();
-    found.sort_by(f64::total_cmp);
-    assert_eq!(found.len(), 2, "{hits:?}");
-    assert!(
-        found[0].abs() <= 0.05 && (found[1] - second_s).abs() <= 0.05,
-        "{found:?}"
-    );
 }

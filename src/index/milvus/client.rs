@@ -43,10 +43,11 @@ use std::time::{Duration, Instant};
 use milvus::v2::error::Error as SdkError;
 use milvus::v2::prelude::{
     ClientV2, CollectionSchema, ConnectConfig, CreateCollectionRequest, DataType, DeleteRequest,
-    DescribeCollectionRequest, DropCollectionRequest, FieldData, FieldSchema, FlushRequest,
-    HasCollectionRequest, Ids, IndexParam, InsertRequest, LoadCollectionRequest, QueryRequest,
-    RetryConfig, SearchRequest, SearchVectors, TelemetryConfig, UpsertRequest,
+    DescribeCollectionRequest, DescribeIndexRequest, DropCollectionRequest, FieldData, FieldSchema,
+    FlushRequest, HasCollectionRequest, Ids, IndexParam, InsertRequest, LoadCollectionRequest,
+    QueryRequest, RetryConfig, SearchRequest, SearchVectors, TelemetryConfig, UpsertRequest,
 };
+use milvus::v2::request::utility::GetServerVersionRequest;
 pub use milvus::v2::{ConsistencyLevel, IndexType, MetricType};
 
 /// The credentials sent: `EARSHOT_MILVUS_TOKEN` (`user:password`, or an API key), else Milvus's
@@ -121,6 +122,14 @@ pub enum MilvusError {
         /// What differs.
         detail: String,
     },
+    /// The server's version cannot do what was asked.
+    #[error("the Milvus server at {uri} runs version {version}, which cannot {what}; {fix}")]
+    Unsupported {
+        uri: String,
+        version: String,
+        what: String,
+        fix: String,
+    },
     /// The server replied with something this module does not understand (or the caller asked
     /// for a column that is absent / of another type).
     #[error("unexpected Milvus reply to {what}: {detail}")]
@@ -185,7 +194,7 @@ pub enum FieldKind {
 }
 
 impl FieldKind {
-    fn is_vector(&self) -> bool {
+    pub fn is_vector(&self) -> bool {
         matches!(
             self,
             FieldKind::BinaryVector { .. } | FieldKind::FloatVector { .. }
@@ -381,6 +390,15 @@ impl VectorIndex {
             &[("nlist", &nlist.to_string())],
         )
     }
+    /// `IVF_FLAT` + `COSINE` with `nlist` clusters (search with `nprobe`).
+    pub fn ivf_flat_cosine(field: impl Into<String>, nlist: u32) -> Self {
+        Self::new(
+            field,
+            IndexType::IvfFlat,
+            MetricType::Cosine,
+            &[("nlist", &nlist.to_string())],
+        )
+    }
     /// `FLAT` + `COSINE` (exact).
     pub fn flat_cosine(field: impl Into<String>) -> Self {
         Self::new(field, IndexType::Flat, MetricType::Cosine, &[])
@@ -436,6 +454,26 @@ pub enum Column {
 }
 
 impl Column {
+    /// A column of no rows for a field of `kind` (`None` for a type this module does not read).
+    fn empty(kind: &FieldKind) -> Option<Column> {
+        Some(match *kind {
+            FieldKind::Int64 { .. } => Column::Int64(Vec::new()),
+            FieldKind::Int32 => Column::Int32(Vec::new()),
+            FieldKind::Double => Column::Double(Vec::new()),
+            FieldKind::Bool => Column::Bool(Vec::new()),
+            FieldKind::VarChar { .. } => Column::VarChar(Vec::new()),
+            FieldKind::BinaryVector { bits } => Column::BinaryVector {
+                bytes_per_row: bits.div_ceil(8) as usize,
+                data: Vec::new(),
+            },
+            FieldKind::FloatVector { dim } => Column::FloatVector {
+                dim: dim as usize,
+                data: Vec::new(),
+            },
+            FieldKind::Other(_) => return None,
+        })
+    }
+
     /// Binary vectors given one `Vec<u8>` per row (all the same length).
     pub fn binary_rows(rows: Vec<Vec<u8>>) -> Column {
         let bytes_per_row = rows.first().map_or(0, Vec::len);
@@ -830,6 +868,33 @@ impl Milvus {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+    }
+
+    /// The server's version as it reports it, e.g. `v2.3.5`.
+    pub fn server_version(&self) -> Result<String, MilvusError> {
+        let req = GetServerVersionRequest::builder()
+            .build()
+            .map_err(server_err("get version"))?;
+        let r = (self.rt)
+            .block_on(self.client.server_version(req))
+            .map_err(server_err("get version"))?;
+        Ok(r.version().to_string())
+    }
+
+    /// Of collection `name`'s vector indexes: rows indexed, and rows in all (a server builds
+    /// indexes in the background; rows not yet indexed are searched exhaustively).
+    pub fn indexed_rows(&self, name: &str) -> Result<(i64, i64), MilvusError> {
+        let what = format!("describe the indexes of {name}");
+        let req = DescribeIndexRequest::builder()
+            .collection_name(name)
+            .build()
+            .map_err(server_err(&what))?;
+        let r = (self.rt)
+            .block_on(self.client.describe_index(req))
+            .map_err(server_err(what))?;
+        Ok((r.indexes().iter()).fold((0, 0), |(done, all), i| {
+            (done + i.get_indexed_rows(), all + i.get_total_rows())
+        }))
     }
 
     /// Does collection `name` exist?
@@ -1317,6 +1382,18 @@ impl Milvus {
             out.append(page, &what)?;
             if n < page_rows {
                 break;
+            }
+        }
+        if out.is_empty() {
+            // No row matched, and the server sent no columns: the ones asked for, empty, so
+            // that no rows read as no rows.
+            for f in fields
+                .iter()
+                .filter(|f| output_fields.contains(&f.name.as_str()))
+            {
+                if let Some(empty) = Column::empty(&f.kind) {
+                    out.push(f.name.clone(), empty);
+                }
             }
         }
         Ok(out)

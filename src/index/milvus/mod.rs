@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{Column, Columns, Field, Hits, Milvus, MilvusError};
+pub use client::{Column, Columns, Field, FieldKind, Hits, Milvus, MilvusError, VectorIndex};
 
 use super::store::{QueryCodes, Store, VotePlan};
 use super::{EncodedFile, Index, IndexError, ModeIndex, SegmentRef, buckets, hamming, quantize};
@@ -49,16 +49,38 @@ const MAX_JSON_BYTES: u32 = 65_535;
 /// placeholder.
 const PLACEHOLDER_DIM: usize = 2;
 
-/// Where a Milvus index is: the server and the prefix of its collections' names.
+/// Where a Milvus index is: the server, the prefix of its collections' names, and how the server
+/// indexes their vectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
     pub host: String,
     pub port: u16,
     pub prefix: String,
+    /// `None`: exact indexes (`BIN_FLAT`, `FLAT`), whose answers are the local index's.
+    pub clusters: Option<Clusters>,
 }
 
+/// An inverted-file index on the server (`?nlist=N[&nprobe=P]`): codes as `BIN_IVF_FLAT`,
+/// embeddings as `IVF_FLAT`. A query reads the `nprobe` nearest of `nlist` clusters instead of
+/// every vector: faster on millions of segments, at the cost of sometimes missing the nearest
+/// (measure it with `cargo bench --bench milvus`). milvus-lite has no such index; a standalone
+/// or distributed Milvus has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clusters {
+    /// Clusters built when a collection is created (Milvus allows 1 to 65536).
+    pub nlist: u32,
+    /// Clusters a query reads (1 to `nlist`).
+    pub nprobe: u32,
+}
+
+/// Clusters a query reads unless the address says (Milvus's own default is 8).
+const DEFAULT_NPROBE: u32 = 16;
+/// Milvus's largest `nlist`.
+const MAX_NLIST: u32 = 65_536;
+
 impl Address {
-    /// `Some` for `milvus://HOST:PORT[/PREFIX]`, `None` for anything else (a folder).
+    /// `Some` for `milvus://HOST:PORT[/PREFIX][?nlist=N[&nprobe=P]]`, `None` for anything
+    /// else (a folder).
     pub fn parse(db: &Path) -> Result<Option<Self>, IndexError> {
         let Some(rest) = db.to_str().and_then(|s| s.strip_prefix(SCHEME)) else {
             return Ok(None);
@@ -67,6 +89,7 @@ impl Address {
             address: db.to_string_lossy().into_owned(),
             why: why.to_string(),
         };
+        let (rest, options) = rest.split_once('?').unwrap_or((rest, ""));
         let (server, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let (host, port) = server
             .rsplit_once(':')
@@ -93,17 +116,70 @@ impl Address {
             host: host.to_string(),
             port,
             prefix: prefix.to_string(),
+            clusters: Clusters::parse(options).map_err(|why| bad(&why))?,
         }))
     }
 
     fn collection(&self, what: &str) -> String {
         format!("{}_{what}", self.prefix)
     }
+
+    /// A connection to the server, its searches set to read `nprobe` clusters.
+    pub fn connect(&self) -> Result<Milvus, MilvusError> {
+        let mut milvus = Milvus::connect(&self.host, self.port)?;
+        if let Some(c) = self.clusters {
+            milvus.set_search_params(&[("nprobe", &c.nprobe.to_string())]);
+        }
+        Ok(milvus)
+    }
+}
+
+impl Clusters {
+    /// From an address's options (`nlist=N&nprobe=P`, or nothing); the error says what is
+    /// wrong.
+    fn parse(options: &str) -> Result<Option<Self>, String> {
+        let (mut nlist, mut nprobe) = (None, None);
+        for option in options.split('&').filter(|o| !o.is_empty()) {
+            let (key, value) = option.split_once('=').unwrap_or((option, ""));
+            let number = || -> Result<u32, String> {
+                value
+                    .parse()
+                    .map_err(|_| format!("{key} must be a whole number, not {value:?}"))
+            };
+            match key {
+                "nlist" => nlist = Some(number()?),
+                "nprobe" => nprobe = Some(number()?),
+                _ => {
+                    return Err(format!(
+                        "it has an unknown option {key:?} (known: nlist, nprobe)"
+                    ));
+                }
+            }
+        }
+        let Some(nlist) = nlist else {
+            return match nprobe {
+                Some(_) => Err("nprobe needs nlist (the clusters it reads)".into()),
+                None => Ok(None),
+            };
+        };
+        if !(1..=MAX_NLIST).contains(&nlist) {
+            return Err(format!("nlist must be from 1 to {MAX_NLIST}"));
+        }
+        let nprobe = nprobe.unwrap_or(DEFAULT_NPROBE.min(nlist));
+        if !(1..=nlist).contains(&nprobe) {
+            return Err(format!("nprobe must be from 1 to nlist ({nlist})"));
+        }
+        Ok(Some(Self { nlist, nprobe }))
+    }
 }
 
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{SCHEME}{}:{}/{}", self.host, self.port, self.prefix)
+        write!(f, "{SCHEME}{}:{}/{}", self.host, self.port, self.prefix)?;
+        if let Some(c) = self.clusters {
+            write!(f, "?nlist={}&nprobe={}", c.nlist, c.nprobe)?;
+        }
+        Ok(())
     }
 }
 
@@ -166,7 +242,7 @@ pub struct MilvusStore {
 
 impl MilvusStore {
     pub fn connect(address: &Address) -> Result<Self, IndexError> {
-        let milvus = Milvus::connect(&address.host, address.port)?;
+        let milvus = address.connect()?;
         let mut store = Self {
             address: address.clone(),
             milvus,
@@ -355,6 +431,52 @@ impl MilvusStore {
         Ok(())
     }
 
+    /// Creates a mode's segment collection unless it exists, its vectors indexed as the
+    /// address says.
+    fn ensure_segments(&self, name: &str, fields: &[Field]) -> Result<(), IndexError> {
+        if self.milvus.has_collection(name)? {
+            return Ok(());
+        }
+        let vectors: Vec<&Field> = fields.iter().filter(|f| f.kind.is_vector()).collect();
+        if vectors.len() > 1 {
+            self.check_several_vectors()?;
+        }
+        let indexes: Vec<VectorIndex> = match self.address.clusters {
+            None => Vec::new(),
+            Some(c) => (vectors.iter())
+                .map(|f| match f.kind {
+                    FieldKind::BinaryVector { .. } => VectorIndex::bin_ivf_flat(&f.name, c.nlist),
+                    _ => VectorIndex::ivf_flat_cosine(&f.name, c.nlist),
+                })
+                .collect(),
+        };
+        self.milvus.create_collection(name, fields, &indexes)?;
+        Ok(())
+    }
+
+    /// Milvus keeps several vector fields in a collection from version 2.4 on; similar sounds
+    /// keeps two (codes and embeddings).
+    fn check_several_vectors(&self) -> Result<(), IndexError> {
+        // milvus-lite does not say its version (it has several vectors): a server that does
+        // not say is let try, and names its own refusal.
+        let Ok(version) = self.milvus.server_version() else {
+            return Ok(());
+        };
+        let numbers: Vec<u32> = (version.trim_start_matches('v').split(['.', '-']))
+            .map_while(|n| n.parse().ok())
+            .collect();
+        if numbers.len() >= 2 && (numbers[0], numbers[1]) < (2, 4) {
+            return Err(MilvusError::Unsupported {
+                uri: format!("{}:{}", self.address.host, self.address.port),
+                version,
+                what: "keep a similar-sounds section (its codes and its embeddings are two vectors per segment; Milvus keeps several from 2.4 on)".into(),
+                fix: "use Milvus 2.4 or later, or index exact match only there (--mode fingerprint)".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Deletes what an interrupted run left: files not complete, and their segments.
     fn sweep(&mut self, index: &Index) -> Result<(), IndexError> {
         if self.swept {
@@ -421,7 +543,7 @@ impl MilvusStore {
                 continue;
             };
             let name = self.segments(mode);
-            self.ensure_collection(&name, &Self::section_fields(mode, data))?;
+            self.ensure_segments(&name, &Self::section_fields(mode, data))?;
             self.milvus
                 .insert(&name, &segment_columns(mode, rows, data))?;
         }
@@ -985,8 +1107,25 @@ mod tests {
             Some(Address {
                 host: "10.0.0.5".into(),
                 port: 19530,
-                prefix: "birds".into()
+                prefix: "birds".into(),
+                clusters: None,
             })
+        );
+        let a = Address::parse(Path::new("milvus://h:1/x?nlist=1024&nprobe=32"))
+            .unwrap()
+            .unwrap();
+        let clusters = Some(Clusters {
+            nlist: 1024,
+            nprobe: 32,
+        });
+        assert_eq!(a.clusters, clusters);
+        assert_eq!(a.to_string(), "milvus://h:1/x?nlist=1024&nprobe=32");
+        let a = Address::parse(Path::new("milvus://h:1?nlist=4"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (a.prefix.as_str(), a.clusters.map(|c| c.nprobe)),
+            (DEFAULT_PREFIX, Some(4))
         );
         let a = Address::parse(Path::new("milvus://localhost:19530"))
             .unwrap()
@@ -999,6 +1138,11 @@ mod tests {
             "milvus://:1/x",
             "milvus://h:1/9x",
             "milvus://h:1/a-b",
+            "milvus://h:1/a?nprobe=4",
+            "milvus://h:1/a?nlist=0",
+            "milvus://h:1/a?nlist=8&nprobe=9",
+            "milvus://h:1/a?nlist=many",
+            "milvus://h:1/a?index=ivf",
         ] {
             let e = Address::parse(Path::new(bad)).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
