@@ -146,7 +146,7 @@ fn run(n: usize, db: &Path) {
 fn wait_until_indexed(milvus: &Milvus, collection: &str, segments: usize) {
     let started = Instant::now();
     loop {
-        let (indexed, _) = milvus.indexed_rows(collection).expect("describe index");
+        let indexed = milvus.indexed_rows(collection).expect("describe index");
         if indexed >= segments as i64 {
             println!(
                 "  the server indexed {segments} segments {:.1} s after the checkpoint",

@@ -881,9 +881,9 @@ impl Milvus {
         Ok(r.version().to_string())
     }
 
-    /// Of collection `name`'s vector indexes: rows indexed, and rows in all (a server builds
+    /// Rows of collection `name` its vector indexes hold, summed over them (a server builds
     /// indexes in the background; rows not yet indexed are searched exhaustively).
-    pub fn indexed_rows(&self, name: &str) -> Result<(i64, i64), MilvusError> {
+    pub fn indexed_rows(&self, name: &str) -> Result<i64, MilvusError> {
         let what = format!("describe the indexes of {name}");
         let req = DescribeIndexRequest::builder()
             .collection_name(name)
@@ -892,9 +892,7 @@ impl Milvus {
         let r = (self.rt)
             .block_on(self.client.describe_index(req))
             .map_err(server_err(what))?;
-        Ok((r.indexes().iter()).fold((0, 0), |(done, all), i| {
-            (done + i.get_indexed_rows(), all + i.get_total_rows())
-        }))
+        Ok(r.indexes().iter().map(|i| i.get_indexed_rows()).sum())
     }
 
     /// Does collection `name` exist?
