@@ -7,7 +7,7 @@
 //! Whitening (dividing by the query's own spectrum, in part) keeps bass and loud noise bands
 //! from dominating and sharpens the peak, which also keeps it under reverberation.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 use realfft::num_complex::Complex;
@@ -31,19 +31,36 @@ const PEAK_HALF_WIDTH: usize = 80;
 /// to 87 ms after it in the impulse responses of `shared/data/rir`); the query starts where
 /// the direct sound does. A reflection arriving `d` later repeats the file's audio from `d`
 /// earlier, so it correlates at a lag `d` before the direct sound's: every path of a room
-/// lies at or before the direct sound's lag. So the match is placed at the latest lag, at most
-/// this many samples (100 ms) after the peak, whose correlation reaches
-/// [`DIRECT_SOUND_SHARE`] of the peak's and stands [`DIRECT_SOUND_PROMINENCE`] times above
-/// the background.
+/// lies at or before the direct sound's lag. Where the direct sound shows in the correlation
+/// it is placed there (see [`DIRECT_SOUND_SHARE`]); often it correlates no higher than the
+/// room's tail, but it is where each note starts: the match is then placed where the query's
+/// onsets (see [`onset_envelope`]) line up best with the region's, from
+/// [`DIRECT_SOUND_BEFORE`] samples (10 ms) before the strongest lag to this many (100 ms)
+/// after it, at the strongest correlation within one onset hop of there. On the calibration
+/// split (`earshot eval fingerprint --calibrate --negatives-per-length 0 --queries-per-length
+/// 40`, training rooms, 480 reverberant queries) that placed 66.9% within 50 ms, against 59.2%
+/// by the correlation alone; in a prototype, searching the onsets 200 ms after the peak
+/// placed fewer (64.6% against 66.9%, 32 ms frames).
 const DIRECT_SOUND_SEARCH: usize = 1_600;
+const DIRECT_SOUND_BEFORE: usize = 160;
+/// Where the direct sound shows in the correlation itself, it is taken there, to the sample:
+/// the latest lag within [`DIRECT_SOUND_SEARCH`] after the peak whose correlation reaches
+/// this share of the peak's and stands this many times above the background.
 const DIRECT_SOUND_SHARE: f32 = 0.3;
 const DIRECT_SOUND_PROMINENCE: f32 = 4.0;
+/// Onset envelopes: the spectrum's rise in Hann frames of this many samples (64 ms) every
+/// [`ONSET_HOP`] (8 ms), in bands of [`ONSET_BAND_BINS`]. In the prototype (every bin, 4 ms
+/// hops, onsets alone) 32 ms frames placed 64.4%, 64 ms 69.0%, 128 ms 70.0%.
+const ONSET_FRAME: usize = 1_024;
+const ONSET_HOP: usize = 128;
+/// ... and in bands of this many bins (125 Hz), their power summed before its log.
+const ONSET_BAND_BINS: usize = 8;
 /// Only a peak correlating less than this is a room's. On the calibration split (`earshot eval
 /// fingerprint --calibrate`: training noises and rooms), 95% of reverberant queries correlated
 /// with their file below 0.24 and 95% of the others above 0.39 (0.4-0.9 under noise as loud as
 /// the music). In music that repeats a beat or a note, the later lags of a clean query
 /// correlate by a share of its peak, so searching them for a direct sound would place it late.
-const ROOM_CORRELATION: f32 = 0.3;
+pub(super) const ROOM_CORRELATION: f32 = 0.3;
 
 /// A query ready to be looked for in library audio.
 pub(super) struct WhitenedQuery {
@@ -53,6 +70,8 @@ pub(super) struct WhitenedQuery {
     frame_weights: Vec<f32>,
     /// Transforms of each size used so far (a query's regions come in a size or two).
     transforms: RefCell<Vec<Transforms>>,
+    /// The query's onset envelope less its mean, made when a room's match first needs it.
+    onsets: OnceCell<Vec<f32>>,
 }
 
 thread_local! {
@@ -124,6 +143,7 @@ impl WhitenedQuery {
             samples: samples.to_vec(),
             frame_weights: power.iter().map(|p| p.powf(-WHITENING / 2.0)).collect(),
             transforms: RefCell::new(Vec::new()),
+            onsets: OnceCell::new(),
         }
     }
 
@@ -133,8 +153,11 @@ impl WhitenedQuery {
     }
 
     /// The lag within `region` (from 0 to its length less the query's) at which the query
-    /// agrees best with it; `None` if the region is shorter than the query.
-    pub fn best_lag(&self, region: &[f32]) -> Option<Peak> {
+    /// agrees best with it; `None` if the region is shorter than the query. With
+    /// `direct_sound`, a peak weak enough to be a room's is moved to the room's direct sound
+    /// (see [`DIRECT_SOUND_SEARCH`]: an onset envelope of the region, so callers comparing
+    /// several regions ask for it on the best one only).
+    pub fn best_lag(&self, region: &[f32], direct_sound: bool) -> Option<Peak> {
         let m = self.samples.len();
         if m == 0 || region.len() < m {
             return None;
@@ -172,8 +195,9 @@ impl WhitenedQuery {
             true => correlation / background,
             false => 0.0,
         };
-        let lag = match correlation < ROOM_CORRELATION {
-            true => direct_sound_lag(&correlations, peak, background),
+        let lag = match direct_sound && correlation < ROOM_CORRELATION {
+            true => visible_direct_sound(&correlations, peak, background)
+                .unwrap_or_else(|| self.direct_sound_lag(region, &correlations, peak)),
             false => peak,
         };
         Some(Peak {
@@ -181,6 +205,29 @@ impl WhitenedQuery {
             correlation,
             prominence,
         })
+    }
+
+    /// The lag of the direct sound of a room's match whose strongest lag is `peak` (see
+    /// [`DIRECT_SOUND_SEARCH`]).
+    fn direct_sound_lag(&self, region: &[f32], correlations: &[f32], peak: usize) -> usize {
+        let query = self.onsets.get_or_init(|| {
+            let onsets = onset_envelope(&self.samples);
+            let mean = onsets.iter().sum::<f32>() / onsets.len().max(1) as f32;
+            onsets.iter().map(|o| o - mean).collect()
+        });
+        // Only the stretch the lags searched can reach: a region can be many times the query.
+        let first = peak.saturating_sub(DIRECT_SOUND_BEFORE) / ONSET_HOP;
+        let last = (peak + DIRECT_SOUND_SEARCH) / ONSET_HOP;
+        let from = first * ONSET_HOP;
+        let to = (from + (last - first) * ONSET_HOP + self.samples.len()).min(region.len());
+        let onsets = onset_envelope(&region[from.min(to)..to]);
+        let Some(frame) = best_alignment(query, &onsets, 0, last - first) else {
+            return peak;
+        };
+        let hop = (first + frame) * ONSET_HOP;
+        let near = hop.saturating_sub(ONSET_HOP)..=(hop + ONSET_HOP).min(correlations.len() - 1);
+        near.max_by(|&a, &b| correlations[a].total_cmp(&correlations[b]))
+            .unwrap_or(peak)
     }
 
     /// What every region of `n`-point transforms shares: the plans, the whitening and the
@@ -216,12 +263,7 @@ impl WhitenedQuery {
 /// Mean power per bin over half-overlapping Hann frames (one zero-padded frame for a short signal).
 fn welch_power(samples: &[f32]) -> Vec<f32> {
     let fft = PLANNER.with_borrow_mut(|p| p.plan_fft_forward(SPECTRUM_FRAME));
-    let hann: Vec<f32> = (0..SPECTRUM_FRAME)
-        .map(|i| {
-            let phase = std::f32::consts::TAU * i as f32 / SPECTRUM_FRAME as f32;
-            0.5 - 0.5 * phase.cos()
-        })
-        .collect();
+    let hann = hann(SPECTRUM_FRAME);
     let mut power = vec![0.0f32; SPECTRUM_FRAME / 2 + 1];
     let hop = SPECTRUM_FRAME / 2;
     let frames = samples.len().saturating_sub(SPECTRUM_FRAME) / hop + 1;
@@ -251,15 +293,74 @@ fn floored(mut power: Vec<f32>) -> Vec<f32> {
     power
 }
 
-/// The lag of the direct sound of a match whose strongest lag is `peak` (see
-/// [`DIRECT_SOUND_SEARCH`]).
-fn direct_sound_lag(correlations: &[f32], peak: usize, background: f32) -> usize {
+/// The latest lag after `peak` at which the direct sound shows in the correlation (see
+/// [`DIRECT_SOUND_SHARE`]), if any.
+fn visible_direct_sound(correlations: &[f32], peak: usize, background: f32) -> Option<usize> {
     let at_least =
         (DIRECT_SOUND_SHARE * correlations[peak]).max(DIRECT_SOUND_PROMINENCE * background);
     let latest = (peak + DIRECT_SOUND_SEARCH).min(correlations.len() - 1);
-    (peak + 1..=latest)
-        .rfind(|&l| correlations[l] >= at_least)
-        .unwrap_or(peak)
+    (peak + 1..=latest).rfind(|&l| correlations[l] >= at_least)
+}
+
+/// How much the spectrum rises from each [`ONSET_HOP`] to the next (log power, rises only,
+/// summed over bins): large where a note starts. A room smears what follows an onset, not
+/// when it comes.
+fn onset_envelope(x: &[f32]) -> Vec<f32> {
+    let fft = PLANNER.with_borrow_mut(|p| p.plan_fft_forward(ONSET_FRAME));
+    let window = hann(ONSET_FRAME);
+    let frames = x.len().saturating_sub(ONSET_FRAME) / ONSET_HOP + 1;
+    let mut spectrum = fft.make_output_vec();
+    let mut previous: Option<Vec<f32>> = None;
+    let mut onsets = Vec::with_capacity(frames);
+    for f in 0..frames {
+        let mut frame: Vec<f32> = x
+            .iter()
+            .skip(f * ONSET_HOP)
+            .take(ONSET_FRAME)
+            .copied()
+            .collect();
+        frame.resize(ONSET_FRAME, 0.0);
+        frame.iter_mut().zip(&window).for_each(|(v, w)| *v *= w);
+        let _ = fft.process(&mut frame, &mut spectrum);
+        let log_power: Vec<f32> = (spectrum.chunks(ONSET_BAND_BINS))
+            .map(|band| (1e-6 + band.iter().map(|c| c.norm_sqr()).sum::<f32>()).ln())
+            .collect();
+        let rise = previous.as_ref().map_or(0.0, |p| {
+            log_power
+                .iter()
+                .zip(p)
+                .map(|(now, then)| (now - then).max(0.0))
+                .sum()
+        });
+        onsets.push(rise);
+        previous = Some(log_power);
+    }
+    onsets
+}
+
+/// The frame from `first` to `last` at which `query` (an onset envelope less its mean)
+/// correlates best with `envelope`; `None` when no such frame fits the whole query.
+fn best_alignment(query: &[f32], envelope: &[f32], first: usize, last: usize) -> Option<usize> {
+    let last = last.min(envelope.len().checked_sub(query.len())?);
+    let correlation = |at: usize| {
+        let window = &envelope[at..at + query.len()];
+        let mean = window.iter().sum::<f32>() / window.len().max(1) as f32;
+        let (dot, energy) = (query.iter().zip(window)).fold((0.0f32, 0.0f32), |(d, e), (q, w)| {
+            (d + q * (w - mean), e + (w - mean).powi(2))
+        });
+        match energy > 0.0 {
+            true => dot / energy.sqrt(),
+            false => 0.0,
+        }
+    };
+    (first..=last).max_by(|&a, &b| correlation(a).total_cmp(&correlation(b)))
+}
+
+/// A Hann window of `n` samples.
+fn hann(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / n as f32).cos())
+        .collect()
 }
 
 /// The root mean square of `correlations` farther than [`PEAK_HALF_WIDTH`] from `peak` (0 when
@@ -341,7 +442,7 @@ mod tests {
         let lag = 12_345;
         let clean = &region[lag..lag + 16_000];
         let query = at_equal_power(clean, &rumble(clean.len(), 2));
-        let peak = WhitenedQuery::new(&query).best_lag(&region).unwrap();
+        let peak = WhitenedQuery::new(&query).best_lag(&region, true).unwrap();
         assert_eq!(peak.lag, lag);
         assert!(peak.correlation > 0.3, "{peak:?}");
     }
@@ -350,10 +451,12 @@ mod tests {
     fn the_same_samples_correlate_fully_and_unrelated_audio_barely() {
         let region = music(3.0, 3);
         let query = region[8_000..40_000].to_vec();
-        let itself = WhitenedQuery::new(&query).best_lag(&region).unwrap();
+        let itself = WhitenedQuery::new(&query).best_lag(&region, true).unwrap();
         assert_eq!(itself.lag, 8_000);
         assert!(itself.correlation > 0.99, "{itself:?}");
-        let other = WhitenedQuery::new(&query).best_lag(&music(3.0, 4)).unwrap();
+        let other = WhitenedQuery::new(&query)
+            .best_lag(&music(3.0, 4), true)
+            .unwrap();
         assert!(other.correlation < 0.15, "{other:?}");
     }
 
@@ -377,9 +480,11 @@ mod tests {
                     .sum()
             })
             .collect();
-        let peak = WhitenedQuery::new(&query).best_lag(&region).unwrap();
+        let peak = WhitenedQuery::new(&query).best_lag(&region, true).unwrap();
         assert_eq!(peak.lag, lag, "{peak:?}");
-        let other = WhitenedQuery::new(&query).best_lag(&music(4.0, 9)).unwrap();
+        let other = WhitenedQuery::new(&query)
+            .best_lag(&music(4.0, 9), true)
+            .unwrap();
         assert!(
             peak.prominence > 2.0 * other.prominence,
             "{peak:?} {other:?}"
@@ -389,7 +494,11 @@ mod tests {
     #[test]
     fn a_region_shorter_than_the_query_has_no_peak() {
         let query = WhitenedQuery::new(&music(1.0, 5));
-        assert!(query.best_lag(&music(0.5, 6)).is_none());
-        assert!(WhitenedQuery::new(&[]).best_lag(&music(0.5, 6)).is_none());
+        assert!(query.best_lag(&music(0.5, 6), true).is_none());
+        assert!(
+            WhitenedQuery::new(&[])
+                .best_lag(&music(0.5, 6), true)
+                .is_none()
+        );
     }
 }

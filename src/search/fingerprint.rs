@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::correlate::WhitenedQuery;
+use super::correlate::{ROOM_CORRELATION, WhitenedQuery};
 use super::query::QuerySegments;
 use super::verify::{Excerpt, QueryProjections, SampleMatch, Verifier};
 use super::{AudioCheck, Hit, Searcher};
@@ -300,10 +300,21 @@ impl Searcher<'_> {
             groups.iter().map(|g| &g.offsets).collect();
         let decoded = verifier.excerpts(&query, f, &ranges).unwrap_or_default();
         let excerpts: Vec<(&OffsetGroup, Excerpt)> = groups.iter().zip(decoded).collect();
-        let by_samples = excerpts
-            .iter()
-            .filter_map(|(g, e)| Some((*g, verifier.correlate(whitened, &query, e, &g.offsets)?)))
+        let correlate = |(g, e): &(&OffsetGroup, Excerpt), direct_sound: bool| {
+            verifier.correlate(whitened, &query, e, &g.offsets, direct_sound)
+        };
+        // A room's direct sound costs an onset envelope: it is looked for in the best
+        // stretch only.
+        let several = excerpts.len() > 1;
+        let best = (excerpts.iter())
+            .filter_map(|x| Some((x, correlate(x, !several)?)))
             .max_by(|x, y| x.1.correlation.total_cmp(&y.1.correlation));
+        let by_samples = match best {
+            Some((x, m)) if several && m.correlation < ROOM_CORRELATION => {
+                correlate(x, true).map(|m| (x.0, m))
+            }
+            other => other.map(|(x, m)| (x.0, m)),
+        };
         if let Some((g, found)) = by_samples {
             let offset = (found.start_s / self.frame_s()).round() as i64;
             return (g.nearest(offset).at(offset), Some(found));

@@ -154,14 +154,16 @@ impl Verifier<'_> {
 
     /// Where from the frame offsets `offsets` on, to the sample, the query's samples agree
     /// best with the excerpt's (see [`correlate`](super::correlate)): the query's first sample
-    /// in the file, and the correlation there. `None` if less than half the query's length of
-    /// the file is left after them.
+    /// in the file, and the correlation there (with `direct_sound`, a room's placed as
+    /// [`WhitenedQuery::best_lag`] says). `None` if less than half the query's length of the
+    /// file is left after them.
     pub fn correlate(
         &self,
         query: &WhitenedQuery,
         q: &QueryProjections,
         excerpt: &Excerpt,
         offsets: &RangeInclusive<i64>,
+        direct_sound: bool,
     ) -> Option<SampleMatch> {
         let per_frame = self.samples_per_frame();
         let first = ((*offsets.start()).max(0) - excerpt.from) as f64 * per_frame;
@@ -187,7 +189,7 @@ impl Verifier<'_> {
                 padded.into()
             }
         };
-        let peak = query.best_lag(&region)?;
+        let peak = query.best_lag(&region, direct_sound)?;
         let sample = excerpt.from as f64 * per_frame + (first + peak.lag) as f64;
         Some(SampleMatch {
             start_s: sample / f64::from(self.input.sample_rate()),
@@ -351,7 +353,7 @@ mod tests {
         let whitened = WhitenedQuery::new(query);
         (
             verifier.check(&q, &excerpt, &offsets),
-            verifier.correlate(&whitened, &q, &excerpt, &offsets),
+            verifier.correlate(&whitened, &q, &excerpt, &offsets, true),
         )
     }
 
