@@ -134,6 +134,18 @@ pub(super) struct Peak {
     /// their correlation falls to a few hundredths, but it still stands far above the lags
     /// around it; the best lag of unrelated audio barely does.
     pub prominence: f32,
+    /// For a peak weak enough to be a room's, searched for its direct sound: the normalised
+    /// correlation of the query's onset envelope with the region's where they line up best
+    /// (see [`onset_envelope`]). A room smears the samples but not when notes start.
+    pub onsets: Option<f32>,
+}
+
+/// Where a query's onset envelope lines up best with a region's, and how well.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OnsetAlignment {
+    /// The region's sample there, moved to the strongest correlation within one onset hop.
+    lag: usize,
+    correlation: f32,
 }
 
 impl WhitenedQuery {
@@ -195,21 +207,32 @@ impl WhitenedQuery {
             true => correlation / background,
             false => 0.0,
         };
-        let lag = match direct_sound && correlation < ROOM_CORRELATION {
-            true => visible_direct_sound(&correlations, peak, background)
-                .unwrap_or_else(|| self.direct_sound_lag(region, &correlations, peak)),
-            false => peak,
+        let (lag, onsets) = match direct_sound && correlation < ROOM_CORRELATION {
+            true => {
+                let onsets = self.onset_alignment(region, &correlations, peak);
+                let lag = visible_direct_sound(&correlations, peak, background)
+                    .or(onsets.map(|o| o.lag))
+                    .unwrap_or(peak);
+                (lag, onsets.map(|o| o.correlation))
+            }
+            false => (peak, None),
         };
         Some(Peak {
             lag,
             correlation,
             prominence,
+            onsets,
         })
     }
 
-    /// The lag of the direct sound of a room's match whose strongest lag is `peak` (see
-    /// [`DIRECT_SOUND_SEARCH`]).
-    fn direct_sound_lag(&self, region: &[f32], correlations: &[f32], peak: usize) -> usize {
+    /// Where the onsets of a room's match whose strongest lag is `peak` line up (see
+    /// [`DIRECT_SOUND_SEARCH`]); `None` when the region holds no whole query there.
+    fn onset_alignment(
+        &self,
+        region: &[f32],
+        correlations: &[f32],
+        peak: usize,
+    ) -> Option<OnsetAlignment> {
         let query = self.onsets.get_or_init(|| {
             let onsets = onset_envelope(&self.samples);
             let mean = onsets.iter().sum::<f32>() / onsets.len().max(1) as f32;
@@ -221,13 +244,11 @@ impl WhitenedQuery {
         let from = first * ONSET_HOP;
         let to = (from + (last - first) * ONSET_HOP + self.samples.len()).min(region.len());
         let onsets = onset_envelope(&region[from.min(to)..to]);
-        let Some(frame) = best_alignment(query, &onsets, 0, last - first) else {
-            return peak;
-        };
+        let (frame, correlation) = best_alignment(query, &onsets, 0, last - first)?;
         let hop = (first + frame) * ONSET_HOP;
         let near = hop.saturating_sub(ONSET_HOP)..=(hop + ONSET_HOP).min(correlations.len() - 1);
-        near.max_by(|&a, &b| correlations[a].total_cmp(&correlations[b]))
-            .unwrap_or(peak)
+        let lag = near.max_by(|&a, &b| correlations[a].total_cmp(&correlations[b]))?;
+        Some(OnsetAlignment { lag, correlation })
     }
 
     /// What every region of `n`-point transforms shares: the plans, the whitening and the
@@ -339,21 +360,30 @@ fn onset_envelope(x: &[f32]) -> Vec<f32> {
 }
 
 /// The frame from `first` to `last` at which `query` (an onset envelope less its mean)
-/// correlates best with `envelope`; `None` when no such frame fits the whole query.
-fn best_alignment(query: &[f32], envelope: &[f32], first: usize, last: usize) -> Option<usize> {
+/// correlates best with `envelope`, and that normalised correlation; `None` when no such frame
+/// fits the whole query.
+fn best_alignment(
+    query: &[f32],
+    envelope: &[f32],
+    first: usize,
+    last: usize,
+) -> Option<(usize, f32)> {
     let last = last.min(envelope.len().checked_sub(query.len())?);
+    let query_norm = query.iter().map(|q| q * q).sum::<f32>().sqrt();
     let correlation = |at: usize| {
         let window = &envelope[at..at + query.len()];
         let mean = window.iter().sum::<f32>() / window.len().max(1) as f32;
         let (dot, energy) = (query.iter().zip(window)).fold((0.0f32, 0.0f32), |(d, e), (q, w)| {
             (d + q * (w - mean), e + (w - mean).powi(2))
         });
-        match energy > 0.0 {
-            true => dot / energy.sqrt(),
+        match energy > 0.0 && query_norm > 0.0 {
+            true => dot / (energy.sqrt() * query_norm),
             false => 0.0,
         }
     };
-    (first..=last).max_by(|&a, &b| correlation(a).total_cmp(&correlation(b)))
+    (first..=last)
+        .map(|at| (at, correlation(at)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// A Hann window of `n` samples.
@@ -436,6 +466,17 @@ mod tests {
             .collect()
     }
 
+    /// `clean` heard through a room of impulse `response`.
+    fn through_room(clean: &[f32], response: &[f32]) -> Vec<f32> {
+        (0..clean.len())
+            .map(|i| {
+                (0..=i.min(response.len() - 1))
+                    .map(|k| response[k] * clean[i - k])
+                    .sum()
+            })
+            .collect()
+    }
+
     #[test]
     fn a_query_under_noise_as_loud_as_it_is_found_at_its_sample() {
         let region = music(3.0, 1);
@@ -472,14 +513,7 @@ mod tests {
         for (i, r) in response.iter_mut().enumerate().skip(801) {
             *r += 0.3 * (-(i as f32) / 1_200.0).exp() * rng.normal() as f32;
         }
-        let clean = &region[lag..lag + 32_000];
-        let query: Vec<f32> = (0..clean.len())
-            .map(|i| {
-                (0..=i.min(response.len() - 1))
-                    .map(|k| response[k] * clean[i - k])
-                    .sum()
-            })
-            .collect();
+        let query = through_room(&region[lag..lag + 32_000], &response);
         let peak = WhitenedQuery::new(&query).best_lag(&region, true).unwrap();
         assert_eq!(peak.lag, lag, "{peak:?}");
         let other = WhitenedQuery::new(&query)
@@ -489,6 +523,29 @@ mod tests {
             peak.prominence > 2.0 * other.prominence,
             "{peak:?} {other:?}"
         );
+    }
+
+    #[test]
+    fn a_faint_match_in_a_room_still_lines_up_its_onsets() {
+        let region = music(4.0, 11);
+        let lag = 16_000;
+        // A weak direct sound and a long diffuse tail: the samples barely correlate.
+        let mut rng = SeededRng::new(12);
+        let response: Vec<f32> = (0..6_000)
+            .map(|i| match i {
+                0 => 0.3,
+                _ => (-(i as f32) / 2_000.0).exp() * rng.normal() as f32,
+            })
+            .collect();
+        let query = through_room(&region[lag..lag + 32_000], &response);
+        let peak = WhitenedQuery::new(&query).best_lag(&region, true).unwrap();
+        assert!(peak.correlation < ROOM_CORRELATION, "{peak:?}");
+        assert!(peak.onsets.is_some_and(|o| o > 0.3), "{peak:?}");
+        // A match the samples show plainly needs no onsets.
+        let clean = WhitenedQuery::new(&region[lag..lag + 32_000])
+            .best_lag(&region, true)
+            .unwrap();
+        assert_eq!(clean.onsets, None);
     }
 
     #[test]

@@ -57,6 +57,25 @@ const CONFIRMED_CORRELATION: f32 = 0.15;
 /// calibration split), the query's own samples at one lag (95% of them stood 7.4 times above
 /// the rest or more; through a room, 2.9 times or more).
 const CONFIRMED_PROMINENCE: f32 = 3.0;
+/// Samples that correlate this much and stand this many times above the other lags are the
+/// query's own, whatever the codes say: on the calibration split (`earshot eval fingerprint
+/// --calibrate --no-baseline --queries-per-length 40 --negatives-per-length 100`), no query of
+/// audio not in the index reached both (at 0.3 or more, 5.7 times at most; below it, up to 18
+/// times), while 1 s queries under noise as loud as the music, whose codes score too little,
+/// mostly did (0.3-0.9, 8-90 times). Found so, 3.0 points more of all queries were found at
+/// the right place (74.6%), with no more found at a wrong one.
+const CERTAIN_CORRELATION: f32 = 0.3;
+const CERTAIN_PROMINENCE: f32 = 8.0;
+/// Through a room the samples correlate by a few hundredths only, but the notes still start
+/// where the file's do: a match that correlates at least this much, without confirming, and
+/// whose onsets line up with the file's at least [`ROOM_ONSETS`] (normalised correlation of
+/// onset envelopes, see [`correlate`]) is found on the score [`FOUND_ROOM_SCORE`]. On the
+/// calibration split, beside the certain tier, that found 4.5 points more queries at the
+/// right place (79.1% of all) and 0.28 more at a wrong one (2.92%). Unrelated music lines up
+/// its onsets as well as 0.5 for one query in twenty (its beat), so onsets alone confirm
+/// nothing.
+const ROOM_CORRELATION_FLOOR: f32 = 0.08;
+const ROOM_ONSETS: f32 = 0.25;
 /// With every occurrence asked for: this many of the heaviest (file, offset) votes are
 /// verified, instead of [`VERIFY_CANDIDATES`].
 const EVERY_OCCURRENCE_CANDIDATES: usize = 128;
@@ -75,20 +94,61 @@ const FOUND_SCORE: [f32; 4] = [0.43, 0.66, 0.66, 0.38];
 /// highest a confirmed query of audio not in the index reached, plus 0.02 (at 5 s none was
 /// confirmed; 0.15 is a floor), since a stretch of music can correlate with a query by chance.
 const FOUND_CONFIRMED_SCORE: [f32; 4] = [0.37, 0.31, 0.33, 0.15];
+/// ... or, for a match only a room's onsets back ([`ROOM_ONSETS`]), this: the highest such a
+/// query of audio not in the index reached on the calibration split, plus 0.02 (at 5 s none;
+/// 0.1 is a floor).
+const FOUND_ROOM_SCORE: [f32; 4] = [0.40, 0.37, 0.34, 0.10];
+
+/// How far a file's audio backs a match, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AudioSupport {
+    /// Not checked, or nothing like the query there.
+    None,
+    /// A room's match: faint samples, onsets that line up ([`ROOM_ONSETS`]).
+    Room,
+    /// The query's samples ([`CONFIRMED_CORRELATION`]).
+    Confirmed,
+    /// Beyond doubt ([`CERTAIN_CORRELATION`]).
+    Certain,
+}
 
 /// Whether a match is sure enough to be an answer, not a candidate, for a query of
-/// `query_seconds`: by its codes' agreement with the file (`score`), or by its samples'
-/// correlation with the file's together with a modest score. Calibrated on held-out data only
-/// (`earshot eval fingerprint --calibrate --no-baseline --queries-per-length 40
-/// --negatives-per-length 100 --dump FILE`): a quarter of the training-half music tracks
-/// indexed, their excerpts under the training noises and rooms as positives (1,440), and as
-/// negatives (6,300) excerpts of other training-half tracks and of ESC-50 clips (folds 1-4)
-/// that were not indexed. There, no negative was found, 69.2% of positives were found at the
-/// right place, 4.9% found in the right file at another place (most under reverberation, 50-100
-/// ms early), none in another file.
-pub fn is_found(score: f32, confirmed: bool, query_seconds: f64) -> bool {
+/// `query_seconds`: by its codes' agreement with the file (`score`), or by how far the file's
+/// audio backs it (`support`) together with a score that falls as the backing grows.
+/// Calibrated on held-out data only (`earshot eval fingerprint --calibrate --no-baseline
+/// --queries-per-length 40 --negatives-per-length 100 --dump FILE`): a quarter of the
+/// training-half music tracks indexed, their excerpts under the training noises and rooms as
+/// positives (1,440), and as negatives (6,300) excerpts of other training-half tracks and of
+/// ESC-50 clips (folds 1-4) that were not indexed. There, 2 negatives were found (ESC-50 clips
+/// whose samples confirmed them, since matches have been placed by their onsets), 79.1% of
+/// positives were found at the right place, 2.9% in the right file at another place (most
+/// under reverberation, 50-200 ms off, or a repeat of the passage elsewhere in the track), none
+/// in another file.
+pub fn is_found(score: f32, support: AudioSupport, query_seconds: f64) -> bool {
     let at = |table: &[f32; 4]| interpolate(&FOUND_AT_SECONDS, table, query_seconds);
-    score >= at(&FOUND_SCORE) || (confirmed && score >= at(&FOUND_CONFIRMED_SCORE))
+    let enough = match support {
+        AudioSupport::Certain => return true,
+        AudioSupport::Confirmed => at(&FOUND_CONFIRMED_SCORE),
+        AudioSupport::Room => at(&FOUND_ROOM_SCORE),
+        AudioSupport::None => at(&FOUND_SCORE),
+    };
+    score >= enough.min(at(&FOUND_SCORE))
+}
+
+/// How far the file's audio backs a match whose best correlation with the query is `m`.
+fn audio_support(m: &SampleMatch) -> AudioSupport {
+    let stands_out =
+        |correlation, prominence| m.correlation >= correlation && m.prominence >= prominence;
+    if stands_out(CERTAIN_CORRELATION, CERTAIN_PROMINENCE) {
+        AudioSupport::Certain
+    } else if confirms(m) {
+        AudioSupport::Confirmed
+    } else if m.correlation >= ROOM_CORRELATION_FLOOR && m.onsets.is_some_and(|o| o >= ROOM_ONSETS)
+    {
+        AudioSupport::Room
+    } else {
+        AudioSupport::None
+    }
 }
 
 /// Whether the file's audio holds the query's own samples at the match (see
@@ -254,11 +314,13 @@ impl Searcher<'_> {
         hit.audio_check = by_samples.map(|m| AudioCheck {
             correlation: m.correlation,
             prominence: m.prominence,
+            onsets: m.onsets,
         });
         // Segments that fall off the file count as chance: a long query that barely
         // overlaps a file's end must not be found on the few codes it shares.
         let evidence = a.score * coverage;
-        hit.found = Some(is_found(evidence, confirmed.is_some(), query.seconds));
+        let support = by_samples.map_or(AudioSupport::None, |m| audio_support(&m));
+        hit.found = Some(is_found(evidence, support, query.seconds));
         hit.codes = Some(self.matched_codes(q, a.closest.query_segment, a.closest.segment));
         hit
     }
@@ -609,11 +671,15 @@ mod tests {
             interpolate(&FOUND_AT_SECONDS, &FOUND_SCORE, 30.0),
             FOUND_SCORE[3]
         );
-        // By codes alone; by samples with a modest score; not by samples alone.
-        assert!(is_found(0.7, false, 2.0));
-        assert!(!is_found(0.5, false, 2.0));
-        assert!(is_found(0.35, true, 2.0));
-        assert!(!is_found(0.1, true, 2.0));
+        // By codes alone; by samples with a modest score; by samples alone only beyond doubt;
+        // a room's onsets need more score than samples do.
+        assert!(is_found(0.7, AudioSupport::None, 2.0));
+        assert!(!is_found(0.5, AudioSupport::None, 2.0));
+        assert!(is_found(0.35, AudioSupport::Confirmed, 2.0));
+        assert!(!is_found(0.1, AudioSupport::Confirmed, 2.0));
+        assert!(is_found(0.1, AudioSupport::Certain, 2.0));
+        assert!(!is_found(0.35, AudioSupport::Room, 2.0));
+        assert!(is_found(0.38, AudioSupport::Room, 2.0));
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Hit {
 pub struct AudioCheck {
     pub correlation: f32,
     pub prominence: f32,
+    /// For a match weak enough to be a room's: how well the query's onsets line up with the
+    /// file's there (normalised correlation of onset envelopes).
+    pub onsets: Option<f32>,
 }
 
 /// The two codes behind a hit's Hamming distance.

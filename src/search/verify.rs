@@ -100,6 +100,9 @@ pub(super) struct SampleMatch {
     /// How far the correlation's peak stands above the other lags (see
     /// [`Peak::prominence`](super::correlate::Peak)).
     pub prominence: f32,
+    /// How well the onsets line up, for a room's match (see
+    /// [`Peak::onsets`](super::correlate::Peak)).
+    pub onsets: Option<f32>,
 }
 
 /// A candidate's stretch of a file, decoded: from frame `from` on.
@@ -195,6 +198,7 @@ impl Verifier<'_> {
             start_s: sample / f64::from(self.input.sample_rate()),
             correlation: peak.correlation,
             prominence: peak.prominence,
+            onsets: peak.onsets,
         })
     }
 
