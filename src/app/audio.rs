@@ -17,12 +17,18 @@ pub struct AudioState {
     /// `Ok` when a device was found; the reason otherwise. `None` while probing.
     output: Option<Result<(), String>>,
     input: Option<Result<(), String>>,
-    probe: Option<Task<(), (Result<(), String>, Result<(), String>)>>,
+    probe: Option<Task<(), DeviceProbe>>,
     playback: Option<Playback>,
     recording: Option<Recording>,
     /// A file being decoded for playback.
     loading: Option<Task<(), Result<Vec<f32>, String>>>,
     pub error: Option<String>,
+}
+
+/// What probing the sound devices found: each `Ok`, or why it cannot be used.
+struct DeviceProbe {
+    output: Result<(), String>,
+    input: Result<(), String>,
 }
 
 impl AudioState {
@@ -38,8 +44,11 @@ impl AudioState {
         };
         if probe {
             state.probe = Some(Task::spawn(ctx, "devices", |_| {
-                let (o, i) = device::probe();
-                (o.map_err(|e| e.to_string()), i.map_err(|e| e.to_string()))
+                let (output, input) = device::probe();
+                DeviceProbe {
+                    output: output.map_err(|e| e.to_string()),
+                    input: input.map_err(|e| e.to_string()),
+                }
             }));
         } else {
             let none = || Err("sound devices are not used in this session".to_owned());
@@ -54,7 +63,7 @@ impl AudioState {
 
     pub fn poll(&mut self) {
         match task::finished(&mut self.probe) {
-            Some(Ok((o, i))) => (self.output, self.input) = (Some(o), Some(i)),
+            Some(Ok(found)) => (self.output, self.input) = (Some(found.output), Some(found.input)),
             Some(Err(e)) => (self.output, self.input) = (Some(Err(e.clone())), Some(Err(e))),
             None => {}
         }

@@ -9,7 +9,7 @@ use super::jobs;
 use super::settings::LibrarySettings;
 use super::spectrogram_view::ShownClip;
 use super::task::Task;
-use super::{EarshotApp, Order, SortKey};
+use super::{EarshotApp, Order, QueryRead, SortKey};
 use crate::export;
 use crate::library::canonical_root;
 use crate::library::marks::{Mark, MarksError};
@@ -184,7 +184,10 @@ impl EarshotApp {
             Command::QuerySamples(name, samples) => {
                 self.tasks.query = Some(Task::spawn(ctx, "query", move |_| {
                     let clip = Clip::from_samples(name, None, samples, 0.0);
-                    Ok((ShownClip::new(clip), None))
+                    Ok(QueryRead {
+                        clip: ShownClip::new(clip),
+                        selection: None,
+                    })
                 }));
             }
             Command::Search => self.start_search(ctx),
@@ -508,7 +511,7 @@ impl EarshotApp {
             let window = region.map(|(a, b)| ((a - 1.0).max(0.0), b + 1.0));
             let clip = jobs::read_clip(&path, window)?;
             let selection = region.map(|(a, b)| (a - clip.offset_s, b - clip.offset_s));
-            Ok((clip, selection))
+            Ok(QueryRead { clip, selection })
         }));
     }
 

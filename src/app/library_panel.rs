@@ -232,44 +232,44 @@ fn rename_field(
 }
 
 fn indexing_status(app: &mut EarshotApp, ui: &mut egui::Ui, db: &std::path::Path) {
-    if let Some((indexing_db, task)) = &app.tasks.indexing {
-        if indexing_db == db {
-            let p = task.progress.clone().unwrap_or_default();
-            let fraction = if p.planned_audio_s > 0.0 {
-                (p.audio_s() / p.planned_audio_s) as f32
-            } else {
-                0.0
-            };
-            ui.add(
-                egui::ProgressBar::new(fraction)
-                    .show_percentage()
-                    .animate(true),
-            );
-            ui.label(format!(
-                "{} of {} files · {:.2} of {:.2} hours · {:.0}x real time",
-                p.done_files,
-                p.planned_files,
-                p.audio_s() / 3600.0,
-                p.planned_audio_s / 3600.0,
-                p.real_time_factor()
-            ));
-            let cancelling = task.is_cancelled();
-            if ui
-                .add_enabled(
-                    !cancelling,
-                    egui::Button::new(if cancelling {
-                        "Cancelling…"
-                    } else {
-                        "Cancel"
-                    }),
-                )
-                .clicked()
-            {
-                app.push(Command::CancelIndexing);
-            }
-            file_problems(ui, &p.failed, &p.damaged);
-            return;
+    if let Some((indexing_db, task)) = &app.tasks.indexing
+        && indexing_db == db
+    {
+        let p = task.progress.clone().unwrap_or_default();
+        let fraction = if p.planned_audio_s > 0.0 {
+            (p.audio_s() / p.planned_audio_s) as f32
+        } else {
+            0.0
+        };
+        ui.add(
+            egui::ProgressBar::new(fraction)
+                .show_percentage()
+                .animate(true),
+        );
+        ui.label(format!(
+            "{} of {} files · {:.2} of {:.2} hours · {:.0}x real time",
+            p.done_files,
+            p.planned_files,
+            p.audio_s() / 3600.0,
+            p.planned_audio_s / 3600.0,
+            p.real_time_factor()
+        ));
+        let cancelling = task.is_cancelled();
+        if ui
+            .add_enabled(
+                !cancelling,
+                egui::Button::new(if cancelling {
+                    "Cancelling…"
+                } else {
+                    "Cancel"
+                }),
+            )
+            .clicked()
+        {
+            app.push(Command::CancelIndexing);
         }
+        file_problems(ui, &p.failed, &p.damaged);
+        return;
     }
     if app.tasks.pending_index.is_some() {
         ui.horizontal(|ui| {

@@ -37,7 +37,7 @@ use eframe::egui;
 pub use commands::Command;
 use jobs::{IndexOutcome, IndexProgress, Inspected, OpenedIndex, SearchOutcome};
 use settings::Settings;
-use task::Task;
+use task::{Job, Task};
 
 use crate::index::Index;
 use crate::index::store::Store;
@@ -174,6 +174,12 @@ impl LibraryState {
     }
 }
 
+/// A query clip read in the background, and the region of it to select.
+pub struct QueryRead {
+    pub clip: ShownClip,
+    pub selection: Option<(f64, f64)>,
+}
+
 /// Work under way in the background, one slot per kind (the map and the sound devices keep
 /// their own).
 #[derive(Default)]
@@ -183,19 +189,19 @@ pub struct Tasks {
     pub indexing: Option<(PathBuf, Task<IndexProgress, IndexOutcome>)>,
     /// Indexing asked for before the models loaded (`true`: rebuild); starts once they have.
     pub pending_index: Option<bool>,
-    /// Reading a query clip, and the region of it to select.
-    pub query: Option<Task<(), Result<(ShownClip, Option<(f64, f64)>), String>>>,
+    /// Reading a query clip.
+    pub query: Option<Job<QueryRead>>,
     pub search: Option<Task<(), Result<SearchOutcome, String>>>,
     pub inspect: Option<Task<(), Result<Inspected, String>>>,
     /// Where the encoder looks in the query or the inspected result (one at a time: each
     /// encodes its clip once per cell of the map), and which it is for.
     pub attention: Option<(attention::AttentionFor, attention::AttentionTask)>,
-    pub demo: Option<Task<(), Result<(PathBuf, usize), String>>>,
+    pub demo: Option<Job<(PathBuf, usize)>>,
     /// Importing an outside model file: what to tell the user when it is done.
     pub import: Option<Task<(), Result<String, String>>>,
     /// Learning a library's codes from its labels (the library, and the work, which reports
     /// its step).
-    pub learning: Option<(PathBuf, Task<String, Result<String, String>>)>,
+    pub learning: Option<(PathBuf, Job<String, String>)>,
     /// Searching with every clip of a folder, into one table.
     pub batch: Option<Task<jobs::BatchProgress, Result<jobs::BatchTable, String>>>,
 }
@@ -516,7 +522,7 @@ impl EarshotApp {
     fn poll_query(&mut self, ctx: &egui::Context) {
         if let Some(result) = task::finished_flat(&mut self.tasks.query) {
             match result {
-                Ok((clip, selection)) => {
+                Ok(QueryRead { clip, selection }) => {
                     self.query = Some(QueryState {
                         clip,
                         texture: None,

@@ -102,10 +102,10 @@ pub fn show(app: &mut EarshotApp, ui: &mut egui::Ui) {
     let painter = ui.painter_at(rect);
     let drag_id = egui::Id::unique("query-drag-start");
     let at = |x: f32| spectrogram_view::time_at(rect, duration, x);
-    if response.drag_started() {
-        if let Some(p) = response.interact_pointer_pos() {
-            ui.data_mut(|d| d.insert_temp(drag_id, at(p.x)));
-        }
+    if response.drag_started()
+        && let Some(p) = response.interact_pointer_pos()
+    {
+        ui.data_mut(|d| d.insert_temp(drag_id, at(p.x)));
     }
     let start: Option<f64> = ui.data(|d| d.get_temp(drag_id));
     let pointer = response.interact_pointer_pos().map(|p| at(p.x));

@@ -32,6 +32,9 @@ impl<P, T> Reporter<P, T> {
     }
 }
 
+/// Background work whose failure is a message for the user, reporting progress `P`.
+pub type Job<T, P = ()> = Task<P, Result<T, String>>;
+
 pub struct Task<P, T> {
     rx: Receiver<Message<P, T>>,
     cancel: Arc<AtomicBool>,

@@ -141,16 +141,12 @@ pub fn hadamard_centres(classes: usize, bits: usize, seed: u64) -> Result<Tensor
         return hash_centres(classes, bits, seed);
     }
     // Sylvester: H[i][j] = (-1)^popcount(i & j); a bit is set where the entry is +1.
-    let row = |i: usize| (0..bits).map(move |j| f32::from((i & j).count_ones() % 2 == 0));
+    let row = |i: usize| (0..bits).map(move |j| f32::from((i & j).count_ones().is_multiple_of(2)));
     let rows = (1..bits)
         .map(|i| row(i).collect::<Vec<f32>>())
         .chain((1..bits).map(|i| row(i).map(|b| 1.0 - b).collect()));
     let random = hash_centres(classes, bits, seed)?.to_vec2::<f32>()?;
-    let values: Vec<f32> = rows
-        .chain(random.into_iter())
-        .take(classes)
-        .flatten()
-        .collect();
+    let values: Vec<f32> = rows.chain(random).take(classes).flatten().collect();
     Tensor::from_vec(values, (classes, bits), &Device::Cpu)
 }
 
