@@ -283,27 +283,35 @@ impl WhitenedQuery {
 
 /// Mean power per bin over half-overlapping Hann frames (one zero-padded frame for a short signal).
 fn welch_power(samples: &[f32]) -> Vec<f32> {
-    let fft = PLANNER.with_borrow_mut(|p| p.plan_fft_forward(SPECTRUM_FRAME));
-    let hann = hann(SPECTRUM_FRAME);
-    let mut power = vec![0.0f32; SPECTRUM_FRAME / 2 + 1];
     let hop = SPECTRUM_FRAME / 2;
-    let frames = samples.len().saturating_sub(SPECTRUM_FRAME) / hop + 1;
-    let mut spectrum = fft.make_output_vec();
-    for f in 0..frames {
-        let mut frame: Vec<f32> = samples
-            .iter()
-            .skip(f * hop)
-            .take(SPECTRUM_FRAME)
-            .copied()
-            .collect();
-        frame.resize(SPECTRUM_FRAME, 0.0);
-        frame.iter_mut().zip(&hann).for_each(|(x, w)| *x *= w);
-        let _ = fft.process(&mut frame, &mut spectrum);
-        for (p, c) in power.iter_mut().zip(&spectrum) {
+    let frames = frame_count(samples.len(), SPECTRUM_FRAME, hop);
+    let mut power = vec![0.0f32; SPECTRUM_FRAME / 2 + 1];
+    for_each_spectrum(samples, SPECTRUM_FRAME, hop, |spectrum| {
+        for (p, c) in power.iter_mut().zip(spectrum) {
             *p += c.norm_sqr() / frames as f32;
         }
-    }
+    });
     power
+}
+
+/// How many frames of `frame` samples every `hop` [`for_each_spectrum`] cuts from `len` samples.
+fn frame_count(len: usize, frame: usize, hop: usize) -> usize {
+    len.saturating_sub(frame) / hop + 1
+}
+
+/// Hands `each` the spectrum of every Hann-windowed frame of `frame` samples of `x`, every
+/// `hop` samples, in order (the last frames zero-padded; one frame for a short signal).
+fn for_each_spectrum(x: &[f32], frame: usize, hop: usize, mut each: impl FnMut(&[Complex<f32>])) {
+    let fft = PLANNER.with_borrow_mut(|p| p.plan_fft_forward(frame));
+    let window = hann(frame);
+    let mut spectrum = fft.make_output_vec();
+    for f in 0..frame_count(x.len(), frame, hop) {
+        let mut samples: Vec<f32> = x.iter().skip(f * hop).take(frame).copied().collect();
+        samples.resize(frame, 0.0);
+        samples.iter_mut().zip(&window).for_each(|(v, w)| *v *= w);
+        let _ = fft.process(&mut samples, &mut spectrum);
+        each(&spectrum);
+    }
 }
 
 /// `power` with every bin raised to at least [`SPECTRUM_FLOOR`] of the mean (and above zero).
@@ -327,22 +335,9 @@ fn visible_direct_sound(correlations: &[f32], peak: usize, background: f32) -> O
 /// summed over bins): large where a note starts. A room smears what follows an onset, not
 /// when it comes.
 fn onset_envelope(x: &[f32]) -> Vec<f32> {
-    let fft = PLANNER.with_borrow_mut(|p| p.plan_fft_forward(ONSET_FRAME));
-    let window = hann(ONSET_FRAME);
-    let frames = x.len().saturating_sub(ONSET_FRAME) / ONSET_HOP + 1;
-    let mut spectrum = fft.make_output_vec();
     let mut previous: Option<Vec<f32>> = None;
-    let mut onsets = Vec::with_capacity(frames);
-    for f in 0..frames {
-        let mut frame: Vec<f32> = x
-            .iter()
-            .skip(f * ONSET_HOP)
-            .take(ONSET_FRAME)
-            .copied()
-            .collect();
-        frame.resize(ONSET_FRAME, 0.0);
-        frame.iter_mut().zip(&window).for_each(|(v, w)| *v *= w);
-        let _ = fft.process(&mut frame, &mut spectrum);
+    let mut onsets = Vec::with_capacity(frame_count(x.len(), ONSET_FRAME, ONSET_HOP));
+    for_each_spectrum(x, ONSET_FRAME, ONSET_HOP, |spectrum| {
         let log_power: Vec<f32> = (spectrum.chunks(ONSET_BAND_BINS))
             .map(|band| (1e-6 + band.iter().map(|c| c.norm_sqr()).sum::<f32>()).ln())
             .collect();
@@ -355,7 +350,7 @@ fn onset_envelope(x: &[f32]) -> Vec<f32> {
         });
         onsets.push(rise);
         previous = Some(log_power);
-    }
+    });
     onsets
 }
 
