@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::{ModelError, ModelFiles, Versioned, write_folder};
-use super::lsh::{Grid, sign_projections};
+use super::lsh::{Grid, SignProjection};
 use super::{EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Segmentation};
 use crate::features::{FrontEnd, LOG_MEL_BANDS, LogMelConfig};
 
@@ -86,6 +86,8 @@ pub struct Projection {
 pub struct LearnedLshEncoder {
     config: LearnedLshConfig,
     projection: Projection,
+    /// The projection's rows, as encoding reads them.
+    signs: SignProjection,
     info: EncoderInfo,
 }
 
@@ -113,6 +115,7 @@ impl LearnedLshEncoder {
         };
         Ok(Self {
             config: files.config,
+            signs: SignProjection::from_rows(&projection.rows, dim),
             projection,
             info,
         })
@@ -158,7 +161,7 @@ impl Encoder for LearnedLshEncoder {
 
     fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError> {
         super::check_segments(segments, LOG_MEL_BANDS)?;
-        let (dim, words) = (self.info.embedding_dim, self.info.words());
+        let words = self.info.words();
         for segment in segments {
             let summary = self.config.grid.summary(segment);
             let centred: Vec<f32> = summary
@@ -166,7 +169,7 @@ impl Encoder for LearnedLshEncoder {
                 .zip(&self.projection.mean)
                 .map(|(x, m)| x - m)
                 .collect();
-            sign_projections(&centred, &self.projection.rows, dim, words, out);
+            self.signs.encode(&centred, words, out);
             out.embeddings.extend_from_slice(&summary);
         }
         Ok(())

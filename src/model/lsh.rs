@@ -53,7 +53,7 @@ pub struct LshEncoder {
     mode: Mode,
     info: EncoderInfo,
     /// `bits` rows of `embedding_dim` Gaussian weights.
-    projection: Vec<f32>,
+    projection: SignProjection,
 }
 
 impl LshEncoder {
@@ -63,7 +63,8 @@ impl LshEncoder {
             Mode::Fingerprint => FINGERPRINT_GRID.dim(),
         };
         let mut rng = SeededRng::new(seed ^ mode as u64);
-        let projection = (0..bits * dim).map(|_| rng.normal() as f32).collect();
+        let rows: Vec<f32> = (0..bits * dim).map(|_| rng.normal() as f32).collect();
+        let projection = SignProjection::from_rows(&rows, dim);
         let info = EncoderInfo {
             name: format!("lsh-{}", mode.name()),
             weights_hash: format!("seed-{seed:x}-bits-{bits}-dim-{dim}"),
@@ -101,33 +102,53 @@ impl Encoder for LshEncoder {
 
     fn encode(&self, segments: &[&[f32]], out: &mut Encoded) -> Result<(), EncodeError> {
         super::check_segments(segments, crate::features::LOG_MEL_BANDS)?;
-        let (dim, words) = (self.info.embedding_dim, self.info.words());
+        let words = self.info.words();
         for segment in segments {
             let embedding = self.summary(segment);
-            sign_projections(&embedding, &self.projection, dim, words, out);
+            self.projection.encode(&embedding, words, out);
             out.embeddings.extend_from_slice(&embedding);
         }
         Ok(())
     }
 }
 
-/// Appends the code of `x` under the projection `rows` (`dim` values each): bit `i` is set
-/// when row `i`'s dot product with `x` is positive, and that product is its margin.
-pub(crate) fn sign_projections(
-    x: &[f32],
-    rows: &[f32],
-    dim: usize,
-    words: usize,
-    out: &mut Encoded,
-) {
-    let start = out.codes.len();
-    out.codes.resize(start + words, 0);
-    for (bit, row) in rows.chunks_exact(dim).enumerate() {
-        let dot: f32 = row.iter().zip(x).map(|(w, x)| w * x).sum();
-        if dot > 0.0 {
-            out.codes[start + bit / 64] |= 1 << (bit % 64);
+/// A projection of `dim` values to `bits` signs, kept column by column: the weights every bit
+/// gives one input value lie side by side, so that all the bits' dot products advance through
+/// the input together, as wide as the vector unit goes. Each product still adds its terms in
+/// the input's order, so the codes are those of one row's dot product after another, to the bit.
+pub(crate) struct SignProjection {
+    columns: Vec<f32>,
+    bits: usize,
+}
+
+impl SignProjection {
+    /// From `rows` of `dim` weights, one row per bit.
+    pub fn from_rows(rows: &[f32], dim: usize) -> Self {
+        let bits = rows.len() / dim.max(1);
+        let columns = (0..dim)
+            .flat_map(|k| (0..bits).map(move |bit| rows[bit * dim + k]))
+            .collect();
+        Self { columns, bits }
+    }
+
+    /// Appends the code of `x` (`words` 64-bit words): bit `i` is set when row `i`'s dot
+    /// product with `x` is positive, and that product is its margin.
+    pub fn encode(&self, x: &[f32], words: usize, out: &mut Encoded) {
+        // -0.0, as `Sum` starts from: the products are those a row's dot product sums.
+        let mut dots = vec![-0.0f32; self.bits];
+        for (column, &xk) in self.columns.chunks_exact(self.bits.max(1)).zip(x) {
+            dots.iter_mut()
+                .zip(column)
+                .for_each(|(dot, w)| *dot += w * xk);
         }
-        out.margins.push(dot);
+        let start = out.codes.len();
+        out.codes.resize(start + words, 0);
+        for (bit, &dot) in dots.iter().enumerate() {
+            if dot > 0.0 {
+                out.codes[start + bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        out.margins.extend_from_slice(&dots);
     }
 }
 
@@ -155,8 +176,9 @@ fn pooled_grid(frames: &[&[f32]], grid: Grid) -> Vec<f32> {
     for (t, frame) in frames.iter().enumerate() {
         let block = t * blocks / frames.len().max(1);
         counts[block] += 1.0;
-        for (b, &x) in frame.iter().enumerate() {
-            values[block * cells + b / per_cell] += x / per_cell as f32;
+        let row = &mut values[block * cells..][..cells];
+        for (cell, bands) in row.iter_mut().zip(frame.chunks_exact(per_cell)) {
+            bands.iter().for_each(|&x| *cell += x / per_cell as f32);
         }
     }
     for (block, row) in values.chunks_exact_mut(cells).enumerate() {
@@ -182,6 +204,22 @@ fn centre_and_normalise(v: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Column by column gives each bit the very margin its row's dot product gives.
+    #[test]
+    fn a_projection_by_columns_gives_the_rows_dot_products_to_the_bit() {
+        let (bits, dim) = (128, 256);
+        let mut rng = SeededRng::new(3);
+        let rows: Vec<f32> = (0..bits * dim).map(|_| rng.normal() as f32).collect();
+        let x: Vec<f32> = (0..dim).map(|_| rng.normal() as f32).collect();
+        let mut out = Encoded::default();
+        SignProjection::from_rows(&rows, dim).encode(&x, bits / 64, &mut out);
+        for (bit, row) in rows.chunks_exact(dim).enumerate() {
+            let dot: f32 = row.iter().zip(&x).map(|(w, x)| w * x).sum();
+            assert_eq!(out.margins[bit].to_bits(), dot.to_bits(), "bit {bit}");
+            assert_eq!(out.codes[bit / 64] >> (bit % 64) & 1 == 1, dot > 0.0);
+        }
+    }
 
     fn segment(seed: u64, frames: usize) -> Vec<f32> {
         let mut rng = SeededRng::new(seed);

@@ -7,8 +7,8 @@
 //! Whitening (dividing by the query's own spectrum, in part) keeps bass and loud noise bands
 //! from dominating and sharpens the peak, which also keeps it under reverberation.
 
-use std::cell::{OnceCell, RefCell};
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
@@ -68,10 +68,11 @@ pub(super) struct WhitenedQuery {
     /// The whitening weight per bin of a [`SPECTRUM_FRAME`]-sample frame: the floored power
     /// there to the power of minus half [`WHITENING`].
     frame_weights: Vec<f32>,
-    /// Transforms of each size used so far (a query's regions come in a size or two).
-    transforms: RefCell<Vec<Transforms>>,
+    /// Transforms of each size used so far (a query's regions come in a size or two); regions
+    /// are compared on several threads at once.
+    transforms: Mutex<Vec<Arc<Transforms>>>,
     /// The query's onset envelope less its mean, made when a room's match first needs it.
-    onsets: OnceCell<Vec<f32>>,
+    onsets: OnceLock<Vec<f32>>,
 }
 
 thread_local! {
@@ -154,8 +155,8 @@ impl WhitenedQuery {
         Self {
             samples: samples.to_vec(),
             frame_weights: power.iter().map(|p| p.powf(-WHITENING / 2.0)).collect(),
-            transforms: RefCell::new(Vec::new()),
-            onsets: OnceCell::new(),
+            transforms: Mutex::new(Vec::new()),
+            onsets: OnceLock::new(),
         }
     }
 
@@ -176,15 +177,7 @@ impl WhitenedQuery {
         }
         // Lags up to region.len() - m never wrap around: l + i < region.len() <= n.
         let n = region.len().next_power_of_two().max(2);
-        let mut cached = self.transforms.borrow_mut();
-        let at = match cached.iter().position(|t| t.n == n) {
-            Some(at) => at,
-            None => {
-                cached.push(self.transforms(n));
-                cached.len() - 1
-            }
-        };
-        let t = &cached[at];
+        let t = self.transforms_of_size(n);
         let r = t.whitened_spectrum(region);
         let cross = t.to_time(r.iter().zip(&t.query).map(|(a, b)| a * b.conj()).collect());
         let region_energy = window_energies(&t.to_time(r)[..region.len()], m);
@@ -249,6 +242,18 @@ impl WhitenedQuery {
         let near = hop.saturating_sub(ONSET_HOP)..=(hop + ONSET_HOP).min(correlations.len() - 1);
         let lag = near.max_by(|&a, &b| correlations[a].total_cmp(&correlations[b]))?;
         Some(OnsetAlignment { lag, correlation })
+    }
+
+    /// The transforms of size `n`, made the first time they are needed.
+    fn transforms_of_size(&self, n: usize) -> Arc<Transforms> {
+        // A thread that panicked holding the lock left the list whole: it only pushes.
+        let mut made = self.transforms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = made.iter().find(|t| t.n == n) {
+            return Arc::clone(t);
+        }
+        let t = Arc::new(self.transforms(n));
+        made.push(Arc::clone(&t));
+        t
     }
 
     /// What every region of `n`-point transforms shares: the plans, the whitening and the

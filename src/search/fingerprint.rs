@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use super::correlate::{ROOM_CORRELATION, WhitenedQuery};
 use super::query::QuerySegments;
 use super::verify::{Excerpt, QueryProjections, SampleMatch, Verifier};
@@ -368,8 +370,11 @@ impl Searcher<'_> {
         // A room's direct sound costs an onset envelope: it is looked for in the best
         // stretch only.
         let several = excerpts.len() > 1;
-        let best = (excerpts.iter())
-            .filter_map(|x| Some((x, correlate(x, !several)?)))
+        let matches: Vec<Option<SampleMatch>> = (excerpts.par_iter())
+            .map(|x| correlate(x, !several))
+            .collect();
+        let best = (excerpts.iter().zip(matches))
+            .filter_map(|(x, m)| Some((x, m?)))
             .max_by(|x, y| x.1.correlation.total_cmp(&y.1.correlation));
         let by_samples = match best {
             Some((x, m)) if several && m.correlation < ROOM_CORRELATION => {

@@ -12,6 +12,8 @@
 
 use std::ops::RangeInclusive;
 
+use rayon::prelude::*;
+
 use crate::audio::Stretch;
 use crate::features::segment::{Segment, segments_of};
 use crate::library::FileRecord;
@@ -125,12 +127,27 @@ impl Verifier<'_> {
             .map(|g| self.stretch(q, g))
             .collect::<Option<_>>()?;
         let stretches: Vec<Stretch> = planned.iter().map(|&(_, s)| s).collect();
-        let decoded = (self.audio).excerpts(file, &stretches, self.input.sample_rate())?;
+        let decoded = self.decode(file, &stretches)?;
         let excerpts = planned
             .into_iter()
             .zip(decoded)
             .map(|((from, _), samples)| Excerpt { from, samples });
         Some(excerpts.collect())
+    }
+
+    /// `stretches` of `file`, decoded on every core: each core opens the file for its share.
+    /// Decoding is most of a check's time, and a query waits for it.
+    fn decode(&self, file: &FileRecord, stretches: &[Stretch]) -> Option<Vec<Vec<f32>>> {
+        let share = stretches
+            .len()
+            .div_ceil(rayon::current_num_threads())
+            .max(1);
+        let rate = self.input.sample_rate();
+        let shares: Vec<Option<Vec<Vec<f32>>>> = (stretches.par_chunks(share))
+            .map(|part| self.audio.excerpts(file, part, rate))
+            .collect();
+        let shares: Vec<Vec<Vec<f32>>> = shares.into_iter().collect::<Option<_>>()?;
+        Some(shares.into_iter().flatten().collect())
     }
 
     /// The stretch of a file that checking the frame offsets `offsets` needs (see
