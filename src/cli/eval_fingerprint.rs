@@ -168,10 +168,12 @@ pub(super) fn print_report(r: &FingerprintReport) {
         100.0 * r.scanned_fraction
     );
     println!(
-        "found and right {:.1}% of queries, found but wrong {:.2}% (in another file {:.2}%)",
+        "found and right {:.1}% of queries, found but wrong {:.2}% (in another file {:.2}%, \
+         at a repeat of the passage in its track {:.2}%)",
         100.0 * r.found_right_rate(),
         100.0 * r.found_wrong_rate(),
-        100.0 * r.found_wrong_file_rate()
+        100.0 * r.found_wrong_file_rate(),
+        100.0 * r.found_at_repeat_rate()
     );
     for n in &r.negatives {
         println!(

@@ -274,6 +274,9 @@ pub struct Cell {
     pub found_wrong: usize,
     /// ... of which in another file.
     pub found_wrong_file: usize,
+    /// ... of which at a repeat of the query's passage elsewhere in its track (see
+    /// [`QueryRecord::repeat`]).
+    pub found_at_repeat: usize,
 }
 
 /// What a query's first hit was, for calibrating the found / not found decision.
@@ -298,6 +301,11 @@ pub struct QueryRecord {
     pub right_place: bool,
     /// In the right file: where the hit starts less where the query does (seconds).
     pub error_s: Option<f64>,
+    /// Found in the right file at another place that holds the query's audio too: the track
+    /// repeats the passage there (its clean samples correlate at least [`REPEAT_CORRELATION`]
+    /// with the query's). The answer is a place the clip occurs, but not the one it was cut
+    /// from, and it counts as wrong.
+    pub repeat: bool,
     /// How long the search took, encoding and checking included.
     pub latency_ms: f64,
 }
@@ -373,6 +381,11 @@ impl FingerprintReport {
         self.share_of_queries(|c| c.found_wrong_file)
     }
 
+    /// Queries found at a repeat of their passage in their own track.
+    pub fn found_at_repeat_rate(&self) -> f64 {
+        self.share_of_queries(|c| c.found_at_repeat)
+    }
+
     fn share_of_queries(&self, count: impl Fn(&Cell) -> usize) -> f64 {
         let (n, all) = (self.cells.iter()).fold((0, 0), |(n, a), c| (n + count(c), a + c.queries));
         n as f64 / all.max(1) as f64
@@ -444,7 +457,11 @@ pub fn evaluate(
                 kind: POSITIVE,
                 condition,
                 seconds: plan.seconds,
-                truth: Some((truth, true_start)),
+                truth: Some(Truth {
+                    path: truth,
+                    track: samples,
+                    start_s: true_start,
+                }),
             };
             let record = run.search(&query, &asked);
             let li = QUERY_SECONDS
@@ -527,6 +544,7 @@ impl Cell {
         self.found_right += usize::from(record.found && record.right_place);
         self.found_wrong += usize::from(record.found && !record.right_place);
         self.found_wrong_file += usize::from(record.found && !record.right_file);
+        self.found_at_repeat += usize::from(record.found && record.repeat);
     }
 }
 
@@ -645,7 +663,56 @@ struct Asked<'q> {
     kind: &'static str,
     condition: &'q Distortion,
     seconds: f64,
-    truth: Option<(&'q Path, f64)>,
+    truth: Option<Truth<'q>>,
+}
+
+/// Where a positive query was cut from: its track (path and samples) and start (seconds).
+struct Truth<'q> {
+    path: &'q Path,
+    track: &'q [f32],
+    start_s: f64,
+}
+
+/// The least correlation of a track's clean samples at two places for the second to hold the
+/// first's audio again (a loop or a repeated bar, copied, as music made on a computer repeats).
+const REPEAT_CORRELATION: f64 = 0.9;
+
+impl Truth<'_> {
+    /// Whether the track's samples from `at_s` on, within [`TOLERANCE_S`], are those of the
+    /// query's passage again (`len` samples at `rate`), half the query's length or more away.
+    fn repeats_at(&self, at_s: f64, len: usize, rate: u32) -> bool {
+        let to_sample = |s: f64| (s * f64::from(rate)).round() as i64;
+        let (start, at) = (to_sample(self.start_s), to_sample(at_s));
+        let Some(passage) = self
+            .track
+            .get(start.max(0) as usize..)
+            .and_then(|t| t.get(..len))
+        else {
+            return false;
+        };
+        let tolerance = to_sample(TOLERANCE_S);
+        (at - tolerance..=at + tolerance)
+            .filter(|&lag| (lag - start).unsigned_abs() as usize >= len / 2 && lag >= 0)
+            .filter_map(|lag| self.track.get(lag as usize..)?.get(..len))
+            .any(|there| pearson(passage, there) >= REPEAT_CORRELATION)
+    }
+}
+
+/// The correlation of two equally long stretches (0 where either is constant).
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().max(1) as f64;
+    let mean = |x: &[f32]| x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let (ma, mb) = (mean(a), mean(b));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x) - ma, f64::from(y) - mb);
+        (ab, aa, bb) = (ab + x * y, aa + x * x, bb + y * y);
+    }
+    if aa > 0.0 && bb > 0.0 {
+        ab / (aa * bb).sqrt()
+    } else {
+        0.0
+    }
 }
 
 impl<'s, 'a> Run<'s, 'a> {
@@ -680,6 +747,7 @@ impl<'s, 'a> Run<'s, 'a> {
             right_file: false,
             right_place: false,
             error_s: None,
+            repeat: false,
             latency_ms,
         };
         if let Ok((hits, cost)) = result {
@@ -695,11 +763,14 @@ impl<'s, 'a> Run<'s, 'a> {
                 record.correlation = hit.correlation;
                 record.audio_check = hit.audio_check;
                 record.found = hit.found == Some(true);
-                if let Some((truth, start_s)) = asked.truth {
-                    record.right_file = canonical(&hit.path) == truth;
-                    record.error_s = record.right_file.then_some(hit.start_s - start_s);
-                    record.right_place =
-                        record.right_file && (hit.start_s - start_s).abs() <= TOLERANCE_S;
+                if let Some(truth) = &asked.truth {
+                    record.right_file = canonical(&hit.path) == truth.path;
+                    let error_s = hit.start_s - truth.start_s;
+                    record.error_s = record.right_file.then_some(error_s);
+                    record.right_place = record.right_file && error_s.abs() <= TOLERANCE_S;
+                    record.repeat = record.right_file
+                        && !record.right_place
+                        && truth.repeats_at(hit.start_s, query.len(), self.rate);
                 }
             }
         }
@@ -755,6 +826,32 @@ fn folder_bytes(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A passage copied elsewhere in its track is a repeat there; other music, or the
+    /// passage's own place a little off, is not.
+    #[test]
+    fn a_copied_passage_is_a_repeat_and_other_audio_is_not() {
+        let rate = 1_000;
+        let mut rng = SeededRng::new(5);
+        let mut track: Vec<f32> = (0..20 * rate).map(|_| rng.normal() as f32).collect();
+        let (start, copy, len) = (2 * rate, 12 * rate, 3 * rate as usize);
+        track.copy_within(start as usize..start as usize + len, copy as usize);
+        let truth = Truth {
+            path: Path::new("track.ogg"),
+            track: &track,
+            start_s: 2.0,
+        };
+        assert!(truth.repeats_at(12.0, len, rate as u32));
+        assert!(
+            truth.repeats_at(12.03, len, rate as u32),
+            "within the tolerance"
+        );
+        assert!(!truth.repeats_at(7.0, len, rate as u32), "other audio");
+        assert!(
+            !truth.repeats_at(2.2, len, rate as u32),
+            "its own place, misplaced"
+        );
+    }
 
     #[test]
     fn queries_fit_their_tracks_and_repeat_with_the_seed() {
