@@ -52,7 +52,7 @@ impl Grid {
 pub struct LshEncoder {
     mode: Mode,
     info: EncoderInfo,
-    /// `bits` rows of `embedding_dim` Gaussian weights.
+    /// `bits` rows of `embedding_dim` Gaussian weights, kept column by column.
     projection: SignProjection,
 }
 

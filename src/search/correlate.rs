@@ -60,7 +60,7 @@ const ONSET_BAND_BINS: usize = 8;
 /// with their file below 0.24 and 95% of the others above 0.39 (0.4-0.9 under noise as loud as
 /// the music). In music that repeats a beat or a note, the later lags of a clean query
 /// correlate by a share of its peak, so searching them for a direct sound would place it late.
-pub(super) const ROOM_CORRELATION: f32 = 0.3;
+const ROOM_CORRELATION: f32 = 0.3;
 
 /// A query ready to be looked for in library audio.
 pub(super) struct WhitenedQuery {
@@ -141,6 +141,17 @@ pub(super) struct Peak {
     pub onsets: Option<f32>,
 }
 
+/// The query's correlation with a region at every lag, and the strongest of them, before a
+/// room's match is placed (see [`WhitenedQuery::placed`]).
+pub(super) struct LagCorrelations {
+    correlations: Vec<f32>,
+    peak: usize,
+    /// The correlation at `peak` (see [`Peak::correlation`]).
+    pub correlation: f32,
+    /// The root mean square of the correlations away from the peak.
+    background: f32,
+}
+
 /// Where a query's onset envelope lines up best with a region's, and how well.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct OnsetAlignment {
@@ -168,9 +179,16 @@ impl WhitenedQuery {
     /// The lag within `region` (from 0 to its length less the query's) at which the query
     /// agrees best with it; `None` if the region is shorter than the query. With
     /// `direct_sound`, a peak weak enough to be a room's is moved to the room's direct sound
-    /// (see [`DIRECT_SOUND_SEARCH`]: an onset envelope of the region, so callers comparing
-    /// several regions ask for it on the best one only).
+    /// (see [`Self::placed`]).
+    #[cfg(test)]
     pub fn best_lag(&self, region: &[f32], direct_sound: bool) -> Option<Peak> {
+        let lags = self.correlations(region)?;
+        Some(self.placed(region, &lags, direct_sound))
+    }
+
+    /// The query's correlation with `region` at every lag from 0 to the region's length less
+    /// the query's; `None` if the region is shorter than the query.
+    pub fn correlations(&self, region: &[f32]) -> Option<LagCorrelations> {
         let m = self.samples.len();
         if m == 0 || region.len() < m {
             return None;
@@ -196,26 +214,46 @@ impl WhitenedQuery {
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))?;
         let background = background_rms(&correlations, peak);
+        Some(LagCorrelations {
+            correlations,
+            peak,
+            correlation,
+            background,
+        })
+    }
+
+    /// The best of `lags` (`region`'s correlations). With `direct_sound`, a peak weak enough
+    /// to be a room's is moved to the room's direct sound (see [`DIRECT_SOUND_SEARCH`]: an
+    /// onset envelope of the region, so callers comparing several regions ask for it on the
+    /// best one only).
+    pub fn placed(&self, region: &[f32], lags: &LagCorrelations, direct_sound: bool) -> Peak {
+        let LagCorrelations {
+            correlations,
+            peak,
+            correlation,
+            background,
+        } = lags;
+        let (peak, correlation, background) = (*peak, *correlation, *background);
         let prominence = match background > 0.0 {
             true => correlation / background,
             false => 0.0,
         };
         let (lag, onsets) = match direct_sound && correlation < ROOM_CORRELATION {
             true => {
-                let onsets = self.onset_alignment(region, &correlations, peak);
-                let lag = visible_direct_sound(&correlations, peak, background)
+                let onsets = self.onset_alignment(region, correlations, peak);
+                let lag = visible_direct_sound(correlations, peak, background)
                     .or(onsets.map(|o| o.lag))
                     .unwrap_or(peak);
                 (lag, onsets.map(|o| o.correlation))
             }
             false => (peak, None),
         };
-        Some(Peak {
+        Peak {
             lag,
             correlation,
             prominence,
             onsets,
-        })
+        }
     }
 
     /// Where the onsets of a room's match whose strongest lag is `peak` line up (see

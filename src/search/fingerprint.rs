@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::correlate::{ROOM_CORRELATION, WhitenedQuery};
+use super::correlate::WhitenedQuery;
 use super::query::QuerySegments;
-use super::verify::{Excerpt, QueryProjections, SampleMatch, Verifier};
+use super::verify::{Compared, Excerpt, QueryProjections, SampleMatch, Verifier};
 use super::{AudioCheck, Hit, Searcher};
 use crate::index::hamming;
 use crate::index::store::VotePlan;
@@ -364,24 +364,15 @@ impl Searcher<'_> {
             groups.iter().map(|g| &g.offsets).collect();
         let decoded = verifier.excerpts(&query, f, &ranges).unwrap_or_default();
         let excerpts: Vec<(&OffsetGroup, Excerpt)> = groups.iter().zip(decoded).collect();
-        let correlate = |(g, e): &(&OffsetGroup, Excerpt), direct_sound: bool| {
-            verifier.correlate(whitened, &query, e, &g.offsets, direct_sound)
-        };
         // A room's direct sound costs an onset envelope: it is looked for in the best
         // stretch only.
-        let several = excerpts.len() > 1;
-        let matches: Vec<Option<SampleMatch>> = (excerpts.par_iter())
-            .map(|x| correlate(x, !several))
+        let compared: Vec<Option<Compared>> = (excerpts.par_iter())
+            .map(|(g, e)| verifier.correlate(whitened, &query, e, &g.offsets))
             .collect();
-        let best = (excerpts.iter().zip(matches))
-            .filter_map(|(x, m)| Some((x, m?)))
-            .max_by(|x, y| x.1.correlation.total_cmp(&y.1.correlation));
-        let by_samples = match best {
-            Some((x, m)) if several && m.correlation < ROOM_CORRELATION => {
-                correlate(x, true).map(|m| (x.0, m))
-            }
-            other => other.map(|(x, m)| (x.0, m)),
-        };
+        let by_samples = (excerpts.iter().zip(&compared))
+            .filter_map(|((g, _), c)| Some((*g, c.as_ref()?)))
+            .max_by(|x, y| x.1.lags.correlation.total_cmp(&y.1.lags.correlation))
+            .map(|(g, c)| (g, verifier.sample_match(whitened, c, true)));
         if let Some((g, found)) = by_samples {
             let offset = (found.start_s / self.frame_s()).round() as i64;
             return (g.nearest(offset).at(offset), Some(found));

@@ -10,6 +10,7 @@
 //!   recording of it), the codes' projections before their signs are taken, compared at every
 //!   frame; the closest frame wins.
 
+use std::borrow::Cow;
 use std::ops::RangeInclusive;
 
 use rayon::prelude::*;
@@ -19,7 +20,7 @@ use crate::features::segment::{Segment, segments_of};
 use crate::library::FileRecord;
 use crate::model::{Encoded, Encoder, EncoderInput};
 
-use super::correlate::WhitenedQuery;
+use super::correlate::{LagCorrelations, WhitenedQuery};
 
 /// Frames decoded before a candidate region: the first frames of a decoded excerpt see the
 /// STFT's zero padding, not the audio before it.
@@ -107,6 +108,14 @@ pub(super) struct SampleMatch {
     pub onsets: Option<f32>,
 }
 
+/// The query's samples compared with a region of an excerpt, at every lag.
+pub(super) struct Compared<'e> {
+    /// The region's first sample in the file.
+    from_sample: f64,
+    region: Cow<'e, [f32]>,
+    pub lags: LagCorrelations,
+}
+
 /// A candidate's stretch of a file, decoded: from frame `from` on.
 pub(super) struct Excerpt {
     from: i64,
@@ -172,19 +181,16 @@ impl Verifier<'_> {
         Some((from, stretch))
     }
 
-    /// Where from the frame offsets `offsets` on, to the sample, the query's samples agree
-    /// best with the excerpt's (see [`correlate`](super::correlate)): the query's first sample
-    /// in the file, and the correlation there (with `direct_sound`, a room's placed as
-    /// [`WhitenedQuery::best_lag`] says). `None` if less than half the query's length of the
-    /// file is left after them.
-    pub fn correlate(
+    /// How the query's samples correlate with the excerpt's from the frame offsets `offsets`
+    /// on, at every lag (see [`correlate`](super::correlate)); `None` if less than half the
+    /// query's length of the file is left after them.
+    pub fn correlate<'e>(
         &self,
         query: &WhitenedQuery,
         q: &QueryProjections,
-        excerpt: &Excerpt,
+        excerpt: &'e Excerpt,
         offsets: &RangeInclusive<i64>,
-        direct_sound: bool,
-    ) -> Option<SampleMatch> {
+    ) -> Option<Compared<'e>> {
         let per_frame = self.samples_per_frame();
         let first = ((*offsets.start()).max(0) - excerpt.from) as f64 * per_frame;
         let last = (offsets.end() - excerpt.from) as f64 * per_frame
@@ -201,7 +207,7 @@ impl Verifier<'_> {
         let last_lag = (last - first).min(file_samples - q.samples / 2);
         let wanted = last_lag + q.samples;
         let in_file = &excerpt.samples[first..];
-        let region: std::borrow::Cow<[f32]> = match in_file.get(..wanted) {
+        let region: Cow<[f32]> = match in_file.get(..wanted) {
             Some(region) => region.into(),
             None => {
                 let mut padded = in_file.to_vec();
@@ -209,14 +215,31 @@ impl Verifier<'_> {
                 padded.into()
             }
         };
-        let peak = query.best_lag(&region, direct_sound)?;
-        let sample = excerpt.from as f64 * per_frame + (first + peak.lag) as f64;
-        Some(SampleMatch {
+        let lags = query.correlations(&region)?;
+        Some(Compared {
+            from_sample: excerpt.from as f64 * per_frame + first as f64,
+            region,
+            lags,
+        })
+    }
+
+    /// Where a comparison places the query's first sample in the file (seconds), and how
+    /// well the samples agree there; with `direct_sound`, a room's match placed as
+    /// [`WhitenedQuery::placed`] says.
+    pub fn sample_match(
+        &self,
+        query: &WhitenedQuery,
+        compared: &Compared,
+        direct_sound: bool,
+    ) -> SampleMatch {
+        let peak = query.placed(&compared.region, &compared.lags, direct_sound);
+        let sample = compared.from_sample + peak.lag as f64;
+        SampleMatch {
             start_s: sample / f64::from(self.input.sample_rate()),
             correlation: peak.correlation,
             prominence: peak.prominence,
             onsets: peak.onsets,
-        })
+        }
     }
 
     /// The frame offset among `offsets` at which the query's projections are closest to the
@@ -374,7 +397,8 @@ mod tests {
         let whitened = WhitenedQuery::new(query);
         (
             verifier.check(&q, &excerpt, &offsets),
-            verifier.correlate(&whitened, &q, &excerpt, &offsets, true),
+            (verifier.correlate(&whitened, &q, &excerpt, &offsets))
+                .map(|c| verifier.sample_match(&whitened, &c, true)),
         )
     }
 
