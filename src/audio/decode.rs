@@ -381,31 +381,50 @@ pub struct Stretch {
     pub duration_s: f64,
 }
 
-/// Each of `stretches` of a file, as [`decode_excerpt`] gives it, in the same order: the file is
-/// opened once (opening costs about as much as decoding a few seconds: Vorbis, for one, builds
-/// its codebooks then) and seeks from one stretch to the next, or is opened again where it
-/// cannot seek.
+/// Each of `stretches` of a file, as [`decode_excerpt`] gives it, in the same order, from one
+/// [`ExcerptReader`].
 pub fn decode_excerpts(
     path: &Path,
     stretches: &[Stretch],
     rate: u32,
 ) -> Result<Vec<Vec<f32>>, AudioError> {
-    let mut source = AudioSource::open(path)?.resampled_to(rate)?;
-    let mut fresh = true;
-    let mut excerpts = Vec::with_capacity(stretches.len());
-    for stretch in stretches {
+    let mut reader = ExcerptReader::open(path, rate)?;
+    stretches.iter().map(|s| reader.excerpt(*s)).collect()
+}
+
+/// A file opened for decoding stretches of it, in any order, as [`decode_excerpt`] gives them:
+/// opened once (opening costs about as much as decoding a few seconds: Vorbis, for one, builds
+/// its codebooks then), it seeks from one stretch to the next, or opens the file again where
+/// it cannot seek.
+pub struct ExcerptReader {
+    source: AudioSource,
+    /// Nothing decoded since the file was opened.
+    fresh: bool,
+}
+
+impl ExcerptReader {
+    pub fn open(path: &Path, rate: u32) -> Result<Self, AudioError> {
+        let source = AudioSource::open(path)?.resampled_to(rate)?;
+        Ok(Self {
+            source,
+            fresh: true,
+        })
+    }
+
+    /// About `stretch.duration_s` seconds from `stretch.start_s` on; shorter near the end.
+    pub fn excerpt(&mut self, stretch: Stretch) -> Result<Vec<f32>, AudioError> {
         // Seek a little early: some codecs give no audio for the first packet after a seek.
         let seeked =
-            stretch.start_s > SEEK_LEAD_S && source.seek_before(stretch.start_s - SEEK_LEAD_S);
-        if !seeked && !fresh {
+            stretch.start_s > SEEK_LEAD_S && self.source.seek_before(stretch.start_s - SEEK_LEAD_S);
+        if !seeked && !self.fresh {
             // Decoded from the start again, as a new opening does: a seek back to the very start
             // does not always give what that gives (MP3's encoder delay).
-            source = AudioSource::open(path)?.resampled_to(rate)?;
+            let rate = self.source.output_rate;
+            self.source = AudioSource::open(&self.source.path)?.resampled_to(rate)?;
         }
-        excerpts.push(source.excerpt(*stretch, seeked)?);
-        fresh = false;
+        self.fresh = false;
+        self.source.excerpt(stretch, seeked)
     }
-    Ok(excerpts)
 }
 
 /// How far before an excerpt [`decode_excerpt`] seeks to.

@@ -5,7 +5,8 @@ pub mod envelope;
 pub mod resample;
 
 pub use decode::{
-    AudioError, AudioSource, DecodeStats, DecodedAudio, OUTPUT_RATE_RANGE, SourceInfo, Stretch,
-    TARGET_SAMPLE_RATE, decode_excerpt, decode_excerpts, decode_file, decode_prefix,
+    AudioError, AudioSource, DecodeStats, DecodedAudio, ExcerptReader, OUTPUT_RATE_RANGE,
+    SourceInfo, Stretch, TARGET_SAMPLE_RATE, decode_excerpt, decode_excerpts, decode_file,
+    decode_prefix,
 };
 pub use envelope::Envelope;

@@ -152,6 +152,16 @@ pub(super) struct LagCorrelations {
     background: f32,
 }
 
+impl LagCorrelations {
+    /// How far the peak stands above the other lags (see [`Peak::prominence`]).
+    pub fn prominence(&self) -> f32 {
+        match self.background > 0.0 {
+            true => self.correlation / self.background,
+            false => 0.0,
+        }
+    }
+}
+
 /// Where a query's onset envelope lines up best with a region's, and how well.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct OnsetAlignment {
@@ -233,11 +243,8 @@ impl WhitenedQuery {
             correlation,
             background,
         } = lags;
+        let prominence = lags.prominence();
         let (peak, correlation, background) = (*peak, *correlation, *background);
-        let prominence = match background > 0.0 {
-            true => correlation / background,
-            false => 0.0,
-        };
         let (lag, onsets) = match direct_sound && correlation < ROOM_CORRELATION {
             true => {
                 let onsets = self.onset_alignment(region, correlations, peak);

@@ -12,10 +12,11 @@
 
 use std::borrow::Cow;
 use std::ops::RangeInclusive;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::audio::Stretch;
+use crate::audio::{ExcerptReader, Stretch};
 use crate::features::segment::{Segment, segments_of};
 use crate::library::FileRecord;
 use crate::model::{Encoded, Encoder, EncoderInput};
@@ -41,32 +42,60 @@ fn room_delay_frames(frame_s: f64) -> i64 {
 
 /// Reads the audio of indexed files again, for verification.
 pub trait LibraryAudio: Sync {
-    /// Mono samples at `rate` of each of `stretches` of `file` (each about as long as asked,
-    /// shorter near the file's end), in their order; `None` if the file cannot be read or has
-    /// changed since it was indexed (its matches then keep the offsets their codes gave).
-    fn excerpts(
-        &self,
-        file: &FileRecord,
-        stretches: &[Stretch],
-        rate: u32,
-    ) -> Option<Vec<Vec<f32>>>;
+    /// `file` opened for reading its mono samples at `rate`; `None` if it cannot be read or
+    /// has changed since it was indexed (its matches then keep the offsets their codes gave).
+    fn open(&self, file: &FileRecord, rate: u32) -> Option<Box<dyn StretchReader>>;
+}
+
+/// An indexed file, open for reading stretches of it.
+pub trait StretchReader: Send {
+    /// About `stretch.duration_s` seconds of samples from `stretch.start_s` on (shorter near
+    /// the file's end); `None` if the file cannot be read there.
+    fn read(&mut self, stretch: Stretch) -> Option<Vec<f32>>;
 }
 
 /// The indexed files where they are on disk, if unchanged since indexing.
 pub struct FilesOnDisk;
 
 impl LibraryAudio for FilesOnDisk {
-    fn excerpts(
-        &self,
-        file: &FileRecord,
-        stretches: &[Stretch],
-        rate: u32,
-    ) -> Option<Vec<Vec<f32>>> {
+    fn open(&self, file: &FileRecord, rate: u32) -> Option<Box<dyn StretchReader>> {
         let now = std::fs::metadata(&file.path).ok()?;
         if now.len() != file.size || now.modified().ok() != file.modified {
             return None;
         }
-        crate::audio::decode_excerpts(&file.path, stretches, rate).ok()
+        let reader = ExcerptReader::open(&file.path, rate).ok()?;
+        Some(Box::new(reader))
+    }
+}
+
+impl StretchReader for ExcerptReader {
+    fn read(&mut self, stretch: Stretch) -> Option<Vec<f32>> {
+        self.excerpt(stretch).ok()
+    }
+}
+
+/// One file's readers, kept open from one stretch to the next (opening costs about as much as
+/// decoding a few seconds), at most one per core.
+pub(super) struct FileReaders<'a> {
+    audio: &'a dyn LibraryAudio,
+    file: &'a FileRecord,
+    rate: u32,
+    idle: Mutex<Vec<Box<dyn StretchReader>>>,
+}
+
+impl FileReaders<'_> {
+    /// `stretch` of the file, read by an idle reader, or a new one if none is idle.
+    fn read(&self, stretch: Stretch) -> Option<Vec<f32>> {
+        // A reader that panicked is not put back: the list itself stays whole.
+        let idle = || self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = idle().pop();
+        let mut reader = match taken {
+            Some(reader) => reader,
+            None => self.audio.open(self.file, self.rate)?,
+        };
+        let samples = reader.read(stretch);
+        idle().push(reader);
+        samples
     }
 }
 
@@ -108,55 +137,85 @@ pub(super) struct SampleMatch {
     pub onsets: Option<f32>,
 }
 
-/// The query's samples compared with a region of an excerpt, at every lag.
-pub(super) struct Compared<'e> {
+/// The part of an excerpt the query's samples are compared with at every lag.
+struct Region<'e> {
     /// The region's first sample in the file.
     from_sample: f64,
-    region: Cow<'e, [f32]>,
-    pub lags: LagCorrelations,
+    samples: Cow<'e, [f32]>,
 }
 
-/// A candidate's stretch of a file, decoded: from frame `from` on.
+/// A candidate's stretch of a file, decoded: from frame `from` on, for checking the frame
+/// offsets `offsets`.
 pub(super) struct Excerpt {
     from: i64,
+    offsets: RangeInclusive<i64>,
     samples: Vec<f32>,
 }
 
-impl Verifier<'_> {
-    /// Decodes what checking each range of frame offsets in `groups` needs of `file`: every
+impl<'a> Verifier<'a> {
+    /// `file`'s readers, for [`Self::excerpts`].
+    fn readers(&self, file: &'a FileRecord) -> FileReaders<'a> {
+        FileReaders {
+            audio: self.audio,
+            file,
+            rate: self.input.sample_rate(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Decodes what checking each range of frame offsets in `groups` needs of a file: every
     /// frame a query segment can land on, and every sample the query can cover; one excerpt per
-    /// range, in order. `None` if its audio cannot be read.
-    pub fn excerpts(
+    /// range, in order, decoded on every core (decoding is most of a check's time, and a query
+    /// waits for it). `None` if its audio cannot be read.
+    fn excerpts(
         &self,
+        q: &QueryProjections,
+        readers: &FileReaders,
+        groups: &[&RangeInclusive<i64>],
+    ) -> Option<Vec<Excerpt>> {
+        (groups.par_iter())
+            .map(|&offsets| {
+                let (from, stretch) = self.stretch(q, offsets)?;
+                Some(Excerpt {
+                    from,
+                    offsets: offsets.clone(),
+                    samples: readers.read(stretch)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The stretches of `file` around each range of frame offsets in `groups` (strongest
+    /// first), decoded and correlated with the query in that order, as many at once as there
+    /// are cores, until one holds the query's passage (`holds_passage` says so of its
+    /// correlations): decoding the others would take longer than the rest of the search. All
+    /// of them when none does; as far as could be read when the file cannot.
+    pub fn checked_stretches(
+        &self,
+        query: &WhitenedQuery,
         q: &QueryProjections,
         file: &FileRecord,
         groups: &[&RangeInclusive<i64>],
-    ) -> Option<Vec<Excerpt>> {
-        let planned: Vec<(i64, Stretch)> = (groups.iter())
-            .map(|g| self.stretch(q, g))
-            .collect::<Option<_>>()?;
-        let stretches: Vec<Stretch> = planned.iter().map(|&(_, s)| s).collect();
-        let decoded = self.decode(file, &stretches)?;
-        let excerpts = planned
-            .into_iter()
-            .zip(decoded)
-            .map(|((from, _), samples)| Excerpt { from, samples });
-        Some(excerpts.collect())
-    }
-
-    /// `stretches` of `file`, decoded on every core: each core opens the file for its share.
-    /// Decoding is most of a check's time, and a query waits for it.
-    fn decode(&self, file: &FileRecord, stretches: &[Stretch]) -> Option<Vec<Vec<f32>>> {
-        let share = stretches
-            .len()
-            .div_ceil(rayon::current_num_threads())
-            .max(1);
-        let rate = self.input.sample_rate();
-        let shares: Vec<Option<Vec<Vec<f32>>>> = (stretches.par_chunks(share))
-            .map(|part| self.audio.excerpts(file, part, rate))
-            .collect();
-        let shares: Vec<Vec<Vec<f32>>> = shares.into_iter().collect::<Option<_>>()?;
-        Some(shares.into_iter().flatten().collect())
+        holds_passage: impl Fn(&LagCorrelations) -> bool,
+    ) -> Vec<(Excerpt, Option<LagCorrelations>)> {
+        let readers = self.readers(file);
+        let mut checked: Vec<(Excerpt, Option<LagCorrelations>)> = Vec::new();
+        for batch in groups.chunks(rayon::current_num_threads().max(1)) {
+            let Some(excerpts) = self.excerpts(q, &readers, batch) else {
+                break;
+            };
+            let lags: Vec<Option<LagCorrelations>> = (excerpts.par_iter())
+                .map(|e| self.correlate(query, q, e))
+                .collect();
+            checked.extend(excerpts.into_iter().zip(lags));
+            if checked
+                .iter()
+                .any(|(_, l)| l.as_ref().is_some_and(&holds_passage))
+            {
+                break;
+            }
+        }
+        checked
     }
 
     /// The stretch of a file that checking the frame offsets `offsets` needs (see
@@ -181,16 +240,21 @@ impl Verifier<'_> {
         Some((from, stretch))
     }
 
-    /// How the query's samples correlate with the excerpt's from the frame offsets `offsets`
-    /// on, at every lag (see [`correlate`](super::correlate)); `None` if less than half the
-    /// query's length of the file is left after them.
-    pub fn correlate<'e>(
+    /// How the query's samples correlate with the excerpt's from its first frame offset on, at
+    /// every lag (see [`correlate`](super::correlate)); `None` if less than half the query's
+    /// length of the file is left after it.
+    pub fn correlate(
         &self,
         query: &WhitenedQuery,
         q: &QueryProjections,
-        excerpt: &'e Excerpt,
-        offsets: &RangeInclusive<i64>,
-    ) -> Option<Compared<'e>> {
+        excerpt: &Excerpt,
+    ) -> Option<LagCorrelations> {
+        query.correlations(&self.region(q, excerpt)?.samples)
+    }
+
+    /// The part of `excerpt` the query's samples are compared with (see [`Self::correlate`]).
+    fn region<'e>(&self, q: &QueryProjections, excerpt: &'e Excerpt) -> Option<Region<'e>> {
+        let offsets = &excerpt.offsets;
         let per_frame = self.samples_per_frame();
         let first = ((*offsets.start()).max(0) - excerpt.from) as f64 * per_frame;
         let last = (offsets.end() - excerpt.from) as f64 * per_frame
@@ -207,7 +271,7 @@ impl Verifier<'_> {
         let last_lag = (last - first).min(file_samples - q.samples / 2);
         let wanted = last_lag + q.samples;
         let in_file = &excerpt.samples[first..];
-        let region: Cow<[f32]> = match in_file.get(..wanted) {
+        let samples: Cow<[f32]> = match in_file.get(..wanted) {
             Some(region) => region.into(),
             None => {
                 let mut padded = in_file.to_vec();
@@ -215,41 +279,38 @@ impl Verifier<'_> {
                 padded.into()
             }
         };
-        let lags = query.correlations(&region)?;
-        Some(Compared {
+        Some(Region {
             from_sample: excerpt.from as f64 * per_frame + first as f64,
-            region,
-            lags,
+            samples,
         })
     }
 
-    /// Where a comparison places the query's first sample in the file (seconds), and how
-    /// well the samples agree there; with `direct_sound`, a room's match placed as
-    /// [`WhitenedQuery::placed`] says.
+    /// Where `lags` (the excerpt's correlations, from [`Self::correlate`]) place the query's
+    /// first sample in the file (seconds), and how well the samples agree there; with
+    /// `direct_sound`, a room's match placed as [`WhitenedQuery::placed`] says.
     pub fn sample_match(
         &self,
         query: &WhitenedQuery,
-        compared: &Compared,
+        q: &QueryProjections,
+        excerpt: &Excerpt,
+        lags: &LagCorrelations,
         direct_sound: bool,
-    ) -> SampleMatch {
-        let peak = query.placed(&compared.region, &compared.lags, direct_sound);
-        let sample = compared.from_sample + peak.lag as f64;
-        SampleMatch {
+    ) -> Option<SampleMatch> {
+        let region = self.region(q, excerpt)?;
+        let peak = query.placed(&region.samples, lags, direct_sound);
+        let sample = region.from_sample + peak.lag as f64;
+        Some(SampleMatch {
             start_s: sample / f64::from(self.input.sample_rate()),
             correlation: peak.correlation,
             prominence: peak.prominence,
             onsets: peak.onsets,
-        }
+        })
     }
 
-    /// The frame offset among `offsets` at which the query's projections are closest to the
-    /// excerpt's; `None` if the file ends too soon after them.
-    pub fn check(
-        &self,
-        q: &QueryProjections,
-        excerpt: &Excerpt,
-        offsets: &RangeInclusive<i64>,
-    ) -> Option<Verified> {
+    /// The frame offset among the excerpt's offsets at which the query's projections are
+    /// closest to the excerpt's; `None` if the file ends too soon after them.
+    pub fn check(&self, q: &QueryProjections, excerpt: &Excerpt) -> Option<Verified> {
+        let offsets = &excerpt.offsets;
         let first = *q.starts.first()? as i64;
         let lowest = (*offsets.start()).max(-first);
         let library = self.projections(&excerpt.samples)?;
@@ -305,19 +366,42 @@ fn full_windows_from_frame_zero(segments: &[Segment], window: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
     use crate::model::{Mode, SeededRng, baseline_encoder};
 
     const RATE: f64 = 16_000.0;
 
     /// Audio held in memory for one file.
-    struct Memory(Vec<f32>);
+    /// A file's samples in memory, with how many stretches of them were read.
+    #[derive(Clone)]
+    struct Memory {
+        samples: Arc<Vec<f32>>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Memory {
+        fn new(samples: Vec<f32>) -> Self {
+            Self {
+                samples: Arc::new(samples),
+                reads: Arc::default(),
+            }
+        }
+    }
 
     impl LibraryAudio for Memory {
-        fn excerpts(&self, _: &FileRecord, stretches: &[Stretch], _: u32) -> Option<Vec<Vec<f32>>> {
-            let at = |s: f64| ((s * RATE).round() as usize).min(self.0.len());
-            let cut = |s: &Stretch| self.0[at(s.start_s)..at(s.start_s + s.duration_s)].to_vec();
-            Some(stretches.iter().map(cut).collect())
+        fn open(&self, _: &FileRecord, _: u32) -> Option<Box<dyn StretchReader>> {
+            Some(Box::new(self.clone()))
+        }
+    }
+
+    impl StretchReader for Memory {
+        fn read(&mut self, s: Stretch) -> Option<Vec<f32>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let at = |s: f64| ((s * RATE).round() as usize).min(self.samples.len());
+            Some(self.samples[at(s.start_s)..at(s.start_s + s.duration_s)].to_vec())
         }
     }
 
@@ -352,7 +436,7 @@ mod tests {
     fn query_projections(encoder: &dyn Encoder, samples: &[f32]) -> (Vec<usize>, Vec<f32>) {
         let input = encoder.input();
         let verifier = Verifier {
-            audio: &Memory(Vec::new()),
+            audio: &Memory::new(Vec::new()),
             encoder,
             input: &input,
         };
@@ -373,33 +457,103 @@ mod tests {
         query: &[f32],
         candidate: i64,
     ) -> (Option<Verified>, Option<SampleMatch>) {
-        let encoder = baseline_encoder(Mode::Fingerprint);
-        let input = encoder.input();
-        let (starts, margins) = query_projections(encoder.as_ref(), query);
-        let q = QueryProjections {
-            starts: &starts,
-            margins: &margins,
-            bits: encoder.info().bits,
-            samples: query.len(),
-        };
-        let audio = Memory(library);
-        let verifier = Verifier {
-            audio: &audio,
-            encoder: encoder.as_ref(),
-            input: &input,
-        };
+        let fixture = Fixture::new(library, query);
+        let (verifier, q) = (fixture.verifier(), fixture.query());
         let offsets = candidate - 7..=candidate + 7;
+        let file = record();
+        let readers = verifier.readers(&file);
         let Some(excerpt) =
-            (verifier.excerpts(&q, &record(), &[&offsets])).and_then(|mut e| e.pop())
+            (verifier.excerpts(&q, &readers, &[&offsets])).and_then(|mut e| e.pop())
         else {
             return (None, None);
         };
         let whitened = WhitenedQuery::new(query);
+        let lags = verifier.correlate(&whitened, &q, &excerpt);
         (
-            verifier.check(&q, &excerpt, &offsets),
-            (verifier.correlate(&whitened, &q, &excerpt, &offsets))
-                .map(|c| verifier.sample_match(&whitened, &c, true)),
+            verifier.check(&q, &excerpt),
+            lags.and_then(|l| verifier.sample_match(&whitened, &q, &excerpt, &l, true)),
         )
+    }
+
+    /// What checking a query against a library's audio needs.
+    struct Fixture {
+        encoder: Box<dyn Encoder>,
+        input: EncoderInput,
+        starts: Vec<usize>,
+        margins: Vec<f32>,
+        samples: usize,
+        audio: Memory,
+    }
+
+    impl Fixture {
+        fn new(library: Vec<f32>, query: &[f32]) -> Self {
+            let encoder = baseline_encoder(Mode::Fingerprint);
+            let (starts, margins) = query_projections(encoder.as_ref(), query);
+            Self {
+                input: encoder.input(),
+                encoder,
+                starts,
+                margins,
+                samples: query.len(),
+                audio: Memory::new(library),
+            }
+        }
+
+        fn verifier(&self) -> Verifier<'_> {
+            Verifier {
+                audio: &self.audio,
+                encoder: self.encoder.as_ref(),
+                input: &self.input,
+            }
+        }
+
+        fn query(&self) -> QueryProjections<'_> {
+            QueryProjections {
+                starts: &self.starts,
+                margins: &self.margins,
+                bits: self.encoder.info().bits,
+                samples: self.samples,
+            }
+        }
+    }
+
+    /// Checks `library`'s stretches around each of `candidates` (frames, strongest first) for
+    /// `query` until one correlates at 0.5: how many were checked, and how many read.
+    fn stretches_checked(library: Vec<f32>, query: &[f32], candidates: &[i64]) -> (usize, usize) {
+        let fixture = Fixture::new(library, query);
+        let (verifier, q) = (fixture.verifier(), fixture.query());
+        let ranges: Vec<RangeInclusive<i64>> = candidates.iter().map(|c| c - 7..=c + 7).collect();
+        let groups: Vec<&RangeInclusive<i64>> = ranges.iter().collect();
+        let whitened = WhitenedQuery::new(query);
+        let checked = verifier.checked_stretches(&whitened, &q, &record(), &groups, |lags| {
+            lags.correlation >= 0.5
+        });
+        (checked.len(), fixture.audio.reads.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn the_check_ends_at_the_stretch_that_holds_the_passage() {
+        let library = music(30.0, 8);
+        let query = &library[1200 * 160..][..2 * 16_000].to_vec();
+        let others = [200, 600, 1800, 2400];
+        let all = others.len() + 1;
+        let at_once = rayon::current_num_threads().clamp(1, all);
+        let passage_first = [&[1200][..], &others].concat();
+        assert_eq!(
+            stretches_checked(library.clone(), query, &passage_first),
+            (at_once, at_once),
+            "the strongest stretches, as many as there are cores, hold the passage"
+        );
+        let passage_last = [&others[..], &[1200]].concat();
+        assert_eq!(
+            stretches_checked(library.clone(), query, &passage_last),
+            (all, all)
+        );
+        assert_eq!(
+            stretches_checked(library, query, &others),
+            (others.len(), others.len()),
+            "with no stretch holding the passage, every one is checked"
+        );
     }
 
     #[test]
