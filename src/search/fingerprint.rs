@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::correlate::{LagCorrelations, WhitenedQuery};
+use super::correlate::{LagCorrelations, ROOM_CORRELATION_FLOOR, WhitenedQuery};
 use super::query::QuerySegments;
 use super::verify::{QueryProjections, SampleMatch, Verifier};
 use super::{AudioCheck, Hit, Searcher};
@@ -49,8 +49,9 @@ const VERIFIED_OFFSETS: usize = 8;
 const ANSWER_CORRELATION: f32 = 0.5;
 /// A verified file whose samples correlate with the query's at least this much (whitened, see
 /// [`correlate`]) holds the query's own audio there: it is ranked before the files that are
-/// not, and found on a modest score ([`FOUND_CONFIRMED_SCORE`]). In a numpy prototype, unrelated audio stayed below 0.14 (1 s
-/// reverberated queries against a minute of other tracks); on the exact-match protocol the
+/// not, and found on a modest score ([`FOUND_CONFIRMED_SCORE`]). In a numpy prototype,
+/// unrelated audio stayed below 0.14 (1 s reverberated queries against a minute of other
+/// tracks); on the exact-match protocol the
 /// query's own samples under noise as loud as the music mostly reach 0.4-0.9.
 const CONFIRMED_CORRELATION: f32 = 0.15;
 /// ... and whose correlation's peak stands at least this many times above the other lags'
@@ -69,14 +70,14 @@ const CONFIRMED_PROMINENCE: f32 = 3.0;
 const CERTAIN_CORRELATION: f32 = 0.3;
 const CERTAIN_PROMINENCE: f32 = 8.0;
 /// Through a room the samples correlate by a few hundredths only, but the notes still start
-/// where the file's do: a match that correlates at least this much, without confirming, and
-/// whose onsets line up with the file's at least [`ROOM_ONSETS`] (normalised correlation of
-/// onset envelopes, see [`correlate`]) is found on the score [`FOUND_ROOM_SCORE`]. On the
+/// where the file's do: a match that correlates at least [`ROOM_CORRELATION_FLOOR`], without
+/// confirming, and whose onsets line up with the file's at least [`ROOM_ONSETS`] (normalised
+/// correlation of onset envelopes, see [`correlate`]) is found on the score
+/// [`FOUND_ROOM_SCORE`]. On the
 /// calibration split, beside the certain tier, that found 4.5 points more queries at the
 /// right place (79.1% of all) and 0.28 more at a wrong one (2.92%). Unrelated music lines up
 /// its onsets as well as 0.5 for one query in twenty (its beat), so onsets alone confirm
 /// nothing.
-const ROOM_CORRELATION_FLOOR: f32 = 0.08;
 const ROOM_ONSETS: f32 = 0.25;
 /// A file's stretch whose samples correlate with the query's this much (by query length, at
 /// [`FOUND_AT_SECONDS`]), standing out as [`CONFIRMED_PROMINENCE`] asks, holds the query's
@@ -134,10 +135,10 @@ pub enum AudioSupport {
 /// training-half music tracks indexed, their excerpts under the training noises and rooms as
 /// positives (1,440), and as negatives (6,300) excerpts of other training-half tracks and of
 /// ESC-50 clips (folds 1-4) that were not indexed. There, 2 negatives were found (ESC-50 clips
-/// whose samples confirmed them, since matches have been placed by their onsets), 79.1% of
-/// positives were found at the right place, 2.9% in the right file at another place (most
-/// under reverberation, 50-200 ms off, or a repeat of the passage elsewhere in the track), none
-/// in another file.
+/// whose samples confirmed them), 80.2% of positives were found at the right place, 1.8% in
+/// the right file at another place (most through a room, at a recurrence of the passage 9-60 s
+/// away; a few 60-160 ms off), none in another file; before a room's match was placed by the
+/// phase transform (see [`correlate`]), 79.1% and 2.9%.
 pub fn is_found(score: f32, support: AudioSupport, query_seconds: f64) -> bool {
     let at = |table: &[f32; 4]| interpolate(&FOUND_AT_SECONDS, table, query_seconds);
     let enough = match support {
@@ -382,8 +383,8 @@ impl Searcher<'_> {
             groups.iter().map(|g| &g.offsets).collect();
         let checked = verifier.checked_stretches(whitened, &query, f, &ranges, holds_passage);
         let excerpts = groups.iter().zip(&checked);
-        // A room's direct sound costs an onset envelope: it is looked for in the best
-        // stretch only.
+        // A room's direct sound costs two transforms and an onset envelope: it is looked for
+        // in the best stretch only.
         let by_samples = (excerpts.clone())
             .filter_map(|(g, (e, lags))| Some((g, e, lags.as_ref()?)))
             .max_by(|x, y| x.2.correlation.total_cmp(&y.2.correlation))
