@@ -145,15 +145,24 @@ fn print_hits(
     }
     if mode == Mode::Fingerprint {
         let found: Vec<&Hit> = hits.iter().filter(|h| h.found == Some(true)).collect();
-        match found.as_slice() {
-            [] => writeln!(out, "  Not found; the closest candidates:")?,
-            [h] => writeln!(
+        let recurs = hits
+            .first()
+            .filter(|h| h.audio_check.is_some_and(|a| a.recurs));
+        match (found.as_slice(), recurs) {
+            ([], Some(h)) => writeln!(
+                out,
+                "  Not found: the passage recurs in {}, at {} and elsewhere (--all lists every place); the closest candidates:",
+                h.path.display(),
+                clock(h.start_s)
+            )?,
+            ([], None) => writeln!(out, "  Not found; the closest candidates:")?,
+            ([h], _) => writeln!(
                 out,
                 "  Found at {} in {}",
                 clock(h.start_s),
                 h.path.display()
             )?,
-            many => writeln!(out, "  Found {} times", many.len())?,
+            (many, _) => writeln!(out, "  Found {} times", many.len())?,
         }
     }
     let label_width = hits

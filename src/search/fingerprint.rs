@@ -114,10 +114,31 @@ const FOUND_CONFIRMED_SCORE: [f32; 4] = [0.37, 0.31, 0.33, 0.15];
 /// 0.1 is a floor).
 const FOUND_ROOM_SCORE: [f32; 4] = [0.40, 0.37, 0.34, 0.10];
 
+/// A room's match whose blocks peak with it, this share of them or more (see
+/// [`correlate`]'s `AGREEMENT_BLOCK`: the query's own audio shows in each of its blocks), is
+/// found on the score [`FOUND_AGREED_SCORE`], whatever its onsets say. On the calibration
+/// split, 69, 15, 7 and none of the 1,800, 1,800, 1,800 and 900 negative queries of 1, 2, 3
+/// and 5 s had half their blocks agree; of the positives found at the right place, 36 more
+/// (2.5 points) were found, and 4 more at a wrong place (most at a recurrence of the passage,
+/// which [`RECURRENCE_SHARE`] then answers).
+const AGREED_SHARE: f32 = 0.5;
+/// ... with this score or more, per length of [`FOUND_AT_SECONDS`]: the highest such a
+/// negative reached on the calibration split, plus 0.02 (at 5 s none; 0.2 is a floor).
+const FOUND_AGREED_SCORE: [f32; 4] = [0.40, 0.43, 0.34, 0.20];
+/// A match that is not certain ([`CERTAIN_CORRELATION`]), and whose file correlates with the
+/// query at another checked place (half the query's length away or more) this share of the
+/// match's own correlation or more, is a passage that recurs there: which of the two the
+/// query holds is a guess, so neither is found (with every occurrence asked for, both are
+/// listed). On the calibration split, with [`AGREED_SHARE`], this took 8 right answers back
+/// for 9 wrong ones (from 82.7% found and right and 2.08% wrong to 82.2% and 1.46%); 0.9
+/// would take 24 more right ones for 6 more wrong ones.
+const RECURRENCE_SHARE: f32 = 0.97;
+
 /// How far a file's audio backs a match, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AudioSupport {
     /// Not checked, or nothing like the query there.
+    #[default]
     None,
     /// A room's match: faint samples, onsets that line up ([`ROOM_ONSETS`]).
     Room,
@@ -129,25 +150,58 @@ pub enum AudioSupport {
 
 /// Whether a match is sure enough to be an answer, not a candidate, for a query of
 /// `query_seconds`: by its codes' agreement with the file (`score`), or by how far the file's
-/// audio backs it (`support`) together with a score that falls as the backing grows.
+/// audio backs it (`backing`) together with a score that falls as the backing grows; never,
+/// short of certain, at a passage that recurs in the file.
 /// Calibrated on held-out data only (`earshot eval fingerprint --calibrate --no-baseline
 /// --queries-per-length 40 --negatives-per-length 100 --dump FILE`): a quarter of the
 /// training-half music tracks indexed, their excerpts under the training noises and rooms as
 /// positives (1,440), and as negatives (6,300) excerpts of other training-half tracks and of
 /// ESC-50 clips (folds 1-4) that were not indexed. There, 2 negatives were found (ESC-50 clips
-/// whose samples confirmed them), 80.2% of positives were found at the right place, 1.8% in
-/// the right file at another place (most through a room, at a recurrence of the passage 9-60 s
-/// away; a few 60-160 ms off), none in another file; before a room's match was placed by the
-/// phase transform (see [`correlate`]), 79.1% and 2.9%.
-pub fn is_found(score: f32, support: AudioSupport, query_seconds: f64) -> bool {
+/// whose samples confirmed them), 82.2% of positives were found at the right place, 1.46% in
+/// the right file at another place (all but one through a room: 10 at a recurrence of the
+/// passage 9-45 s away, 11 placed 59-159 ms off), none in another file; before blocks and
+/// recurrences counted, 80.2% and 1.81%; before a room's match was placed by the phase
+/// transform (see [`correlate`]), 79.1% and 2.92%.
+pub fn is_found(score: f32, backing: AudioBacking, query_seconds: f64) -> bool {
     let at = |table: &[f32; 4]| interpolate(&FOUND_AT_SECONDS, table, query_seconds);
-    let enough = match support {
+    let enough = match backing.support {
         AudioSupport::Certain => return true,
+        _ if backing.recurs => return false,
         AudioSupport::Confirmed => at(&FOUND_CONFIRMED_SCORE),
         AudioSupport::Room => at(&FOUND_ROOM_SCORE),
         AudioSupport::None => at(&FOUND_SCORE),
     };
-    score >= enough.min(at(&FOUND_SCORE))
+    let agreed = match backing.blocks_agree {
+        true => at(&FOUND_AGREED_SCORE),
+        false => f32::INFINITY,
+    };
+    score >= enough.min(agreed).min(at(&FOUND_SCORE))
+}
+
+/// What a file's audio says of a match (see [`is_found`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AudioBacking {
+    pub support: AudioSupport,
+    /// Half the query's blocks or more peak with a room's match ([`AGREED_SHARE`]).
+    pub blocks_agree: bool,
+    /// The file correlates with the query about as well at another place
+    /// ([`RECURRENCE_SHARE`]).
+    pub recurs: bool,
+}
+
+impl AudioBacking {
+    /// The backing of a match whose best correlation with the query is `m`; a recurrence
+    /// counts only `against_recurrences` (not when every occurrence is asked for: then it is
+    /// one of them).
+    fn of(m: &SampleMatch, against_recurrences: bool) -> Self {
+        Self {
+            support: audio_support(m),
+            blocks_agree: m.agreement.is_some_and(|a| a >= AGREED_SHARE),
+            recurs: against_recurrences
+                && m.elsewhere
+                    .is_some_and(|e| e >= RECURRENCE_SHARE * m.correlation),
+        }
+    }
 }
 
 /// How far the file's audio backs a match whose best correlation with the query is `m`.
@@ -326,16 +380,21 @@ impl Searcher<'_> {
         let start_s = start_s.max(0.0);
         let mut hit = self.hit(file, start_s, end_s, a.closest.distance, a.score);
         hit.correlation = confirmed.map(|c| c.correlation);
+        let backing = by_samples.map_or(AudioBacking::default(), |m| {
+            AudioBacking::of(&m, !self.every_occurrence)
+        });
         hit.audio_check = by_samples.map(|m| AudioCheck {
             correlation: m.correlation,
             prominence: m.prominence,
             onsets: m.onsets,
+            agreement: m.agreement,
+            elsewhere: m.elsewhere,
+            recurs: backing.recurs,
         });
         // Segments that fall off the file count as chance: a long query that barely
         // overlaps a file's end must not be found on the few codes it shares.
         let evidence = a.score * coverage;
-        let support = by_samples.map_or(AudioSupport::None, |m| audio_support(&m));
-        hit.found = Some(is_found(evidence, support, query.seconds));
+        hit.found = Some(is_found(evidence, backing, query.seconds));
         hit.codes = Some(self.matched_codes(q, a.closest.query_segment, a.closest.segment));
         hit
     }
@@ -383,15 +442,28 @@ impl Searcher<'_> {
             groups.iter().map(|g| &g.offsets).collect();
         let checked = verifier.checked_stretches(whitened, &query, f, &ranges, holds_passage);
         let excerpts = groups.iter().zip(&checked);
-        // A room's direct sound costs two transforms and an onset envelope: it is looked for
-        // in the best stretch only.
-        let by_samples = (excerpts.clone())
-            .filter_map(|(g, (e, lags))| Some((g, e, lags.as_ref()?)))
-            .max_by(|x, y| x.2.correlation.total_cmp(&y.2.correlation))
-            .and_then(|(g, e, lags)| {
-                Some((g, verifier.sample_match(whitened, &query, e, lags, true)?))
+        // A room's direct sound and blocks cost a few transforms and an onset envelope: they
+        // are looked for in the best stretch only.
+        let correlated = (excerpts.clone())
+            .enumerate()
+            .filter_map(|(i, (g, (e, lags)))| Some((i, g, e, lags.as_ref()?)));
+        let by_samples = (correlated.clone())
+            .max_by(|x, y| x.3.correlation.total_cmp(&y.3.correlation))
+            .and_then(|(best, g, e, lags)| {
+                let found = verifier.sample_match(whitened, &query, e, lags, true)?;
+                Some((best, g, found))
             });
-        if let Some((g, found)) = by_samples {
+        if let Some((best, g, mut found)) = by_samples {
+            // Elsewhere: where the file's other stretches place the query, half its length
+            // away or more (a stretch overlapping the best one peaks at the same moment).
+            let others = correlated.filter(|&(i, ..)| i != best);
+            found.elsewhere = others
+                .filter_map(|(_, _, e, lags)| {
+                    verifier.sample_match(whitened, &query, e, lags, false)
+                })
+                .filter(|m| (m.start_s - found.start_s).abs() >= seconds / 2.0)
+                .map(|m| m.correlation)
+                .max_by(f32::total_cmp);
             let offset = (found.start_s / self.frame_s()).round() as i64;
             return (g.nearest(offset).at(offset), Some(found));
         }
@@ -699,13 +771,66 @@ mod tests {
         );
         // By codes alone; by samples with a modest score; by samples alone only beyond doubt;
         // a room's onsets need more score than samples do.
-        assert!(is_found(0.7, AudioSupport::None, 2.0));
-        assert!(!is_found(0.5, AudioSupport::None, 2.0));
-        assert!(is_found(0.35, AudioSupport::Confirmed, 2.0));
-        assert!(!is_found(0.1, AudioSupport::Confirmed, 2.0));
-        assert!(is_found(0.1, AudioSupport::Certain, 2.0));
-        assert!(!is_found(0.35, AudioSupport::Room, 2.0));
-        assert!(is_found(0.38, AudioSupport::Room, 2.0));
+        let by = |support| AudioBacking {
+            support,
+            ..AudioBacking::default()
+        };
+        assert!(is_found(0.7, by(AudioSupport::None), 2.0));
+        assert!(!is_found(0.5, by(AudioSupport::None), 2.0));
+        assert!(is_found(0.35, by(AudioSupport::Confirmed), 2.0));
+        assert!(!is_found(0.1, by(AudioSupport::Confirmed), 2.0));
+        assert!(is_found(0.1, by(AudioSupport::Certain), 2.0));
+        assert!(!is_found(0.35, by(AudioSupport::Room), 2.0));
+        assert!(is_found(0.38, by(AudioSupport::Room), 2.0));
+        // Blocks that peak together back a match the codes alone could not find ...
+        let agreed = AudioBacking {
+            blocks_agree: true,
+            ..by(AudioSupport::None)
+        };
+        assert!(is_found(0.45, agreed, 2.0));
+        assert!(!is_found(0.45, by(AudioSupport::None), 2.0));
+        // ... and a passage that recurs elsewhere in the file is a guess, unless certain.
+        let recurs = |support| AudioBacking {
+            recurs: true,
+            ..by(support)
+        };
+        assert!(!is_found(0.9, recurs(AudioSupport::Confirmed), 2.0));
+        assert!(is_found(0.1, recurs(AudioSupport::Certain), 2.0));
+    }
+
+    #[test]
+    fn a_room_s_match_as_good_at_another_place_is_a_recurrence_unless_all_are_asked_for() {
+        let faint = SampleMatch {
+            start_s: 12.0,
+            correlation: 0.12,
+            prominence: 5.0,
+            onsets: Some(0.1),
+            agreement: Some(0.75),
+            elsewhere: Some(0.119),
+        };
+        let single = AudioBacking::of(&faint, true);
+        assert!(single.recurs && single.blocks_agree);
+        assert!(!is_found(0.9, single, 2.0));
+        // Listed with every occurrence, the same match is found on its blocks.
+        let listed = AudioBacking::of(&faint, false);
+        assert!(!listed.recurs && is_found(0.45, listed, 2.0));
+        assert!(!is_found(
+            0.45,
+            AudioBacking::of(
+                &SampleMatch {
+                    agreement: Some(0.25),
+                    ..faint
+                },
+                false
+            ),
+            2.0
+        ));
+        // A place that correlates clearly less is no recurrence.
+        let alone = SampleMatch {
+            elsewhere: Some(0.08),
+            ..faint
+        };
+        assert!(!AudioBacking::of(&alone, true).recurs);
     }
 
     #[test]

@@ -94,6 +94,14 @@ pub struct AudioCheck {
     /// For a match weak enough to be a room's: how well the query's onsets line up with the
     /// file's there (normalised correlation of onset envelopes).
     pub onsets: Option<f32>,
+    /// For a match weak enough to be a room's: the share of the query's half-second blocks
+    /// whose own correlation peaks with the whole query's.
+    pub agreement: Option<f32>,
+    /// The best correlation at another place of the same file that was checked.
+    pub elsewhere: Option<f32>,
+    /// Whether that is as good as here: the passage recurs in the file, and which place the
+    /// query is, is a guess (the hit is then not found, unless certain).
+    pub recurs: bool,
 }
 
 /// The two codes behind a hit's Hamming distance.

@@ -135,6 +135,12 @@ pub(super) struct SampleMatch {
     /// How well the onsets line up, for a room's match (see
     /// [`Peak::onsets`](super::correlate::Peak)).
     pub onsets: Option<f32>,
+    /// For a room's match, the share of the query's blocks that peak with it (see
+    /// [`Peak::agreement`](super::correlate::Peak)).
+    pub agreement: Option<f32>,
+    /// The best correlation at another place of the file that was checked (half the query's
+    /// length away or more): a passage that recurs there correlates about as well.
+    pub elsewhere: Option<f32>,
 }
 
 /// The part of an excerpt the query's samples are compared with at every lag.
@@ -304,6 +310,8 @@ impl<'a> Verifier<'a> {
             correlation: peak.correlation,
             prominence: peak.prominence,
             onsets: peak.onsets,
+            agreement: peak.agreement,
+            elsewhere: None,
         })
     }
 

@@ -407,6 +407,86 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
     the_command_line_says_every_place(dir.path(), &query);
 }
 
+/// A passage that comes back in a file, heard through a room: its faint samples correlate as
+/// well at both places, so a single answer would be a guess. It is not found, and says why;
+/// asked for every occurrence, both places are listed.
+#[test]
+fn a_recording_through_a_room_of_a_passage_that_recurs_is_not_answered_by_a_guess() {
+    let dir = TempDir::new().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    // A 6 s passage at 3 s and at 12 s; the query is its middle 3 s (at 4.5 s and 13.5 s).
+    let passage = melody(50, 6.0);
+    let mut audio = melody(1, 20.0);
+    for at_s in [3.0, 12.0] {
+        let from = (at_s * f64::from(RATE)) as usize;
+        audio[from..from + passage.len()].copy_from_slice(&passage);
+    }
+    write_wav(&lib.join("twice.wav"), RATE, 1, Sample::Int(16), &audio);
+    let clip = &passage[(1.5 * f64::from(RATE)) as usize..][..3 * RATE as usize];
+    for i in 3..6 {
+        let other = melody(i, 20.0);
+        write_wav(
+            &lib.join(format!("other{i}.wav")),
+            RATE,
+            1,
+            Sample::Int(16),
+            &other,
+        );
+    }
+    let query = through_faint_room(clip, &mut SeededRng::new(12));
+    let library = fingerprint_library(&lib, &dir.path().join("db"));
+    let hits = search_with(&library, Mode::Fingerprint, &query, SearchOptions::top(1));
+    let hit = &hits[0];
+    assert!(hit.path.ends_with("twice.wav"), "{hits:?}");
+    assert!(hit.audio_check.is_some_and(|a| a.recurs), "{hit:?}");
+    assert_eq!(hit.found, Some(false), "{hit:?}");
+    let all = search_with(&library, Mode::Fingerprint, &query, every_occurrence());
+    for planted_s in [4.5, 13.5] {
+        assert!(
+            all.iter().any(|h| h.path.ends_with("twice.wav")
+                && (h.start_s - planted_s).abs() <= 0.05
+                && h.audio_check.is_some_and(|a| !a.recurs)),
+            "{planted_s}: {all:?}"
+        );
+    }
+    // The command line says why there is no answer.
+    let clip_path = dir.path().join("clip.wav");
+    write_wav(&clip_path, RATE, 1, Sample::Int(16), &query);
+    let cli_db = dir.path().join("cli-db");
+    index_with_binary(&cli_db, &lib);
+    let out = earshot(&[
+        "query".as_ref(),
+        "--db".as_ref(),
+        cli_db.as_os_str(),
+        "--mode".as_ref(),
+        "fingerprint".as_ref(),
+        clip_path.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Not found: the passage recurs in"), "{text}");
+}
+
+/// `clip` heard through a room with a weak direct sound and a long diffuse tail (375 ms).
+fn through_faint_room(clip: &[f32], rng: &mut SeededRng) -> Vec<f32> {
+    let response: Vec<f32> = (0..6_000)
+        .map(|i| match i {
+            0 => 0.3,
+            _ => (-(i as f32) / 2_000.0).exp() * rng.normal() as f32,
+        })
+        .collect();
+    let heard: Vec<f32> = (0..clip.len())
+        .map(|i| {
+            let taps = response.iter().take(i + 1);
+            taps.enumerate().map(|(k, r)| r * clip[i - k]).sum()
+        })
+        .collect();
+    // As loud as the clip was.
+    let peak = |x: &[f32]| x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let gain = peak(clip) / peak(&heard).max(f32::MIN_POSITIVE);
+    heard.iter().map(|x| x * gain).collect()
+}
+
 /// `hits`: the clip's every occurrence (planted once in once.wav, twice in twice.wav); `firsts`:
 /// each file's best.
 fn three_places_found(hits: &[Hit], firsts: &[Hit]) {
