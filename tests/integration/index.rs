@@ -374,27 +374,17 @@ fn every_occurrence_of_a_clip_is_found_in_one_file_and_in_two() {
     let lib = dir.path().join("lib");
     std::fs::create_dir_all(&lib).unwrap();
     let clip = melody(50, 3.0);
-    let planted = |seed: u64, at_s: &[f64]| {
-        let mut audio = melody(seed, 20.0);
-        for &s in at_s {
-            let from = (s * f64::from(RATE)) as usize;
-            audio[from..from + clip.len()].copy_from_slice(&clip);
-        }
-        audio
-    };
     let twice = lib.join("twice.wav");
     let once = lib.join("once.wav");
-    write_wav(&twice, RATE, 1, Sample::Int(16), &planted(1, &[4.0, 13.0]));
-    write_wav(&once, RATE, 1, Sample::Int(16), &planted(2, &[7.5]));
-    for i in 3..6 {
-        write_wav(
-            &lib.join(format!("other{i}.wav")),
-            RATE,
-            1,
-            Sample::Int(16),
-            &melody(i, 20.0),
-        );
-    }
+    write_wav(
+        &twice,
+        RATE,
+        1,
+        Sample::Int(16),
+        &planted(&clip, 1, &[4.0, 13.0]),
+    );
+    write_wav(&once, RATE, 1, Sample::Int(16), &planted(&clip, 2, &[7.5]));
+    write_other_tracks(&lib);
     let mut query = clip.clone();
     add_white_noise(&mut query, 10.0, &mut SeededRng::new(7));
     on_each_backend(dir.path(), |db| {
@@ -417,23 +407,10 @@ fn a_recording_through_a_room_of_a_passage_that_recurs_is_not_answered_by_a_gues
     std::fs::create_dir_all(&lib).unwrap();
     // A 6 s passage at 3 s and at 12 s; the query is its middle 3 s (at 4.5 s and 13.5 s).
     let passage = melody(50, 6.0);
-    let mut audio = melody(1, 20.0);
-    for at_s in [3.0, 12.0] {
-        let from = (at_s * f64::from(RATE)) as usize;
-        audio[from..from + passage.len()].copy_from_slice(&passage);
-    }
+    let audio = planted(&passage, 1, &[3.0, 12.0]);
     write_wav(&lib.join("twice.wav"), RATE, 1, Sample::Int(16), &audio);
     let clip = &passage[(1.5 * f64::from(RATE)) as usize..][..3 * RATE as usize];
-    for i in 3..6 {
-        let other = melody(i, 20.0);
-        write_wav(
-            &lib.join(format!("other{i}.wav")),
-            RATE,
-            1,
-            Sample::Int(16),
-            &other,
-        );
-    }
+    write_other_tracks(&lib);
     let query = through_faint_room(clip, &mut SeededRng::new(12));
     let library = fingerprint_library(&lib, &dir.path().join("db"));
     let hits = search_with(&library, Mode::Fingerprint, &query, SearchOptions::top(1));
@@ -465,6 +442,30 @@ fn a_recording_through_a_room_of_a_passage_that_recurs_is_not_answered_by_a_gues
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Not found: the passage recurs in"), "{text}");
+}
+
+/// 20 s of melody `seed` with `clip` in place at each of `at_s` (seconds).
+fn planted(clip: &[f32], seed: u64, at_s: &[f64]) -> Vec<f32> {
+    let mut audio = melody(seed, 20.0);
+    for &s in at_s {
+        let from = (s * f64::from(RATE)) as usize;
+        audio[from..from + clip.len()].copy_from_slice(clip);
+    }
+    audio
+}
+
+/// Three 20 s tracks of other melodies in `lib`, for a clip to be told apart from.
+fn write_other_tracks(lib: &Path) {
+    for i in 3..6 {
+        let other = melody(i, 20.0);
+        write_wav(
+            &lib.join(format!("other{i}.wav")),
+            RATE,
+            1,
+            Sample::Int(16),
+            &other,
+        );
+    }
 }
 
 /// `clip` heard through a room with a weak direct sound and a long diffuse tail (375 ms).
