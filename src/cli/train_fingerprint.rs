@@ -16,7 +16,7 @@ use crate::eval::esc50::Esc50;
 use crate::eval::fingerprint::{self, BankPart, FingerprintReport, MusicSet};
 use crate::model::config::{CARD_FILE, MODEL_FORMAT_VERSION, Versioned};
 use crate::model::learned_lsh::{self, LearnedLshConfig, LearnedLshEncoder};
-use crate::model::lsh::FINGERPRINT_GRID;
+use crate::model::lsh::{FINGERPRINT_GRID, Grid};
 use crate::model::{Mode, Segmentation};
 use crate::train::fingerprint::{
     FingerprintData, FingerprintProgress, FingerprintTrainOptions, summary_pairs, train_fingerprint,
@@ -43,6 +43,12 @@ pub struct TrainFingerprint {
     /// learned-lsh: frames (10 ms) between library segments
     #[arg(long, default_value_t = learned_lsh::DEFAULT_HOP)]
     hop: usize,
+    /// learned-lsh: time blocks the 0.96 s segment is pooled into
+    #[arg(long, default_value_t = FINGERPRINT_GRID.time_blocks)]
+    time_blocks: usize,
+    /// learned-lsh: mel bands pooled into each cell of the summary (64 bands in all)
+    #[arg(long, default_value_t = FINGERPRINT_GRID.bands_per_cell)]
+    bands_per_cell: usize,
     /// learned-lsh: (clean, distorted) window pairs the projection is learned from
     #[arg(long, default_value_t = 100_000)]
     pairs: usize,
@@ -83,7 +89,10 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
                 format_version: MODEL_FORMAT_VERSION,
                 architecture: learned_lsh::ARCHITECTURE.to_string(),
                 bits,
-                grid: FINGERPRINT_GRID,
+                grid: Grid {
+                    time_blocks: args.time_blocks,
+                    bands_per_cell: args.bands_per_cell,
+                },
                 segmentation: Segmentation {
                     hop: args.hop,
                     ..Mode::Fingerprint.segmentation()

@@ -72,6 +72,14 @@ const ONSETS_BEFORE: usize = 160;
 /// in every block, so its blocks peak together; a chance peak of unrelated audio comes from a
 /// block or two, and the others peak anywhere (see [`Peak::agreement`]).
 const AGREEMENT_BLOCK: usize = 8_000;
+/// ... or shorter, down to half that, so that a query has this many blocks at least: a 1 s
+/// query is cut into four quarter-seconds (a shorter query has no blocks to agree). With two
+/// halves, 19 of the 1,800 negative queries of 1 s on the calibration split had both agree,
+/// scoring up to 0.38 by their codes, so agreement found no 1 s query the room's onsets did
+/// not; all four quarters of a negative never agreed, and 13 more of the 360 positives of 1 s
+/// were then found at the right place (2 more at a wrong one), see `fingerprint`'s
+/// `AGREED_SHARE`.
+const AGREEMENT_BLOCKS: usize = 4;
 /// ... a block agrees when it peaks this close (samples, 50 ms) to the whole query's peak: in
 /// a room each block peaks on the path its own spectrum favours, and a room's paths lie up
 /// to 87 ms apart (`shared/data/rir`). A block of unrelated audio agrees by chance about one
@@ -178,7 +186,8 @@ pub(super) struct Peak {
     /// envelope with the region's where they line up best (see [`ONSETS_BEFORE`]).
     pub onsets: Option<f32>,
     /// For a peak weak enough to be a room's: the share of the query's blocks that peak with
-    /// it (see [`AGREEMENT_BLOCK`]); `None` for a query shorter than two blocks.
+    /// it (see [`AGREEMENT_BLOCK`] and [`AGREEMENT_BLOCKS`]); `None` for a query shorter
+    /// than 1 s.
     pub agreement: Option<f32>,
 }
 
@@ -288,21 +297,23 @@ impl WhitenedQuery {
     }
 
     /// The share of the query's blocks that peak with the whole query, whose strongest lag in
-    /// `region` is `peak` (see [`AGREEMENT_BLOCK`]); `None` for fewer than two blocks.
+    /// `region` is `peak` (see [`AGREEMENT_BLOCK`]); `None` for a query shorter than
+    /// [`AGREEMENT_BLOCKS`] blocks of a quarter second.
     fn blocks_agreeing(&self, region: &[f32], peak: usize) -> Option<f32> {
-        let blocks = self.samples.len() / AGREEMENT_BLOCK;
-        if blocks < 2 {
+        let block_len = (self.samples.len() / AGREEMENT_BLOCKS).min(AGREEMENT_BLOCK);
+        if block_len < AGREEMENT_BLOCK / 2 {
             return None;
         }
+        let blocks = self.samples.len() / block_len;
         // Each block is a few transforms of its own: on every core.
         let agreeing = (0..blocks)
             .into_par_iter()
             .filter(|b| {
-                let start = b * AGREEMENT_BLOCK;
-                let block = &self.samples[start..start + AGREEMENT_BLOCK];
+                let start = b * block_len;
+                let block = &self.samples[start..start + block_len];
                 let expected = peak + start;
                 let from = expected.saturating_sub(PHASE_PEAK_REACH);
-                let to = (expected + PHASE_PEAK_REACH + AGREEMENT_BLOCK).min(region.len());
+                let to = (expected + PHASE_PEAK_REACH + block_len).min(region.len());
                 let lags = WhitenedQuery::new(block).correlations(&region[from.min(to)..to]);
                 lags.is_some_and(|l| l.peak.abs_diff(expected - from) <= AGREEMENT_REACH)
             })
@@ -677,7 +688,7 @@ mod tests {
         let chance = query.correlations(&other).unwrap();
         let agreement = query.blocks_agreeing(&other, chance.peak).unwrap();
         assert!(agreement <= 0.25, "{agreement}");
-        // A query shorter than two blocks has no agreement to show.
+        // A query shorter than four quarter-seconds has no agreement to show.
         let short = WhitenedQuery::new(&region[lag..lag + AGREEMENT_BLOCK + 100]);
         assert_eq!(short.blocks_agreeing(&region, lag), None);
     }

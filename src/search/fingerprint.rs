@@ -114,17 +114,19 @@ const FOUND_CONFIRMED_SCORE: [f32; 4] = [0.37, 0.31, 0.33, 0.15];
 /// 0.1 is a floor).
 const FOUND_ROOM_SCORE: [f32; 4] = [0.40, 0.37, 0.34, 0.10];
 
-/// A room's match whose blocks peak with it, this share of them or more (see
-/// [`correlate`]'s `AGREEMENT_BLOCK`: the query's own audio shows in each of its blocks), is
-/// found on the score [`FOUND_AGREED_SCORE`], whatever its onsets say. On the calibration
-/// split, 69, 15, 7 and none of the 1,800, 1,800, 1,800 and 900 negative queries of 1, 2, 3
-/// and 5 s had half their blocks agree; of the positives found at the right place, 36 more
-/// (2.5 points) were found, and 4 more at a wrong place (most at a recurrence of the passage,
-/// which [`RECURRENCE_SHARE`] then answers).
-const AGREED_SHARE: f32 = 0.5;
+/// A room's match whose blocks peak with it, this share of them or more per length of
+/// [`FOUND_AT_SECONDS`] (see [`correlate`]'s `AGREEMENT_BLOCK`: the query's own audio shows
+/// in each of its blocks), is found on the score [`FOUND_AGREED_SCORE`], whatever its onsets
+/// say. On the calibration split, 69, 15, 7 and none of the 1,800, 1,800, 1,800 and 900
+/// negative queries of 1, 2, 3 and 5 s had half their blocks agree; of the positives found at
+/// the right place, 36 more (2.5 points) were found, and 4 more at a wrong place (most at a
+/// recurrence of the passage, which [`RECURRENCE_SHARE`] then answers). A 1 s query's four
+/// quarter-second blocks must all agree: none of the 1,800 negatives of 1 s did, 6 had three
+/// of them agree, scoring up to 0.38, which the room's own threshold asks already.
+const AGREED_SHARE: [f32; 4] = [1.0, 0.5, 0.5, 0.5];
 /// ... with this score or more, per length of [`FOUND_AT_SECONDS`]: the highest such a
-/// negative reached on the calibration split, plus 0.02 (at 5 s none; 0.2 is a floor).
-const FOUND_AGREED_SCORE: [f32; 4] = [0.40, 0.43, 0.34, 0.20];
+/// negative reached on the calibration split, plus 0.02 (at 1 and 5 s none; 0.2 is a floor).
+const FOUND_AGREED_SCORE: [f32; 4] = [0.20, 0.43, 0.34, 0.20];
 /// A match that is not certain ([`CERTAIN_CORRELATION`]), and whose file correlates with the
 /// query at another checked place (half the query's length away or more) this share of the
 /// match's own correlation or more, is a passage that recurs there: which of the two the
@@ -157,11 +159,12 @@ pub enum AudioSupport {
 /// training-half music tracks indexed, their excerpts under the training noises and rooms as
 /// positives (1,440), and as negatives (6,300) excerpts of other training-half tracks and of
 /// ESC-50 clips (folds 1-4) that were not indexed. There, 2 negatives were found (ESC-50 clips
-/// whose samples confirmed them), 82.2% of positives were found at the right place, 1.46% in
-/// the right file at another place (all but one through a room: 10 at a recurrence of the
-/// passage 9-45 s away, 11 placed 59-159 ms off), none in another file; before blocks and
-/// recurrences counted, 80.2% and 1.81%; before a room's match was placed by the phase
-/// transform (see [`correlate`]), 79.1% and 2.92%.
+/// whose samples confirmed them), 83.1% of positives were found at the right place, 1.60% in
+/// the right file at another place (nearly all through a room, at a recurrence of the passage
+/// 9-45 s away or placed 59-159 ms off), none in another file; before a 1 s query's blocks
+/// were quarter-seconds, 82.2% and 1.46%; before blocks and recurrences counted, 80.2% and
+/// 1.81%; before a room's match was placed by the phase transform (see [`correlate`]), 79.1%
+/// and 2.92%.
 pub fn is_found(score: f32, backing: AudioBacking, query_seconds: f64) -> bool {
     let at = |table: &[f32; 4]| interpolate(&FOUND_AT_SECONDS, table, query_seconds);
     let enough = match backing.support {
@@ -182,7 +185,7 @@ pub fn is_found(score: f32, backing: AudioBacking, query_seconds: f64) -> bool {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AudioBacking {
     pub support: AudioSupport,
-    /// Half the query's blocks or more peak with a room's match ([`AGREED_SHARE`]).
+    /// Enough of the query's blocks peak with a room's match ([`AGREED_SHARE`]).
     pub blocks_agree: bool,
     /// The file correlates with the query about as well at another place
     /// ([`RECURRENCE_SHARE`]).
@@ -190,13 +193,14 @@ pub struct AudioBacking {
 }
 
 impl AudioBacking {
-    /// The backing of a match whose best correlation with the query is `m`; a recurrence
-    /// counts only `against_recurrences` (not when every occurrence is asked for: then it is
-    /// one of them).
-    fn of(m: &SampleMatch, against_recurrences: bool) -> Self {
+    /// The backing of a match whose best correlation with a query of `query_seconds` is `m`;
+    /// a recurrence counts only `against_recurrences` (not when every occurrence is asked for:
+    /// then it is one of them).
+    fn of(m: &SampleMatch, query_seconds: f64, against_recurrences: bool) -> Self {
+        let share = interpolate(&FOUND_AT_SECONDS, &AGREED_SHARE, query_seconds);
         Self {
             support: audio_support(m),
-            blocks_agree: m.agreement.is_some_and(|a| a >= AGREED_SHARE),
+            blocks_agree: m.agreement.is_some_and(|a| a >= share),
             recurs: against_recurrences
                 && m.elsewhere
                     .is_some_and(|e| e >= RECURRENCE_SHARE * m.correlation),
@@ -381,7 +385,7 @@ impl Searcher<'_> {
         let mut hit = self.hit(file, start_s, end_s, a.closest.distance, a.score);
         hit.correlation = confirmed.map(|c| c.correlation);
         let backing = by_samples.map_or(AudioBacking::default(), |m| {
-            AudioBacking::of(&m, !self.every_occurrence)
+            AudioBacking::of(&m, query.seconds, !self.every_occurrence)
         });
         hit.audio_check = by_samples.map(|m| AudioCheck {
             correlation: m.correlation,
@@ -808,11 +812,11 @@ mod tests {
             agreement: Some(0.75),
             elsewhere: Some(0.119),
         };
-        let single = AudioBacking::of(&faint, true);
+        let single = AudioBacking::of(&faint, 2.0, true);
         assert!(single.recurs && single.blocks_agree);
         assert!(!is_found(0.9, single, 2.0));
         // Listed with every occurrence, the same match is found on its blocks.
-        let listed = AudioBacking::of(&faint, false);
+        let listed = AudioBacking::of(&faint, 2.0, false);
         assert!(!listed.recurs && is_found(0.45, listed, 2.0));
         assert!(!is_found(
             0.45,
@@ -821,6 +825,7 @@ mod tests {
                     agreement: Some(0.25),
                     ..faint
                 },
+                2.0,
                 false
             ),
             2.0
@@ -830,7 +835,33 @@ mod tests {
             elsewhere: Some(0.08),
             ..faint
         };
-        assert!(!AudioBacking::of(&alone, true).recurs);
+        assert!(!AudioBacking::of(&alone, 2.0, true).recurs);
+    }
+
+    #[test]
+    fn a_second_long_room_match_needs_all_its_blocks_to_agree_and_then_little_score() {
+        let faint = SampleMatch {
+            start_s: 3.0,
+            correlation: 0.12,
+            prominence: 4.0,
+            onsets: Some(0.1),
+            agreement: Some(0.75),
+            elsewhere: None,
+        };
+        // Three quarter-seconds of four agree by chance now and then; half of 2 s rarely does.
+        assert!(!AudioBacking::of(&faint, 1.0, true).blocks_agree);
+        assert!(AudioBacking::of(&faint, 2.0, true).blocks_agree);
+        let all = AudioBacking::of(
+            &SampleMatch {
+                agreement: Some(1.0),
+                ..faint
+            },
+            1.0,
+            true,
+        );
+        assert!(all.blocks_agree && is_found(0.25, all, 1.0));
+        assert!(!is_found(0.15, all, 1.0));
+        assert!(!is_found(0.25, AudioBacking::default(), 1.0));
     }
 
     #[test]

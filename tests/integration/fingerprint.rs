@@ -143,6 +143,24 @@ fn write_esc50(root: &Path) {
 }
 
 #[test]
+fn train_fingerprint_refuses_a_summary_grid_that_does_not_fit_before_reading_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = earshot(&[
+        "train".as_ref(),
+        "fingerprint".as_ref(),
+        "--data".as_ref(),
+        dir.path().join("missing").as_os_str(),
+        // 64 mel bands do not split into cells of 3.
+        "--bands-per-cell".as_ref(),
+        "3".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bits or grid out of range"), "{stderr}");
+    assert!(!dir.path().join("models").exists());
+}
+
+#[test]
 fn train_fingerprint_learns_a_projection_that_loads_as_the_fingerprint_encoder() {
     let dir = tempfile::tempdir().unwrap();
     write_data(dir.path());
