@@ -300,10 +300,7 @@ impl WhitenedQuery {
     /// `region` is `peak` (see [`AGREEMENT_BLOCK`]); `None` for a query shorter than
     /// [`AGREEMENT_BLOCKS`] blocks of a quarter second.
     fn blocks_agreeing(&self, region: &[f32], peak: usize) -> Option<f32> {
-        let block_len = (self.samples.len() / AGREEMENT_BLOCKS).min(AGREEMENT_BLOCK);
-        if block_len < AGREEMENT_BLOCK / 2 {
-            return None;
-        }
+        let block_len = agreement_block(self.samples.len())?;
         let blocks = self.samples.len() / block_len;
         // Each block is a few transforms of its own: on every core.
         let agreeing = (0..blocks)
@@ -506,6 +503,13 @@ fn best_alignment(
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// The length of the blocks a query of `len` samples is cut into to count its agreement (see
+/// [`AGREEMENT_BLOCKS`]); `None` for a query too short to have any.
+fn agreement_block(len: usize) -> Option<usize> {
+    let block = (len / AGREEMENT_BLOCKS).min(AGREEMENT_BLOCK);
+    (block >= AGREEMENT_BLOCK / 2).then_some(block)
+}
+
 /// A Hann window of `n` samples.
 fn hann(n: usize) -> Vec<f32> {
     (0..n)
@@ -688,6 +692,24 @@ mod tests {
         let chance = query.correlations(&other).unwrap();
         let agreement = query.blocks_agreeing(&other, chance.peak).unwrap();
         assert!(agreement <= 0.25, "{agreement}");
+        // A 1 s query is cut into four quarter-seconds, 2 s and longer into half-seconds ...
+        let blocks = [15_999, 16_000, 24_000, 32_000, 80_000].map(agreement_block);
+        assert_eq!(
+            blocks,
+            [None, Some(4_000), Some(6_000), Some(8_000), Some(8_000)]
+        );
+        // ... and a 1 s query's quarter-seconds peak with it alike.
+        let second = through_room(&region[lag..lag + 16_000], &faint_room(14));
+        let second = WhitenedQuery::new(&second);
+        let own = second.correlations(&region).unwrap();
+        let agreement = second.blocks_agreeing(&region, own.peak).unwrap();
+        assert!(
+            agreement >= 0.75 && (agreement * 4.0).fract() == 0.0,
+            "{agreement}"
+        );
+        let chance = second.correlations(&other).unwrap();
+        let agreement = second.blocks_agreeing(&other, chance.peak).unwrap();
+        assert!(agreement <= 0.5, "{agreement}");
         // A query shorter than four quarter-seconds has no agreement to show.
         let short = WhitenedQuery::new(&region[lag..lag + AGREEMENT_BLOCK + 100]);
         assert_eq!(short.blocks_agreeing(&region, lag), None);

@@ -848,7 +848,8 @@ mod tests {
             agreement: Some(0.75),
             elsewhere: None,
         };
-        // Three quarter-seconds of four agree by chance now and then; half of 2 s rarely does.
+        // Three of a 1 s query's four quarter-seconds agree by chance now and then; three of a
+        // 2 s query's four half-seconds are enough.
         assert!(!AudioBacking::of(&faint, 1.0, true).blocks_agree);
         assert!(AudioBacking::of(&faint, 2.0, true).blocks_agree);
         let all = AudioBacking::of(
