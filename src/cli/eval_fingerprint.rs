@@ -40,8 +40,8 @@ pub struct EvalFingerprint {
     /// are chosen on)
     #[arg(long)]
     calibrate: bool,
-    /// Write every query's first hit (score, correlation, found, right) to this file, one JSON
-    /// object per line
+    /// Write every query's first hit (score, correlation, found, right, and where the query
+    /// was cut from and where the hit places it) to this file, one JSON object per line
     #[arg(long)]
     dump: Option<PathBuf>,
     /// Leave out the LSH baseline (by default it is measured first, for comparison)

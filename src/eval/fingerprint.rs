@@ -286,6 +286,13 @@ pub struct QueryRecord {
     pub kind: &'static str,
     pub condition: String,
     pub seconds: f64,
+    /// Where a positive query was cut from: its track and start (seconds), so that a single
+    /// query can be looked at again.
+    pub track: Option<PathBuf>,
+    pub start_s: Option<f64>,
+    /// Where the first hit places the query: its file and start (seconds).
+    pub hit_track: Option<PathBuf>,
+    pub hit_start_s: Option<f64>,
     /// Query segments the search encoded.
     pub segments: usize,
     /// The first hit's score and correlation (none for a query without hits).
@@ -738,6 +745,10 @@ impl<'s, 'a> Run<'s, 'a> {
             kind: asked.kind,
             condition: asked.condition.name(),
             seconds: asked.seconds,
+            track: asked.truth.as_ref().map(|t| t.path.to_path_buf()),
+            start_s: asked.truth.as_ref().map(|t| t.start_s),
+            hit_track: None,
+            hit_start_s: None,
             segments: 0,
             score: None,
             evidence: None,
@@ -756,6 +767,8 @@ impl<'s, 'a> Run<'s, 'a> {
             record.segments = cost.query_segments;
             if let Some(hit) = hits.first() {
                 record.score = Some(hit.score);
+                record.hit_track = Some(hit.path.clone());
+                record.hit_start_s = Some(hit.start_s);
                 let query_s = query.len() as f64 / f64::from(self.rate);
                 // A hit spans the part of the query that lies within the file.
                 let coverage = ((hit.end_s - hit.start_s) / query_s).clamp(0.0, 1.0) as f32;

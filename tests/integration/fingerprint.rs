@@ -82,6 +82,7 @@ fn write_data(root: &Path) {
 fn eval_fingerprint_scores_every_condition_and_length_and_finds_clean_queries() {
     let dir = tempfile::tempdir().unwrap();
     write_data(dir.path());
+    let dump = dir.path().join("dump.jsonl");
     let out = earshot(&[
         "eval".as_ref(),
         "fingerprint".as_ref(),
@@ -92,6 +93,8 @@ fn eval_fingerprint_scores_every_condition_and_length_and_finds_clean_queries() 
         "--negatives-per-length".as_ref(),
         "2".as_ref(),
         "--json".as_ref(),
+        "--dump".as_ref(),
+        dump.as_os_str(),
     ]);
     assert!(
         out.status.success(),
@@ -119,6 +122,26 @@ fn eval_fingerprint_scores_every_condition_and_length_and_finds_clean_queries() 
     assert!(
         report["latency_ms_p95"].as_f64().unwrap() >= report["latency_ms_p50"].as_f64().unwrap()
     );
+    // The dump tells where each positive was cut from and where its first hit places it.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (positives, negatives): (Vec<_>, Vec<_>) =
+        records.iter().partition(|r| r["kind"] == "positive");
+    assert!(!positives.is_empty() && !negatives.is_empty());
+    assert!(
+        positives
+            .iter()
+            .all(|r| r["track"].is_string() && r["start_s"].is_f64())
+    );
+    assert!(negatives.iter().all(|r| r["track"].is_null()));
+    for r in positives.iter().filter(|r| r["right_place"] == true) {
+        assert_eq!(r["hit_track"], r["track"], "{r}");
+        let error = r["hit_start_s"].as_f64().unwrap() - r["start_s"].as_f64().unwrap();
+        assert!((error - r["error_s"].as_f64().unwrap()).abs() < 1e-9, "{r}");
+    }
 }
 
 /// A two-clip ESC-50 folder beside the generated music (the training command reads both).
