@@ -11,6 +11,9 @@ use crate::eval::fingerprint::{
     self, BankPart, Cell, FingerprintOptions, FingerprintReport, FingerprintSplit, MusicSet,
     QUERY_SECONDS,
 };
+use crate::model::config::CONFIG_FILE;
+use crate::model::found::{FOUND_AT_SECONDS, FoundThresholds};
+use crate::model::learned_lsh::LearnedLshEncoder;
 use crate::model::{Mode, baseline_encoder, encoder_for};
 use crate::session::Encoders;
 
@@ -40,6 +43,10 @@ pub struct EvalFingerprint {
     /// are chosen on)
     #[arg(long)]
     calibrate: bool,
+    /// With --calibrate: write the found thresholds this run's negatives give into the
+    /// model folder's config.json (--model, a learned-lsh folder)
+    #[arg(long, requires_all = ["calibrate", "model"], conflicts_with = "codes_only")]
+    write_thresholds: bool,
     /// Write every query's first hit (score, correlation, found, right, and where the query
     /// was cut from and where the hit places it) to this file, one JSON object per line
     #[arg(long)]
@@ -88,7 +95,27 @@ pub fn run(args: EvalFingerprint) -> anyhow::Result<ExitCode> {
             print_report(report);
         }
     }
+    if let (true, Some(dir), Some(model)) = (args.write_thresholds, &args.model, reports.last()) {
+        write_thresholds(dir, model)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the found thresholds that calibration `report` gives into the model folder `dir`.
+pub(super) fn write_thresholds(dir: &Path, report: &FingerprintReport) -> anyhow::Result<()> {
+    let found = report.calibrated_thresholds().with_context(|| {
+        format!(
+            "no thresholds to write into {}: the calibration needs negative queries of every \
+             length (--negatives-per-length 1 or more)",
+            dir.display()
+        )
+    })?;
+    LearnedLshEncoder::write_found_thresholds(dir, found)?;
+    eprintln!(
+        "{}: found thresholds written",
+        dir.join(CONFIG_FILE).display()
+    );
+    Ok(())
 }
 
 /// The exact-match protocol for the LSH baseline if `baseline`, then for the model in `model`
@@ -184,6 +211,13 @@ pub(super) fn print_report(r: &FingerprintReport) {
             100.0 * n.found as f64 / n.queries.max(1) as f64
         );
     }
+    if let Some(found) = r.calibrated_thresholds() {
+        println!(
+            "found thresholds these negatives calibrate:\n{}with them, here: {}",
+            thresholds_table(&found),
+            r.decided_with(&found)
+        );
+    }
     print_cells(r, "found and right", |c| {
         format!("{:.1}%", 100.0 * c.found_right_rate())
     });
@@ -194,6 +228,28 @@ pub(super) fn print_report(r: &FingerprintReport) {
             100.0 * c.file_rate()
         )
     });
+}
+
+/// Found thresholds as a markdown table: one row per kind of backing, one column per query
+/// length.
+pub(super) fn thresholds_table(found: &FoundThresholds) -> String {
+    let lengths = FOUND_AT_SECONDS.map(|s| format!("{s} s"));
+    let mut s = format!(
+        "| codes score needed, backed by | {} |\n|---|{}\n",
+        lengths.join(" | "),
+        "---|".repeat(lengths.len())
+    );
+    let rows = [
+        ("the codes alone", found.codes),
+        ("confirming samples", found.confirmed),
+        ("a room's onsets", found.room),
+        ("agreeing blocks", found.agreed),
+    ];
+    for (backing, row) in rows {
+        let row = row.map(|t| format!("{t:.2}"));
+        s.push_str(&format!("| {backing} | {} |\n", row.join(" | ")));
+    }
+    s
 }
 
 /// A table of `what` per condition (rows) and query length (columns).

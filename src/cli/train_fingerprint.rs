@@ -3,7 +3,7 @@
 //! the LSH baseline and writes `models/fingerprint/` with its card.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -75,6 +75,12 @@ pub struct TrainFingerprint {
     /// Queries per length for the evaluation written into the card
     #[arg(long, default_value_t = 150)]
     eval_queries_per_length: usize,
+    /// learned-lsh: queries per length, and negative queries per length of each kind, on
+    /// the calibration split that sets the model's found thresholds
+    #[arg(long, default_value_t = 40)]
+    calibration_queries_per_length: usize,
+    #[arg(long, default_value_t = 100)]
+    calibration_negatives_per_length: usize,
 }
 
 pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
@@ -97,6 +103,7 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
                     hop: args.hop,
                     ..Mode::Fingerprint.segmentation()
                 },
+                found: None,
             };
             config.check().map_err(anyhow::Error::msg)?;
             Some(config)
@@ -112,13 +119,16 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let data = load_training_data(&args)?;
     let out = args.models_dir.join("fingerprint");
-    let trained = match projection {
-        Some(config) => learn_projection(&args, &data, &config, &out)?,
-        None => train_network(&args, &data, bits, &out)?,
+    let (trained, calibration) = match projection {
+        Some(config) => {
+            let trained = learn_projection(&args, &data, &config, &out)?;
+            (trained, Some(calibrate(&args, &out)?))
+        }
+        None => (train_network(&args, &data, bits, &out)?, None),
     };
     let options = fingerprint::FingerprintOptions {
         per_length: args.eval_queries_per_length,
-        // The found / not found thresholds are calibrated for a model after it is trained.
+        // The found / not found thresholds were calibrated on the calibration split.
         negatives_per_length: 0,
         seed: fingerprint::DEFAULT_SEED,
         verify_audio: true,
@@ -129,6 +139,7 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
         &args,
         bits,
         &trained,
+        calibration.as_ref(),
         &reports,
         started.elapsed().as_secs_f64(),
     );
@@ -139,6 +150,23 @@ pub fn run(args: TrainFingerprint) -> anyhow::Result<ExitCode> {
         super::eval_fingerprint::print_report(report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets the new model's found thresholds from queries of audio it has not indexed, on the
+/// calibration split (never the protocol's), and writes them into its config.
+fn calibrate(args: &TrainFingerprint, out: &Path) -> anyhow::Result<FingerprintReport> {
+    let options = fingerprint::FingerprintOptions {
+        per_length: args.calibration_queries_per_length,
+        negatives_per_length: args.calibration_negatives_per_length,
+        seed: fingerprint::DEFAULT_SEED,
+        verify_audio: true,
+        split: fingerprint::FingerprintSplit::Calibration,
+    };
+    eprintln!("calibrating the found thresholds on the calibration split");
+    let mut reports = super::eval_fingerprint::evaluate(&args.data, Some(out), false, &options)?;
+    let report = reports.pop().context("the calibration measured no model")?;
+    super::eval_fingerprint::write_thresholds(out, &report)?;
+    Ok(report)
 }
 
 /// What the card says about a training run besides the command and the evaluation.
@@ -294,6 +322,7 @@ fn model_card(
     args: &TrainFingerprint,
     bits: usize,
     trained: &TrainingRecord,
+    calibration: Option<&FingerprintReport>,
     reports: &[FingerprintReport],
     total_seconds: f64,
 ) -> String {
@@ -328,6 +357,24 @@ fn model_card(
         c.push_str(&super::eval_fingerprint::markdown(report));
         c.push('\n');
     }
+    if let Some(report) = calibration {
+        c.push_str(&found_thresholds_section(args, report));
+    }
     c.push_str(&trained.details);
+    c
+}
+
+/// The card's account of the found thresholds: what set them, and what they gave there.
+fn found_thresholds_section(args: &TrainFingerprint, report: &FingerprintReport) -> String {
+    let mut c = format!(
+        "## Found thresholds\n\nSet after training on the calibration split (a quarter of the training-half tracks indexed, the training noises and rooms; negatives: other training-half tracks and ESC-50 folds 1-4, not indexed), never on the protocol: per query length and kind of backing, the highest codes score a negative reached, plus 0.02. `earshot eval fingerprint --calibrate --no-baseline --model {} --queries-per-length {} --negatives-per-length {} --write-thresholds` sets them again.\n\n",
+        args.models_dir.join("fingerprint").display(),
+        args.calibration_queries_per_length,
+        args.calibration_negatives_per_length,
+    );
+    if let Some(found) = report.calibrated_thresholds() {
+        c.push_str(&super::eval_fingerprint::thresholds_table(&found));
+        let _ = writeln!(c, "\nWith them, there: {}.\n", report.decided_with(&found));
+    }
     c
 }

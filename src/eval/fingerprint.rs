@@ -15,7 +15,9 @@ use super::esc50::DataError;
 use super::metrics::percentile;
 use crate::audio::{TARGET_SAMPLE_RATE, decode_file};
 use crate::index::format;
+use crate::model::found::FoundThresholds;
 use crate::model::{Mode, SeededRng};
+use crate::search::fingerprint::{AudioBacking, NegativeMatch, calibrate_found, is_found};
 use crate::search::{AudioCheck, Engine, FilesOnDisk, SearchTables, Searcher};
 use crate::session::Encoders;
 use crate::session::ingest::{self, BuildOptions};
@@ -317,6 +319,40 @@ pub struct QueryRecord {
     pub latency_ms: f64,
 }
 
+impl QueryRecord {
+    /// What the first hit's audio check says of it, for the found decision.
+    fn backing(&self) -> AudioBacking {
+        (self.audio_check.as_ref()).map_or(AudioBacking::default(), |c| {
+            AudioBacking::from_check(c, self.seconds)
+        })
+    }
+}
+
+/// Queries' first hits decided found or not (see [`FingerprintReport::decided_with`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Decided {
+    pub positives: usize,
+    pub found_right: usize,
+    pub found_wrong: usize,
+    pub negatives: usize,
+    pub negatives_found: usize,
+}
+
+impl std::fmt::Display for Decided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let share = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
+        write!(
+            f,
+            "{:.1}% of the queries found at the right place, {:.2}% at a wrong one; {} of {} negatives found ({:.2}%)",
+            share(self.found_right, self.positives),
+            share(self.found_wrong, self.positives),
+            self.negatives_found,
+            self.negatives,
+            share(self.negatives_found, self.negatives)
+        )
+    }
+}
+
 /// Query latency at one query length (milliseconds).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LengthLatency {
@@ -391,6 +427,45 @@ impl FingerprintReport {
     /// Queries found at a repeat of their passage in their own track.
     pub fn found_at_repeat_rate(&self) -> f64 {
         self.share_of_queries(|c| c.found_at_repeat)
+    }
+
+    /// The found thresholds this run's negatives calibrate (see [`calibrate_found`]): on the
+    /// calibration split only, since thresholds chosen on the protocol would be tuned to it;
+    /// `None` without negatives of every query length.
+    pub fn calibrated_thresholds(&self) -> Option<FoundThresholds> {
+        if self.split != FingerprintSplit::Calibration {
+            return None;
+        }
+        let negatives: Vec<NegativeMatch> = (self.records.iter())
+            .filter(|r| r.kind != POSITIVE)
+            .filter_map(|r| {
+                Some(NegativeMatch {
+                    query_seconds: r.seconds,
+                    evidence: r.evidence?,
+                    backing: r.backing(),
+                })
+            })
+            .collect();
+        calibrate_found(&negatives)
+    }
+
+    /// What this run's first hits would have been with `thresholds` deciding them.
+    pub fn decided_with(&self, thresholds: &FoundThresholds) -> Decided {
+        let mut d = Decided::default();
+        for r in &self.records {
+            let found = r
+                .evidence
+                .is_some_and(|e| is_found(e, r.backing(), r.seconds, thresholds));
+            if r.kind == POSITIVE {
+                d.positives += 1;
+                d.found_right += usize::from(found && r.right_place);
+                d.found_wrong += usize::from(found && !r.right_place);
+            } else {
+                d.negatives += 1;
+                d.negatives_found += usize::from(found);
+            }
+        }
+        d
     }
 
     fn share_of_queries(&self, count: impl Fn(&Cell) -> usize) -> f64 {

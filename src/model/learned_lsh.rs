@@ -16,7 +16,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::config::{ModelError, ModelFiles, Versioned, write_folder};
+use super::config::{CONFIG_FILE, ModelError, ModelFiles, Versioned, write_folder};
+use super::found::FoundThresholds;
 use super::lsh::{Grid, SignProjection};
 use super::{EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Segmentation};
 use crate::features::{FrontEnd, LOG_MEL_BANDS, LogMelConfig};
@@ -42,6 +43,10 @@ pub struct LearnedLshConfig {
     pub grid: Grid,
     /// How library files and queries are cut, in log-mel frames (windows of 96).
     pub segmentation: Segmentation,
+    /// The codes scores a match needs to be found, calibrated for this model after training
+    /// (absent in a model written before models carried them: see [`FoundThresholds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<FoundThresholds>,
 }
 
 impl Versioned for LearnedLshConfig {
@@ -69,7 +74,7 @@ impl Versioned for LearnedLshConfig {
         {
             Err("bits or grid out of range (bits a multiple of 64, at most the grid's size)".into())
         } else {
-            Ok(())
+            self.found.as_ref().map_or(Ok(()), FoundThresholds::check)
         }
     }
 }
@@ -145,6 +150,30 @@ impl LearnedLshEncoder {
         ]);
         write_folder(out, config, &tensors)
     }
+
+    /// Writes `found` into the model folder `dir`'s `config.json`, leaving its weights (and so
+    /// the indexes built with them) as they are.
+    pub fn write_found_thresholds(dir: &Path, found: FoundThresholds) -> Result<(), ModelError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut config: LearnedLshConfig =
+            serde_json::from_slice(&text).map_err(|source| ModelError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+        config.found = Some(found);
+        config.check().map_err(|reason| ModelError::Config {
+            path: path.clone(),
+            reason,
+        })?;
+        // A config of plain data always serialises.
+        let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        crate::fsutil::write_atomic(&path, text.as_bytes())
+            .map_err(|source| ModelError::Write { path, source })
+    }
 }
 
 impl Encoder for LearnedLshEncoder {
@@ -174,6 +203,10 @@ impl Encoder for LearnedLshEncoder {
         }
         Ok(())
     }
+
+    fn found_thresholds(&self) -> Option<FoundThresholds> {
+        self.config.found
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +232,7 @@ mod tests {
             bits,
             grid,
             segmentation: Mode::Fingerprint.segmentation(),
+            found: None,
         };
         let dir = tempfile::tempdir().unwrap();
         LearnedLshEncoder::save(dir.path(), &config, &projection).unwrap();
@@ -211,6 +245,16 @@ mod tests {
         for (bit, &margin) in out.margins.iter().enumerate() {
             assert_eq!(out.codes[0] >> bit & 1 == 1, margin > 0.0);
         }
+        // Calibrated thresholds go into the config and leave the weights as they were.
+        assert_eq!(encoder.found_thresholds(), None);
+        let found = FoundThresholds {
+            codes: [0.5, 0.6, 0.6, 0.4],
+            ..FoundThresholds::default()
+        };
+        LearnedLshEncoder::write_found_thresholds(dir.path(), found).unwrap();
+        let calibrated = LearnedLshEncoder::load(dir.path()).unwrap();
+        assert_eq!(calibrated.found_thresholds(), Some(found));
+        assert_eq!(calibrated.info.weights_hash, encoder.info.weights_hash);
         let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
         std::fs::write(
             dir.path().join("config.json"),

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod config;
 pub mod events;
 pub mod fingerprint;
+pub mod found;
 pub mod hash_head;
 pub mod hashing;
 pub mod learned_lsh;
@@ -192,6 +193,12 @@ pub trait Encoder: Send + Sync {
     /// they were trained on, and search weighs the two.
     fn codes_from_labels_on_backbone(&self) -> bool {
         false
+    }
+
+    /// For a fingerprint model: the codes scores its matches need to be found, if it was
+    /// calibrated (see [`found`]).
+    fn found_thresholds(&self) -> Option<found::FoundThresholds> {
+        None
     }
 
     /// Where the encoder looks in a clip (frame-major, of the front end's frames), for drawing

@@ -12,6 +12,7 @@ use super::verify::{QueryProjections, SampleMatch, Verifier};
 use super::{AudioCheck, Hit, Searcher};
 use crate::index::hamming;
 use crate::index::store::VotePlan;
+use crate::model::found::{FOUND_AT_SECONDS, FoundThresholds};
 
 /// Fingerprint voting: neighbours per query segment by full scan; by buckets, every code in the
 /// buckets reached by flipping any of the query segment's least sure bits in each 16-bit
@@ -49,7 +50,7 @@ const VERIFIED_OFFSETS: usize = 8;
 const ANSWER_CORRELATION: f32 = 0.5;
 /// A verified file whose samples correlate with the query's at least this much (whitened, see
 /// [`correlate`]) holds the query's own audio there: it is ranked before the files that are
-/// not, and found on a modest score ([`FOUND_CONFIRMED_SCORE`]). In a numpy prototype,
+/// not, and found on a modest score ([`FoundThresholds::confirmed`]). In a numpy prototype,
 /// unrelated audio stayed below 0.14 (1 s reverberated queries against a minute of other
 /// tracks); on the exact-match protocol the
 /// query's own samples under noise as loud as the music mostly reach 0.4-0.9.
@@ -73,7 +74,7 @@ const CERTAIN_PROMINENCE: f32 = 8.0;
 /// where the file's do: a match that correlates at least [`ROOM_CORRELATION_FLOOR`], without
 /// confirming, and whose onsets line up with the file's at least [`ROOM_ONSETS`] (normalised
 /// correlation of onset envelopes, see [`correlate`]) is found on the score
-/// [`FOUND_ROOM_SCORE`]. On the
+/// [`FoundThresholds::room`]. On the
 /// calibration split, beside the certain tier, that found 4.5 points more queries at the
 /// right place (79.1% of all) and 0.28 more at a wrong one (2.92%). Unrelated music lines up
 /// its onsets as well as 0.5 for one query in twenty (its beat), so onsets alone confirm
@@ -97,26 +98,9 @@ const EVERY_OCCURRENCE_CANDIDATES: usize = 128;
 /// Candidates of one file whose stretches lie this close (frames) are checked on one excerpt.
 const MERGED_GAP_FRAMES: i64 = 100;
 
-/// Query lengths (seconds) at which the found / not found thresholds were calibrated; between
-/// them the thresholds are interpolated, beyond them held.
-const FOUND_AT_SECONDS: [f64; 4] = [1.0, 2.0, 3.0, 5.0];
-/// A match is found by its codes when the whole query's agreement with the file (a hit's
-/// `score`, times the share of the query within the file) reaches this, per length of
-/// [`FOUND_AT_SECONDS`]: the highest a query of audio that is not in the index reached on the
-/// calibration split, plus 0.02.
-const FOUND_SCORE: [f32; 4] = [0.43, 0.66, 0.66, 0.38];
-/// ... or when the file's audio confirms it ([`confirms`]) and the score reaches this: the
-/// highest a confirmed query of audio not in the index reached, plus 0.02 (at 5 s none was
-/// confirmed; 0.15 is a floor), since a stretch of music can correlate with a query by chance.
-const FOUND_CONFIRMED_SCORE: [f32; 4] = [0.37, 0.31, 0.33, 0.15];
-/// ... or, for a match only a room's onsets back ([`ROOM_ONSETS`]), this: the highest such a
-/// query of audio not in the index reached on the calibration split, plus 0.02 (at 5 s none;
-/// 0.1 is a floor).
-const FOUND_ROOM_SCORE: [f32; 4] = [0.40, 0.37, 0.34, 0.10];
-
 /// A room's match whose blocks peak with it, this share of them or more per length of
 /// [`FOUND_AT_SECONDS`] (see [`correlate`]'s `AGREEMENT_BLOCK`: the query's own audio shows
-/// in each of its blocks), is found on the score [`FOUND_AGREED_SCORE`], whatever its onsets
+/// in each of its blocks), is found on the score [`FoundThresholds::agreed`], whatever its onsets
 /// say. On the calibration split, 69, 15, 7 and none of the 1,800, 1,800, 1,800 and 900
 /// negative queries of 1, 2, 3 and 5 s had half their blocks agree; of the positives found at
 /// the right place, 36 more (2.5 points) were found, and 4 more at a wrong place (most at a
@@ -124,9 +108,6 @@ const FOUND_ROOM_SCORE: [f32; 4] = [0.40, 0.37, 0.34, 0.10];
 /// quarter-second blocks must all agree: none of the 1,800 negatives of 1 s did, 6 had three
 /// of them agree, scoring up to 0.38, which the room's own threshold asks already.
 const AGREED_SHARE: [f32; 4] = [1.0, 0.5, 0.5, 0.5];
-/// ... with this score or more, per length of [`FOUND_AT_SECONDS`]: the highest such a
-/// negative reached on the calibration split, plus 0.02 (at 1 and 5 s none; 0.2 is a floor).
-const FOUND_AGREED_SCORE: [f32; 4] = [0.20, 0.43, 0.34, 0.20];
 /// A match that is not certain ([`CERTAIN_CORRELATION`]), and whose file correlates with the
 /// query at another checked place (half the query's length away or more) this share of the
 /// match's own correlation or more, is a passage that recurs there: which of the two the
@@ -152,33 +133,83 @@ pub enum AudioSupport {
 
 /// Whether a match is sure enough to be an answer, not a candidate, for a query of
 /// `query_seconds`: by its codes' agreement with the file (`score`), or by how far the file's
-/// audio backs it (`backing`) together with a score that falls as the backing grows; never,
-/// short of certain, at a passage that recurs in the file.
-/// Calibrated on held-out data only (`earshot eval fingerprint --calibrate --no-baseline
-/// --queries-per-length 40 --negatives-per-length 100 --dump FILE`): a quarter of the
-/// training-half music tracks indexed, their excerpts under the training noises and rooms as
-/// positives (1,440), and as negatives (6,300) excerpts of other training-half tracks and of
-/// ESC-50 clips (folds 1-4) that were not indexed. There, 2 negatives were found (ESC-50 clips
-/// whose samples confirmed them), 83.1% of positives were found at the right place, 1.60% in
-/// the right file at another place (nearly all through a room, at a recurrence of the passage
-/// 9-45 s away or placed 59-159 ms off), none in another file; before a 1 s query's blocks
-/// were quarter-seconds, 82.2% and 1.46%; before blocks and recurrences counted, 80.2% and
-/// 1.81%; before a room's match was placed by the phase transform (see [`correlate`]), 79.1%
-/// and 2.92%.
-pub fn is_found(score: f32, backing: AudioBacking, query_seconds: f64) -> bool {
+/// audio backs it (`backing`) together with a score that falls as the backing grows
+/// (`thresholds`, the model's, see [`calibrate_found`]); never, short of certain, at a passage
+/// that recurs in the file.
+pub fn is_found(
+    score: f32,
+    backing: AudioBacking,
+    query_seconds: f64,
+    thresholds: &FoundThresholds,
+) -> bool {
     let at = |table: &[f32; 4]| interpolate(&FOUND_AT_SECONDS, table, query_seconds);
     let enough = match backing.support {
         AudioSupport::Certain => return true,
         _ if backing.recurs => return false,
-        AudioSupport::Confirmed => at(&FOUND_CONFIRMED_SCORE),
-        AudioSupport::Room => at(&FOUND_ROOM_SCORE),
-        AudioSupport::None => at(&FOUND_SCORE),
+        AudioSupport::Confirmed => at(&thresholds.confirmed),
+        AudioSupport::Room => at(&thresholds.room),
+        AudioSupport::None => at(&thresholds.codes),
     };
     let agreed = match backing.blocks_agree {
-        true => at(&FOUND_AGREED_SCORE),
+        true => at(&thresholds.agreed),
         false => f32::INFINITY,
     };
-    score >= enough.min(agreed).min(at(&FOUND_SCORE))
+    score >= enough.min(agreed).min(at(&thresholds.codes))
+}
+
+/// How far above the highest score a query of audio not in the index reached, with a kind of
+/// backing, a calibrated threshold is set.
+const CALIBRATION_MARGIN: f32 = 0.02;
+/// The least codes score a match backed so needs, per kind of backing ([`confirms`], a
+/// room's onsets, agreeing blocks), however few calibration negatives had that backing: the
+/// threshold where none did. Low, as the backing itself is rare by chance.
+const CONFIRMED_FLOOR: f32 = 0.15;
+const ROOM_FLOOR: f32 = 0.10;
+const AGREED_FLOOR: f32 = 0.20;
+
+/// A query of audio that is not in the index, as the found decision sees its first hit.
+#[derive(Debug, Clone, Copy)]
+pub struct NegativeMatch {
+    pub query_seconds: f64,
+    /// The hit's score times the share of the query within the file.
+    pub evidence: f32,
+    pub backing: AudioBacking,
+}
+
+/// A model's found thresholds, from the first hits of queries of audio that is not in the
+/// index (`negatives`, of every length of [`FOUND_AT_SECONDS`], none of them tuned on): per
+/// length and kind of backing, the highest score a negative with that backing reached, plus
+/// [`CALIBRATION_MARGIN`], so that none of them would be found but those certain by their
+/// samples (and never less than the kind's floor). `None` without negatives of every length.
+///
+/// Calibrated so (`earshot eval fingerprint --calibrate --negatives-per-length 100`), on the
+/// calibration split: a quarter of the training-half music tracks indexed, their excerpts
+/// under the training noises and rooms as positives, and excerpts of other training-half
+/// tracks and of ESC-50 clips (folds 1-4) that were not indexed as negatives.
+pub fn calibrate_found(negatives: &[NegativeMatch]) -> Option<FoundThresholds> {
+    let mut found = FoundThresholds::default();
+    for (k, &seconds) in FOUND_AT_SECONDS.iter().enumerate() {
+        let at_length = negatives
+            .iter()
+            .filter(|n| (n.query_seconds - seconds).abs() < 1e-6)
+            .filter(|n| n.backing.support != AudioSupport::Certain && !n.backing.recurs);
+        let highest = |backed: &dyn Fn(&AudioBacking) -> bool| {
+            (at_length.clone())
+                .filter(|n| backed(&n.backing))
+                .map(|n| n.evidence + CALIBRATION_MARGIN)
+                .max_by(f32::total_cmp)
+        };
+        let codes = highest(&|_| true)?.min(1.0);
+        let or_floor = |t: Option<f32>, floor: f32| t.map_or(floor, |t| t.max(floor)).min(codes);
+        found.codes[k] = codes;
+        found.confirmed[k] = or_floor(
+            highest(&|b| b.support == AudioSupport::Confirmed),
+            CONFIRMED_FLOOR,
+        );
+        found.room[k] = or_floor(highest(&|b| b.support == AudioSupport::Room), ROOM_FLOOR);
+        found.agreed[k] = or_floor(highest(&|b| b.blocks_agree), AGREED_FLOOR);
+    }
+    Some(found)
 }
 
 /// What a file's audio says of a match (see [`is_found`]).
@@ -193,14 +224,28 @@ pub struct AudioBacking {
 }
 
 impl AudioBacking {
-    /// The backing of a match whose best correlation with a query of `query_seconds` is `m`;
-    /// a recurrence counts only `against_recurrences` (not when every occurrence is asked for:
-    /// then it is one of them).
-    fn of(m: &SampleMatch, query_seconds: f64, against_recurrences: bool) -> Self {
+    /// The backing of a match whose audio showed `check`, for a query of `query_seconds`.
+    pub fn from_check(check: &AudioCheck, query_seconds: f64) -> Self {
         let share = interpolate(&FOUND_AT_SECONDS, &AGREED_SHARE, query_seconds);
         Self {
-            support: audio_support(m),
-            blocks_agree: m.agreement.is_some_and(|a| a >= share),
+            support: audio_support(check),
+            blocks_agree: check.agreement.is_some_and(|a| a >= share),
+            recurs: check.recurs,
+        }
+    }
+}
+
+impl AudioCheck {
+    /// What the best correlation `m` shows; whether the passage recurs counts only
+    /// `against_recurrences` (see [`RECURRENCE_SHARE`]): not when every occurrence is asked
+    /// for, since a recurrence is then one of them.
+    fn of(m: &SampleMatch, against_recurrences: bool) -> Self {
+        Self {
+            correlation: m.correlation,
+            prominence: m.prominence,
+            onsets: m.onsets,
+            agreement: m.agreement,
+            elsewhere: m.elsewhere,
             recurs: against_recurrences
                 && m.elsewhere
                     .is_some_and(|e| e >= RECURRENCE_SHARE * m.correlation),
@@ -208,15 +253,15 @@ impl AudioBacking {
     }
 }
 
-/// How far the file's audio backs a match whose best correlation with the query is `m`.
-fn audio_support(m: &SampleMatch) -> AudioSupport {
+/// How far the file's audio backs a match whose check showed `c`.
+fn audio_support(c: &AudioCheck) -> AudioSupport {
     let stands_out =
-        |correlation, prominence| m.correlation >= correlation && m.prominence >= prominence;
+        |correlation, prominence| c.correlation >= correlation && c.prominence >= prominence;
     if stands_out(CERTAIN_CORRELATION, CERTAIN_PROMINENCE) {
         AudioSupport::Certain
-    } else if confirms(m) {
+    } else if confirms(c.correlation, c.prominence) {
         AudioSupport::Confirmed
-    } else if m.correlation >= ROOM_CORRELATION_FLOOR && m.onsets.is_some_and(|o| o >= ROOM_ONSETS)
+    } else if c.correlation >= ROOM_CORRELATION_FLOOR && c.onsets.is_some_and(|o| o >= ROOM_ONSETS)
     {
         AudioSupport::Room
     } else {
@@ -226,8 +271,8 @@ fn audio_support(m: &SampleMatch) -> AudioSupport {
 
 /// Whether the file's audio holds the query's own samples at the match (see
 /// [`CONFIRMED_CORRELATION`] and [`CONFIRMED_PROMINENCE`]).
-fn confirms(m: &SampleMatch) -> bool {
-    m.correlation >= CONFIRMED_CORRELATION && m.prominence >= CONFIRMED_PROMINENCE
+fn confirms(correlation: f32, prominence: f32) -> bool {
+    correlation >= CONFIRMED_CORRELATION && prominence >= CONFIRMED_PROMINENCE
 }
 
 /// Share of a query of `query_s` seconds, placed from `start_s` (negative: before the file's
@@ -334,7 +379,11 @@ impl Searcher<'_> {
         ranked: Vec<(u32, Vec<Alignment>)>,
     ) -> Vec<Hit> {
         let apart = (query.seconds / 2.0 / self.frame_s()).ceil() as i64;
-        let least = interpolate(&FOUND_AT_SECONDS, &FOUND_CONFIRMED_SCORE, query.seconds);
+        let least = interpolate(
+            &FOUND_AT_SECONDS,
+            &self.found_thresholds().confirmed,
+            query.seconds,
+        );
         let mut hits: Vec<Hit> = Vec::new();
         for (file, alignments) in ranked {
             for occurrence in occurrences(alignments, apart) {
@@ -367,7 +416,7 @@ impl Searcher<'_> {
             Some(w) if checked => self.verified(q, w, file, alignments),
             _ => (alignments.swap_remove(0), None),
         };
-        let confirmed = by_samples.filter(confirms);
+        let confirmed = by_samples.filter(|m| confirms(m.correlation, m.prominence));
         let start_s = by_samples.map_or(a.offset as f64 * self.frame_s(), |m| m.start_s);
         let duration_s = self
             .index
@@ -384,21 +433,19 @@ impl Searcher<'_> {
         let start_s = start_s.max(0.0);
         let mut hit = self.hit(file, start_s, end_s, a.closest.distance, a.score);
         hit.correlation = confirmed.map(|c| c.correlation);
-        let backing = by_samples.map_or(AudioBacking::default(), |m| {
-            AudioBacking::of(&m, query.seconds, !self.every_occurrence)
-        });
-        hit.audio_check = by_samples.map(|m| AudioCheck {
-            correlation: m.correlation,
-            prominence: m.prominence,
-            onsets: m.onsets,
-            agreement: m.agreement,
-            elsewhere: m.elsewhere,
-            recurs: backing.recurs,
+        hit.audio_check = by_samples.map(|m| AudioCheck::of(&m, !self.every_occurrence));
+        let backing = (hit.audio_check.as_ref()).map_or(AudioBacking::default(), |c| {
+            AudioBacking::from_check(c, query.seconds)
         });
         // Segments that fall off the file count as chance: a long query that barely
         // overlaps a file's end must not be found on the few codes it shares.
         let evidence = a.score * coverage;
-        hit.found = Some(is_found(evidence, backing, query.seconds));
+        hit.found = Some(is_found(
+            evidence,
+            backing,
+            query.seconds,
+            &self.found_thresholds(),
+        ));
         hit.codes = Some(self.matched_codes(q, a.closest.query_segment, a.closest.segment));
         hit
     }
@@ -482,6 +529,12 @@ impl Searcher<'_> {
             Some((g, v)) => (g.nearest(v.offset).at(v.offset), None),
             None => (best_by_codes, None),
         }
+    }
+
+    /// The codes scores a match needs to be found: the model's own, or, for a model not
+    /// calibrated, the defaults.
+    fn found_thresholds(&self) -> FoundThresholds {
+        self.encoder.found_thresholds().unwrap_or_default()
     }
 
     /// How many of the heaviest (file, offset) votes are verified.
@@ -757,49 +810,51 @@ fn strongest_offsets(
 mod tests {
     use super::*;
 
+    /// The backing of a match whose best correlation is `m`.
+    fn backing_of(m: &SampleMatch, query_seconds: f64, against_recurrences: bool) -> AudioBacking {
+        AudioBacking::from_check(&AudioCheck::of(m, against_recurrences), query_seconds)
+    }
+
+    /// Whether a match is found with the default thresholds.
+    fn found(score: f32, backing: AudioBacking, query_seconds: f64) -> bool {
+        is_found(score, backing, query_seconds, &FoundThresholds::default())
+    }
+
     #[test]
     fn found_thresholds_follow_the_query_length() {
-        assert_eq!(
-            interpolate(&FOUND_AT_SECONDS, &FOUND_SCORE, 0.5),
-            FOUND_SCORE[0]
-        );
-        assert_eq!(
-            interpolate(&FOUND_AT_SECONDS, &FOUND_SCORE, 2.0),
-            FOUND_SCORE[1]
-        );
-        let mid = interpolate(&FOUND_AT_SECONDS, &FOUND_SCORE, 4.0);
-        assert!((mid - (FOUND_SCORE[2] + FOUND_SCORE[3]) / 2.0).abs() < 1e-6);
-        assert_eq!(
-            interpolate(&FOUND_AT_SECONDS, &FOUND_SCORE, 30.0),
-            FOUND_SCORE[3]
-        );
+        let codes = FoundThresholds::default().codes;
+        assert_eq!(interpolate(&FOUND_AT_SECONDS, &codes, 0.5), codes[0]);
+        assert_eq!(interpolate(&FOUND_AT_SECONDS, &codes, 2.0), codes[1]);
+        let mid = interpolate(&FOUND_AT_SECONDS, &codes, 4.0);
+        assert!((mid - (codes[2] + codes[3]) / 2.0).abs() < 1e-6);
+        assert_eq!(interpolate(&FOUND_AT_SECONDS, &codes, 30.0), codes[3]);
         // By codes alone; by samples with a modest score; by samples alone only beyond doubt;
         // a room's onsets need more score than samples do.
         let by = |support| AudioBacking {
             support,
             ..AudioBacking::default()
         };
-        assert!(is_found(0.7, by(AudioSupport::None), 2.0));
-        assert!(!is_found(0.5, by(AudioSupport::None), 2.0));
-        assert!(is_found(0.35, by(AudioSupport::Confirmed), 2.0));
-        assert!(!is_found(0.1, by(AudioSupport::Confirmed), 2.0));
-        assert!(is_found(0.1, by(AudioSupport::Certain), 2.0));
-        assert!(!is_found(0.35, by(AudioSupport::Room), 2.0));
-        assert!(is_found(0.38, by(AudioSupport::Room), 2.0));
+        assert!(found(0.7, by(AudioSupport::None), 2.0));
+        assert!(!found(0.5, by(AudioSupport::None), 2.0));
+        assert!(found(0.35, by(AudioSupport::Confirmed), 2.0));
+        assert!(!found(0.1, by(AudioSupport::Confirmed), 2.0));
+        assert!(found(0.1, by(AudioSupport::Certain), 2.0));
+        assert!(!found(0.35, by(AudioSupport::Room), 2.0));
+        assert!(found(0.38, by(AudioSupport::Room), 2.0));
         // Blocks that peak together back a match the codes alone could not find ...
         let agreed = AudioBacking {
             blocks_agree: true,
             ..by(AudioSupport::None)
         };
-        assert!(is_found(0.45, agreed, 2.0));
-        assert!(!is_found(0.45, by(AudioSupport::None), 2.0));
+        assert!(found(0.45, agreed, 2.0));
+        assert!(!found(0.45, by(AudioSupport::None), 2.0));
         // ... and a passage that recurs elsewhere in the file is a guess, unless certain.
         let recurs = |support| AudioBacking {
             recurs: true,
             ..by(support)
         };
-        assert!(!is_found(0.9, recurs(AudioSupport::Confirmed), 2.0));
-        assert!(is_found(0.1, recurs(AudioSupport::Certain), 2.0));
+        assert!(!found(0.9, recurs(AudioSupport::Confirmed), 2.0));
+        assert!(found(0.1, recurs(AudioSupport::Certain), 2.0));
     }
 
     #[test]
@@ -812,15 +867,15 @@ mod tests {
             agreement: Some(0.75),
             elsewhere: Some(0.119),
         };
-        let single = AudioBacking::of(&faint, 2.0, true);
+        let single = backing_of(&faint, 2.0, true);
         assert!(single.recurs && single.blocks_agree);
-        assert!(!is_found(0.9, single, 2.0));
+        assert!(!found(0.9, single, 2.0));
         // Listed with every occurrence, the same match is found on its blocks.
-        let listed = AudioBacking::of(&faint, 2.0, false);
-        assert!(!listed.recurs && is_found(0.45, listed, 2.0));
-        assert!(!is_found(
+        let listed = backing_of(&faint, 2.0, false);
+        assert!(!listed.recurs && found(0.45, listed, 2.0));
+        assert!(!found(
             0.45,
-            AudioBacking::of(
+            backing_of(
                 &SampleMatch {
                     agreement: Some(0.25),
                     ..faint
@@ -835,7 +890,47 @@ mod tests {
             elsewhere: Some(0.08),
             ..faint
         };
-        assert!(!AudioBacking::of(&alone, 2.0, true).recurs);
+        assert!(!backing_of(&alone, 2.0, true).recurs);
+    }
+
+    #[test]
+    fn calibrated_thresholds_find_no_negative_short_of_certain() {
+        let negative = |query_seconds, evidence, support, blocks_agree| NegativeMatch {
+            query_seconds,
+            evidence,
+            backing: AudioBacking {
+                support,
+                blocks_agree,
+                recurs: false,
+            },
+        };
+        let mut negatives: Vec<NegativeMatch> = FOUND_AT_SECONDS
+            .iter()
+            .map(|&s| negative(s, 0.30, AudioSupport::None, false))
+            .collect();
+        negatives.extend([
+            negative(5.0, 0.03, AudioSupport::Room, false),
+            negative(2.0, 0.50, AudioSupport::None, false),
+            negative(2.0, 0.25, AudioSupport::Confirmed, false),
+            negative(2.0, 0.20, AudioSupport::Room, true),
+            // Certain is found whatever the codes say: it calibrates nothing.
+            negative(2.0, 0.90, AudioSupport::Certain, false),
+        ]);
+        let t = calibrate_found(&negatives).unwrap();
+        let near = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        assert!(near(t.codes[1], 0.52) && near(t.confirmed[1], 0.27));
+        assert!(near(t.room[1], 0.22) && near(t.agreed[1], 0.22));
+        // A kind of backing no negative had gets its floor, never above the codes' own.
+        assert!(near(t.codes[0], 0.32) && near(t.confirmed[0], CONFIRMED_FLOOR));
+        assert!(near(t.room[0], ROOM_FLOOR) && near(t.agreed[0], AGREED_FLOOR));
+        // ... nor one that a negative scored little with.
+        assert!(near(t.room[3], ROOM_FLOOR));
+        for n in &negatives {
+            let found = is_found(n.evidence, n.backing, n.query_seconds, &t);
+            assert_eq!(found, n.backing.support == AudioSupport::Certain, "{n:?}");
+        }
+        // Without negatives of every length there is nothing to calibrate on.
+        assert!(calibrate_found(&negatives[1..4]).is_none());
     }
 
     #[test]
@@ -850,9 +945,9 @@ mod tests {
         };
         // Three of a 1 s query's four quarter-seconds agree by chance now and then; three of a
         // 2 s query's four half-seconds are enough.
-        assert!(!AudioBacking::of(&faint, 1.0, true).blocks_agree);
-        assert!(AudioBacking::of(&faint, 2.0, true).blocks_agree);
-        let all = AudioBacking::of(
+        assert!(!backing_of(&faint, 1.0, true).blocks_agree);
+        assert!(backing_of(&faint, 2.0, true).blocks_agree);
+        let all = backing_of(
             &SampleMatch {
                 agreement: Some(1.0),
                 ..faint
@@ -860,9 +955,9 @@ mod tests {
             1.0,
             true,
         );
-        assert!(all.blocks_agree && is_found(0.25, all, 1.0));
-        assert!(!is_found(0.15, all, 1.0));
-        assert!(!is_found(0.25, AudioBacking::default(), 1.0));
+        assert!(all.blocks_agree && found(0.25, all, 1.0));
+        assert!(!found(0.15, all, 1.0));
+        assert!(!found(0.25, AudioBacking::default(), 1.0));
     }
 
     #[test]

@@ -198,6 +198,10 @@ fn train_fingerprint_learns_a_projection_that_loads_as_the_fingerprint_encoder()
         "2000".as_ref(),
         "--eval-queries-per-length".as_ref(),
         "3".as_ref(),
+        "--calibration-queries-per-length".as_ref(),
+        "2".as_ref(),
+        "--calibration-negatives-per-length".as_ref(),
+        "2".as_ref(),
         "--models-dir".as_ref(),
         models.as_os_str(),
     ]);
@@ -220,6 +224,36 @@ fn train_fingerprint_learns_a_projection_that_loads_as_the_fingerprint_encoder()
     // Clean 5 s excerpts of an indexed track are found at their place.
     assert_eq!(cells[0].0, "clean");
     assert_eq!(cells[0].1[3], "100.0% (100.0%)", "{card}");
+    // The model was calibrated after training: its found thresholds are in its config, and
+    // the card says what set them.
+    let found = encoder.found_thresholds().expect("calibrated thresholds");
+    let tables = [found.codes, found.confirmed, found.room, found.agreed];
+    assert!(tables.iter().flatten().all(|t| (0.0..=1.0).contains(t)));
+    assert!(card.contains("## Found thresholds") && card.contains("--write-thresholds"));
+}
+
+#[test]
+fn eval_fingerprint_writes_thresholds_only_from_a_calibration_run_into_a_model_folder() {
+    for (args, refused) in [
+        (&["--write-thresholds", "--model", "m"][..], "--calibrate"),
+        (&["--write-thresholds", "--calibrate"][..], "--model"),
+        (
+            &[
+                "--write-thresholds",
+                "--calibrate",
+                "--model",
+                "m",
+                "--codes-only",
+            ][..],
+            "--codes-only",
+        ),
+    ] {
+        let all = [&["eval", "fingerprint", "--data", "missing"][..], args].concat();
+        let out = earshot(&all.iter().map(std::ffi::OsStr::new).collect::<Vec<_>>());
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(refused), "{args:?}: {stderr}");
+    }
 }
 
 fn bank() -> NoiseBank {
