@@ -157,6 +157,18 @@ pub fn is_found(
     score >= enough.min(agreed).min(at(&thresholds.codes))
 }
 
+/// The least score a match its samples back needs to be found (see [`is_found`]): confirming
+/// samples or a room's, for a query of `query_seconds`. Blocks that all agree can find a 1 s
+/// query's match on less (0.2), but checking every occurrence scoring that little made
+/// `earshot query --all` take twice as long (40 clips of 1 and 3 s against the protocol's 56
+/// tracks: 5.2-5.7 s against 2.6-3.0 s) and listed a looping track's passages that share only
+/// their accompaniment with the query (a clean 1 s query: 10 more places, correlating
+/// 0.26-0.43 where its own did at 0.83).
+fn least_found_score(thresholds: &FoundThresholds, query_seconds: f64) -> f32 {
+    let at = |table: &[f32; 4]| interpolate(&FOUND_AT_SECONDS, table, query_seconds);
+    at(&thresholds.confirmed).min(at(&thresholds.room))
+}
+
 /// How far above the highest score a query of audio not in the index reached, with a kind of
 /// backing, a calibrated threshold is set.
 const CALIBRATION_MARGIN: f32 = 0.02;
@@ -370,8 +382,8 @@ impl Searcher<'_> {
 
     /// Every place of every file where the query may occur: a file's candidate offsets less
     /// than half the query's length apart are one occurrence, each checked against the audio.
-    /// Occurrences whose codes agree too little to ever be found are left out, and so are
-    /// two placed at the same moment.
+    /// Occurrences whose codes agree too little to be found by their samples are left out
+    /// ([`least_found_score`]), and so are two placed at the same moment.
     fn every_occurrence_hits(
         &self,
         q: &QuerySegments,
@@ -379,11 +391,7 @@ impl Searcher<'_> {
         ranked: Vec<(u32, Vec<Alignment>)>,
     ) -> Vec<Hit> {
         let apart = (query.seconds / 2.0 / self.frame_s()).ceil() as i64;
-        let least = interpolate(
-            &FOUND_AT_SECONDS,
-            &self.found_thresholds().confirmed,
-            query.seconds,
-        );
+        let least = least_found_score(&self.found_thresholds(), query.seconds);
         let mut hits: Vec<Hit> = Vec::new();
         for (file, alignments) in ranked {
             for occurrence in occurrences(alignments, apart) {
@@ -891,6 +899,22 @@ mod tests {
             ..faint
         };
         assert!(!backing_of(&alone, 2.0, true).recurs);
+    }
+
+    #[test]
+    fn every_occurrence_checks_what_samples_could_find_and_no_less() {
+        let t = FoundThresholds::default();
+        for seconds in [1.0, 2.0, 3.0, 5.0] {
+            let least = least_found_score(&t, seconds);
+            let backed = |support| AudioBacking {
+                support,
+                ..AudioBacking::default()
+            };
+            let by_samples = [AudioSupport::Confirmed, AudioSupport::Room];
+            assert!(by_samples.iter().any(|&s| found(least, backed(s), seconds)));
+            let below = least - 0.01;
+            assert!(!by_samples.iter().any(|&s| found(below, backed(s), seconds)));
+        }
     }
 
     #[test]
