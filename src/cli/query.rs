@@ -29,7 +29,16 @@ pub fn query(
     clips: &[PathBuf],
     export: Option<&Export>,
 ) -> anyhow::Result<ExitCode> {
-    let encoders = Encoders::from([(mode, encoder_for(mode, model)?)]);
+    let encoder = encoder_for(mode, model)?;
+    if mode == Mode::Fingerprint && encoder.found_thresholds().is_none() {
+        eprintln!(
+            "note: {} has no found thresholds of its own: found / not found is decided with \
+             those of Earshot's earlier fingerprint model (a learned projection is calibrated \
+             with `earshot eval fingerprint --calibrate --model DIR --write-thresholds`)",
+            encoder.info().name
+        );
+    }
+    let encoders = Encoders::from([(mode, encoder)]);
     let library = OpenLibrary::open(db, Arc::new(encoders))?;
     library.prepare(mode, options.engine)?;
     let mut out = std::io::stdout().lock();

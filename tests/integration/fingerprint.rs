@@ -230,6 +230,32 @@ fn train_fingerprint_learns_a_projection_that_loads_as_the_fingerprint_encoder()
     let tables = [found.codes, found.confirmed, found.room, found.agreed];
     assert!(tables.iter().flatten().all(|t| (0.0..=1.0).contains(t)));
     assert!(card.contains("## Found thresholds") && card.contains("--write-thresholds"));
+    // A query says when the model has no thresholds of its own, and only then.
+    let db = dir.path().join("db");
+    let track = dir.path().join("music/track0.wav");
+    let run = |command: &str| {
+        let out = earshot(&[
+            command.as_ref(),
+            "--db".as_ref(),
+            db.as_os_str(),
+            "--mode".as_ref(),
+            "fingerprint".as_ref(),
+            "--model".as_ref(),
+            model.as_os_str(),
+            track.as_os_str(),
+        ]);
+        assert!(out.status.success(), "{command}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run("index");
+    let note = "has no found thresholds of its own";
+    assert!(!run("query").contains(note));
+    let config = model.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("found");
+    std::fs::write(&config, json.to_string()).unwrap();
+    assert!(run("query").contains(note));
 }
 
 #[test]
