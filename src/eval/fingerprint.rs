@@ -288,8 +288,8 @@ pub struct QueryRecord {
     pub kind: &'static str,
     pub condition: String,
     pub seconds: f64,
-    /// Where a positive query was cut from: its track and start (seconds), so that a single
-    /// query can be looked at again.
+    /// Where the query was cut from: its track (a negative's: the track or clip not indexed)
+    /// and start (seconds), so that a single query can be looked at again.
     pub track: Option<PathBuf>,
     pub start_s: Option<f64>,
     /// Where the first hit places the query: its file and start (seconds).
@@ -530,20 +530,19 @@ pub fn evaluate(
     for (c, condition) in Distortion::EVALUATION.iter().enumerate() {
         on_progress(&format!("queries: {}", condition.name()));
         for (q, plan) in plans.iter().enumerate() {
-            let (truth, samples) = &sources[plan.track];
+            let (path, samples) = &sources[plan.track];
             let excerpt = &samples[plan.start..plan.start + plan.len];
             let mut rng = SeededRng::new(options.seed ^ ((q as u64) << 8) ^ c as u64);
             let query = condition.apply(excerpt, bank, &mut rng);
-            let true_start = plan.start as f64 / f64::from(rate);
             let asked = Asked {
                 kind: POSITIVE,
                 condition,
                 seconds: plan.seconds,
-                truth: Some(Truth {
-                    path: truth,
+                source: Source {
+                    path,
                     track: samples,
-                    start_s: true_start,
-                }),
+                    start_s: plan.start as f64 / f64::from(rate),
+                },
             };
             let record = run.search(&query, &asked);
             let li = QUERY_SECONDS
@@ -739,17 +738,17 @@ struct Run<'s, 'a> {
     scanned: Vec<f64>,
 }
 
-/// What a query is: its kind, distortion and length, and where it comes from (none for a
-/// negative): the track and the start in seconds.
+/// What a query is: its kind, distortion and length, and where it was cut from.
 struct Asked<'q> {
     kind: &'static str,
     condition: &'q Distortion,
     seconds: f64,
-    truth: Option<Truth<'q>>,
+    source: Source<'q>,
 }
 
-/// Where a positive query was cut from: its track (path and samples) and start (seconds).
-struct Truth<'q> {
+/// Where a query was cut from: its track or clip (path and samples) and start (seconds); for a
+/// positive, the truth its hits are judged by.
+struct Source<'q> {
     path: &'q Path,
     track: &'q [f32],
     start_s: f64,
@@ -759,7 +758,7 @@ struct Truth<'q> {
 /// first's audio again (a loop or a repeated bar, copied, as music made on a computer repeats).
 const REPEAT_CORRELATION: f64 = 0.9;
 
-impl Truth<'_> {
+impl Source<'_> {
     /// Whether the track's samples from `at_s` on, within [`TOLERANCE_S`], are those of the
     /// query's passage again (`len` samples at `rate`), half the query's length or more away.
     fn repeats_at(&self, at_s: f64, len: usize, rate: u32) -> bool {
@@ -820,8 +819,8 @@ impl<'s, 'a> Run<'s, 'a> {
             kind: asked.kind,
             condition: asked.condition.name(),
             seconds: asked.seconds,
-            track: asked.truth.as_ref().map(|t| t.path.to_path_buf()),
-            start_s: asked.truth.as_ref().map(|t| t.start_s),
+            track: Some(asked.source.path.to_path_buf()),
+            start_s: Some(asked.source.start_s),
             hit_track: None,
             hit_start_s: None,
             segments: 0,
@@ -851,7 +850,8 @@ impl<'s, 'a> Run<'s, 'a> {
                 record.correlation = hit.correlation;
                 record.audio_check = hit.audio_check;
                 record.found = hit.found == Some(true);
-                if let Some(truth) = &asked.truth {
+                if asked.kind == POSITIVE {
+                    let truth = &asked.source;
                     record.right_file = canonical(&hit.path) == truth.path;
                     let error_s = hit.start_s - truth.start_s;
                     record.error_s = record.right_file.then_some(error_s);
@@ -876,7 +876,7 @@ impl<'s, 'a> Run<'s, 'a> {
         for set in negatives {
             for (c, condition) in Distortion::EVALUATION.iter().enumerate() {
                 for (q, plan) in set.plans.iter().enumerate() {
-                    let samples = &set.sources[plan.track].1;
+                    let (path, samples) = &set.sources[plan.track];
                     let excerpt = &samples[plan.start..plan.start + plan.len];
                     let mut rng = SeededRng::new(seed ^ 0xbad ^ ((q as u64) << 8) ^ c as u64);
                     let query = condition.apply(excerpt, bank, &mut rng);
@@ -884,7 +884,11 @@ impl<'s, 'a> Run<'s, 'a> {
                         kind: set.kind,
                         condition,
                         seconds: plan.seconds,
-                        truth: None,
+                        source: Source {
+                            path,
+                            track: samples,
+                            start_s: plan.start as f64 / f64::from(self.rate),
+                        },
                     };
                     self.search(&query, &asked);
                 }
@@ -924,7 +928,7 @@ mod tests {
         let mut track: Vec<f32> = (0..20 * rate).map(|_| rng.normal() as f32).collect();
         let (start, copy, len) = (2 * rate, 12 * rate, 3 * rate as usize);
         track.copy_within(start as usize..start as usize + len, copy as usize);
-        let truth = Truth {
+        let truth = Source {
             path: Path::new("track.ogg"),
             track: &track,
             start_s: 2.0,
