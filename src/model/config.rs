@@ -65,6 +65,11 @@ pub fn write_folder<C: Serialize>(
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(out).map_err(write_error(out))?;
     write_tensors(tensors, &out.join(WEIGHTS_FILE))?;
+    write_config(out, config)
+}
+
+/// Writes the model folder `out`'s `config.json`, replacing it atomically.
+pub fn write_config<C: Serialize>(out: &Path, config: &C) -> Result<(), ModelError> {
     let path = out.join(CONFIG_FILE);
     // A config of plain data always serialises.
     let text = serde_json::to_string_pretty(config).unwrap_or_default();

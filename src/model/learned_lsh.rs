@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::config::{CONFIG_FILE, ModelError, ModelFiles, Versioned, write_folder};
+use super::config::{CONFIG_FILE, ModelError, ModelFiles, Versioned, write_config, write_folder};
 use super::found::FoundThresholds;
 use super::lsh::{Grid, SignProjection};
 use super::{EncodeError, Encoded, Encoder, EncoderInfo, EncoderInput, Segmentation};
@@ -154,25 +154,13 @@ impl LearnedLshEncoder {
     /// Writes `found` into the model folder `dir`'s `config.json`, leaving its weights (and so
     /// the indexes built with them) as they are.
     pub fn write_found_thresholds(dir: &Path, found: FoundThresholds) -> Result<(), ModelError> {
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read(&path).map_err(|source| ModelError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let mut config: LearnedLshConfig =
-            serde_json::from_slice(&text).map_err(|source| ModelError::Parse {
-                path: path.clone(),
-                source,
-            })?;
+        let mut config = ModelFiles::<LearnedLshConfig>::read(dir)?.config;
         config.found = Some(found);
         config.check().map_err(|reason| ModelError::Config {
-            path: path.clone(),
+            path: dir.join(CONFIG_FILE),
             reason,
         })?;
-        // A config of plain data always serialises.
-        let text = serde_json::to_string_pretty(&config).unwrap_or_default();
-        crate::fsutil::write_atomic(&path, text.as_bytes())
-            .map_err(|source| ModelError::Write { path, source })
+        write_config(dir, &config)
     }
 }
 
